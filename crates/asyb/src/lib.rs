@@ -1,0 +1,19 @@
+//! asyb: train large sparse models with AsyB-ProxSGD (Zhu & Niu, arXiv 1810.09270),
+//! asynchronous block-wise proximal stochastic gradient descent on a sharded parameter
+//! server.
+//!
+//! Data flows one way: [`data`] -> [`ps::worker`] -> [`ps::transport`] -> [`ps::shard`],
+//! and back for pulls; [`monitor`] reads snapshots beside it. [`model`] is math only.
+//! The library never prints and never exits; the `asyb` binary does both.
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod fista;
+pub mod model;
+pub mod model_file;
+pub mod monitor;
+pub mod ps;
+pub mod train;
+
+pub use error::{Error, Result};

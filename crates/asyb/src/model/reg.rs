@@ -1,0 +1,373 @@
+//! Regularizers h and their proximal operators, with the closed form of repeated prox
+//! steps that makes the shard's lazy update exact.
+//!
+//! `prox_{eta h}(y) = argmin_x h(x) + ||x - y||^2 / (2 eta)`, applied to one *group* of
+//! coordinates at a time: a single coordinate for separable regularizers, a group of
+//! `group_len()` consecutive coordinates for group lasso.
+//!
+//! Lazy prox. A block that receives a push applies one prox step to *all* its
+//! coordinates; a coordinate with zero gradient just gets `x <- prox_{eta_k h}(x)`. The
+//! shard records the step sizes of its block's updates as running sums ([`StepSums`],
+//! built by [`Regularizer::advance`]) and, when a coordinate is next read or touched,
+//! applies all the steps it skipped at once with [`Regularizer::prox_skipped`]:
+//!
+//! - L1, `lambda |x|`: soft-threshold by `lambda * sum(eta)`;
+//! - squared L2, `lambda/2 x^2`: multiply by `prod 1/(1 + eta lambda)`;
+//! - elastic net, `lambda (r |x| + (1-r)/2 x^2)`: each step is `z <- (z - eta l1) a`
+//!   with `a = 1/(1 + eta l2)` on `z = |x|`, clamped at 0; unrolled over steps
+//!   t0..t1, `z1 = z0 exp(-(D1 - D0)) - l1 exp(-D1) (W1 - W0)` with `D = sum ln(1 + eta
+//!   l2)` and `W = sum eta_s exp(D_s)` (D_s taken before step s); the clamp commutes
+//!   because the unclamped sequence is decreasing and 0 is a fixed point;
+//! - box and nonnegativity constraints: the prox is a projection, idempotent;
+//! - group lasso, `lambda ||x_g||_2`: the group keeps its direction and its norm
+//!   shrinks by `lambda * sum(eta)`, clamped at 0.
+
+use serde::{Deserialize, Serialize};
+
+/// Which regularizer, as named on the command line and in config files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegKind {
+    /// h = 0.
+    None,
+    /// lambda * ||x||_1.
+    L1,
+    /// lambda / 2 * ||x||_2^2.
+    L2,
+    /// lambda * (r ||x||_1 + (1 - r) / 2 ||x||_2^2), r = l1_ratio.
+    ElasticNet,
+    /// Indicator of x >= 0.
+    Nonneg,
+    /// Indicator of lower <= x <= upper.
+    Box,
+    /// lambda * sum over groups of ||x_g||_2.
+    GroupLasso,
+}
+
+impl RegKind {
+    /// All kinds with their command-line names.
+    pub const ALL: [(&'static str, RegKind); 7] = [
+        ("none", RegKind::None),
+        ("l1", RegKind::L1),
+        ("l2", RegKind::L2),
+        ("elastic-net", RegKind::ElasticNet),
+        ("nonneg", RegKind::Nonneg),
+        ("box", RegKind::Box),
+        ("group-lasso", RegKind::GroupLasso),
+    ];
+
+    /// Command-line name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
+impl std::str::FromStr for RegKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown regularizer '{s}' (expected one of: {})", names.join(", "))
+            })
+    }
+}
+
+/// A validated regularizer with its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegSpec {
+    pub kind: RegKind,
+    /// Strength lambda (>= 0).
+    pub lambda: f64,
+    /// Elastic-net mixing r in [0, 1]: 1 is pure L1.
+    pub l1_ratio: f64,
+    /// Box constraint bounds.
+    pub lower: f64,
+    pub upper: f64,
+    /// Group lasso: coordinates per group (>= 1).
+    pub group_len: usize,
+}
+
+/// Running sums over a block's sequence of prox steps, from which any stretch of skipped
+/// steps is applied in closed form. All zero at the start of a history.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepSums {
+    /// sum of eta.
+    pub eta: f64,
+    /// D = sum of ln(1 + eta * l2) (squared-L2 part of the regularizer; 0 without one).
+    pub log_decay: f64,
+    /// W = sum of eta_s * exp(D_s), D_s the value of `log_decay` before step s.
+    pub weighted_eta: f64,
+}
+
+/// A regularizer: value, one prox step, and the closed form of skipped steps.
+pub trait Regularizer: Copy + Send + Sync + 'static {
+    /// Coordinates coupled by the regularizer (1 for separable ones).
+    fn group_len(&self) -> usize {
+        1
+    }
+
+    /// h of one group.
+    fn value(&self, x: &[f64]) -> f64;
+
+    /// One step in place on one group: `x <- prox_{eta h}(x)`.
+    fn prox(&self, eta: f64, x: &mut [f64]);
+
+    /// Squared-L2 strength inside h, used by [`StepSums::log_decay`] (0 by default).
+    fn l2_part(&self) -> f64 {
+        0.0
+    }
+
+    /// The running sums after one more step of size `eta`.
+    fn advance(&self, s: StepSums, eta: f64) -> StepSums {
+        StepSums {
+            eta: s.eta + eta,
+            log_decay: s.log_decay + (eta * self.l2_part()).ln_1p(),
+            weighted_eta: s.weighted_eta + eta * s.log_decay.exp(),
+        }
+    }
+
+    /// Applies, to a group that got zero gradient over them, the steps between two
+    /// points `from` and `to` of one history; `etas` are those steps' sizes. The default
+    /// loops over `etas`; regularizers override it with their closed form.
+    fn prox_skipped(&self, x: &mut [f64], etas: &[f64], _from: StepSums, _to: StepSums) {
+        for &eta in etas {
+            self.prox(eta, x);
+        }
+    }
+}
+
+/// h = 0.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoReg;
+
+/// lambda * |x|.
+#[derive(Clone, Copy, Debug)]
+pub struct L1 {
+    pub lambda: f64,
+}
+
+/// lambda / 2 * x^2.
+#[derive(Clone, Copy, Debug)]
+pub struct L2 {
+    pub lambda: f64,
+}
+
+/// l1 * |x| + l2 / 2 * x^2.
+#[derive(Clone, Copy, Debug)]
+pub struct ElasticNet {
+    pub l1: f64,
+    pub l2: f64,
+}
+
+/// Indicator of lower <= x <= upper (nonnegativity is lower = 0, upper = inf).
+#[derive(Clone, Copy, Debug)]
+pub struct BoxConstraint {
+    pub lower: f64,
+    pub upper: f64,
+}
+
+/// lambda * ||x_g||_2 over groups of `len` coordinates.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupLasso {
+    pub lambda: f64,
+    pub len: usize,
+}
+
+/// Soft threshold: sign(x) max(|x| - t, 0).
+#[inline]
+pub fn soft_threshold(x: f64, t: f64) -> f64 {
+    if x > t {
+        x - t
+    } else if x < -t {
+        x + t
+    } else {
+        0.0
+    }
+}
+
+impl Regularizer for NoReg {
+    fn value(&self, _x: &[f64]) -> f64 {
+        0.0
+    }
+    #[inline]
+    fn prox(&self, _eta: f64, _x: &mut [f64]) {}
+    #[inline]
+    fn prox_skipped(&self, _x: &mut [f64], _etas: &[f64], _from: StepSums, _to: StepSums) {}
+}
+
+impl Regularizer for L1 {
+    fn value(&self, x: &[f64]) -> f64 {
+        self.lambda * x.iter().map(|v| v.abs()).sum::<f64>()
+    }
+    #[inline]
+    fn prox(&self, eta: f64, x: &mut [f64]) {
+        for v in x {
+            *v = soft_threshold(*v, eta * self.lambda);
+        }
+    }
+    #[inline]
+    fn prox_skipped(&self, x: &mut [f64], _etas: &[f64], from: StepSums, to: StepSums) {
+        let t = self.lambda * (to.eta - from.eta);
+        for v in x {
+            *v = soft_threshold(*v, t);
+        }
+    }
+}
+
+impl Regularizer for L2 {
+    fn value(&self, x: &[f64]) -> f64 {
+        0.5 * self.lambda * x.iter().map(|v| v * v).sum::<f64>()
+    }
+    #[inline]
+    fn prox(&self, eta: f64, x: &mut [f64]) {
+        let a = 1.0 / (1.0 + eta * self.lambda);
+        for v in x {
+            *v *= a;
+        }
+    }
+    fn l2_part(&self) -> f64 {
+        self.lambda
+    }
+    #[inline]
+    fn prox_skipped(&self, x: &mut [f64], _etas: &[f64], from: StepSums, to: StepSums) {
+        let a = (from.log_decay - to.log_decay).exp();
+        for v in x {
+            *v *= a;
+        }
+    }
+}
+
+impl Regularizer for ElasticNet {
+    fn value(&self, x: &[f64]) -> f64 {
+        x.iter().map(|v| self.l1 * v.abs() + 0.5 * self.l2 * v * v).sum()
+    }
+    #[inline]
+    fn prox(&self, eta: f64, x: &mut [f64]) {
+        let a = 1.0 / (1.0 + eta * self.l2);
+        let t = eta * self.l1;
+        for v in x {
+            *v = soft_threshold(*v, t) * a;
+        }
+    }
+    fn l2_part(&self) -> f64 {
+        self.l2
+    }
+    #[inline]
+    fn prox_skipped(&self, x: &mut [f64], _etas: &[f64], from: StepSums, to: StepSums) {
+        let decay = (from.log_decay - to.log_decay).exp();
+        let shrink = self.l1 * (-to.log_decay).exp() * (to.weighted_eta - from.weighted_eta);
+        for v in x {
+            let z = (v.abs() * decay - shrink).max(0.0);
+            *v = z.copysign(*v);
+        }
+    }
+}
+
+impl Regularizer for BoxConstraint {
+    fn value(&self, x: &[f64]) -> f64 {
+        // The indicator is +inf outside the box; iterates never leave it, but a warm
+        // start may. A small tolerance absorbs rounding at the bounds.
+        let tol = 1e-12;
+        if x.iter().all(|&v| v >= self.lower - tol && v <= self.upper + tol) {
+            0.0
+        } else {
+            f64::INFINITY
+        }
+    }
+    #[inline]
+    fn prox(&self, _eta: f64, x: &mut [f64]) {
+        for v in x {
+            *v = v.clamp(self.lower, self.upper);
+        }
+    }
+    #[inline]
+    fn prox_skipped(&self, x: &mut [f64], etas: &[f64], _from: StepSums, _to: StepSums) {
+        if !etas.is_empty() {
+            self.prox(0.0, x);
+        }
+    }
+}
+
+impl Regularizer for GroupLasso {
+    fn group_len(&self) -> usize {
+        self.len
+    }
+    fn value(&self, x: &[f64]) -> f64 {
+        x.chunks(self.len)
+            .map(|g| self.lambda * g.iter().map(|v| v * v).sum::<f64>().sqrt())
+            .sum()
+    }
+    #[inline]
+    fn prox(&self, eta: f64, x: &mut [f64]) {
+        group_shrink(x, eta * self.lambda);
+    }
+    #[inline]
+    fn prox_skipped(&self, x: &mut [f64], _etas: &[f64], from: StepSums, to: StepSums) {
+        group_shrink(x, self.lambda * (to.eta - from.eta));
+    }
+}
+
+/// x <- x * max(0, 1 - t / ||x||_2): the prox of t * ||x||_2.
+#[inline]
+fn group_shrink(x: &mut [f64], t: f64) {
+    let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let scale = if norm > t { 1.0 - t / norm } else { 0.0 };
+    for v in x {
+        *v *= scale;
+    }
+}
+
+/// Runs `$body` with `$r` bound to the concrete regularizer of the [`RegSpec`] `$spec`,
+/// so that `$body` is monomorphized once per regularizer.
+#[macro_export]
+macro_rules! with_reg {
+    ($spec:expr, |$r:ident| $body:expr) => {{
+        let spec: $crate::model::reg::RegSpec = $spec;
+        match spec.kind {
+            $crate::model::reg::RegKind::None => {
+                let $r = $crate::model::reg::NoReg;
+                $body
+            }
+            $crate::model::reg::RegKind::L1 => {
+                let $r = $crate::model::reg::L1 { lambda: spec.lambda };
+                $body
+            }
+            $crate::model::reg::RegKind::L2 => {
+                let $r = $crate::model::reg::L2 { lambda: spec.lambda };
+                $body
+            }
+            $crate::model::reg::RegKind::ElasticNet => {
+                let $r = $crate::model::reg::ElasticNet {
+                    l1: spec.lambda * spec.l1_ratio,
+                    l2: spec.lambda * (1.0 - spec.l1_ratio),
+                };
+                $body
+            }
+            $crate::model::reg::RegKind::Nonneg => {
+                let $r = $crate::model::reg::BoxConstraint {
+                    lower: 0.0,
+                    upper: f64::INFINITY,
+                };
+                $body
+            }
+            $crate::model::reg::RegKind::Box => {
+                let $r = $crate::model::reg::BoxConstraint {
+                    lower: spec.lower,
+                    upper: spec.upper,
+                };
+                $body
+            }
+            $crate::model::reg::RegKind::GroupLasso => {
+                let $r = $crate::model::reg::GroupLasso {
+                    lambda: spec.lambda,
+                    len: spec.group_len,
+                };
+                $body
+            }
+        }
+    }};
+}

@@ -1,0 +1,3 @@
+//! The parameter server: block partition, shards that own blocks and apply proximal
+//! steps, the worker loop, and the transports between them. Knows nothing of file
+//! formats.
