@@ -105,6 +105,11 @@ pub struct StepSums {
 
 /// A regularizer: value, one prox step, and the closed form of skipped steps.
 pub trait Regularizer: Copy + Send + Sync + 'static {
+    /// Whether [`Regularizer::prox_skipped`] needs the individual step sizes. Those with
+    /// a closed form in the running sums alone set it to false, which lets the shard skip
+    /// copying the step list.
+    const STEP_LIST: bool = true;
+
     /// Coordinates coupled by the regularizer (1 for separable ones).
     fn group_len(&self) -> usize {
         1
@@ -190,6 +195,8 @@ pub fn soft_threshold(x: f64, t: f64) -> f64 {
 }
 
 impl Regularizer for NoReg {
+    const STEP_LIST: bool = false;
+
     fn value(&self, _x: &[f64]) -> f64 {
         0.0
     }
@@ -200,6 +207,8 @@ impl Regularizer for NoReg {
 }
 
 impl Regularizer for L1 {
+    const STEP_LIST: bool = false;
+
     fn value(&self, x: &[f64]) -> f64 {
         self.lambda * x.iter().map(|v| v.abs()).sum::<f64>()
     }
@@ -219,6 +228,8 @@ impl Regularizer for L1 {
 }
 
 impl Regularizer for L2 {
+    const STEP_LIST: bool = false;
+
     fn value(&self, x: &[f64]) -> f64 {
         0.5 * self.lambda * x.iter().map(|v| v * v).sum::<f64>()
     }
@@ -242,6 +253,8 @@ impl Regularizer for L2 {
 }
 
 impl Regularizer for ElasticNet {
+    const STEP_LIST: bool = false;
+
     fn value(&self, x: &[f64]) -> f64 {
         x.iter().map(|v| self.l1 * v.abs() + 0.5 * self.l2 * v * v).sum()
     }
@@ -293,6 +306,8 @@ impl Regularizer for BoxConstraint {
 }
 
 impl Regularizer for GroupLasso {
+    const STEP_LIST: bool = false;
+
     fn group_len(&self) -> usize {
         self.len
     }

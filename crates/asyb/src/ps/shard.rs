@@ -1,0 +1,797 @@
+//! Shards: the server side of the parameter server. A shard owns some blocks and applies
+//! each push as one proximal step on the WHOLE block (PAPER.md):
+//!
+//! `x_j <- prox_{eta_k h_j}(x_j - eta_k G_j)`,
+//!
+//! where `G_j` is sparse (the coordinates the worker's minibatch touched). The step is
+//! applied exactly but lazily: coordinates with zero gradient are not visited; each
+//! regularizer group records the point of its block's step history up to which it is
+//! current, and when it is next read or touched the skipped steps are applied at once
+//! in closed form ([`Regularizer::prox_skipped`]). The history (step sizes and their
+//! running sums) is rebased, every group brought up to date, when it is full or when
+//! the squared-L2 decay sum grows large, so memory and rounding stay bounded.
+//!
+//! Concurrency: reads never lock. Each group's `last` index doubles as a sequence lock
+//! (a writer marks it busy while it rewrites the group's values) and each block has a
+//! generation counter bumped around a rebase; a reader retries if either moved. Pushes
+//! to one block are serialized by a mutex; pushes to different blocks run in parallel.
+//!
+//! Delay: every push carries the global step at which its worker pulled; the shard
+//! computes the delay against the global step counter ([`Clock`]), rejects the push
+//! when the delay exceeds `max_delay` (tau), and records it in [`DelayStats`].
+//!
+//! The shard knows nothing of transports or files: one implementation serves them all.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::model::reg::{Regularizer, StepSums};
+use crate::model::nonconvex_deriv;
+use crate::ps::blocks::{BlockId, BlockPartition, ShardId};
+
+/// Marks a group whose values a writer is rewriting.
+const BUSY: u32 = u32::MAX;
+
+/// Largest history before a rebase, in steps.
+const MAX_HISTORY: usize = 1 << 24;
+
+/// Rebase once the squared-L2 decay sum exceeds this, so that `exp(log_decay)` in the
+/// elastic-net closed form stays far from overflow and cancellation.
+const MAX_LOG_DECAY: f64 = 40.0;
+
+/// The global step counter k: one tick per applied block update, anywhere.
+#[derive(Debug, Default)]
+pub struct Clock(AtomicU64);
+
+impl Clock {
+    /// A clock starting at `k`.
+    pub fn starting_at(k: u64) -> Self {
+        Clock(AtomicU64::new(k))
+    }
+
+    /// The current step k.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn tick(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::AcqRel)
+    }
+}
+
+/// Step size as a function of the global step k.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StepSchedule {
+    /// eta_k = eta.
+    Constant { eta: f64 },
+    /// eta_k = eta0 / sqrt(1 + k / t0).
+    Decay { eta0: f64, t0: f64 },
+}
+
+impl StepSchedule {
+    /// The step size at global step k.
+    #[inline]
+    pub fn eta(&self, k: u64) -> f64 {
+        match *self {
+            StepSchedule::Constant { eta } => eta,
+            StepSchedule::Decay { eta0, t0 } => eta0 / (1.0 + k as f64 / t0).sqrt(),
+        }
+    }
+
+    /// The initial step size.
+    pub fn eta0(&self) -> f64 {
+        self.eta(0)
+    }
+}
+
+/// What the shard did with a push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Applied as global step `k` (the step counter before this update).
+    Applied { delay: u64, k: u64 },
+    /// Rejected: computed at a model older than the delay bound allows.
+    Stale { delay: u64 },
+}
+
+/// Number of delay histogram buckets: bucket 0 holds delay 0, bucket b >= 1 holds delays
+/// in [2^(b-1), 2^b).
+pub const DELAY_BUCKETS: usize = 40;
+
+/// Delay statistics of applied and rejected pushes, shared by the shards of a run.
+#[derive(Debug)]
+pub struct DelayStats {
+    buckets: [AtomicU64; DELAY_BUCKETS],
+    applied: AtomicU64,
+    rejected: AtomicU64,
+    delay_sum: AtomicU64,
+    delay_max: AtomicU64,
+}
+
+impl Default for DelayStats {
+    fn default() -> Self {
+        DelayStats {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            applied: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            delay_sum: AtomicU64::new(0),
+            delay_max: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A plain copy of [`DelayStats`], for reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DelaySummary {
+    /// `(lo, hi, count)`: pushes applied with lo <= delay <= hi.
+    pub histogram: Vec<(u64, u64, u64)>,
+    pub applied: u64,
+    pub rejected: u64,
+    pub mean: f64,
+    pub max: u64,
+}
+
+impl DelayStats {
+    fn record(&self, delay: u64, applied: bool) {
+        if !applied {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let b = ((64 - delay.leading_zeros()) as usize).min(DELAY_BUCKETS - 1);
+        self.buckets[b].fetch_add(1, Ordering::Relaxed);
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        self.delay_sum.fetch_add(delay, Ordering::Relaxed);
+        self.delay_max.fetch_max(delay, Ordering::Relaxed);
+    }
+
+    /// Pushes rejected so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot for reports.
+    pub fn summary(&self) -> DelaySummary {
+        let applied = self.applied.load(Ordering::Relaxed);
+        let histogram = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(b, c)| {
+                let c = c.load(Ordering::Relaxed);
+                let (lo, hi) = if b == 0 {
+                    (0, 0)
+                } else {
+                    (1u64 << (b - 1), (1u64 << b) - 1)
+                };
+                (c > 0).then_some((lo, hi, c))
+            })
+            .collect();
+        DelaySummary {
+            histogram,
+            applied,
+            rejected: self.rejected(),
+            mean: if applied > 0 {
+                self.delay_sum.load(Ordering::Relaxed) as f64 / applied as f64
+            } else {
+                0.0
+            },
+            max: self.delay_max.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Settings every shard of a run shares.
+#[derive(Clone, Copy, Debug)]
+pub struct ShardSettings {
+    /// tau: pushes with a larger delay are rejected. `None`: no bound.
+    pub max_delay: Option<u64>,
+    pub schedule: StepSchedule,
+    /// Weight of the smooth nonconvex term `alpha x^2/(1+x^2)`, applied by the shard to
+    /// every coordinate of the block at each step (its gradient is dense), which turns
+    /// the lazy update off for such runs.
+    pub alpha: f64,
+}
+
+/// The server-side operations every transport uses. Object safe, so that transports hold
+/// shards of any regularizer.
+pub trait ShardApi: Send + Sync {
+    /// This shard's id.
+    fn id(&self) -> ShardId;
+    /// Reads `out.len()` coordinates of `block` from `offset`, all skipped steps applied.
+    fn read(&self, block: BlockId, offset: u32, out: &mut [f64]);
+    /// Applies one push: a sparse block gradient `(local coordinate, value)` sorted by
+    /// coordinate without duplicates, computed at a model pulled at global step
+    /// `pulled_at`.
+    fn apply(&self, block: BlockId, pulled_at: u64, grad: &[(u32, f64)]) -> PushOutcome;
+    /// All coordinates of `block`, up to date.
+    fn snapshot(&self, block: BlockId) -> Vec<f64>;
+    /// Overwrites all coordinates of `block` (warm start, resume). Not concurrent with
+    /// pushes.
+    fn load(&self, block: BlockId, values: &[f64]);
+}
+
+/// A shard owning the blocks `j` with `j mod S == id`.
+pub struct Shard<R: Regularizer> {
+    id: ShardId,
+    shards: usize,
+    reg: R,
+    settings: ShardSettings,
+    blocks: Vec<Block>,
+    clock: Arc<Clock>,
+    stats: Arc<DelayStats>,
+}
+
+/// One block: values, per-group currency, and the history of its steps.
+struct Block {
+    /// Coordinates per regularizer group.
+    gl: usize,
+    /// Groups `bias_groups.0 .. bias_groups.1` hold the intercept: never regularized.
+    bias_groups: (usize, usize),
+    x: Box<[AtomicU64]>,
+    last: Box<[AtomicU32]>,
+    /// Steps recorded since the last rebase, published with Release.
+    hist_len: AtomicU32,
+    /// Odd while a rebase rewrites the block.
+    generation: AtomicU64,
+    etas: Box<[AtomicU64]>,
+    sums: Box<[[AtomicU64; 3]]>,
+    writer: Mutex<Vec<f64>>,
+}
+
+#[inline]
+fn ld(a: &AtomicU64) -> f64 {
+    f64::from_bits(a.load(Ordering::Relaxed))
+}
+
+#[inline]
+fn st(a: &AtomicU64, v: f64) {
+    a.store(v.to_bits(), Ordering::Relaxed)
+}
+
+impl Block {
+    fn new(coords: usize, gl: usize, bias_groups: (usize, usize)) -> Self {
+        let groups = coords / gl;
+        let cap = groups.clamp(1024, MAX_HISTORY);
+        Block {
+            gl,
+            bias_groups,
+            x: (0..coords).map(|_| AtomicU64::new(0)).collect(),
+            last: (0..groups).map(|_| AtomicU32::new(0)).collect(),
+            hist_len: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            etas: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+            sums: (0..=cap).map(|_| Default::default()).collect(),
+            writer: Mutex::new(vec![0.0; gl]),
+        }
+    }
+
+    fn groups(&self) -> usize {
+        self.last.len()
+    }
+
+    #[inline]
+    fn is_bias(&self, g: usize) -> bool {
+        g >= self.bias_groups.0 && g < self.bias_groups.1
+    }
+
+    #[inline]
+    fn sums_at(&self, t: usize) -> StepSums {
+        let s = &self.sums[t];
+        StepSums {
+            eta: ld(&s[0]),
+            log_decay: ld(&s[1]),
+            weighted_eta: ld(&s[2]),
+        }
+    }
+
+    fn set_sums(&self, t: usize, v: StepSums) {
+        let s = &self.sums[t];
+        st(&s[0], v.eta);
+        st(&s[1], v.log_decay);
+        st(&s[2], v.weighted_eta);
+    }
+
+    /// Applies the steps `from..to` of the history to group `g`'s values in `buf`.
+    #[inline]
+    fn catch_up<R: Regularizer>(&self, reg: &R, g: usize, buf: &mut [f64], from: usize, to: usize) {
+        if from >= to || self.is_bias(g) {
+            return;
+        }
+        let (a, b) = (self.sums_at(from), self.sums_at(to));
+        if R::STEP_LIST {
+            let etas: Vec<f64> = self.etas[from..to].iter().map(ld).collect();
+            reg.prox_skipped(buf, &etas, a, b);
+        } else {
+            reg.prox_skipped(buf, &[], a, b);
+        }
+    }
+
+    /// Reads group `g` into `buf`, up to date, without locking.
+    fn read_group<R: Regularizer>(&self, reg: &R, g: usize, buf: &mut [f64]) {
+        let base = g * self.gl;
+        loop {
+            let gen = self.generation.load(Ordering::Acquire);
+            let l1 = self.last[g].load(Ordering::Acquire);
+            if gen & 1 == 1 || l1 == BUSY {
+                std::hint::spin_loop();
+                continue;
+            }
+            let t = self.hist_len.load(Ordering::Acquire);
+            for (v, a) in buf.iter_mut().zip(&self.x[base..base + self.gl]) {
+                *v = ld(a);
+            }
+            // Copy what the closed form needs before validating the read.
+            let span = (l1 < t).then(|| (self.sums_at(l1 as usize), self.sums_at(t as usize)));
+            let etas: Vec<f64> = if R::STEP_LIST && l1 < t {
+                self.etas[l1 as usize..t as usize].iter().map(ld).collect()
+            } else {
+                Vec::new()
+            };
+            fence(Ordering::Acquire);
+            if self.last[g].load(Ordering::Relaxed) != l1
+                || self.generation.load(Ordering::Relaxed) != gen
+            {
+                continue;
+            }
+            if let Some((a, b)) = span {
+                if !self.is_bias(g) {
+                    reg.prox_skipped(buf, &etas, a, b);
+                }
+            }
+            return;
+        }
+    }
+
+    /// Reads one coordinate of a group of length 1, up to date, without locking.
+    #[inline]
+    fn read_scalar<R: Regularizer>(&self, reg: &R, c: usize) -> f64 {
+        let mut v = [0.0];
+        self.read_group(reg, c, &mut v);
+        v[0]
+    }
+
+    /// Writes group `g` as current at history point `t` (writer holds the mutex).
+    #[inline]
+    fn publish(&self, g: usize, vals: &[f64], t: u32) {
+        let base = g * self.gl;
+        self.last[g].store(BUSY, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (a, &v) in self.x[base..base + self.gl].iter().zip(vals) {
+            st(a, v);
+        }
+        self.last[g].store(t, Ordering::Release);
+    }
+
+    /// Loads group `g` (writer side) and brings it to history point `t`.
+    #[inline]
+    fn materialize<R: Regularizer>(&self, reg: &R, g: usize, t: usize, buf: &mut [f64]) {
+        let base = g * self.gl;
+        for (v, a) in buf.iter_mut().zip(&self.x[base..base + self.gl]) {
+            *v = ld(a);
+        }
+        let l = self.last[g].load(Ordering::Relaxed) as usize;
+        self.catch_up(reg, g, buf, l, t);
+    }
+
+    /// Appends a step of size `eta` to the history; rebases when needed.
+    fn record_step<R: Regularizer>(&self, reg: &R, t: usize, eta: f64, buf: &mut [f64]) {
+        st(&self.etas[t], eta);
+        let next = reg.advance(self.sums_at(t), eta);
+        self.set_sums(t + 1, next);
+        self.hist_len.store((t + 1) as u32, Ordering::Release);
+        if t + 1 >= self.etas.len() || next.log_decay > MAX_LOG_DECAY {
+            self.rebase(reg, t + 1, buf);
+        }
+    }
+
+    /// Brings every group to history point `t` and empties the history.
+    fn rebase<R: Regularizer>(&self, reg: &R, t: usize, buf: &mut [f64]) {
+        let gen = self.generation.load(Ordering::Relaxed);
+        self.generation.store(gen + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for g in 0..self.groups() {
+            self.materialize(reg, g, t, buf);
+            let base = g * self.gl;
+            for (a, &v) in self.x[base..base + self.gl].iter().zip(buf.iter()) {
+                st(a, v);
+            }
+            self.last[g].store(0, Ordering::Relaxed);
+        }
+        self.set_sums(0, StepSums::default());
+        self.hist_len.store(0, Ordering::Relaxed);
+        self.generation.store(gen + 2, Ordering::Release);
+    }
+}
+
+impl<R: Regularizer> Shard<R> {
+    /// Shard `id` of `partition.shards()`, all coordinates zero.
+    pub fn new(
+        id: ShardId,
+        partition: &BlockPartition,
+        reg: R,
+        settings: ShardSettings,
+        clock: Arc<Clock>,
+        stats: Arc<DelayStats>,
+    ) -> Self {
+        let gl = reg.group_len();
+        let bias = partition.bias_loc();
+        let classes = partition.layout().classes;
+        let shards = partition.shards();
+        let blocks = (0..partition.blocks())
+            .filter(|j| j % shards == id.0 as usize)
+            .map(|j| {
+                let coords = partition.block_coords(j);
+                debug_assert_eq!(coords % gl, 0);
+                let bias_groups = if bias.block as usize == j {
+                    let lo = bias.offset as usize;
+                    (lo / gl, (lo + classes).div_ceil(gl))
+                } else {
+                    (0, 0)
+                };
+                Block::new(coords, gl, bias_groups)
+            })
+            .collect();
+        Shard {
+            id,
+            shards,
+            reg,
+            settings,
+            blocks,
+            clock,
+            stats,
+        }
+    }
+
+    #[inline]
+    fn block(&self, b: BlockId) -> &Block {
+        &self.blocks[b.0 as usize / self.shards]
+    }
+
+    /// Dense step: every group of the block, with the nonconvex term's gradient.
+    fn apply_dense(&self, blk: &Block, t: usize, eta: f64, grad: &[(u32, f64)], buf: &mut [f64]) {
+        let alpha = self.settings.alpha;
+        let mut next = grad.iter().peekable();
+        for g in 0..blk.groups() {
+            blk.materialize(&self.reg, g, t, buf);
+            let base = g * blk.gl;
+            let bias = blk.is_bias(g);
+            for (i, v) in buf.iter_mut().enumerate() {
+                let c = (base + i) as u32;
+                let mut gc = if bias { 0.0 } else { nonconvex_deriv(alpha, *v) };
+                while let Some(&&(cc, gv)) = next.peek() {
+                    if cc != c {
+                        break;
+                    }
+                    gc += gv;
+                    next.next();
+                }
+                *v -= eta * gc;
+            }
+            if !bias {
+                self.reg.prox(eta, buf);
+            }
+            blk.publish(g, buf, (t + 1) as u32);
+        }
+    }
+
+    /// Sparse step: only the groups the gradient touches; the rest catch up lazily.
+    fn apply_sparse(&self, blk: &Block, t: usize, eta: f64, grad: &[(u32, f64)], buf: &mut [f64]) {
+        let gl = blk.gl;
+        let mut i = 0;
+        while i < grad.len() {
+            let g = grad[i].0 as usize / gl;
+            blk.materialize(&self.reg, g, t, buf);
+            let base = g * gl;
+            while i < grad.len() && grad[i].0 as usize / gl == g {
+                buf[grad[i].0 as usize - base] -= eta * grad[i].1;
+                i += 1;
+            }
+            if !blk.is_bias(g) {
+                self.reg.prox(eta, buf);
+            }
+            blk.publish(g, buf, (t + 1) as u32);
+        }
+    }
+}
+
+impl<R: Regularizer> ShardApi for Shard<R> {
+    fn id(&self) -> ShardId {
+        self.id
+    }
+
+    fn read(&self, block: BlockId, offset: u32, out: &mut [f64]) {
+        let blk = self.block(block);
+        let gl = blk.gl;
+        let offset = offset as usize;
+        if gl == 1 {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = blk.read_scalar(&self.reg, offset + i);
+            }
+            return;
+        }
+        let mut buf = vec![0.0; gl];
+        let end = offset + out.len();
+        let mut c = offset;
+        while c < end {
+            let g = c / gl;
+            blk.read_group(&self.reg, g, &mut buf);
+            let stop = ((g + 1) * gl).min(end);
+            out[c - offset..stop - offset].copy_from_slice(&buf[c - g * gl..stop - g * gl]);
+            c = stop;
+        }
+    }
+
+    fn apply(&self, block: BlockId, pulled_at: u64, grad: &[(u32, f64)]) -> PushOutcome {
+        debug_assert!(grad.windows(2).all(|w| w[0].0 < w[1].0));
+        let blk = self.block(block);
+        let mut buf = blk.writer.lock();
+        let k = self.clock.now();
+        let delay = k.saturating_sub(pulled_at);
+        if self.settings.max_delay.is_some_and(|tau| delay > tau) {
+            self.stats.record(delay, false);
+            return PushOutcome::Stale { delay };
+        }
+        let eta = self.settings.schedule.eta(k);
+        let t = blk.hist_len.load(Ordering::Relaxed) as usize;
+        if self.settings.alpha > 0.0 {
+            self.apply_dense(blk, t, eta, grad, &mut buf);
+        } else {
+            self.apply_sparse(blk, t, eta, grad, &mut buf);
+        }
+        blk.record_step(&self.reg, t, eta, &mut buf);
+        let k = self.clock.tick();
+        self.stats.record(delay, true);
+        PushOutcome::Applied { delay, k }
+    }
+
+    fn snapshot(&self, block: BlockId) -> Vec<f64> {
+        let blk = self.block(block);
+        let mut out = vec![0.0; blk.x.len()];
+        for (g, chunk) in out.chunks_mut(blk.gl).enumerate() {
+            blk.read_group(&self.reg, g, chunk);
+        }
+        out
+    }
+
+    fn load(&self, block: BlockId, values: &[f64]) {
+        let blk = self.block(block);
+        let _w = blk.writer.lock();
+        assert_eq!(values.len(), blk.x.len());
+        let t = blk.hist_len.load(Ordering::Relaxed);
+        for (g, chunk) in values.chunks(blk.gl).enumerate() {
+            blk.publish(g, chunk, t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::reg::{BoxConstraint, ElasticNet, GroupLasso, NoReg, L1, L2};
+    use crate::model::Layout;
+    use crate::ps::blocks::PartitionKind;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    /// The paper's step applied densely: every group of the block, every push.
+    struct Dense<R> {
+        reg: R,
+        blocks: Vec<Vec<f64>>,
+        bias: (usize, usize, usize),
+        gl: usize,
+    }
+
+    impl<R: Regularizer> Dense<R> {
+        fn push(&mut self, j: usize, eta: f64, alpha: f64, grad: &[(u32, f64)]) {
+            let x = &mut self.blocks[j];
+            let mut g = vec![0.0; x.len()];
+            for &(c, v) in grad {
+                g[c as usize] += v;
+            }
+            for c in 0..x.len() {
+                let is_bias = j == self.bias.0 && c >= self.bias.1 && c < self.bias.2;
+                let nc = if is_bias { 0.0 } else { nonconvex_deriv(alpha, x[c]) };
+                x[c] -= eta * (g[c] + nc);
+            }
+            for (gi, group) in x.chunks_mut(self.gl).enumerate() {
+                let lo = gi * self.gl;
+                let is_bias = j == self.bias.0 && lo < self.bias.2 && lo + self.gl > self.bias.1;
+                if !is_bias {
+                    self.reg.prox(eta, group);
+                }
+            }
+        }
+    }
+
+    /// Runs `pushes` random pushes through a lazy shard and the dense reference, checking
+    /// random reads along the way and every coordinate at the end.
+    fn lazy_equals_dense<R: Regularizer>(reg: R, classes: usize, alpha: f64, seed: u64, pushes: usize) {
+        let features = 37;
+        let layout = Layout { features, classes, bias: true };
+        let group_rows = reg.group_len() / classes;
+        let blocks = 3;
+        let part = BlockPartition::new(layout, group_rows.max(1), blocks, 1, PartitionKind::Hashed, seed);
+        let settings = ShardSettings {
+            max_delay: None,
+            schedule: StepSchedule::Decay { eta0: 0.9, t0: 50.0 },
+            alpha,
+        };
+        let clock = Arc::new(Clock::default());
+        let shard = Shard::new(ShardId(0), &part, reg, settings, clock.clone(), Default::default());
+        let bias = part.bias_loc();
+        let mut dense = Dense {
+            reg,
+            blocks: (0..blocks).map(|j| vec![0.0; part.block_coords(j)]).collect(),
+            bias: (bias.block as usize, bias.offset as usize, bias.offset as usize + classes),
+            gl: reg.group_len(),
+        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        // Start from a nonzero model so that shrinkage has something to act on.
+        for j in 0..blocks {
+            let init: Vec<f64> = (0..part.block_coords(j)).map(|_| rng.random_range(-2.0..2.0)).collect();
+            shard.load(BlockId(j as u32), &init);
+            dense.blocks[j] = init;
+        }
+        let tol = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+        for step in 0..pushes {
+            let j = rng.random_range(0..blocks);
+            let n = part.block_coords(j);
+            let touched = rng.random_range(0..4.min(n) + 1);
+            let mut grad: Vec<(u32, f64)> = (0..touched)
+                .map(|_| (rng.random_range(0..n) as u32, rng.random_range(-3.0..3.0)))
+                .collect();
+            grad.sort_by_key(|e| e.0);
+            grad.dedup_by_key(|e| e.0);
+            let eta = settings.schedule.eta(clock.now());
+            let out = shard.apply(BlockId(j as u32), clock.now(), &grad);
+            assert!(matches!(out, PushOutcome::Applied { delay: 0, .. }));
+            dense.push(j, eta, alpha, &grad);
+            if step % 7 == 0 {
+                let jr = rng.random_range(0..blocks);
+                let c = rng.random_range(0..part.block_coords(jr));
+                let mut v = [0.0];
+                shard.read(BlockId(jr as u32), c as u32, &mut v);
+                assert!(tol(v[0], dense.blocks[jr][c]), "step {step} block {jr} coord {c}: lazy {} dense {}", v[0], dense.blocks[jr][c]);
+            }
+        }
+        for j in 0..blocks {
+            let lazy = shard.snapshot(BlockId(j as u32));
+            for (c, (&a, &b)) in lazy.iter().zip(&dense.blocks[j]).enumerate() {
+                assert!(tol(a, b), "block {j} coord {c}: lazy {a} dense {b}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn lazy_l1(seed in any::<u64>(), lambda in 1e-3f64..0.5) {
+            lazy_equals_dense(L1 { lambda }, 1, 0.0, seed, 400);
+        }
+
+        #[test]
+        fn lazy_l2(seed in any::<u64>(), lambda in 1e-3f64..2.0) {
+            lazy_equals_dense(L2 { lambda }, 2, 0.0, seed, 400);
+        }
+
+        #[test]
+        fn lazy_elastic_net(seed in any::<u64>(), l1 in 0.0f64..0.5, l2 in 0.0f64..2.0) {
+            lazy_equals_dense(ElasticNet { l1, l2 }, 1, 0.0, seed, 400);
+        }
+
+        #[test]
+        fn lazy_box(seed in any::<u64>(), lo in -1.5f64..0.0, width in 0.1f64..2.0) {
+            lazy_equals_dense(BoxConstraint { lower: lo, upper: lo + width }, 1, 0.0, seed, 300);
+            lazy_equals_dense(BoxConstraint { lower: 0.0, upper: f64::INFINITY }, 2, 0.0, seed, 300);
+        }
+
+        #[test]
+        fn lazy_group_lasso(seed in any::<u64>(), lambda in 1e-3f64..0.5, rows in 1usize..4, classes in 1usize..3) {
+            lazy_equals_dense(GroupLasso { lambda, len: rows * classes }, classes, 0.0, seed, 400);
+        }
+
+        #[test]
+        fn nonconvex_term_is_applied_densely(seed in any::<u64>(), lambda in 1e-3f64..0.5) {
+            lazy_equals_dense(L1 { lambda }, 1, 0.3, seed, 200);
+            lazy_equals_dense(NoReg, 1, 0.3, seed, 200);
+        }
+    }
+
+    /// Enough pushes to one small block to fill its history (capacity 1024) several times,
+    /// and an L2 strong enough to trigger the decay-sum rebase: results must not move.
+    #[test]
+    fn rebases_are_exact() {
+        lazy_equals_dense(L1 { lambda: 0.01 }, 1, 0.0, 3, 5000);
+        lazy_equals_dense(ElasticNet { l1: 0.01, l2: 5.0 }, 1, 0.0, 4, 3000);
+        lazy_equals_dense(GroupLasso { lambda: 0.01, len: 2 }, 1, 0.0, 5, 4000);
+    }
+
+    #[test]
+    fn stale_pushes_are_rejected_and_counted() {
+        let layout = Layout { features: 10, classes: 1, bias: true };
+        let part = BlockPartition::new(layout, 1, 2, 1, PartitionKind::Contiguous, 0);
+        let settings = ShardSettings {
+            max_delay: Some(2),
+            schedule: StepSchedule::Constant { eta: 0.1 },
+            alpha: 0.0,
+        };
+        let clock = Arc::new(Clock::default());
+        let stats = Arc::new(DelayStats::default());
+        let shard = Shard::new(ShardId(0), &part, NoReg, settings, clock.clone(), stats.clone());
+        for _ in 0..3 {
+            assert!(matches!(shard.apply(BlockId(0), 0, &[(0, 1.0)]), PushOutcome::Applied { .. }));
+        }
+        // k = 3 now: a push pulled at 0 is 3 steps old.
+        assert_eq!(shard.apply(BlockId(1), 0, &[(0, 1.0)]), PushOutcome::Stale { delay: 3 });
+        assert_eq!(shard.apply(BlockId(1), 1, &[(0, 1.0)]), PushOutcome::Applied { delay: 2, k: 3 });
+        let s = stats.summary();
+        assert_eq!((s.applied, s.rejected, s.max), (4, 1, 2));
+        assert_eq!(s.histogram, vec![(0, 0, 1), (1, 1, 1), (2, 3, 2)]);
+        // x_0 of block 0 after three steps of -0.1 * 1.0 from 0, no regularizer.
+        let mut v = [0.0];
+        shard.read(BlockId(0), 0, &mut v);
+        assert!((v[0] + 0.3).abs() < 1e-12);
+    }
+
+    /// Two writer threads and a reader hammer the shard; afterwards the result equals a
+    /// sequential replay of the applied pushes in their global order (pushes commute
+    /// only per block, and each block's pushes were serialized in step order).
+    #[test]
+    fn concurrent_pushes_match_sequential_replay() {
+        let layout = Layout { features: 200, classes: 1, bias: true };
+        let part = BlockPartition::new(layout, 1, 4, 1, PartitionKind::Contiguous, 0);
+        let settings = ShardSettings {
+            max_delay: None,
+            schedule: StepSchedule::Decay { eta0: 0.5, t0: 100.0 },
+            alpha: 0.0,
+        };
+        let reg = L1 { lambda: 0.05 };
+        let clock = Arc::new(Clock::default());
+        let shard = Arc::new(Shard::new(ShardId(0), &part, reg, settings, clock.clone(), Default::default()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        std::thread::scope(|s| {
+            let part = &part;
+            for w in 0..2u64 {
+                let (shard, log) = (shard.clone(), log.clone());
+                s.spawn(move || {
+                    let mut rng = Xoshiro256PlusPlus::seed_from_u64(w);
+                    for _ in 0..3000 {
+                        let j = rng.random_range(0..4u32);
+                        let n = part.block_coords(j as usize);
+                        let mut grad: Vec<(u32, f64)> = (0..3)
+                            .map(|_| (rng.random_range(0..n) as u32, rng.random_range(-1.0..1.0)))
+                            .collect();
+                        grad.sort_by_key(|e| e.0);
+                        grad.dedup_by_key(|e| e.0);
+                        if let PushOutcome::Applied { k, .. } = shard.apply(BlockId(j), 0, &grad) {
+                            log.lock().push((k, j, grad));
+                        }
+                    }
+                });
+            }
+            let shard = shard.clone();
+            s.spawn(move || {
+                let mut v = [0.0];
+                for i in 0..20000u32 {
+                    shard.read(BlockId(i % 4), i % 40, &mut v);
+                    assert!(v[0].is_finite());
+                }
+            });
+        });
+        let mut log = std::mem::take(&mut *log.lock());
+        log.sort_by_key(|e| e.0);
+        let replay = Shard::new(ShardId(0), &part, reg, settings, Arc::new(Clock::default()), Default::default());
+        for (_, j, grad) in &log {
+            replay.apply(BlockId(*j), 0, grad);
+        }
+        for j in 0..4 {
+            assert_eq!(shard.snapshot(BlockId(j)), replay.snapshot(BlockId(j)));
+        }
+    }
+}
