@@ -748,7 +748,9 @@ mod tests {
         let part = BlockPartition::new(layout, 1, 4, 1, PartitionKind::Contiguous, 0);
         let settings = ShardSettings {
             max_delay: None,
-            schedule: StepSchedule::Decay { eta0: 0.5, t0: 100.0 },
+            // Constant: two blocks may apply at the same k concurrently, and a decaying
+            // step would then differ from the replay's.
+            schedule: StepSchedule::Constant { eta: 0.5 },
             alpha: 0.0,
         };
         let reg = L1 { lambda: 0.05 };
