@@ -1,1 +1,434 @@
-//! (in progress)
+//! Every tunable of a run has its home here: [`TrainConfig`] (serde, filled from a TOML
+//! file and/or command-line flags), validated once by [`TrainConfig::check`] into a
+//! [`ValidConfig`], with one clear error per bad field. Choices that need the data
+//! (the step size from `step = "auto"`, the default number of blocks) are resolved by
+//! the trainer once the data is loaded.
+//!
+//! Defaults, and why:
+//! - `workers`: the machine's cores (async workers are compute bound).
+//! - `blocks`: `max(2, workers)`: each push updates one block, so more blocks mean less of
+//!   each minibatch's gradient is used; at least one block per worker keeps two workers
+//!   from queueing on one block's write lock most of the time.
+//! - `batch`: 256 rows: large enough to amortize a pull and a push, small enough for many
+//!   updates per epoch.
+//! - `step = "auto"`: see the trainer (`train.rs`): 1 / (curvature bound * mean squared
+//!   row norm), the step of SGD on the average sample's smoothness constant.
+//! - `max_delay`: none; the delay histogram reports what arose.
+//! - `epochs`: 10, unless another stop criterion is given.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::loss::LossKind;
+use crate::model::reg::{RegKind, RegSpec};
+use crate::ps::blocks::PartitionKind;
+use crate::{Error, Result};
+
+/// The training algorithm (DESIGN.md: one code path, different settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// AsyB-ProxSGD: one random block per push (the paper).
+    Asyb,
+    /// Asynchronous ProxSGD: every block in every push.
+    AsyFull,
+    /// Synchronous minibatch ProxSGD: a barrier per step, gradients averaged.
+    Sync,
+    /// Sequential block-coordinate ProxSGD: one worker, delay bound 0.
+    Seq,
+    /// Deterministic accelerated proximal gradient (FISTA with backtracking) on the full
+    /// data: the reference optimum Psi*.
+    Fista,
+}
+
+impl Algorithm {
+    pub const ALL: [(&'static str, Algorithm); 5] = [
+        ("asyb", Algorithm::Asyb),
+        ("asy-full", Algorithm::AsyFull),
+        ("sync", Algorithm::Sync),
+        ("seq", Algorithm::Seq),
+        ("fista", Algorithm::Fista),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, a)| *a).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
+            format!("unknown algorithm '{s}' (expected one of: {})", names.join(", "))
+        })
+    }
+}
+
+/// How a worker draws its minibatches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// Shuffled passes over the worker's share of the rows, reshuffled every pass.
+    Shuffle,
+    /// Independent draws with replacement from all rows (the theory's sampling).
+    Iid,
+}
+
+/// Base of feature indices in LIBSVM files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IndexBaseSetting {
+    Auto,
+    #[serde(rename = "0")]
+    Zero,
+    #[serde(rename = "1")]
+    One,
+}
+
+/// A step size: a number, or `"auto"` (chosen from the data's smoothness).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StepSetting {
+    Fixed(f64),
+    Named(StepName),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepName {
+    Auto,
+}
+
+impl std::str::FromStr for StepSetting {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "auto" {
+            return Ok(StepSetting::Named(StepName::Auto));
+        }
+        s.parse::<f64>()
+            .map(StepSetting::Fixed)
+            .map_err(|_| format!("'{s}' is neither a number nor 'auto'"))
+    }
+}
+
+/// A run's settings as given: every field has a default (see the module doc).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrainConfig {
+    /// Training data (LIBSVM text, plain or compressed).
+    pub train: Option<PathBuf>,
+    /// Test data for held-out metrics.
+    pub test: Option<PathBuf>,
+    pub loss: LossKind,
+    pub reg: RegKind,
+    pub lambda: f64,
+    /// Elastic net: weight of the L1 part in [0, 1].
+    pub l1_ratio: f64,
+    /// Box constraint bounds.
+    pub lower: f64,
+    pub upper: f64,
+    /// Group lasso: consecutive features per group.
+    pub group_size: usize,
+    /// Weight of the smooth nonconvex term alpha * sum x^2/(1+x^2) added to f.
+    pub alpha: f64,
+    /// Train an unregularized intercept.
+    pub bias: bool,
+    /// Number of features; default: from the data.
+    pub features: Option<usize>,
+    pub index_base: IndexBaseSetting,
+    /// Count and skip malformed lines instead of failing.
+    pub skip_bad_lines: bool,
+    pub algorithm: Algorithm,
+    /// Worker threads; default: the number of cores.
+    pub workers: Option<usize>,
+    /// Number of blocks M; default: max(2, workers), at most the number of features.
+    pub blocks: Option<usize>,
+    pub partition: PartitionKind,
+    /// In-process shards the blocks are spread over.
+    pub servers: usize,
+    /// Minibatch size N.
+    pub batch: usize,
+    pub step: StepSetting,
+    /// Decaying step eta0 / sqrt(1 + k / t0) instead of a constant one.
+    pub step_decay: bool,
+    /// t0 of the decaying step, in block updates; default: one epoch.
+    pub step_t0: Option<f64>,
+    pub sampling: Sampling,
+    /// tau: reject pushes computed at a model more than this many updates old.
+    pub max_delay: Option<u64>,
+    pub epochs: Option<f64>,
+    pub max_updates: Option<u64>,
+    pub max_seconds: Option<f64>,
+    /// Stop once the monitored train objective is at or below this value.
+    pub target_objective: Option<f64>,
+    /// Evaluate every this many seconds of training time.
+    pub eval_every_secs: f64,
+    /// Evaluate every this many updates (in addition to the time interval).
+    pub eval_every_updates: Option<u64>,
+    /// Rows of the training set used for the monitored objective; a larger training set
+    /// is subsampled by a fixed stride (same rows at every evaluation).
+    pub eval_rows: usize,
+    /// Threads for evaluation; default: the number of cores.
+    pub eval_threads: Option<usize>,
+    pub seed: u64,
+    /// FISTA: stop when ||P||^2 falls below this times its value at the start.
+    pub fista_tol: f64,
+    pub fista_max_iters: usize,
+    /// Outputs.
+    pub model: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+    /// Warm start from a model file.
+    pub init_model: Option<PathBuf>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            train: None,
+            test: None,
+            loss: LossKind::Logistic,
+            reg: RegKind::L1,
+            lambda: 1e-6,
+            l1_ratio: 0.5,
+            lower: -1.0,
+            upper: 1.0,
+            group_size: 1,
+            alpha: 0.0,
+            bias: true,
+            features: None,
+            index_base: IndexBaseSetting::Auto,
+            skip_bad_lines: false,
+            algorithm: Algorithm::Asyb,
+            workers: None,
+            blocks: None,
+            partition: PartitionKind::Contiguous,
+            servers: 1,
+            batch: 256,
+            step: StepSetting::Named(StepName::Auto),
+            step_decay: false,
+            step_t0: None,
+            sampling: Sampling::Shuffle,
+            max_delay: None,
+            epochs: None,
+            max_updates: None,
+            max_seconds: None,
+            target_objective: None,
+            eval_every_secs: 1.0,
+            eval_every_updates: None,
+            eval_rows: 1_000_000,
+            eval_threads: None,
+            seed: 1,
+            fista_tol: 1e-10,
+            fista_max_iters: 5000,
+            model: None,
+            log: None,
+            plot: None,
+            init_model: None,
+        }
+    }
+}
+
+/// A configuration that passed [`TrainConfig::check`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ValidConfig {
+    pub raw: TrainConfig,
+    pub workers: usize,
+    pub eval_threads: usize,
+    pub reg: RegSpec,
+    /// Epoch budget after defaults (None when another criterion bounds the run).
+    pub epochs: Option<f64>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn positive_finite(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(field, format!("{v} must be a positive number")))
+    }
+}
+
+fn nonneg_finite(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(field, format!("{v} must be a finite number >= 0")))
+    }
+}
+
+impl TrainConfig {
+    /// Parses a TOML config file's text; `path` names it in errors.
+    pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() as u64 + 1;
+                    let col = (before.len() - before.rfind('\n').map_or(0, |p| p + 1)) as u64 + 1;
+                    (line, col)
+                })
+                .unwrap_or((1, 1));
+            Error::Parse {
+                path: path.to_path_buf(),
+                line,
+                col,
+                reason: e.message().to_string(),
+            }
+        })
+    }
+
+    /// Validates every field, one error for the first bad one.
+    pub fn check(&self) -> Result<ValidConfig> {
+        nonneg_finite("lambda", self.lambda)?;
+        nonneg_finite("alpha", self.alpha)?;
+        if !(0.0..=1.0).contains(&self.l1_ratio) {
+            return Err(Error::config("l1-ratio", format!("{} must be in [0, 1]", self.l1_ratio)));
+        }
+        if self.reg == RegKind::Box && !(self.lower <= self.upper) {
+            return Err(Error::config(
+                "lower",
+                format!("box lower bound {} is above upper bound {}", self.lower, self.upper),
+            ));
+        }
+        if self.group_size == 0 {
+            return Err(Error::config("group-size", "must be at least 1"));
+        }
+        if let Some(0) = self.features {
+            return Err(Error::config("features", "must be at least 1"));
+        }
+        if self.workers == Some(0) {
+            return Err(Error::config("workers", "must be at least 1"));
+        }
+        if self.blocks == Some(0) {
+            return Err(Error::config("blocks", "must be at least 1"));
+        }
+        if self.servers == 0 {
+            return Err(Error::config("servers", "must be at least 1"));
+        }
+        if let Some(b) = self.blocks {
+            if self.servers > b {
+                return Err(Error::config("servers", format!("{} servers for {b} blocks: at most one server per block", self.servers)));
+            }
+        }
+        if self.batch == 0 {
+            return Err(Error::config("batch", "must be at least 1"));
+        }
+        if let StepSetting::Fixed(eta) = self.step {
+            positive_finite("step", eta)?;
+        }
+        if let Some(t0) = self.step_t0 {
+            positive_finite("step-t0", t0)?;
+        }
+        if let Some(e) = self.epochs {
+            positive_finite("epochs", e)?;
+        }
+        if let Some(s) = self.max_seconds {
+            positive_finite("max-seconds", s)?;
+        }
+        if self.max_updates == Some(0) {
+            return Err(Error::config("max-updates", "must be at least 1"));
+        }
+        if let Some(t) = self.target_objective {
+            if !t.is_finite() {
+                return Err(Error::config("target-objective", format!("{t} is not a finite number")));
+            }
+        }
+        positive_finite("eval-every-secs", self.eval_every_secs)?;
+        if self.eval_every_updates == Some(0) {
+            return Err(Error::config("eval-every-updates", "must be at least 1"));
+        }
+        if self.eval_rows == 0 {
+            return Err(Error::config("eval-rows", "must be at least 1"));
+        }
+        if self.eval_threads == Some(0) {
+            return Err(Error::config("eval-threads", "must be at least 1"));
+        }
+        positive_finite("fista-tol", self.fista_tol)?;
+        if self.algorithm == Algorithm::Seq && self.workers.is_some_and(|w| w > 1) {
+            return Err(Error::config("workers", "the seq algorithm runs one worker"));
+        }
+        if self.loss == LossKind::Softmax && self.reg == RegKind::GroupLasso && self.group_size == 0 {
+            return Err(Error::config("group-size", "must be at least 1"));
+        }
+        let workers = match self.algorithm {
+            Algorithm::Seq | Algorithm::Fista => 1,
+            _ => self.workers.unwrap_or_else(cores),
+        };
+        let bounded = self.max_updates.is_some() || self.max_seconds.is_some() || self.target_objective.is_some();
+        let epochs = self.epochs.or(if bounded { None } else { Some(10.0) });
+        Ok(ValidConfig {
+            raw: self.clone(),
+            workers,
+            eval_threads: self.eval_threads.unwrap_or_else(cores),
+            reg: RegSpec {
+                kind: self.reg,
+                lambda: self.lambda,
+                l1_ratio: self.l1_ratio,
+                lower: self.lower,
+                upper: self.upper,
+                // In features here; the trainer multiplies by the number of classes.
+                group_len: self.group_size,
+            },
+            epochs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let v = TrainConfig::default().check().unwrap();
+        assert_eq!(v.epochs, Some(10.0));
+        assert!(v.workers >= 1);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
+            ("lambda", Box::new(|c| c.lambda = -1.0)),
+            ("lambda", Box::new(|c| c.lambda = f64::NAN)),
+            ("step", Box::new(|c| c.step = StepSetting::Fixed(-0.1))),
+            ("step", Box::new(|c| c.step = StepSetting::Fixed(0.0))),
+            ("workers", Box::new(|c| c.workers = Some(0))),
+            ("blocks", Box::new(|c| c.blocks = Some(0))),
+            ("batch", Box::new(|c| c.batch = 0)),
+            ("l1-ratio", Box::new(|c| c.l1_ratio = 1.5)),
+            ("epochs", Box::new(|c| c.epochs = Some(0.0))),
+            ("servers", Box::new(|c| { c.blocks = Some(2); c.servers = 3 })),
+            ("workers", Box::new(|c| { c.algorithm = Algorithm::Seq; c.workers = Some(2) })),
+        ];
+        for (field, set) in cases {
+            let mut c = TrainConfig::default();
+            set(&mut c);
+            let e = c.check().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("invalid {field}:")), "{e}");
+        }
+    }
+
+    #[test]
+    fn toml_round_trip_and_errors_with_position() {
+        let text = "loss = \"squared\"\nreg = \"elastic-net\"\nlambda = 0.01\nstep = 0.5\nworkers = 3\n";
+        let c = TrainConfig::from_toml(text, "run.toml".as_ref()).unwrap();
+        assert_eq!(c.loss, LossKind::Squared);
+        assert_eq!(c.step, StepSetting::Fixed(0.5));
+        assert_eq!(c.workers, Some(3));
+        let auto = TrainConfig::from_toml("step = \"auto\"", "a.toml".as_ref()).unwrap();
+        assert_eq!(auto.step, StepSetting::Named(StepName::Auto));
+        let e = TrainConfig::from_toml("lambda = 1\nloss = \"hinge\"\n", "run.toml".as_ref()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("run.toml:2:"), "{msg}");
+        assert!(msg.contains("hinge"), "{msg}");
+        let e = TrainConfig::from_toml("lamda = 1\n", "run.toml".as_ref()).unwrap_err().to_string();
+        assert!(e.starts_with("run.toml:1:1:") && e.contains("lamda"), "{e}");
+    }
+}
