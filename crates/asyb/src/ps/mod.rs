@@ -4,3 +4,5 @@
 
 pub mod blocks;
 pub mod shard;
+pub mod transport;
+pub mod worker;

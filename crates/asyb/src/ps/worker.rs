@@ -1,0 +1,444 @@
+//! The worker loop (PAPER.md, "Workers"): pull the model, choose a block uniformly at
+//! random, compute the minibatch block gradient `G_j = (1/N) sum_i grad_j f_i(x_hat)` at
+//! the pulled model, push it; repeat, never waiting for other workers. The same loop
+//! pushes every block (`asy-full`) or takes part in a synchronous round (`sync`).
+//!
+//! The pull is sparse: only the rows (features) that the minibatch touches, plus the
+//! intercept. The loop is monomorphized per loss and allocates nothing per update.
+//!
+//! Pausing: the trainer pauses all workers to evaluate the model; workers park between
+//! updates (or between synchronous rounds), so evaluation never runs beside them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Barrier;
+
+use parking_lot::{Condvar, Mutex};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::config::Sampling;
+use crate::data::Dataset;
+use crate::model::loss::Loss;
+use crate::ps::blocks::{BlockId, BlockPartition, Loc};
+use crate::ps::shard::PushOutcome;
+use crate::ps::transport::Transport;
+
+/// Stop and pause signals between the trainer and its workers.
+#[derive(Debug, Default)]
+pub struct Control {
+    stop: AtomicBool,
+    pause: AtomicBool,
+    /// Workers parked / still running, guarded for the condition variable.
+    state: Mutex<(usize, usize)>,
+    changed: Condvar,
+    /// Stop once the global step reaches this.
+    pub max_updates: AtomicU64,
+}
+
+impl Control {
+    /// Control for `workers` workers stopping at `max_updates` block updates.
+    pub fn new(workers: usize, max_updates: u64) -> Self {
+        Control {
+            state: Mutex::new((0, workers)),
+            max_updates: AtomicU64::new(max_updates),
+            ..Default::default()
+        }
+    }
+
+    /// Asks every worker to stop after its current update.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _g = self.state.lock();
+        self.changed.notify_all();
+    }
+
+    /// Whether a stop was asked.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Pauses the workers and returns once every running worker is parked.
+    pub fn pause(&self) {
+        self.pause.store(true, Ordering::Release);
+        let mut s = self.state.lock();
+        while s.0 < s.1 {
+            self.changed.wait(&mut s);
+        }
+    }
+
+    /// Lets parked workers go on.
+    pub fn resume(&self) {
+        self.pause.store(false, Ordering::Release);
+        let _g = self.state.lock();
+        self.changed.notify_all();
+    }
+
+    /// Number of workers that have not exited.
+    pub fn running(&self) -> usize {
+        self.state.lock().1
+    }
+
+    fn pause_requested(&self) -> bool {
+        self.pause.load(Ordering::Acquire)
+    }
+
+    /// Parks the calling worker while a pause is requested.
+    fn park(&self) {
+        let mut s = self.state.lock();
+        s.0 += 1;
+        self.changed.notify_all();
+        while self.pause.load(Ordering::Acquire) && !self.stopped() {
+            self.changed.wait(&mut s);
+        }
+        s.0 -= 1;
+    }
+
+    /// Called by a worker as it exits (also on unwinding), so a pause never waits for it.
+    fn exited(&self) {
+        let mut s = self.state.lock();
+        s.1 -= 1;
+        self.changed.notify_all();
+    }
+}
+
+/// Counts the worker's exit even if it unwinds.
+struct ExitGuard<'a>(&'a Control);
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.exited();
+    }
+}
+
+/// Per-run counters shared by the workers.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Minibatch rows whose gradient was pushed and applied.
+    pub samples: AtomicU64,
+    /// Pushes rejected as stale.
+    pub rejected: AtomicU64,
+}
+
+/// Which blocks a push carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockMode {
+    /// One block chosen uniformly at random (AsyB-ProxSGD).
+    OneRandom,
+    /// Every block (Asy-ProxSGD with full updates).
+    All,
+}
+
+/// What a worker needs that is the same for all workers of a run.
+pub struct WorkerContext<'a> {
+    pub data: &'a Dataset,
+    pub partition: &'a BlockPartition,
+    pub transport: &'a dyn Transport,
+    pub control: &'a Control,
+    pub counters: &'a Counters,
+    pub batch: usize,
+    pub sampling: Sampling,
+    pub mode: BlockMode,
+}
+
+/// Draws minibatches.
+struct Sampler {
+    rows: Vec<u32>,
+    pos: usize,
+    iid: bool,
+    n: usize,
+}
+
+impl Sampler {
+    /// Worker `w` of `workers`: shuffled passes over the rows `i = w (mod workers)`, or
+    /// i.i.d. draws from all rows.
+    fn new(n: usize, w: usize, workers: usize, sampling: Sampling) -> Self {
+        match sampling {
+            Sampling::Shuffle => Sampler {
+                rows: (w..n).step_by(workers).map(|i| i as u32).collect(),
+                pos: usize::MAX,
+                iid: false,
+                n,
+            },
+            Sampling::Iid => Sampler { rows: Vec::new(), pos: 0, iid: true, n },
+        }
+    }
+
+    fn fill(&mut self, rng: &mut Xoshiro256PlusPlus, out: &mut Vec<u32>, size: usize) {
+        out.clear();
+        if self.iid {
+            out.extend((0..size).map(|_| rng.random_range(0..self.n) as u32));
+            return;
+        }
+        while out.len() < size {
+            if self.pos >= self.rows.len() {
+                self.rows.shuffle(rng);
+                self.pos = 0;
+            }
+            let take = (size - out.len()).min(self.rows.len() - self.pos);
+            out.extend_from_slice(&self.rows[self.pos..self.pos + take]);
+            self.pos += take;
+        }
+    }
+}
+
+/// Reusable buffers of one worker: nothing is allocated per update once they have grown.
+struct Scratch {
+    batch: Vec<u32>,
+    locs: Vec<Loc>,
+    vals: Vec<f64>,
+    z: Vec<f64>,
+    dz: Vec<f64>,
+    grads: Vec<Vec<(u32, f64)>>,
+}
+
+impl Scratch {
+    fn new(blocks: usize) -> Self {
+        Scratch {
+            batch: Vec::new(),
+            locs: Vec::new(),
+            vals: Vec::new(),
+            z: Vec::new(),
+            dz: Vec::new(),
+            grads: vec![Vec::new(); blocks],
+        }
+    }
+}
+
+/// Pulls the rows of `s.batch`, computes margins and loss derivatives, and fills
+/// `s.grads[j]` for the blocks `j` that `want(j)` selects with the block gradients
+/// scaled by `scale`, sorted and merged. Returns the step the pull was taken at.
+fn gradient<L: Loss>(
+    loss: L,
+    ctx: &WorkerContext,
+    s: &mut Scratch,
+    scale: f64,
+    want: impl Fn(u32) -> bool,
+) -> u64 {
+    let layout = ctx.partition.layout();
+    let k = layout.classes;
+    let bias = ctx.partition.bias_loc();
+    s.locs.clear();
+    for &i in &s.batch {
+        for &f in ctx.data.row(i as usize).indices {
+            s.locs.push(ctx.partition.locate(f as usize));
+        }
+    }
+    s.locs.push(bias);
+    s.vals.resize(s.locs.len() * k, 0.0);
+    let pulled_at = ctx.transport.pull(&s.locs, k, &mut s.vals);
+    let bias_vals = &s.vals[s.vals.len() - k..];
+
+    let nb = s.batch.len();
+    s.z.resize(nb * k, 0.0);
+    s.dz.resize(nb * k, 0.0);
+    let mut pos = 0;
+    for (r, &i) in s.batch.iter().enumerate() {
+        let row = ctx.data.row(i as usize);
+        let z = &mut s.z[r * k..(r + 1) * k];
+        z.copy_from_slice(bias_vals);
+        for q in 0..row.nnz() {
+            let v = f64::from(row.value(q));
+            for (zc, w) in z.iter_mut().zip(&s.vals[(pos + q) * k..(pos + q + 1) * k]) {
+                *zc += v * w;
+            }
+        }
+        pos += row.nnz();
+        loss.grad(z, ctx.data.labels[i as usize], &mut s.dz[r * k..(r + 1) * k]);
+    }
+
+    for (j, g) in s.grads.iter_mut().enumerate() {
+        if want(j as u32) {
+            g.clear();
+        }
+    }
+    let mut pos = 0;
+    for (r, &i) in s.batch.iter().enumerate() {
+        let row = ctx.data.row(i as usize);
+        let dz = &s.dz[r * k..(r + 1) * k];
+        for q in 0..row.nnz() {
+            let loc = s.locs[pos + q];
+            if want(loc.block) {
+                let v = f64::from(row.value(q)) * scale;
+                let g = &mut s.grads[loc.block as usize];
+                g.extend(dz.iter().enumerate().map(|(c, d)| (loc.offset + c as u32, v * d)));
+            }
+        }
+        pos += row.nnz();
+    }
+    if layout.bias && want(bias.block) {
+        let g = &mut s.grads[bias.block as usize];
+        for c in 0..k {
+            let sum: f64 = (0..nb).map(|r| s.dz[r * k + c]).sum();
+            g.push((bias.offset + c as u32, sum * scale));
+        }
+    }
+    for (j, g) in s.grads.iter_mut().enumerate() {
+        if want(j as u32) {
+            merge_sorted(g);
+        }
+    }
+    pulled_at
+}
+
+/// Sorts `(coordinate, value)` pairs by coordinate and sums duplicates.
+fn merge_sorted(g: &mut Vec<(u32, f64)>) {
+    g.sort_unstable_by_key(|e| e.0);
+    let mut w = 0;
+    for r in 0..g.len() {
+        if w > 0 && g[w - 1].0 == g[r].0 {
+            g[w - 1].1 += g[r].1;
+        } else {
+            g[w] = g[r];
+            w += 1;
+        }
+    }
+    g.truncate(w);
+}
+
+/// Runs asynchronous worker `w` of `workers` until the run stops.
+pub fn run_async<L: Loss>(loss: L, ctx: &WorkerContext, w: usize, workers: usize, seed: u64) {
+    let _exit = ExitGuard(ctx.control);
+    let blocks = ctx.partition.blocks();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut sampler = Sampler::new(ctx.data.rows(), w, workers, ctx.sampling);
+    let mut s = Scratch::new(blocks);
+    let scale = 1.0 / ctx.batch as f64;
+    loop {
+        if ctx.control.stopped() {
+            return;
+        }
+        if ctx.transport.now() >= ctx.control.max_updates.load(Ordering::Relaxed) {
+            ctx.control.stop();
+            return;
+        }
+        if ctx.control.pause_requested() {
+            ctx.control.park();
+            continue;
+        }
+        sampler.fill(&mut rng, &mut s.batch, ctx.batch);
+        match ctx.mode {
+            BlockMode::OneRandom => {
+                let j = rng.random_range(0..blocks) as u32;
+                let pulled_at = gradient(loss, ctx, &mut s, scale, |b| b == j);
+                push(ctx, BlockId(j), pulled_at, &s.grads[j as usize], s.batch.len());
+            }
+            BlockMode::All => {
+                let pulled_at = gradient(loss, ctx, &mut s, scale, |_| true);
+                for j in 0..blocks {
+                    push(ctx, BlockId(j as u32), pulled_at, &s.grads[j], s.batch.len());
+                }
+            }
+        }
+    }
+}
+
+fn push(ctx: &WorkerContext, block: BlockId, pulled_at: u64, grad: &[(u32, f64)], rows: usize) {
+    match ctx.transport.push(block, pulled_at, grad) {
+        PushOutcome::Applied { .. } => {
+            ctx.counters.samples.fetch_add(rows as u64, Ordering::Relaxed);
+        }
+        PushOutcome::Stale { .. } => {
+            ctx.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// State shared by the workers of a synchronous run.
+pub struct SyncRound {
+    barrier: Barrier,
+    /// Each worker's block gradients of this round.
+    parts: Mutex<Vec<Vec<(u32, f64)>>>,
+    /// The leader's decision for the next round, read by all after the second barrier:
+    /// 0 go on, 1 park, 2 stop.
+    decision: AtomicUsize,
+}
+
+impl SyncRound {
+    pub fn new(workers: usize, blocks: usize) -> Self {
+        SyncRound {
+            barrier: Barrier::new(workers),
+            parts: Mutex::new(vec![Vec::new(); blocks]),
+            decision: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Runs worker `w` of a synchronous run: every round each worker computes the gradient
+/// of its share of an N-row minibatch for all blocks; the leader sums them, applies every
+/// block's step, and decides whether the next round runs, parks or stops.
+pub fn run_sync<L: Loss>(loss: L, ctx: &WorkerContext, round: &SyncRound, w: usize, workers: usize, seed: u64) {
+    let _exit = ExitGuard(ctx.control);
+    let blocks = ctx.partition.blocks();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut sampler = Sampler::new(ctx.data.rows(), w, workers, ctx.sampling);
+    let mut s = Scratch::new(blocks);
+    // Share the N rows: the first N mod W workers take one more.
+    let share = ctx.batch / workers + usize::from(w < ctx.batch % workers);
+    let scale = 1.0 / ctx.batch as f64;
+    loop {
+        sampler.fill(&mut rng, &mut s.batch, share);
+        if share > 0 {
+            gradient(loss, ctx, &mut s, scale, |_| true);
+            let mut parts = round.parts.lock();
+            for (acc, g) in parts.iter_mut().zip(&s.grads) {
+                acc.extend_from_slice(g);
+            }
+        }
+        if round.barrier.wait().is_leader() {
+            let mut parts = round.parts.lock();
+            for (j, g) in parts.iter_mut().enumerate() {
+                merge_sorted(g);
+                let k = ctx.transport.now();
+                push(ctx, BlockId(j as u32), k, g, 0);
+                g.clear();
+            }
+            ctx.counters.samples.fetch_add(ctx.batch as u64, Ordering::Relaxed);
+            let done = ctx.control.stopped()
+                || ctx.transport.now() >= ctx.control.max_updates.load(Ordering::Relaxed);
+            let decision = if done {
+                2
+            } else if ctx.control.pause_requested() {
+                1
+            } else {
+                0
+            };
+            round.decision.store(decision, Ordering::Release);
+        }
+        round.barrier.wait();
+        match round.decision.load(Ordering::Acquire) {
+            2 => {
+                ctx.control.stop();
+                return;
+            }
+            1 => ctx.control.park(),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_sums_duplicates_in_order() {
+        let mut g = vec![(5, 1.0), (2, 0.5), (5, 2.0), (0, -1.0), (2, 0.25)];
+        merge_sorted(&mut g);
+        assert_eq!(g, vec![(0, -1.0), (2, 0.75), (5, 3.0)]);
+    }
+
+    #[test]
+    fn shuffled_passes_cover_each_share_once_per_pass() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        for w in 0..3 {
+            let mut s = Sampler::new(20, w, 3, Sampling::Shuffle);
+            let share: Vec<u32> = (w as u32..20).step_by(3).collect();
+            let mut out = Vec::new();
+            s.fill(&mut rng, &mut out, share.len());
+            let mut seen = out.clone();
+            seen.sort();
+            assert_eq!(seen, share);
+        }
+    }
+}
