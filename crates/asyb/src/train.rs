@@ -1,1 +1,708 @@
-//! (in progress)
+//! The one owner of the run loop. [`Trainer::run`] plans the run from the config and the
+//! data (blocks, step size, budget), starts the shards and the workers, evaluates the
+//! model at intervals with the workers paused (so training time excludes evaluation
+//! time), feeds every event to the observers, decides when to stop, and returns a
+//! [`RunSummary`] that says why it stopped.
+//!
+//! One epoch is `n * M / N` block updates: with M blocks and minibatches of N rows,
+//! every block has then received, in expectation, the gradient of every row once. For
+//! `asy-full` and `sync`, whose steps update all M blocks, that is `n / N` steps.
+//!
+//! `step = "auto"` sets `eta = 1 / (c * mean_i ||x_i||^2 + 2 alpha)`, with `c` the bound
+//! on the loss's second derivative in the margin (1/4 logistic, 1 squared, 2 squared
+//! hinge, 1/2 softmax) and `||x_i||^2` counting the intercept's 1: the inverse of the
+//! average sample's smoothness constant, which is the step that plain SGD tolerates on
+//! a typical row and, being an average, does not shrink because of a few long rows.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Algorithm, StepSetting, ValidConfig};
+use crate::data::Dataset;
+use crate::fista::{self, FistaStop};
+use crate::model::loss::{Loss, LossKind};
+use crate::model::metrics;
+use crate::model::objective::{AnyReg, Objective};
+use crate::model::reg::{RegKind, RegSpec};
+use crate::model::Layout;
+use crate::monitor::{EvalRecord, Observe, Progress, RunInfo, TestMetrics};
+use crate::problem::Problem;
+use crate::ps::blocks::{BlockPartition, ShardId};
+use crate::ps::shard::{Clock, DelayStats, DelaySummary, Shard, ShardApi, ShardSettings, StepSchedule};
+use crate::ps::transport::local::LocalTransport;
+use crate::ps::transport::Transport;
+use crate::ps::worker::{self, BlockMode, Control, Counters, SyncRound, WorkerContext};
+use crate::{with_loss, with_reg, Error, Result};
+
+/// Why a run stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// The epoch budget was used.
+    Epochs,
+    /// The update budget (`max-updates`) was used.
+    MaxUpdates,
+    /// The time budget (`max-seconds`) was used.
+    MaxSeconds,
+    /// The monitored objective reached `target-objective`.
+    TargetObjective,
+    /// The objective became NaN or infinite; the model is the last finite one.
+    Diverged,
+    /// FISTA met its tolerance.
+    Converged,
+    /// FISTA used its iteration budget.
+    MaxIters,
+}
+
+impl StopReason {
+    /// In words, for summaries.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::Epochs => "epoch budget reached",
+            StopReason::MaxUpdates => "update budget reached",
+            StopReason::MaxSeconds => "time budget reached",
+            StopReason::TargetObjective => "target objective reached",
+            StopReason::Diverged => "diverged (objective not finite); kept the last finite model",
+            StopReason::Converged => "converged to tolerance",
+            StopReason::MaxIters => "iteration budget reached",
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub info: RunInfo,
+    pub stop_reason: StopReason,
+    pub records: Vec<EvalRecord>,
+    pub delays: DelaySummary,
+    /// The final model in [`Layout`] order.
+    #[serde(skip)]
+    pub weights: Vec<f64>,
+    pub layout: Layout,
+    pub reg: RegSpec,
+    pub wall_secs: f64,
+    pub train_secs: f64,
+    pub eval_secs: f64,
+}
+
+impl RunSummary {
+    /// The last evaluation (at the final model).
+    pub fn last(&self) -> &EvalRecord {
+        self.records.last().expect("a run records at least its start")
+    }
+
+    /// The first evaluation (at the initial model).
+    pub fn first(&self) -> &EvalRecord {
+        &self.records[0]
+    }
+}
+
+/// The resolved plan of a run.
+#[derive(Clone, Debug)]
+struct Plan {
+    workers: usize,
+    blocks: usize,
+    group_rows: usize,
+    reg: RegSpec,
+    eta0: f64,
+    step_note: String,
+    schedule: StepSchedule,
+    updates_per_epoch: f64,
+    max_updates: Option<u64>,
+    max_delay: Option<u64>,
+    eval_data: Option<Dataset>,
+}
+
+/// Runs one training job.
+pub struct Trainer<'a> {
+    cfg: &'a ValidConfig,
+    problem: &'a Problem,
+    init: Option<Vec<f64>>,
+    observers: Vec<&'a mut dyn Observe>,
+}
+
+/// The loss's bound on its second derivative in the margin.
+fn curvature(loss: LossKind) -> f64 {
+    match loss {
+        LossKind::Logistic => 0.25,
+        LossKind::Squared => 1.0,
+        LossKind::SquaredHinge => 2.0,
+        LossKind::Softmax => 0.5,
+    }
+}
+
+/// Mean over rows of the squared row norm, the intercept's 1 included when trained.
+fn mean_sq_row_norm(ds: &Dataset, bias: bool) -> f64 {
+    let sum: f64 = match &ds.values {
+        Some(v) => v.iter().map(|&x| f64::from(x) * f64::from(x)).sum(),
+        None => ds.nnz() as f64,
+    };
+    sum / ds.rows().max(1) as f64 + if bias { 1.0 } else { 0.0 }
+}
+
+/// Rows used to estimate the smoothness of f for the automatic step size.
+const AUTO_STEP_ROWS: usize = 100_000;
+
+/// The automatic step: `1 / L(N)`, with `L(N)` the expected smoothness constant of an
+/// N-row minibatch gradient (Gower et al. 2019, "SGD: general analysis and improved
+/// rates", Prop. 3.8): `L(N) = n (N-1) / (N (n-1)) L_f + (n-N) / (N (n-1)) L_row`,
+/// where `L_f = c * lambda_max(X^T X / n)` (power iteration on at most 100k rows) is the
+/// smoothness of f and `L_row = c * mean ||x_i||^2` that of an average single row (the
+/// average rather than the maximum, so that a few long rows do not shrink the step).
+/// `c` bounds the loss's second derivative; the nonconvex term adds `2 alpha`.
+fn auto_step(loss: LossKind, data: &Dataset, layout: Layout, alpha: f64, batch: usize) -> (f64, String) {
+    let c = curvature(loss);
+    let sample;
+    let est = if data.rows() > AUTO_STEP_ROWS {
+        sample = subsample(data, AUTO_STEP_ROWS);
+        &sample
+    } else {
+        data
+    };
+    let reg = AnyReg(RegSpec { kind: RegKind::None, lambda: 0.0, l1_ratio: 0.0, lower: 0.0, upper: 0.0, group_len: 1 });
+    let gram = with_loss!(loss, |l| Objective { data: est, loss: l, reg, layout, alpha: 0.0, threads: 1 }
+        .gram_top_eigenvalue(30));
+    let l_f = c * gram;
+    let l_row = c * mean_sq_row_norm(data, layout.bias);
+    let (n, b) = (data.rows().max(2) as f64, batch.min(data.rows()).max(1) as f64);
+    let l_batch = n * (b - 1.0) / (b * (n - 1.0)) * l_f + (n - b) / (b * (n - 1.0)) * l_row + 2.0 * alpha;
+    let eta = 1.0 / l_batch.max(1e-12);
+    let note = format!(
+        "auto: 1/L(N) = {eta:.4e}, L(N) = {l_batch:.4e} for N = {batch} from L_f = {l_f:.4e} (curvature {c} x top eigenvalue of X'X/n) and L_row = {l_row:.4e} (curvature x mean squared row norm){}",
+        if alpha > 0.0 { format!(" + 2 x {alpha} (nonconvex term)") } else { String::new() }
+    );
+    (eta, note)
+}
+
+/// Every `stride`-th row, so that the monitored objective costs at most `max_rows` rows.
+fn subsample(ds: &Dataset, max_rows: usize) -> Dataset {
+    let stride = ds.rows().div_ceil(max_rows);
+    let mut out = Dataset::new(ds.features);
+    if ds.values.is_none() {
+        out.values = None;
+    }
+    for i in (0..ds.rows()).step_by(stride) {
+        let row = ds.row(i);
+        out.push_row(ds.labels[i], row.iter());
+    }
+    out
+}
+
+/// Evaluates models: the monitored objective, the prox-gradient mapping, test metrics.
+struct Evaluator<'a, L: Loss> {
+    obj: Objective<'a, L>,
+    test: Option<Objective<'a, L>>,
+    loss: LossKind,
+    eta: f64,
+    grad: Vec<f64>,
+}
+
+impl<L: Loss> Evaluator<'_, L> {
+    fn eval(&mut self, w: &[f64], rec: &mut EvalRecord) {
+        let f = self.obj.f_and_grad(w, Some(&mut self.grad));
+        rec.psi = f + self.obj.h(w);
+        rec.pgm_sq_norm = self.obj.pgm_sq_norm(w, &self.grad, self.eta);
+        rec.nnz = Objective::<L>::nnz(w, self.obj.layout);
+        rec.test = self.test.as_ref().map(|t| test_metrics(t, self.loss, w));
+    }
+}
+
+fn test_metrics<L: Loss>(t: &Objective<L>, loss: LossKind, w: &[f64]) -> TestMetrics {
+    let z = t.margins(w);
+    let y = &t.data.labels;
+    let k = t.layout.classes;
+    let mean_loss = || {
+        let sum: f64 = z.chunks(k).zip(y).map(|(zi, &yi)| t.loss.value(zi, yi)).sum();
+        sum / y.len().max(1) as f64
+    };
+    match loss {
+        LossKind::Logistic => TestMetrics {
+            loss: metrics::logloss(&z, y),
+            accuracy: Some(metrics::binary_accuracy(&z, y)),
+            auc: metrics::auc(&z, y),
+            rmse: None,
+        },
+        LossKind::SquaredHinge => TestMetrics {
+            loss: mean_loss(),
+            accuracy: Some(metrics::binary_accuracy(&z, y)),
+            auc: metrics::auc(&z, y),
+            rmse: None,
+        },
+        LossKind::Squared => TestMetrics {
+            loss: mean_loss(),
+            accuracy: None,
+            auc: None,
+            rmse: Some(metrics::rmse(&z, y)),
+        },
+        LossKind::Softmax => TestMetrics {
+            loss: metrics::softmax_logloss(&z, k, y),
+            accuracy: Some(metrics::multiclass_accuracy(&z, k, y)),
+            auc: None,
+            rmse: None,
+        },
+    }
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(cfg: &'a ValidConfig, problem: &'a Problem) -> Self {
+        Trainer { cfg, problem, init: None, observers: Vec::new() }
+    }
+
+    /// Starts from `w` (in [`Layout`] order) instead of zero.
+    pub fn init_weights(&mut self, w: Vec<f64>) -> Result<()> {
+        if w.len() != self.problem.layout.coords() {
+            return Err(Error::config(
+                "init-model",
+                format!("{} weights for a model of {}", w.len(), self.problem.layout.coords()),
+            ));
+        }
+        self.init = Some(w);
+        Ok(())
+    }
+
+    /// Adds an observer of the run's events.
+    pub fn observe(&mut self, o: &'a mut dyn Observe) {
+        self.observers.push(o);
+    }
+
+    /// The regularizer as the shards apply it: group lengths in coordinates.
+    fn reg_spec(&self) -> (RegSpec, usize) {
+        let mut reg = self.cfg.reg;
+        let classes = self.problem.layout.classes;
+        if reg.kind == RegKind::GroupLasso {
+            let rows = self.cfg.raw.group_size;
+            reg.group_len = rows * classes;
+            (reg, rows)
+        } else {
+            reg.group_len = 1;
+            (reg, 1)
+        }
+    }
+
+    fn plan(&self) -> Result<Plan> {
+        let raw = &self.cfg.raw;
+        let layout = self.problem.layout;
+        let data = &self.problem.train;
+        let (reg, group_rows) = self.reg_spec();
+        let feature_groups = layout.features.div_ceil(group_rows);
+        let workers = self.cfg.workers;
+        let blocks = match (raw.algorithm, raw.blocks) {
+            (Algorithm::Fista, _) => 1,
+            (_, Some(m)) if m > feature_groups => {
+                return Err(Error::config(
+                    "blocks",
+                    format!(
+                        "{m} blocks for {} features{}: at most {feature_groups}",
+                        layout.features,
+                        if group_rows > 1 { format!(" in groups of {group_rows}") } else { String::new() }
+                    ),
+                ))
+            }
+            (_, Some(m)) => m,
+            (_, None) => workers.max(2).min(feature_groups),
+        };
+        if raw.servers > blocks {
+            return Err(Error::config("servers", format!("{} servers for {blocks} blocks", raw.servers)));
+        }
+        let (eta0, step_note) = match raw.step {
+            StepSetting::Fixed(eta) => (eta, "given".to_string()),
+            StepSetting::Named(_) => auto_step(raw.loss, data, layout, raw.alpha, raw.batch),
+        };
+        let updates_per_epoch = data.rows() as f64 * blocks as f64 / raw.batch as f64;
+        let schedule = if raw.step_decay {
+            StepSchedule::Decay { eta0, t0: raw.step_t0.unwrap_or(updates_per_epoch) }
+        } else {
+            StepSchedule::Constant { eta: eta0 }
+        };
+        let by_epochs = self.cfg.epochs.map(|e| (e * updates_per_epoch).ceil().max(1.0) as u64);
+        let max_updates = match (by_epochs, raw.max_updates) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let max_delay = if raw.algorithm == Algorithm::Seq { Some(0) } else { raw.max_delay };
+        let eval_data = (data.rows() > raw.eval_rows).then(|| subsample(data, raw.eval_rows));
+        Ok(Plan {
+            workers,
+            blocks,
+            group_rows,
+            reg,
+            eta0,
+            step_note,
+            schedule,
+            updates_per_epoch,
+            max_updates,
+            max_delay,
+            eval_data,
+        })
+    }
+
+    /// Runs to a stop criterion.
+    pub fn run(self) -> Result<RunSummary> {
+        let plan = self.plan()?;
+        with_loss!(self.cfg.raw.loss, |loss| self.run_with(loss, plan))
+    }
+
+    fn run_with<L: Loss>(mut self, loss: L, plan: Plan) -> Result<RunSummary> {
+        let raw = &self.cfg.raw;
+        let pb = self.problem;
+        let layout = pb.layout;
+        let eval_set: Cow<Dataset> = match &plan.eval_data {
+            Some(d) => Cow::Borrowed(d),
+            None => Cow::Borrowed(&pb.train),
+        };
+        let threads = self.cfg.eval_threads;
+        let obj = Objective { data: &eval_set, loss, reg: AnyReg(plan.reg), layout, alpha: raw.alpha, threads };
+        let mut ev = Evaluator {
+            obj,
+            test: pb.test.as_ref().map(|t| Objective { data: t, ..obj }),
+            loss: raw.loss,
+            eta: plan.eta0,
+            grad: vec![0.0; layout.coords()],
+        };
+        let info = RunInfo {
+            algorithm: raw.algorithm.name().into(),
+            loss: raw.loss.name().into(),
+            reg: raw.reg.name().into(),
+            lambda: raw.lambda,
+            workers: plan.workers,
+            blocks: plan.blocks,
+            batch: raw.batch,
+            rows: pb.train.rows(),
+            features: layout.features,
+            classes: layout.classes,
+            nnz: pb.train.nnz(),
+            eta0: plan.eta0,
+            step_note: plan.step_note.clone(),
+            updates_per_epoch: plan.updates_per_epoch,
+            max_updates: plan.max_updates,
+            max_seconds: raw.max_seconds,
+            target_objective: raw.target_objective,
+            eval_rows: eval_set.rows(),
+        };
+        for o in self.observers.iter_mut() {
+            o.on_start(&info)?;
+        }
+        if raw.algorithm == Algorithm::Fista {
+            return self.run_fista(loss, &plan, info, &mut ev);
+        }
+
+        let clock = Arc::new(Clock::default());
+        let stats = Arc::new(DelayStats::default());
+        let partition = BlockPartition::new(layout, plan.group_rows, plan.blocks, raw.servers, raw.partition, raw.seed);
+        let settings = ShardSettings { max_delay: plan.max_delay, schedule: plan.schedule, alpha: raw.alpha };
+        let shards: Vec<Arc<dyn ShardApi>> = (0..raw.servers)
+            .map(|s| {
+                with_reg!(plan.reg, |r| Arc::new(Shard::new(
+                    ShardId(s as u32),
+                    &partition,
+                    r,
+                    settings,
+                    clock.clone(),
+                    stats.clone()
+                )) as Arc<dyn ShardApi>)
+            })
+            .collect();
+        let mut w0 = self.init.take().unwrap_or_else(|| vec![0.0; layout.coords()]);
+        if !layout.bias {
+            let b = layout.bias_row() * layout.classes;
+            w0[b..b + layout.classes].fill(0.0);
+        }
+        crate::ps::scatter(&partition, &shards, &w0);
+        let transport = LocalTransport::new(shards.clone(), clock.clone());
+        let control = Control::new(plan.workers, plan.max_updates.unwrap_or(u64::MAX));
+        let counters = Counters::default();
+        let mode = match raw.algorithm {
+            Algorithm::AsyFull => BlockMode::All,
+            _ => BlockMode::OneRandom,
+        };
+        let ctx = WorkerContext {
+            data: &pb.train,
+            partition: &partition,
+            transport: &transport,
+            control: &control,
+            counters: &counters,
+            batch: raw.batch,
+            sampling: raw.sampling,
+            mode,
+        };
+        let round = SyncRound::new(plan.workers, plan.blocks);
+
+        let mut mon = Monitor::new(&plan, raw.eval_every_secs, raw.eval_every_updates);
+        let mut rec = mon.record(0, 0, 0, 0.0);
+        ev.eval(&w0, &mut rec);
+        mon.push(rec, &mut self.observers)?;
+        let mut last_good = w0;
+        if !mon.last_psi().is_finite() {
+            return Err(Error::config("init-model", "the objective at the initial model is not finite"));
+        }
+
+        let outcome: Result<StopReason> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..plan.workers)
+                .map(|w| {
+                    let (ctx, round) = (&ctx, &round);
+                    let seed = raw.seed;
+                    let workers = plan.workers;
+                    s.spawn(move || {
+                        if raw.algorithm == Algorithm::Sync {
+                            worker::run_sync(loss, ctx, round, w, workers, seed)
+                        } else {
+                            worker::run_async(loss, ctx, w, workers, seed)
+                        }
+                    })
+                })
+                .collect();
+            let reason = self.watch(&mut mon, &control, &transport, &partition, &shards, &counters, &stats, &mut ev, &mut last_good, raw.max_seconds, raw.target_objective, plan.max_updates.is_some() && self.cfg.epochs.is_some());
+            control.stop();
+            control.resume();
+            let mut failed = None;
+            for (w, h) in handles.into_iter().enumerate() {
+                if h.join().is_err() && failed.is_none() {
+                    failed = Some(w);
+                }
+            }
+            match (reason, failed) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(w)) => Err(Error::Runtime { role: "worker", id: w, reason: "panicked".into() }),
+                (Ok(r), None) => Ok(r),
+            }
+        });
+        let reason = outcome?;
+        let k = transport.now();
+        let weights = if reason == StopReason::Diverged {
+            last_good
+        } else {
+            let w = crate::ps::gather(&partition, &shards);
+            if mon.last_updates() != k {
+                let mut rec = mon.record(k, counters.samples.load(std::sync::atomic::Ordering::Relaxed), stats.rejected(), mon.train_secs());
+                let t = Instant::now();
+                ev.eval(&w, &mut rec);
+                mon.eval_secs += t.elapsed().as_secs_f64();
+                mon.push(rec, &mut self.observers)?;
+            }
+            w
+        };
+        mon.finish(info, reason, weights, layout, plan.reg, stats.summary(), &mut self.observers)
+    }
+
+    /// The monitor loop: runs on the trainer's thread while the workers train.
+    #[allow(clippy::too_many_arguments)]
+    fn watch<L: Loss>(
+        &mut self,
+        mon: &mut Monitor,
+        control: &Control,
+        transport: &dyn Transport,
+        partition: &BlockPartition,
+        shards: &[Arc<dyn ShardApi>],
+        counters: &Counters,
+        stats: &DelayStats,
+        ev: &mut Evaluator<L>,
+        last_good: &mut Vec<f64>,
+        max_seconds: Option<f64>,
+        target: Option<f64>,
+        by_epochs: bool,
+    ) -> Result<StopReason> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut last_progress = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(2));
+            let k = transport.now();
+            let secs = mon.train_secs();
+            if control.stopped() || control.running() == 0 {
+                return Ok(if by_epochs { StopReason::Epochs } else { StopReason::MaxUpdates });
+            }
+            if max_seconds.is_some_and(|m| secs >= m) {
+                return Ok(StopReason::MaxSeconds);
+            }
+            if last_progress.elapsed() >= Duration::from_millis(100) {
+                last_progress = Instant::now();
+                let p = Progress { updates: k, epochs: k as f64 / mon.updates_per_epoch, train_secs: secs, psi: mon.last_psi() };
+                for o in self.observers.iter_mut() {
+                    o.on_progress(&p);
+                }
+            }
+            if !mon.due(k, secs) {
+                continue;
+            }
+            control.pause();
+            let t = Instant::now();
+            let k = transport.now();
+            let secs = mon.train_secs();
+            let w = crate::ps::gather(partition, shards);
+            let mut rec = mon.record(k, counters.samples.load(Relaxed), stats.rejected(), secs);
+            ev.eval(&w, &mut rec);
+            mon.eval_secs += t.elapsed().as_secs_f64();
+            let psi = rec.psi;
+            mon.push(rec, &mut self.observers)?;
+            if !psi.is_finite() {
+                return Ok(StopReason::Diverged);
+            }
+            *last_good = w;
+            if target.is_some_and(|t| psi <= t) {
+                return Ok(StopReason::TargetObjective);
+            }
+            mon.schedule_next(k, secs);
+            control.resume();
+        }
+    }
+
+    fn run_fista<L: Loss>(mut self, _loss: L, plan: &Plan, info: RunInfo, ev: &mut Evaluator<L>) -> Result<RunSummary> {
+        let raw = &self.cfg.raw;
+        let layout = self.problem.layout;
+        let full = Objective { data: &self.problem.train, ..ev.obj };
+        let mut x = self.init.take().unwrap_or_else(|| vec![0.0; layout.coords()]);
+        let mut mon = Monitor::new(plan, raw.eval_every_secs, raw.eval_every_updates);
+        let mut rec = mon.record(0, 0, 0, 0.0);
+        ev.eval(&x, &mut rec);
+        mon.push(rec, &mut self.observers)?;
+        let mut early: Option<StopReason> = None;
+        let mut obs_err: Option<Error> = None;
+        let mut iters = 0u64;
+        let rows = self.problem.train.rows() as u64;
+        let observers = &mut self.observers;
+        let stop = fista::solve(&full, &mut x, 1.0 / plan.eta0, raw.fista_tol, raw.fista_max_iters, |it, x| {
+            let secs = mon.train_secs();
+            iters = it.iter as u64;
+            if mon.due(iters, secs) {
+                let t = Instant::now();
+                let mut rec = mon.record(iters, iters * rows, 0, secs);
+                ev.eval(x, &mut rec);
+                mon.eval_secs += t.elapsed().as_secs_f64();
+                let psi = rec.psi;
+                if let Err(e) = mon.push(rec, observers) {
+                    obs_err = Some(e);
+                    return false;
+                }
+                mon.schedule_next(iters, secs);
+                if raw.target_objective.is_some_and(|t| psi <= t) {
+                    early = Some(StopReason::TargetObjective);
+                    return false;
+                }
+            }
+            if raw.max_seconds.is_some_and(|m| secs >= m) {
+                early = Some(StopReason::MaxSeconds);
+                return false;
+            }
+            true
+        });
+        if let Some(e) = obs_err {
+            return Err(e);
+        }
+        let reason = match stop {
+            FistaStop::Converged => StopReason::Converged,
+            FistaStop::MaxIters => StopReason::MaxIters,
+            FistaStop::Diverged => StopReason::Diverged,
+            FistaStop::Interrupted => early.unwrap_or(StopReason::MaxIters),
+        };
+        if mon.last_updates() != iters {
+            let secs = mon.train_secs();
+            let mut rec = mon.record(iters, iters * rows, 0, secs);
+            ev.eval(&x, &mut rec);
+            mon.push(rec, &mut self.observers)?;
+        }
+        mon.finish(info, reason, x, layout, plan.reg, DelaySummary::default(), &mut self.observers)
+    }
+}
+
+/// Evaluation timing and the record list of a run.
+struct Monitor {
+    start: Instant,
+    eval_secs: f64,
+    every_secs: f64,
+    every_updates: Option<u64>,
+    next_secs: f64,
+    next_updates: Option<u64>,
+    updates_per_epoch: f64,
+    records: Vec<EvalRecord>,
+}
+
+impl Monitor {
+    fn new(plan: &Plan, every_secs: f64, every_updates: Option<u64>) -> Self {
+        Monitor {
+            start: Instant::now(),
+            eval_secs: 0.0,
+            every_secs,
+            every_updates,
+            next_secs: every_secs,
+            next_updates: every_updates,
+            updates_per_epoch: plan.updates_per_epoch,
+            records: Vec::new(),
+        }
+    }
+
+    fn train_secs(&self) -> f64 {
+        (self.start.elapsed().as_secs_f64() - self.eval_secs).max(0.0)
+    }
+
+    fn due(&self, k: u64, secs: f64) -> bool {
+        secs >= self.next_secs || self.next_updates.is_some_and(|u| k >= u)
+    }
+
+    fn schedule_next(&mut self, k: u64, secs: f64) {
+        self.next_secs = secs + self.every_secs;
+        self.next_updates = self.every_updates.map(|u| (k / u + 1) * u);
+    }
+
+    fn record(&self, k: u64, samples: u64, rejected: u64, secs: f64) -> EvalRecord {
+        let per = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
+        EvalRecord {
+            updates: k,
+            epochs: k as f64 / self.updates_per_epoch,
+            samples,
+            train_secs: secs,
+            wall_secs: self.start.elapsed().as_secs_f64(),
+            rejected,
+            samples_per_sec: per(samples as f64),
+            updates_per_sec: per(k as f64),
+            ..Default::default()
+        }
+    }
+
+    fn push(&mut self, rec: EvalRecord, observers: &mut [&mut dyn Observe]) -> Result<()> {
+        for o in observers.iter_mut() {
+            o.on_eval(&rec)?;
+        }
+        self.records.push(rec);
+        Ok(())
+    }
+
+    fn last_psi(&self) -> f64 {
+        self.records.last().map_or(f64::NAN, |r| r.psi)
+    }
+
+    fn last_updates(&self) -> u64 {
+        self.records.last().map_or(0, |r| r.updates)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        self,
+        info: RunInfo,
+        stop_reason: StopReason,
+        weights: Vec<f64>,
+        layout: Layout,
+        reg: RegSpec,
+        delays: DelaySummary,
+        observers: &mut [&mut dyn Observe],
+    ) -> Result<RunSummary> {
+        let summary = RunSummary {
+            info,
+            stop_reason,
+            wall_secs: self.start.elapsed().as_secs_f64(),
+            train_secs: self.train_secs(),
+            eval_secs: self.eval_secs,
+            records: self.records,
+            delays,
+            weights,
+            layout,
+            reg,
+        };
+        for o in observers.iter_mut() {
+            o.on_finish(summary.last())?;
+        }
+        Ok(summary)
+    }
+}

@@ -197,6 +197,47 @@ impl<'a, L: Loss> Objective<'a, L> {
             .sum()
     }
 
+    /// Largest eigenvalue of `X^T X / n` (X with a column of ones for the intercept when
+    /// it is trained), by `iters` power iterations from a fixed start; an estimate from
+    /// below that converges quickly for the dominant direction of sparse data.
+    pub fn gram_top_eigenvalue(&self, iters: usize) -> f64 {
+        let d = self.layout.features;
+        let n = self.data.rows().max(1);
+        let cols = d + usize::from(self.layout.bias);
+        // A positive start overlaps the dominant (nonnegative) eigenvector of count data.
+        let mut v: Vec<f64> = (0..cols).map(|i| 1.0 + ((i * 2_654_435_761) % 1000) as f64 * 1e-4).collect();
+        let mut lambda = 0.0;
+        for _ in 0..iters {
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                return 0.0;
+            }
+            v.iter_mut().for_each(|x| *x /= norm);
+            let mut next = vec![0.0; cols];
+            for i in 0..self.data.rows() {
+                let row = self.data.row(i);
+                let mut u = if self.layout.bias { v[d] } else { 0.0 };
+                for (f, x) in row.iter() {
+                    if (f as usize) < d {
+                        u += f64::from(x) * v[f as usize];
+                    }
+                }
+                for (f, x) in row.iter() {
+                    if (f as usize) < d {
+                        next[f as usize] += f64::from(x) * u;
+                    }
+                }
+                if self.layout.bias {
+                    next[d] += u;
+                }
+            }
+            next.iter_mut().for_each(|x| *x /= n as f64);
+            lambda = next.iter().map(|x| x * x).sum::<f64>().sqrt();
+            v = next;
+        }
+        lambda
+    }
+
     /// Number of nonzero feature coordinates (the intercept excluded).
     pub fn nnz(w: &[f64], layout: Layout) -> u64 {
         w[..layout.features * layout.classes].iter().filter(|&&x| x != 0.0).count() as u64
@@ -278,6 +319,23 @@ mod tests {
         let f: f64 = z.iter().zip(&ds.labels).map(|(z, &y)| (1.0 + (-f64::from(y) * z).exp()).ln()).sum::<f64>() / 5.0;
         assert!((o.psi(&w) - (f + 0.1 * 1.75)).abs() < 1e-12);
         assert_eq!(Objective::<Logistic>::nnz(&w, layout), 3);
+        // Dense reference for the top eigenvalue of X^T X / n with the ones column.
+        let mut x = vec![vec![0.0f64; 5]; 5];
+        for i in 0..5 {
+            x[i][4] = 1.0;
+            for (f, v) in ds.row(i).iter() {
+                x[i][f as usize] = f64::from(v);
+            }
+        }
+        let gram: Vec<Vec<f64>> = (0..5).map(|a| (0..5).map(|b| (0..5).map(|i| x[i][a] * x[i][b]).sum::<f64>() / 5.0).collect()).collect();
+        let mut v = vec![1.0; 5];
+        for _ in 0..500 {
+            let nv: Vec<f64> = (0..5).map(|a| (0..5).map(|b| gram[a][b] * v[b]).sum()).collect();
+            let nn = nv.iter().map(|t| t * t).sum::<f64>().sqrt();
+            v = nv.iter().map(|t| t / nn).collect();
+        }
+        let top: f64 = (0..5).map(|a| (0..5).map(|b| gram[a][b] * v[b]).sum::<f64>() * v[a]).sum();
+        assert!((o.gram_top_eigenvalue(200) - top).abs() < 1e-9 * top, "{} vs {top}", o.gram_top_eigenvalue(200));
         let none = Objective { reg: AnyReg(spec(RegKind::None, 0.0)), ..o };
         let mut g = vec![0.0; 5];
         none.f_and_grad(&w, Some(&mut g));

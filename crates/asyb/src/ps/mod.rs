@@ -6,3 +6,36 @@ pub mod blocks;
 pub mod shard;
 pub mod transport;
 pub mod worker;
+
+use std::sync::Arc;
+
+use crate::ps::blocks::{BlockId, BlockPartition};
+use crate::ps::shard::ShardApi;
+
+/// The whole model as one dense vector in the [`crate::model::Layout`] order, read from
+/// the shards (block `j` on shard `j mod S`).
+pub fn gather(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>]) -> Vec<f64> {
+    let k = partition.layout().classes;
+    let blocks: Vec<Vec<f64>> = (0..partition.blocks())
+        .map(|j| shards[j % shards.len()].snapshot(BlockId(j as u32)))
+        .collect();
+    let mut w = vec![0.0; partition.layout().coords()];
+    partition.for_each_row(|row, loc| {
+        let src = &blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];
+        w[row * k..(row + 1) * k].copy_from_slice(src);
+    });
+    w
+}
+
+/// Loads a dense model vector (as from [`gather`]) into the shards.
+pub fn scatter(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>], w: &[f64]) {
+    let k = partition.layout().classes;
+    let mut blocks: Vec<Vec<f64>> = (0..partition.blocks()).map(|j| vec![0.0; partition.block_coords(j)]).collect();
+    partition.for_each_row(|row, loc| {
+        let dst = &mut blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];
+        dst.copy_from_slice(&w[row * k..(row + 1) * k]);
+    });
+    for (j, b) in blocks.iter().enumerate() {
+        shards[j % shards.len()].load(BlockId(j as u32), b);
+    }
+}

@@ -1,0 +1,177 @@
+//! A training problem: the training (and test) data with labels normalized for the loss,
+//! and the parameter layout they imply. The one place where a loss meets the data.
+//!
+//! Label conventions after normalization: binary losses see -1/+1 (files may say -1/+1
+//! or 0/1); softmax sees the class index 0..K-1 of the label's rank among the distinct
+//! training labels; squared loss sees the raw target.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{IndexBaseSetting, ValidConfig};
+use crate::data::libsvm::{read_libsvm, IndexBase, LabelRule, ReadOptions, ReadReport};
+use crate::data::Dataset;
+use crate::model::loss::LossKind;
+use crate::model::Layout;
+use crate::{Error, Result};
+
+/// Most classes a softmax problem may have: more distinct labels than this are almost
+/// surely regression targets given to the wrong loss.
+pub const MAX_CLASSES: usize = 1000;
+
+/// Data ready for training.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub train: Dataset,
+    pub test: Option<Dataset>,
+    pub layout: Layout,
+    /// Original label of each class index (softmax), or the file's `[negative,
+    /// positive]` labels (binary); empty for regression.
+    pub class_labels: Vec<f32>,
+    pub train_path: PathBuf,
+    pub test_path: Option<PathBuf>,
+    pub train_report: Option<ReadReport>,
+    pub test_report: Option<ReadReport>,
+}
+
+fn label_rule(loss: LossKind) -> LabelRule {
+    match loss {
+        LossKind::Logistic | LossKind::SquaredHinge => LabelRule::Binary,
+        LossKind::Squared | LossKind::Softmax => LabelRule::Any,
+    }
+}
+
+impl Problem {
+    /// Reads the files named by the config.
+    pub fn load(cfg: &ValidConfig) -> Result<Problem> {
+        let raw = &cfg.raw;
+        let train_path = raw
+            .train
+            .clone()
+            .ok_or_else(|| Error::config("train", "no training data given"))?;
+        let index_base = match raw.index_base {
+            IndexBaseSetting::Auto => IndexBase::Auto,
+            IndexBaseSetting::Zero => IndexBase::Zero,
+            IndexBaseSetting::One => IndexBase::One,
+        };
+        let opts = ReadOptions {
+            index_base,
+            features: raw.features,
+            skip_bad_lines: raw.skip_bad_lines,
+            labels: label_rule(raw.loss),
+        };
+        let (train, train_report) = read_libsvm(&train_path, &opts)?;
+        let (test, test_report) = match &raw.test {
+            Some(p) => {
+                // A test set may name features the training set never saw: they get no
+                // weight, so the test file is read without a feature bound.
+                let topts = ReadOptions {
+                    features: None,
+                    index_base: if train_report.index_base_one { IndexBase::One } else { IndexBase::Zero },
+                    ..opts
+                };
+                let (ds, rep) = read_libsvm(p, &topts)?;
+                (Some(ds), Some(rep))
+            }
+            None => (None, None),
+        };
+        let mut pb = Problem::from_datasets(cfg, train, &train_path, test, raw.test.as_deref())?;
+        pb.train_report = Some(train_report);
+        pb.test_report = test_report;
+        Ok(pb)
+    }
+
+    /// Builds a problem from datasets already in memory (generated data, tests).
+    pub fn from_datasets(
+        cfg: &ValidConfig,
+        mut train: Dataset,
+        train_path: &Path,
+        mut test: Option<Dataset>,
+        test_path: Option<&Path>,
+    ) -> Result<Problem> {
+        let raw = &cfg.raw;
+        if train.rows() == 0 {
+            return Err(Error::Data { path: train_path.into(), reason: "no data rows".into() });
+        }
+        let features = raw.features.unwrap_or(train.features);
+        if features == 0 {
+            return Err(Error::Data { path: train_path.into(), reason: "no features".into() });
+        }
+        train.features = features;
+        let (classes, class_labels) = match raw.loss {
+            LossKind::Logistic | LossKind::SquaredHinge => {
+                let labels = binary_labels(&train);
+                normalize_binary(&mut train);
+                if let Some(t) = test.as_mut() {
+                    normalize_binary(t);
+                }
+                (1, labels)
+            }
+            LossKind::Squared => (1, Vec::new()),
+            LossKind::Softmax => {
+                let mut distinct: Vec<f32> = train.labels.clone();
+                distinct.sort_by(f32::total_cmp);
+                distinct.dedup();
+                if distinct.len() > MAX_CLASSES {
+                    return Err(Error::Data {
+                        path: train_path.into(),
+                        reason: format!(
+                            "{} distinct labels: softmax takes at most {MAX_CLASSES} classes (regression data? try --loss squared)",
+                            distinct.len()
+                        ),
+                    });
+                }
+                to_class_index(&mut train, &distinct, train_path)?;
+                if let (Some(t), Some(p)) = (test.as_mut(), test_path) {
+                    to_class_index(t, &distinct, p)?;
+                }
+                (distinct.len().max(2), distinct)
+            }
+        };
+        if cfg.workers > train.rows() {
+            return Err(Error::config(
+                "workers",
+                format!("{} workers for {} rows: at most one worker per row", cfg.workers, train.rows()),
+            ));
+        }
+        Ok(Problem {
+            layout: Layout { features, classes, bias: raw.bias },
+            train,
+            test,
+            class_labels,
+            train_path: train_path.into(),
+            test_path: test_path.map(Into::into),
+            train_report: None,
+            test_report: None,
+        })
+    }
+}
+
+/// The file's own names for the two classes: 0/1 or -1/+1.
+fn binary_labels(ds: &Dataset) -> Vec<f32> {
+    if ds.labels.contains(&0.0) {
+        vec![0.0, 1.0]
+    } else {
+        vec![-1.0, 1.0]
+    }
+}
+
+fn normalize_binary(ds: &mut Dataset) {
+    for y in &mut ds.labels {
+        *y = if *y > 0.0 { 1.0 } else { -1.0 };
+    }
+}
+
+fn to_class_index(ds: &mut Dataset, distinct: &[f32], path: &Path) -> Result<()> {
+    for (i, y) in ds.labels.iter_mut().enumerate() {
+        match distinct.binary_search_by(|v| v.total_cmp(y)) {
+            Ok(c) => *y = c as f32,
+            Err(_) => {
+                return Err(Error::Data {
+                    path: path.into(),
+                    reason: format!("row {}: label {y} does not occur in the training data", i + 1),
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! End-to-end runs of the trainer on small generated problems, checked against the
+//! reference optimum from FISTA on the same data.
+
+use asyb::config::{Algorithm, StepSetting, TrainConfig, ValidConfig};
+use asyb::data::Dataset;
+use asyb::model::loss::LossKind;
+use asyb::model::reg::RegKind;
+use asyb::problem::Problem;
+use asyb::train::{RunSummary, StopReason, Trainer};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Sparse binary-feature rows with labels from a planted sparse logistic model.
+fn planted_logistic(rows: usize, features: usize, per_row: usize, seed: u64) -> Dataset {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let w: Vec<f64> = (0..features).map(|f| if f % 5 == 0 { rng.random_range(-2.0..2.0) } else { 0.0 }).collect();
+    let mut ds = Dataset::new(features);
+    for _ in 0..rows {
+        let mut fs: Vec<u32> = (0..per_row).map(|_| rng.random_range(0..features as u32)).collect();
+        fs.sort();
+        fs.dedup();
+        let z: f64 = -0.5 + fs.iter().map(|&f| w[f as usize]).sum::<f64>();
+        let y = if rng.random_bool(1.0 / (1.0 + (-z).exp())) { 1.0 } else { 0.0 };
+        ds.push_row(y, fs.into_iter().map(|f| (f, 1.0)));
+    }
+    ds
+}
+
+fn config(algorithm: Algorithm, workers: usize) -> TrainConfig {
+    TrainConfig {
+        algorithm,
+        workers: Some(workers),
+        loss: LossKind::Logistic,
+        reg: RegKind::L1,
+        lambda: 1e-3,
+        eval_every_secs: 0.2,
+        eval_threads: Some(1),
+        ..Default::default()
+    }
+}
+
+fn run(cfg: &TrainConfig, ds: &Dataset) -> RunSummary {
+    let v: ValidConfig = cfg.check().unwrap();
+    let pb = Problem::from_datasets(&v, ds.clone(), "train.svm".as_ref(), None, None).unwrap();
+    Trainer::new(&v, &pb).run().unwrap()
+}
+
+fn optimum(ds: &Dataset) -> f64 {
+    let mut c = config(Algorithm::Fista, 1);
+    c.fista_tol = 1e-14;
+    let s = run(&c, ds);
+    assert_eq!(s.stop_reason, StopReason::Converged);
+    s.last().psi
+}
+
+#[test]
+fn every_algorithm_approaches_the_fista_optimum() {
+    let ds = planted_logistic(4000, 200, 8, 1);
+    let psi_star = optimum(&ds);
+    for (alg, workers, epochs, tol) in [
+        (Algorithm::Asyb, 2, 40.0, 1e-2),
+        (Algorithm::Seq, 1, 30.0, 1e-2),
+        (Algorithm::AsyFull, 2, 30.0, 1e-2),
+        (Algorithm::Sync, 2, 30.0, 1e-2),
+    ] {
+        let mut c = config(alg, workers);
+        c.epochs = Some(epochs);
+        c.step_decay = true;
+        let s = run(&c, &ds);
+        let rel = (s.last().psi - psi_star) / psi_star;
+        assert_eq!(s.stop_reason, StopReason::Epochs, "{alg:?}");
+        assert!(rel < tol && rel > -1e-9, "{alg:?}: psi {} psi* {psi_star} rel {rel}", s.last().psi);
+        assert!(s.last().psi < s.first().psi);
+        let expected = (epochs * s.info.updates_per_epoch).ceil() as u64;
+        assert!(s.last().updates >= expected && s.last().updates < expected + 2 * s.info.blocks as u64, "{alg:?}: {} updates, expected {expected}", s.last().updates);
+    }
+}
+
+#[test]
+fn one_worker_with_a_seed_is_bit_for_bit_repeatable() {
+    let ds = planted_logistic(2000, 100, 6, 2);
+    let mut c = config(Algorithm::Asyb, 1);
+    c.epochs = Some(3.0);
+    c.blocks = Some(4);
+    c.seed = 11;
+    let a = run(&c, &ds);
+    c.eval_every_secs = 0.01;
+    let b = run(&c, &ds);
+    assert_eq!(a.weights.len(), b.weights.len());
+    assert!(a.weights.iter().zip(&b.weights).all(|(x, y)| x.to_bits() == y.to_bits()));
+    c.seed = 12;
+    let d = run(&c, &ds);
+    assert!(a.weights.iter().zip(&d.weights).any(|(x, y)| x != y));
+}
+
+#[test]
+fn a_huge_step_diverges_and_keeps_a_finite_model() {
+    let ds = planted_logistic(1000, 50, 6, 3);
+    let mut c = config(Algorithm::Asyb, 1);
+    c.loss = LossKind::Squared;
+    c.reg = RegKind::None;
+    c.step = StepSetting::Fixed(50.0);
+    c.epochs = Some(50.0);
+    c.eval_every_secs = 0.01;
+    let s = run(&c, &ds);
+    assert_eq!(s.stop_reason, StopReason::Diverged);
+    assert!(s.weights.iter().all(|w| w.is_finite()));
+}
+
+#[test]
+fn target_objective_stops_the_run() {
+    let ds = planted_logistic(2000, 100, 6, 4);
+    let psi_star = optimum(&ds);
+    let mut c = config(Algorithm::Asyb, 2);
+    c.target_objective = Some(psi_star * 1.05);
+    c.max_seconds = Some(30.0);
+    c.eval_every_secs = 0.02;
+    let s = run(&c, &ds);
+    assert_eq!(s.stop_reason, StopReason::TargetObjective);
+    assert!(s.last().psi <= psi_star * 1.05);
+}
+
+#[test]
+fn max_updates_and_max_seconds_stop_the_run() {
+    let ds = planted_logistic(1000, 50, 6, 5);
+    let mut c = config(Algorithm::Asyb, 1);
+    c.max_updates = Some(123);
+    let s = run(&c, &ds);
+    assert_eq!(s.stop_reason, StopReason::MaxUpdates);
+    assert_eq!(s.last().updates, 123);
+    let mut c = config(Algorithm::Asyb, 2);
+    c.max_seconds = Some(0.3);
+    let s = run(&c, &ds);
+    assert_eq!(s.stop_reason, StopReason::MaxSeconds);
+    assert!(s.train_secs >= 0.3 && s.train_secs < 5.0, "{}", s.train_secs);
+}
+
+#[test]
+fn other_losses_and_regularizers_decrease_the_objective() {
+    let ds = planted_logistic(2000, 60, 6, 6);
+    let mut multi = ds.clone();
+    for (i, y) in multi.labels.iter_mut().enumerate() {
+        *y = (i % 3) as f32 + if *y > 0.0 { 0.0 } else { 3.0 };
+    }
+    for (loss, reg, data) in [
+        (LossKind::Squared, RegKind::ElasticNet, &ds),
+        (LossKind::SquaredHinge, RegKind::L2, &ds),
+        (LossKind::Logistic, RegKind::GroupLasso, &ds),
+        (LossKind::Logistic, RegKind::Nonneg, &ds),
+        (LossKind::Logistic, RegKind::Box, &ds),
+        (LossKind::Softmax, RegKind::L1, &multi),
+        (LossKind::Softmax, RegKind::GroupLasso, &multi),
+    ] {
+        let mut c = config(Algorithm::Asyb, 2);
+        c.loss = loss;
+        c.reg = reg;
+        c.group_size = 3;
+        c.epochs = Some(5.0);
+        let s = run(&c, data);
+        assert!(s.last().psi < s.first().psi, "{loss:?} {reg:?}: {} -> {}", s.first().psi, s.last().psi);
+        if reg == RegKind::Nonneg {
+            assert!(s.weights[..60].iter().all(|&w| w >= 0.0));
+        }
+        if reg == RegKind::Box {
+            assert!(s.weights[..60].iter().all(|&w| (-1.0..=1.0).contains(&w)));
+        }
+    }
+}
