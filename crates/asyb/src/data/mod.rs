@@ -109,7 +109,11 @@ impl Dataset {
     /// Drops the value array when every value is exactly 1 (saves a third of the memory
     /// on binary data).
     pub fn compact_binary(&mut self) {
-        if self.values.as_ref().is_some_and(|v| v.iter().all(|&x| x == 1.0)) {
+        if self
+            .values
+            .as_ref()
+            .is_some_and(|v| v.iter().all(|&x| x == 1.0))
+        {
             self.values = None;
         }
     }
@@ -122,3 +126,9 @@ impl Dataset {
             + self.labels.len() * 4
     }
 }
+
+pub mod gen;
+pub mod libsvm;
+
+pub use gen::{CtrSpec, RegressionSpec};
+pub use libsvm::{read_libsvm, write_libsvm, IndexBase, LabelRule, ReadOptions, ReadReport};
