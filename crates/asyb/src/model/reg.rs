@@ -15,8 +15,10 @@
 //! - squared L2, `lambda/2 x^2`: multiply by `prod 1/(1 + eta lambda)`;
 //! - elastic net, `lambda (r |x| + (1-r)/2 x^2)`: each step is `z <- (z - eta l1) a`
 //!   with `a = 1/(1 + eta l2)` on `z = |x|`, clamped at 0; unrolled over steps
-//!   t0..t1, `z1 = z0 exp(-(D1 - D0)) - l1 exp(-D1) (W1 - W0)` with `D = sum ln(1 + eta
-//!   l2)` and `W = sum eta_s exp(D_s)` (D_s taken before step s); the clamp commutes
+//!   t0..t1, `z1 = z0 exp(-(D1 - D0)) - l1 (W1 - exp(-(D1 - D0)) W0)` with `D = sum
+//!   ln(1 + eta l2)` and `W = sum eta_s exp(D_s - D)` (D_s taken before step s, D at the
+//!   end of the sum); W carries the factor exp(-D) so that it stays below sum(eta),
+//!   where exp(D) itself overflows once a long run takes D past ~709; the clamp commutes
 //!   because the unclamped sequence is decreasing and 0 is a fixed point;
 //! - box and nonnegativity constraints: the prox is a projection, idempotent;
 //! - group lasso, `lambda ||x_g||_2`: the group keeps its direction and its norm
@@ -99,7 +101,8 @@ pub struct StepSums {
     pub eta: f64,
     /// D = sum of ln(1 + eta * l2) (squared-L2 part of the regularizer; 0 without one).
     pub log_decay: f64,
-    /// W = sum of eta_s * exp(D_s), D_s the value of `log_decay` before step s.
+    /// W = sum of eta_s * exp(D_s - D), D_s the value of `log_decay` before step s and
+    /// D its current value.
     pub weighted_eta: f64,
 }
 
@@ -131,7 +134,7 @@ pub trait Regularizer: Copy + Send + Sync + 'static {
         StepSums {
             eta: s.eta + eta,
             log_decay: s.log_decay + (eta * self.l2_part()).ln_1p(),
-            weighted_eta: s.weighted_eta + eta * s.log_decay.exp(),
+            weighted_eta: (s.weighted_eta + eta) / (1.0 + eta * self.l2_part()),
         }
     }
 
@@ -272,7 +275,7 @@ impl Regularizer for ElasticNet {
     #[inline]
     fn prox_skipped(&self, x: &mut [f64], _etas: &[f64], from: StepSums, to: StepSums) {
         let decay = (from.log_decay - to.log_decay).exp();
-        let shrink = self.l1 * (-to.log_decay).exp() * (to.weighted_eta - from.weighted_eta);
+        let shrink = self.l1 * (to.weighted_eta - decay * from.weighted_eta);
         for v in x {
             let z = (v.abs() * decay - shrink).max(0.0);
             *v = z.copysign(*v);
