@@ -52,17 +52,28 @@ impl Algorithm {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 }
 
 impl std::str::FromStr for Algorithm {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, a)| *a).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
-            format!("unknown algorithm '{s}' (expected one of: {})", names.join(", "))
-        })
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown algorithm '{s}' (expected one of: {})",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -250,7 +261,10 @@ fn positive_finite(field: &str, v: f64) -> Result<()> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(Error::config(field, format!("{v} must be a positive number")))
+        Err(Error::config(
+            field,
+            format!("{v} must be a positive number"),
+        ))
     }
 }
 
@@ -258,7 +272,10 @@ fn nonneg_finite(field: &str, v: f64) -> Result<()> {
     if v.is_finite() && v >= 0.0 {
         Ok(())
     } else {
-        Err(Error::config(field, format!("{v} must be a finite number >= 0")))
+        Err(Error::config(
+            field,
+            format!("{v} must be a finite number >= 0"),
+        ))
     }
 }
 
@@ -289,12 +306,18 @@ impl TrainConfig {
         nonneg_finite("lambda", self.lambda)?;
         nonneg_finite("alpha", self.alpha)?;
         if !(0.0..=1.0).contains(&self.l1_ratio) {
-            return Err(Error::config("l1-ratio", format!("{} must be in [0, 1]", self.l1_ratio)));
+            return Err(Error::config(
+                "l1-ratio",
+                format!("{} must be in [0, 1]", self.l1_ratio),
+            ));
         }
         if self.reg == RegKind::Box && !(self.lower <= self.upper) {
             return Err(Error::config(
                 "lower",
-                format!("box lower bound {} is above upper bound {}", self.lower, self.upper),
+                format!(
+                    "box lower bound {} is above upper bound {}",
+                    self.lower, self.upper
+                ),
             ));
         }
         if self.group_size == 0 {
@@ -314,7 +337,13 @@ impl TrainConfig {
         }
         if let Some(b) = self.blocks {
             if self.servers > b {
-                return Err(Error::config("servers", format!("{} servers for {b} blocks: at most one server per block", self.servers)));
+                return Err(Error::config(
+                    "servers",
+                    format!(
+                        "{} servers for {b} blocks: at most one server per block",
+                        self.servers
+                    ),
+                ));
             }
         }
         if self.batch == 0 {
@@ -337,7 +366,10 @@ impl TrainConfig {
         }
         if let Some(t) = self.target_objective {
             if !t.is_finite() {
-                return Err(Error::config("target-objective", format!("{t} is not a finite number")));
+                return Err(Error::config(
+                    "target-objective",
+                    format!("{t} is not a finite number"),
+                ));
             }
         }
         positive_finite("eval-every-secs", self.eval_every_secs)?;
@@ -352,16 +384,22 @@ impl TrainConfig {
         }
         positive_finite("fista-tol", self.fista_tol)?;
         if self.algorithm == Algorithm::Seq && self.workers.is_some_and(|w| w > 1) {
-            return Err(Error::config("workers", "the seq algorithm runs one worker"));
+            return Err(Error::config(
+                "workers",
+                "the seq algorithm runs one worker",
+            ));
         }
-        if self.loss == LossKind::Softmax && self.reg == RegKind::GroupLasso && self.group_size == 0 {
+        if self.loss == LossKind::Softmax && self.reg == RegKind::GroupLasso && self.group_size == 0
+        {
             return Err(Error::config("group-size", "must be at least 1"));
         }
         let workers = match self.algorithm {
             Algorithm::Seq | Algorithm::Fista => 1,
             _ => self.workers.unwrap_or_else(cores),
         };
-        let bounded = self.max_updates.is_some() || self.max_seconds.is_some() || self.target_objective.is_some();
+        let bounded = self.max_updates.is_some()
+            || self.max_seconds.is_some()
+            || self.target_objective.is_some();
         let epochs = self.epochs.or(if bounded { None } else { Some(10.0) });
         Ok(ValidConfig {
             raw: self.clone(),
@@ -404,8 +442,20 @@ mod tests {
             ("batch", Box::new(|c| c.batch = 0)),
             ("l1-ratio", Box::new(|c| c.l1_ratio = 1.5)),
             ("epochs", Box::new(|c| c.epochs = Some(0.0))),
-            ("servers", Box::new(|c| { c.blocks = Some(2); c.servers = 3 })),
-            ("workers", Box::new(|c| { c.algorithm = Algorithm::Seq; c.workers = Some(2) })),
+            (
+                "servers",
+                Box::new(|c| {
+                    c.blocks = Some(2);
+                    c.servers = 3
+                }),
+            ),
+            (
+                "workers",
+                Box::new(|c| {
+                    c.algorithm = Algorithm::Seq;
+                    c.workers = Some(2)
+                }),
+            ),
         ];
         for (field, set) in cases {
             let mut c = TrainConfig::default();
@@ -417,18 +467,22 @@ mod tests {
 
     #[test]
     fn toml_round_trip_and_errors_with_position() {
-        let text = "loss = \"squared\"\nreg = \"elastic-net\"\nlambda = 0.01\nstep = 0.5\nworkers = 3\n";
+        let text =
+            "loss = \"squared\"\nreg = \"elastic-net\"\nlambda = 0.01\nstep = 0.5\nworkers = 3\n";
         let c = TrainConfig::from_toml(text, "run.toml".as_ref()).unwrap();
         assert_eq!(c.loss, LossKind::Squared);
         assert_eq!(c.step, StepSetting::Fixed(0.5));
         assert_eq!(c.workers, Some(3));
         let auto = TrainConfig::from_toml("step = \"auto\"", "a.toml".as_ref()).unwrap();
         assert_eq!(auto.step, StepSetting::Named(StepName::Auto));
-        let e = TrainConfig::from_toml("lambda = 1\nloss = \"hinge\"\n", "run.toml".as_ref()).unwrap_err();
+        let e = TrainConfig::from_toml("lambda = 1\nloss = \"hinge\"\n", "run.toml".as_ref())
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("run.toml:2:"), "{msg}");
         assert!(msg.contains("hinge"), "{msg}");
-        let e = TrainConfig::from_toml("lamda = 1\n", "run.toml".as_ref()).unwrap_err().to_string();
+        let e = TrainConfig::from_toml("lamda = 1\n", "run.toml".as_ref())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("run.toml:1:1:") && e.contains("lamda"), "{e}");
     }
 }

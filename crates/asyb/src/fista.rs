@@ -83,7 +83,11 @@ pub fn solve<L: Loss>(
             }
             lip *= 2.0;
         };
-        let gmap: f64 = y.iter().zip(&x_new).map(|(a, b)| ((a - b) * lip).powi(2)).sum();
+        let gmap: f64 = y
+            .iter()
+            .zip(&x_new)
+            .map(|(a, b)| ((a - b) * lip).powi(2))
+            .sum();
         let psi_new = fx_new + obj.h(&x_new);
         if !psi_new.is_finite() {
             return FistaStop::Diverged;
@@ -104,7 +108,12 @@ pub fn solve<L: Loss>(
         std::mem::swap(x, &mut x_new);
         t = t_new;
         psi = psi.min(psi_new);
-        let rec = FistaIter { iter, psi, gmap_sq_norm: gmap, lipschitz: lip };
+        let rec = FistaIter {
+            iter,
+            psi,
+            gmap_sq_norm: gmap,
+            lipschitz: lip,
+        };
         if !observe(&rec, x) {
             return FistaStop::Interrupted;
         }
@@ -128,7 +137,14 @@ mod tests {
     use rand_xoshiro::Xoshiro256PlusPlus;
 
     fn spec(kind: RegKind, lambda: f64) -> RegSpec {
-        RegSpec { kind, lambda, l1_ratio: 0.5, lower: -1.0, upper: 1.0, group_len: 1 }
+        RegSpec {
+            kind,
+            lambda,
+            l1_ratio: 0.5,
+            lower: -1.0,
+            upper: 1.0,
+            group_len: 1,
+        }
     }
 
     /// Lasso with an orthogonal design has a closed-form solution: row i holds feature i
@@ -140,11 +156,26 @@ mod tests {
         let d = 6;
         let s = (d as f32).sqrt();
         let ys = [3.0f32, -2.0, 0.1, -0.05, 1.0, 0.0];
-        let rows: Vec<(f32, Vec<(u32, f32)>)> = ys.iter().enumerate().map(|(i, &y)| (y, vec![(i as u32, s)])).collect();
+        let rows: Vec<(f32, Vec<(u32, f32)>)> = ys
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| (y, vec![(i as u32, s)]))
+            .collect();
         let ds = Dataset::from_rows(d, &rows);
-        let layout = Layout { features: d, classes: 1, bias: false };
+        let layout = Layout {
+            features: d,
+            classes: 1,
+            bias: false,
+        };
         let lambda = 0.1;
-        let obj = Objective { data: &ds, loss: Squared, reg: AnyReg(spec(RegKind::L1, lambda)), layout, alpha: 0.0, threads: 1 };
+        let obj = Objective {
+            data: &ds,
+            loss: Squared,
+            reg: AnyReg(spec(RegKind::L1, lambda)),
+            layout,
+            alpha: 0.0,
+            threads: 1,
+        };
         let mut x = vec![0.0; layout.coords()];
         let stop = solve(&obj, &mut x, 1.0, 1e-20, 10_000, |_, _| true);
         assert_eq!(stop, FistaStop::Converged);
@@ -166,12 +197,28 @@ mod tests {
                 fs.sort();
                 fs.dedup();
                 let y = if rng.random_bool(0.4) { 1.0 } else { -1.0 };
-                (y, fs.into_iter().map(|f| (f, rng.random_range(-1.0..1.0f32))).collect())
+                (
+                    y,
+                    fs.into_iter()
+                        .map(|f| (f, rng.random_range(-1.0..1.0f32)))
+                        .collect(),
+                )
             })
             .collect();
         let ds = Dataset::from_rows(d, &rows);
-        let layout = Layout { features: d, classes: 1, bias: true };
-        let obj = Objective { data: &ds, loss: Logistic, reg: AnyReg(spec(RegKind::L1, 0.01)), layout, alpha: 0.0, threads: 2 };
+        let layout = Layout {
+            features: d,
+            classes: 1,
+            bias: true,
+        };
+        let obj = Objective {
+            data: &ds,
+            loss: Logistic,
+            reg: AnyReg(spec(RegKind::L1, 0.01)),
+            layout,
+            alpha: 0.0,
+            threads: 2,
+        };
         let mut x = vec![0.0; layout.coords()];
         let stop = solve(&obj, &mut x, 1.0, 1e-16, 20_000, |_, _| true);
         assert_eq!(stop, FistaStop::Converged);
@@ -185,6 +232,9 @@ mod tests {
             z[i] += rng.random_range(-1e-3..1e-3);
             assert!(obj.psi(&z) >= psi - 1e-12);
         }
-        assert!(x.iter().take(d).any(|&v| v == 0.0), "L1 should zero some weights");
+        assert!(
+            x.iter().take(d).any(|&v| v == 0.0),
+            "L1 should zero some weights"
+        );
     }
 }

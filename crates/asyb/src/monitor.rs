@@ -120,7 +120,10 @@ impl JsonLinesSink {
             .prefix(".asyb-tmp-")
             .tempfile_in(dir)
             .map_err(|e| crate::Error::io(path, e))?;
-        Ok(JsonLinesSink { path: path.to_path_buf(), tmp: Some(tmp) })
+        Ok(JsonLinesSink {
+            path: path.to_path_buf(),
+            tmp: Some(tmp),
+        })
     }
 
     fn line(&mut self, v: &impl Serialize) -> crate::Result<()> {
@@ -129,7 +132,8 @@ impl JsonLinesSink {
         if let Some(tmp) = self.tmp.as_mut() {
             let mut s = serde_json::to_string(v).map_err(|e| crate::Error::io(&path, e.into()))?;
             s.push('\n');
-            tmp.write_all(s.as_bytes()).map_err(|e| crate::Error::io(&path, e))?;
+            tmp.write_all(s.as_bytes())
+                .map_err(|e| crate::Error::io(&path, e))?;
         }
         Ok(())
     }
@@ -148,8 +152,11 @@ impl Observe for JsonLinesSink {
     }
     fn on_finish(&mut self, _last: &EvalRecord) -> crate::Result<()> {
         if let Some(tmp) = self.tmp.take() {
-            tmp.as_file().sync_all().map_err(|e| crate::Error::io(&self.path, e))?;
-            tmp.persist(&self.path).map_err(|e| crate::Error::io(&self.path, e.error))?;
+            tmp.as_file()
+                .sync_all()
+                .map_err(|e| crate::Error::io(&self.path, e))?;
+            tmp.persist(&self.path)
+                .map_err(|e| crate::Error::io(&self.path, e.error))?;
         }
         Ok(())
     }

@@ -66,7 +66,11 @@ impl Problem {
                 // weight, so the test file is read without a feature bound.
                 let topts = ReadOptions {
                     features: None,
-                    index_base: if train_report.index_base_one { IndexBase::One } else { IndexBase::Zero },
+                    index_base: if train_report.index_base_one {
+                        IndexBase::One
+                    } else {
+                        IndexBase::Zero
+                    },
                     ..opts
                 };
                 let (ds, rep) = read_libsvm(p, &topts)?;
@@ -90,11 +94,17 @@ impl Problem {
     ) -> Result<Problem> {
         let raw = &cfg.raw;
         if train.rows() == 0 {
-            return Err(Error::Data { path: train_path.into(), reason: "no data rows".into() });
+            return Err(Error::Data {
+                path: train_path.into(),
+                reason: "no data rows".into(),
+            });
         }
         let features = raw.features.unwrap_or(train.features);
         if features == 0 {
-            return Err(Error::Data { path: train_path.into(), reason: "no features".into() });
+            return Err(Error::Data {
+                path: train_path.into(),
+                reason: "no features".into(),
+            });
         }
         train.features = features;
         let (classes, class_labels) = match raw.loss {
@@ -130,11 +140,19 @@ impl Problem {
         if cfg.workers > train.rows() {
             return Err(Error::config(
                 "workers",
-                format!("{} workers for {} rows: at most one worker per row", cfg.workers, train.rows()),
+                format!(
+                    "{} workers for {} rows: at most one worker per row",
+                    cfg.workers,
+                    train.rows()
+                ),
             ));
         }
         Ok(Problem {
-            layout: Layout { features, classes, bias: raw.bias },
+            layout: Layout {
+                features,
+                classes,
+                bias: raw.bias,
+            },
             train,
             test,
             class_labels,
@@ -168,7 +186,10 @@ fn to_class_index(ds: &mut Dataset, distinct: &[f32], path: &Path) -> Result<()>
             Err(_) => {
                 return Err(Error::Data {
                     path: path.into(),
-                    reason: format!("row {}: label {y} does not occur in the training data", i + 1),
+                    reason: format!(
+                        "row {}: label {y} does not occur in the training data",
+                        i + 1
+                    ),
                 })
             }
         }

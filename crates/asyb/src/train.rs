@@ -31,7 +31,9 @@ use crate::model::Layout;
 use crate::monitor::{EvalRecord, Observe, Progress, RunInfo, TestMetrics};
 use crate::problem::Problem;
 use crate::ps::blocks::{BlockPartition, ShardId};
-use crate::ps::shard::{Clock, DelayStats, DelaySummary, Shard, ShardApi, ShardSettings, StepSchedule};
+use crate::ps::shard::{
+    Clock, DelayStats, DelaySummary, Shard, ShardApi, ShardSettings, StepSchedule,
+};
 use crate::ps::transport::local::LocalTransport;
 use crate::ps::transport::Transport;
 use crate::ps::worker::{self, BlockMode, Control, Counters, SyncRound, WorkerContext};
@@ -92,7 +94,9 @@ pub struct RunSummary {
 impl RunSummary {
     /// The last evaluation (at the final model).
     pub fn last(&self) -> &EvalRecord {
-        self.records.last().expect("a run records at least its start")
+        self.records
+            .last()
+            .expect("a run records at least its start")
     }
 
     /// The first evaluation (at the initial model).
@@ -154,7 +158,13 @@ const AUTO_STEP_ROWS: usize = 100_000;
 /// smoothness of f and `L_row = c * mean ||x_i||^2` that of an average single row (the
 /// average rather than the maximum, so that a few long rows do not shrink the step).
 /// `c` bounds the loss's second derivative; the nonconvex term adds `2 alpha`.
-fn auto_step(loss: LossKind, data: &Dataset, layout: Layout, alpha: f64, batch: usize) -> (f64, String) {
+fn auto_step(
+    loss: LossKind,
+    data: &Dataset,
+    layout: Layout,
+    alpha: f64,
+    batch: usize,
+) -> (f64, String) {
     let c = curvature(loss);
     let sample;
     let est = if data.rows() > AUTO_STEP_ROWS {
@@ -163,13 +173,31 @@ fn auto_step(loss: LossKind, data: &Dataset, layout: Layout, alpha: f64, batch: 
     } else {
         data
     };
-    let reg = AnyReg(RegSpec { kind: RegKind::None, lambda: 0.0, l1_ratio: 0.0, lower: 0.0, upper: 0.0, group_len: 1 });
-    let gram = with_loss!(loss, |l| Objective { data: est, loss: l, reg, layout, alpha: 0.0, threads: 1 }
-        .gram_top_eigenvalue(30));
+    let reg = AnyReg(RegSpec {
+        kind: RegKind::None,
+        lambda: 0.0,
+        l1_ratio: 0.0,
+        lower: 0.0,
+        upper: 0.0,
+        group_len: 1,
+    });
+    let gram = with_loss!(loss, |l| Objective {
+        data: est,
+        loss: l,
+        reg,
+        layout,
+        alpha: 0.0,
+        threads: 1
+    }
+    .gram_top_eigenvalue(30));
     let l_f = c * gram;
     let l_row = c * mean_sq_row_norm(data, layout.bias);
-    let (n, b) = (data.rows().max(2) as f64, batch.min(data.rows()).max(1) as f64);
-    let l_batch = n * (b - 1.0) / (b * (n - 1.0)) * l_f + (n - b) / (b * (n - 1.0)) * l_row + 2.0 * alpha;
+    let (n, b) = (
+        data.rows().max(2) as f64,
+        batch.min(data.rows()).max(1) as f64,
+    );
+    let l_batch =
+        n * (b - 1.0) / (b * (n - 1.0)) * l_f + (n - b) / (b * (n - 1.0)) * l_row + 2.0 * alpha;
     let eta = 1.0 / l_batch.max(1e-12);
     let note = format!(
         "auto: 1/L(N) = {eta:.4e}, L(N) = {l_batch:.4e} for N = {batch} from L_f = {l_f:.4e} (curvature {c} x top eigenvalue of X'X/n) and L_row = {l_row:.4e} (curvature x mean squared row norm){}",
@@ -216,7 +244,11 @@ fn test_metrics<L: Loss>(t: &Objective<L>, loss: LossKind, w: &[f64]) -> TestMet
     let y = &t.data.labels;
     let k = t.layout.classes;
     let mean_loss = || {
-        let sum: f64 = z.chunks(k).zip(y).map(|(zi, &yi)| t.loss.value(zi, yi)).sum();
+        let sum: f64 = z
+            .chunks(k)
+            .zip(y)
+            .map(|(zi, &yi)| t.loss.value(zi, yi))
+            .sum();
         sum / y.len().max(1) as f64
     };
     match loss {
@@ -249,7 +281,12 @@ fn test_metrics<L: Loss>(t: &Objective<L>, loss: LossKind, w: &[f64]) -> TestMet
 
 impl<'a> Trainer<'a> {
     pub fn new(cfg: &'a ValidConfig, problem: &'a Problem) -> Self {
-        Trainer { cfg, problem, init: None, observers: Vec::new() }
+        Trainer {
+            cfg,
+            problem,
+            init: None,
+            observers: Vec::new(),
+        }
     }
 
     /// Starts from `w` (in [`Layout`] order) instead of zero.
@@ -257,7 +294,11 @@ impl<'a> Trainer<'a> {
         if w.len() != self.problem.layout.coords() {
             return Err(Error::config(
                 "init-model",
-                format!("{} weights for a model of {}", w.len(), self.problem.layout.coords()),
+                format!(
+                    "{} weights for a model of {}",
+                    w.len(),
+                    self.problem.layout.coords()
+                ),
             ));
         }
         self.init = Some(w);
@@ -298,7 +339,11 @@ impl<'a> Trainer<'a> {
                     format!(
                         "{m} blocks for {} features{}: at most {feature_groups}",
                         layout.features,
-                        if group_rows > 1 { format!(" in groups of {group_rows}") } else { String::new() }
+                        if group_rows > 1 {
+                            format!(" in groups of {group_rows}")
+                        } else {
+                            String::new()
+                        }
                     ),
                 ))
             }
@@ -306,7 +351,10 @@ impl<'a> Trainer<'a> {
             (_, None) => workers.max(2).min(feature_groups),
         };
         if raw.servers > blocks {
-            return Err(Error::config("servers", format!("{} servers for {blocks} blocks", raw.servers)));
+            return Err(Error::config(
+                "servers",
+                format!("{} servers for {blocks} blocks", raw.servers),
+            ));
         }
         let (eta0, step_note) = match raw.step {
             StepSetting::Fixed(eta) => (eta, "given".to_string()),
@@ -314,16 +362,26 @@ impl<'a> Trainer<'a> {
         };
         let updates_per_epoch = data.rows() as f64 * blocks as f64 / raw.batch as f64;
         let schedule = if raw.step_decay {
-            StepSchedule::Decay { eta0, t0: raw.step_t0.unwrap_or(updates_per_epoch) }
+            StepSchedule::Decay {
+                eta0,
+                t0: raw.step_t0.unwrap_or(updates_per_epoch),
+            }
         } else {
             StepSchedule::Constant { eta: eta0 }
         };
-        let by_epochs = self.cfg.epochs.map(|e| (e * updates_per_epoch).ceil().max(1.0) as u64);
+        let by_epochs = self
+            .cfg
+            .epochs
+            .map(|e| (e * updates_per_epoch).ceil().max(1.0) as u64);
         let max_updates = match (by_epochs, raw.max_updates) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let max_delay = if raw.algorithm == Algorithm::Seq { Some(0) } else { raw.max_delay };
+        let max_delay = if raw.algorithm == Algorithm::Seq {
+            Some(0)
+        } else {
+            raw.max_delay
+        };
         let eval_data = (data.rows() > raw.eval_rows).then(|| subsample(data, raw.eval_rows));
         Ok(Plan {
             workers,
@@ -355,7 +413,14 @@ impl<'a> Trainer<'a> {
             None => Cow::Borrowed(&pb.train),
         };
         let threads = self.cfg.eval_threads;
-        let obj = Objective { data: &eval_set, loss, reg: AnyReg(plan.reg), layout, alpha: raw.alpha, threads };
+        let obj = Objective {
+            data: &eval_set,
+            loss,
+            reg: AnyReg(plan.reg),
+            layout,
+            alpha: raw.alpha,
+            threads,
+        };
         let mut ev = Evaluator {
             obj,
             test: pb.test.as_ref().map(|t| Objective { data: t, ..obj }),
@@ -392,8 +457,19 @@ impl<'a> Trainer<'a> {
 
         let clock = Arc::new(Clock::default());
         let stats = Arc::new(DelayStats::default());
-        let partition = BlockPartition::new(layout, plan.group_rows, plan.blocks, raw.servers, raw.partition, raw.seed);
-        let settings = ShardSettings { max_delay: plan.max_delay, schedule: plan.schedule, alpha: raw.alpha };
+        let partition = BlockPartition::new(
+            layout,
+            plan.group_rows,
+            plan.blocks,
+            raw.servers,
+            raw.partition,
+            raw.seed,
+        );
+        let settings = ShardSettings {
+            max_delay: plan.max_delay,
+            schedule: plan.schedule,
+            alpha: raw.alpha,
+        };
         let shards: Vec<Arc<dyn ShardApi>> = (0..raw.servers)
             .map(|s| {
                 with_reg!(plan.reg, |r| Arc::new(Shard::new(
@@ -406,7 +482,10 @@ impl<'a> Trainer<'a> {
                 )) as Arc<dyn ShardApi>)
             })
             .collect();
-        let mut w0 = self.init.take().unwrap_or_else(|| vec![0.0; layout.coords()]);
+        let mut w0 = self
+            .init
+            .take()
+            .unwrap_or_else(|| vec![0.0; layout.coords()]);
         if !layout.bias {
             let b = layout.bias_row() * layout.classes;
             w0[b..b + layout.classes].fill(0.0);
@@ -437,7 +516,10 @@ impl<'a> Trainer<'a> {
         mon.push(rec, &mut self.observers)?;
         let mut last_good = w0;
         if !mon.last_psi().is_finite() {
-            return Err(Error::config("init-model", "the objective at the initial model is not finite"));
+            return Err(Error::config(
+                "init-model",
+                "the objective at the initial model is not finite",
+            ));
         }
 
         let outcome: Result<StopReason> = std::thread::scope(|s| {
@@ -455,7 +537,20 @@ impl<'a> Trainer<'a> {
                     })
                 })
                 .collect();
-            let reason = self.watch(&mut mon, &control, &transport, &partition, &shards, &counters, &stats, &mut ev, &mut last_good, raw.max_seconds, raw.target_objective, plan.max_updates.is_some() && self.cfg.epochs.is_some());
+            let reason = self.watch(
+                &mut mon,
+                &control,
+                &transport,
+                &partition,
+                &shards,
+                &counters,
+                &stats,
+                &mut ev,
+                &mut last_good,
+                raw.max_seconds,
+                raw.target_objective,
+                plan.max_updates.is_some() && self.cfg.epochs.is_some(),
+            );
             control.stop();
             control.resume();
             let mut failed = None;
@@ -466,7 +561,11 @@ impl<'a> Trainer<'a> {
             }
             match (reason, failed) {
                 (Err(e), _) => Err(e),
-                (Ok(_), Some(w)) => Err(Error::Runtime { role: "worker", id: w, reason: "panicked".into() }),
+                (Ok(_), Some(w)) => Err(Error::Runtime {
+                    role: "worker",
+                    id: w,
+                    reason: "panicked".into(),
+                }),
                 (Ok(r), None) => Ok(r),
             }
         });
@@ -477,7 +576,12 @@ impl<'a> Trainer<'a> {
         } else {
             let w = crate::ps::gather(&partition, &shards);
             if mon.last_updates() != k {
-                let mut rec = mon.record(k, counters.samples.load(std::sync::atomic::Ordering::Relaxed), stats.rejected(), mon.train_secs());
+                let mut rec = mon.record(
+                    k,
+                    counters.samples.load(std::sync::atomic::Ordering::Relaxed),
+                    stats.rejected(),
+                    mon.train_secs(),
+                );
                 let t = Instant::now();
                 ev.eval(&w, &mut rec);
                 mon.eval_secs += t.elapsed().as_secs_f64();
@@ -485,7 +589,15 @@ impl<'a> Trainer<'a> {
             }
             w
         };
-        mon.finish(info, reason, weights, layout, plan.reg, stats.summary(), &mut self.observers)
+        mon.finish(
+            info,
+            reason,
+            weights,
+            layout,
+            plan.reg,
+            stats.summary(),
+            &mut self.observers,
+        )
     }
 
     /// The monitor loop: runs on the trainer's thread while the workers train.
@@ -512,14 +624,23 @@ impl<'a> Trainer<'a> {
             let k = transport.now();
             let secs = mon.train_secs();
             if control.stopped() || control.running() == 0 {
-                return Ok(if by_epochs { StopReason::Epochs } else { StopReason::MaxUpdates });
+                return Ok(if by_epochs {
+                    StopReason::Epochs
+                } else {
+                    StopReason::MaxUpdates
+                });
             }
             if max_seconds.is_some_and(|m| secs >= m) {
                 return Ok(StopReason::MaxSeconds);
             }
             if last_progress.elapsed() >= Duration::from_millis(100) {
                 last_progress = Instant::now();
-                let p = Progress { updates: k, epochs: k as f64 / mon.updates_per_epoch, train_secs: secs, psi: mon.last_psi() };
+                let p = Progress {
+                    updates: k,
+                    epochs: k as f64 / mon.updates_per_epoch,
+                    train_secs: secs,
+                    psi: mon.last_psi(),
+                };
                 for o in self.observers.iter_mut() {
                     o.on_progress(&p);
                 }
@@ -549,11 +670,23 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    fn run_fista<L: Loss>(mut self, _loss: L, plan: &Plan, info: RunInfo, ev: &mut Evaluator<L>) -> Result<RunSummary> {
+    fn run_fista<L: Loss>(
+        mut self,
+        _loss: L,
+        plan: &Plan,
+        info: RunInfo,
+        ev: &mut Evaluator<L>,
+    ) -> Result<RunSummary> {
         let raw = &self.cfg.raw;
         let layout = self.problem.layout;
-        let full = Objective { data: &self.problem.train, ..ev.obj };
-        let mut x = self.init.take().unwrap_or_else(|| vec![0.0; layout.coords()]);
+        let full = Objective {
+            data: &self.problem.train,
+            ..ev.obj
+        };
+        let mut x = self
+            .init
+            .take()
+            .unwrap_or_else(|| vec![0.0; layout.coords()]);
         let mut mon = Monitor::new(plan, raw.eval_every_secs, raw.eval_every_updates);
         let mut rec = mon.record(0, 0, 0, 0.0);
         ev.eval(&x, &mut rec);
@@ -563,31 +696,38 @@ impl<'a> Trainer<'a> {
         let mut iters = 0u64;
         let rows = self.problem.train.rows() as u64;
         let observers = &mut self.observers;
-        let stop = fista::solve(&full, &mut x, 1.0 / plan.eta0, raw.fista_tol, raw.fista_max_iters, |it, x| {
-            let secs = mon.train_secs();
-            iters = it.iter as u64;
-            if mon.due(iters, secs) {
-                let t = Instant::now();
-                let mut rec = mon.record(iters, iters * rows, 0, secs);
-                ev.eval(x, &mut rec);
-                mon.eval_secs += t.elapsed().as_secs_f64();
-                let psi = rec.psi;
-                if let Err(e) = mon.push(rec, observers) {
-                    obs_err = Some(e);
+        let stop = fista::solve(
+            &full,
+            &mut x,
+            1.0 / plan.eta0,
+            raw.fista_tol,
+            raw.fista_max_iters,
+            |it, x| {
+                let secs = mon.train_secs();
+                iters = it.iter as u64;
+                if mon.due(iters, secs) {
+                    let t = Instant::now();
+                    let mut rec = mon.record(iters, iters * rows, 0, secs);
+                    ev.eval(x, &mut rec);
+                    mon.eval_secs += t.elapsed().as_secs_f64();
+                    let psi = rec.psi;
+                    if let Err(e) = mon.push(rec, observers) {
+                        obs_err = Some(e);
+                        return false;
+                    }
+                    mon.schedule_next(iters, secs);
+                    if raw.target_objective.is_some_and(|t| psi <= t) {
+                        early = Some(StopReason::TargetObjective);
+                        return false;
+                    }
+                }
+                if raw.max_seconds.is_some_and(|m| secs >= m) {
+                    early = Some(StopReason::MaxSeconds);
                     return false;
                 }
-                mon.schedule_next(iters, secs);
-                if raw.target_objective.is_some_and(|t| psi <= t) {
-                    early = Some(StopReason::TargetObjective);
-                    return false;
-                }
-            }
-            if raw.max_seconds.is_some_and(|m| secs >= m) {
-                early = Some(StopReason::MaxSeconds);
-                return false;
-            }
-            true
-        });
+                true
+            },
+        );
         if let Some(e) = obs_err {
             return Err(e);
         }
@@ -603,7 +743,15 @@ impl<'a> Trainer<'a> {
             ev.eval(&x, &mut rec);
             mon.push(rec, &mut self.observers)?;
         }
-        mon.finish(info, reason, x, layout, plan.reg, DelaySummary::default(), &mut self.observers)
+        mon.finish(
+            info,
+            reason,
+            x,
+            layout,
+            plan.reg,
+            DelaySummary::default(),
+            &mut self.observers,
+        )
     }
 }
 

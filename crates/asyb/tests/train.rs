@@ -13,14 +13,28 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 /// Sparse binary-feature rows with labels from a planted sparse logistic model.
 fn planted_logistic(rows: usize, features: usize, per_row: usize, seed: u64) -> Dataset {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let w: Vec<f64> = (0..features).map(|f| if f % 5 == 0 { rng.random_range(-2.0..2.0) } else { 0.0 }).collect();
+    let w: Vec<f64> = (0..features)
+        .map(|f| {
+            if f % 5 == 0 {
+                rng.random_range(-2.0..2.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let mut ds = Dataset::new(features);
     for _ in 0..rows {
-        let mut fs: Vec<u32> = (0..per_row).map(|_| rng.random_range(0..features as u32)).collect();
+        let mut fs: Vec<u32> = (0..per_row)
+            .map(|_| rng.random_range(0..features as u32))
+            .collect();
         fs.sort();
         fs.dedup();
         let z: f64 = -0.5 + fs.iter().map(|&f| w[f as usize]).sum::<f64>();
-        let y = if rng.random_bool(1.0 / (1.0 + (-z).exp())) { 1.0 } else { 0.0 };
+        let y = if rng.random_bool(1.0 / (1.0 + (-z).exp())) {
+            1.0
+        } else {
+            0.0
+        };
         ds.push_row(y, fs.into_iter().map(|f| (f, 1.0)));
     }
     ds
@@ -69,10 +83,18 @@ fn every_algorithm_approaches_the_fista_optimum() {
         let s = run(&c, &ds);
         let rel = (s.last().psi - psi_star) / psi_star;
         assert_eq!(s.stop_reason, StopReason::Epochs, "{alg:?}");
-        assert!(rel < tol && rel > -1e-9, "{alg:?}: psi {} psi* {psi_star} rel {rel}", s.last().psi);
+        assert!(
+            rel < tol && rel > -1e-9,
+            "{alg:?}: psi {} psi* {psi_star} rel {rel}",
+            s.last().psi
+        );
         assert!(s.last().psi < s.first().psi);
         let expected = (epochs * s.info.updates_per_epoch).ceil() as u64;
-        assert!(s.last().updates >= expected && s.last().updates < expected + 2 * s.info.blocks as u64, "{alg:?}: {} updates, expected {expected}", s.last().updates);
+        assert!(
+            s.last().updates >= expected && s.last().updates < expected + 2 * s.info.blocks as u64,
+            "{alg:?}: {} updates, expected {expected}",
+            s.last().updates
+        );
     }
 }
 
@@ -87,7 +109,11 @@ fn one_worker_with_a_seed_is_bit_for_bit_repeatable() {
     c.eval_every_secs = 0.01;
     let b = run(&c, &ds);
     assert_eq!(a.weights.len(), b.weights.len());
-    assert!(a.weights.iter().zip(&b.weights).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(a
+        .weights
+        .iter()
+        .zip(&b.weights)
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
     c.seed = 12;
     let d = run(&c, &ds);
     assert!(a.weights.iter().zip(&d.weights).any(|(x, y)| x != y));
@@ -132,7 +158,11 @@ fn max_updates_and_max_seconds_stop_the_run() {
     c.max_seconds = Some(0.3);
     let s = run(&c, &ds);
     assert_eq!(s.stop_reason, StopReason::MaxSeconds);
-    assert!(s.train_secs >= 0.3 && s.train_secs < 5.0, "{}", s.train_secs);
+    assert!(
+        s.train_secs >= 0.3 && s.train_secs < 5.0,
+        "{}",
+        s.train_secs
+    );
 }
 
 #[test]
@@ -157,7 +187,12 @@ fn other_losses_and_regularizers_decrease_the_objective() {
         c.group_size = 3;
         c.epochs = Some(5.0);
         let s = run(&c, data);
-        assert!(s.last().psi < s.first().psi, "{loss:?} {reg:?}: {} -> {}", s.first().psi, s.last().psi);
+        assert!(
+            s.last().psi < s.first().psi,
+            "{loss:?} {reg:?}: {} -> {}",
+            s.first().psi,
+            s.last().psi
+        );
         if reg == RegKind::Nonneg {
             assert!(s.weights[..60].iter().all(|&w| w >= 0.0));
         }

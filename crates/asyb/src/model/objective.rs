@@ -46,7 +46,9 @@ pub struct Objective<'a, L: Loss> {
 /// Splits `0..n` into at most `parts` contiguous ranges.
 fn ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
     let parts = parts.clamp(1, n.max(1));
-    (0..parts).map(|p| p * n / parts..(p + 1) * n / parts).collect()
+    (0..parts)
+        .map(|p| p * n / parts..(p + 1) * n / parts)
+        .collect()
 }
 
 impl<'a, L: Loss> Objective<'a, L> {
@@ -102,7 +104,11 @@ impl<'a, L: Loss> Objective<'a, L> {
                 .into_iter()
                 .map(|r| {
                     s.spawn(move || {
-                        let mut g = if want_grad { vec![0.0; coords] } else { Vec::new() };
+                        let mut g = if want_grad {
+                            vec![0.0; coords]
+                        } else {
+                            Vec::new()
+                        };
                         let mut zi = vec![0.0; k];
                         let mut dz = vec![0.0; k];
                         let mut sum = 0.0;
@@ -133,14 +139,20 @@ impl<'a, L: Loss> Objective<'a, L> {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("evaluation thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("evaluation thread"))
+                .collect()
         });
         let inv_n = 1.0 / n.max(1) as f64;
         let loss_sum: f64 = parts.iter().map(|p| p.0).sum();
         let feature_coords = self.layout.features * k;
         let mut f = loss_sum * inv_n;
         if self.alpha > 0.0 {
-            f += w[..feature_coords].iter().map(|&x| nonconvex_value(self.alpha, x)).sum::<f64>();
+            f += w[..feature_coords]
+                .iter()
+                .map(|&x| nonconvex_value(self.alpha, x))
+                .sum::<f64>();
         }
         if let Some(grad) = grad {
             grad.fill(0.0);
@@ -168,7 +180,10 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// h(w): the regularizer over the feature rows' groups.
     pub fn h(&self, w: &[f64]) -> f64 {
         let fc = self.layout.features * self.layout.classes;
-        w[..fc].chunks(self.reg.group_len()).map(|g| self.reg.value(g)).sum()
+        w[..fc]
+            .chunks(self.reg.group_len())
+            .map(|g| self.reg.value(g))
+            .sum()
     }
 
     /// Psi(w) = f(w) + h(w).
@@ -205,7 +220,9 @@ impl<'a, L: Loss> Objective<'a, L> {
         let n = self.data.rows().max(1);
         let cols = d + usize::from(self.layout.bias);
         // A positive start overlaps the dominant (nonnegative) eigenvector of count data.
-        let mut v: Vec<f64> = (0..cols).map(|i| 1.0 + ((i * 2_654_435_761) % 1000) as f64 * 1e-4).collect();
+        let mut v: Vec<f64> = (0..cols)
+            .map(|i| 1.0 + ((i * 2_654_435_761) % 1000) as f64 * 1e-4)
+            .collect();
         let mut lambda = 0.0;
         for _ in 0..iters {
             let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -240,7 +257,10 @@ impl<'a, L: Loss> Objective<'a, L> {
 
     /// Number of nonzero feature coordinates (the intercept excluded).
     pub fn nnz(w: &[f64], layout: Layout) -> u64 {
-        w[..layout.features * layout.classes].iter().filter(|&&x| x != 0.0).count() as u64
+        w[..layout.features * layout.classes]
+            .iter()
+            .filter(|&&x| x != 0.0)
+            .count() as u64
     }
 }
 
@@ -251,7 +271,14 @@ mod tests {
     use crate::model::reg::RegKind;
 
     fn spec(kind: RegKind, lambda: f64) -> RegSpec {
-        RegSpec { kind, lambda, l1_ratio: 0.5, lower: -1.0, upper: 1.0, group_len: 1 }
+        RegSpec {
+            kind,
+            lambda,
+            l1_ratio: 0.5,
+            lower: -1.0,
+            upper: 1.0,
+            group_len: 1,
+        }
     }
 
     fn toy() -> Dataset {
@@ -272,13 +299,27 @@ mod tests {
     fn gradient_matches_finite_differences() {
         let ds = toy();
         for (classes, alpha) in [(1, 0.0), (1, 0.2), (3, 0.1)] {
-            let layout = Layout { features: 4, classes, bias: true };
-            let labels: Vec<f32> = ds.labels.iter().map(|&y| if y > 0.0 { 1.0 } else { 0.0 }).collect();
+            let layout = Layout {
+                features: 4,
+                classes,
+                bias: true,
+            };
+            let labels: Vec<f32> = ds
+                .labels
+                .iter()
+                .map(|&y| if y > 0.0 { 1.0 } else { 0.0 })
+                .collect();
             let mut ds3 = ds.clone();
             if classes == 3 {
-                ds3.labels = labels.iter().enumerate().map(|(i, _)| (i % 3) as f32).collect();
+                ds3.labels = labels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| (i % 3) as f32)
+                    .collect();
             }
-            let w: Vec<f64> = (0..layout.coords()).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3).collect();
+            let w: Vec<f64> = (0..layout.coords())
+                .map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3)
+                .collect();
             for threads in [1, 2, 3] {
                 let check = |f: &dyn Fn(&[f64], Option<&mut [f64]>) -> f64| {
                     let mut g = vec![0.0; w.len()];
@@ -293,10 +334,24 @@ mod tests {
                     }
                 };
                 if classes == 1 {
-                    let o = Objective { data: &ds, loss: Logistic, reg: AnyReg(spec(RegKind::None, 0.0)), layout, alpha, threads };
+                    let o = Objective {
+                        data: &ds,
+                        loss: Logistic,
+                        reg: AnyReg(spec(RegKind::None, 0.0)),
+                        layout,
+                        alpha,
+                        threads,
+                    };
                     check(&|w, g| o.f_and_grad(w, g));
                 } else {
-                    let o = Objective { data: &ds3, loss: Softmax, reg: AnyReg(spec(RegKind::None, 0.0)), layout, alpha, threads };
+                    let o = Objective {
+                        data: &ds3,
+                        loss: Softmax,
+                        reg: AnyReg(spec(RegKind::None, 0.0)),
+                        layout,
+                        alpha,
+                        threads,
+                    };
                     check(&|w, g| o.f_and_grad(w, g));
                 }
             }
@@ -308,15 +363,37 @@ mod tests {
     #[test]
     fn psi_and_pgm_closed_forms() {
         let ds = toy();
-        let layout = Layout { features: 4, classes: 1, bias: true };
+        let layout = Layout {
+            features: 4,
+            classes: 1,
+            bias: true,
+        };
         let w = vec![0.5, -1.0, 0.0, 0.25, 0.3];
-        let o = Objective { data: &ds, loss: Logistic, reg: AnyReg(spec(RegKind::L1, 0.1)), layout, alpha: 0.0, threads: 2 };
+        let o = Objective {
+            data: &ds,
+            loss: Logistic,
+            reg: AnyReg(spec(RegKind::L1, 0.1)),
+            layout,
+            alpha: 0.0,
+            threads: 2,
+        };
         let z = o.margins(&w);
-        let by_hand = [0.5 + 0.3, -2.0 - 0.25 + 0.3, -0.25 - 1.0 + 0.5 + 0.3, 0.3, 0.3];
+        let by_hand = [
+            0.5 + 0.3,
+            -2.0 - 0.25 + 0.3,
+            -0.25 - 1.0 + 0.5 + 0.3,
+            0.3,
+            0.3,
+        ];
         for (a, b) in z.iter().zip(by_hand) {
             assert!((a - b).abs() < 1e-12);
         }
-        let f: f64 = z.iter().zip(&ds.labels).map(|(z, &y)| (1.0 + (-f64::from(y) * z).exp()).ln()).sum::<f64>() / 5.0;
+        let f: f64 = z
+            .iter()
+            .zip(&ds.labels)
+            .map(|(z, &y)| (1.0 + (-f64::from(y) * z).exp()).ln())
+            .sum::<f64>()
+            / 5.0;
         assert!((o.psi(&w) - (f + 0.1 * 1.75)).abs() < 1e-12);
         assert_eq!(Objective::<Logistic>::nnz(&w, layout), 3);
         // Dense reference for the top eigenvalue of X^T X / n with the ones column.
@@ -327,23 +404,43 @@ mod tests {
                 x[i][f as usize] = f64::from(v);
             }
         }
-        let gram: Vec<Vec<f64>> = (0..5).map(|a| (0..5).map(|b| (0..5).map(|i| x[i][a] * x[i][b]).sum::<f64>() / 5.0).collect()).collect();
+        let gram: Vec<Vec<f64>> = (0..5)
+            .map(|a| {
+                (0..5)
+                    .map(|b| (0..5).map(|i| x[i][a] * x[i][b]).sum::<f64>() / 5.0)
+                    .collect()
+            })
+            .collect();
         let mut v = vec![1.0; 5];
         for _ in 0..500 {
-            let nv: Vec<f64> = (0..5).map(|a| (0..5).map(|b| gram[a][b] * v[b]).sum()).collect();
+            let nv: Vec<f64> = (0..5)
+                .map(|a| (0..5).map(|b| gram[a][b] * v[b]).sum())
+                .collect();
             let nn = nv.iter().map(|t| t * t).sum::<f64>().sqrt();
             v = nv.iter().map(|t| t / nn).collect();
         }
-        let top: f64 = (0..5).map(|a| (0..5).map(|b| gram[a][b] * v[b]).sum::<f64>() * v[a]).sum();
-        assert!((o.gram_top_eigenvalue(200) - top).abs() < 1e-9 * top, "{} vs {top}", o.gram_top_eigenvalue(200));
-        let none = Objective { reg: AnyReg(spec(RegKind::None, 0.0)), ..o };
+        let top: f64 = (0..5)
+            .map(|a| (0..5).map(|b| gram[a][b] * v[b]).sum::<f64>() * v[a])
+            .sum();
+        assert!(
+            (o.gram_top_eigenvalue(200) - top).abs() < 1e-9 * top,
+            "{} vs {top}",
+            o.gram_top_eigenvalue(200)
+        );
+        let none = Objective {
+            reg: AnyReg(spec(RegKind::None, 0.0)),
+            ..o
+        };
         let mut g = vec![0.0; 5];
         none.f_and_grad(&w, Some(&mut g));
         let p = none.pgm_sq_norm(&w, &g, 0.7);
         assert!((p - g.iter().map(|x| x * x).sum::<f64>()).abs() < 1e-12);
         // At the L1 optimum of a problem whose optimum is 0 (huge lambda), P(0) = 0 on
         // features; only the unpenalized intercept's gradient remains.
-        let big = Objective { reg: AnyReg(spec(RegKind::L1, 100.0)), ..o };
+        let big = Objective {
+            reg: AnyReg(spec(RegKind::L1, 100.0)),
+            ..o
+        };
         let zero = vec![0.0; 5];
         big.f_and_grad(&zero, Some(&mut g));
         let p = big.pgm_sq_norm(&zero, &g, 0.5);

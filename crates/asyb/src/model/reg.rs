@@ -60,7 +60,11 @@ impl RegKind {
 
     /// Command-line name.
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 }
 
@@ -73,7 +77,10 @@ impl std::str::FromStr for RegKind {
             .map(|(_, k)| *k)
             .ok_or_else(|| {
                 let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
-                format!("unknown regularizer '{s}' (expected one of: {})", names.join(", "))
+                format!(
+                    "unknown regularizer '{s}' (expected one of: {})",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -259,7 +266,9 @@ impl Regularizer for ElasticNet {
     const STEP_LIST: bool = false;
 
     fn value(&self, x: &[f64]) -> f64 {
-        x.iter().map(|v| self.l1 * v.abs() + 0.5 * self.l2 * v * v).sum()
+        x.iter()
+            .map(|v| self.l1 * v.abs() + 0.5 * self.l2 * v * v)
+            .sum()
     }
     #[inline]
     fn prox(&self, eta: f64, x: &mut [f64]) {
@@ -288,7 +297,9 @@ impl Regularizer for BoxConstraint {
         // The indicator is +inf outside the box; iterates never leave it, but a warm
         // start may. A small tolerance absorbs rounding at the bounds.
         let tol = 1e-12;
-        if x.iter().all(|&v| v >= self.lower - tol && v <= self.upper + tol) {
+        if x.iter()
+            .all(|&v| v >= self.lower - tol && v <= self.upper + tol)
+        {
             0.0
         } else {
             f64::INFINITY
@@ -351,11 +362,15 @@ macro_rules! with_reg {
                 $body
             }
             $crate::model::reg::RegKind::L1 => {
-                let $r = $crate::model::reg::L1 { lambda: spec.lambda };
+                let $r = $crate::model::reg::L1 {
+                    lambda: spec.lambda,
+                };
                 $body
             }
             $crate::model::reg::RegKind::L2 => {
-                let $r = $crate::model::reg::L2 { lambda: spec.lambda };
+                let $r = $crate::model::reg::L2 {
+                    lambda: spec.lambda,
+                };
                 $body
             }
             $crate::model::reg::RegKind::ElasticNet => {

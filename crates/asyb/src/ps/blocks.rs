@@ -196,7 +196,9 @@ impl BlockPartition {
     /// to check that the permutation is a bijection.
     #[cfg(test)]
     fn position(&self, g: usize) -> usize {
-        self.perm.as_ref().map_or(g, |p| p.permute(g as u64) as usize)
+        self.perm
+            .as_ref()
+            .map_or(g, |p| p.permute(g as u64) as usize)
     }
 
     /// Total row groups, intercept included.
@@ -295,7 +297,13 @@ mod tests {
 
     #[test]
     fn contiguous_is_balanced_and_bijective() {
-        for (d, m, g) in [(10, 3, 1), (10, 11, 1), (1000, 64, 1), (17, 4, 3), (5, 2, 2)] {
+        for (d, m, g) in [
+            (10, 3, 1),
+            (10, 11, 1),
+            (1000, 64, 1),
+            (17, 4, 3),
+            (5, 2, 2),
+        ] {
             let p = BlockPartition::new(layout(d, 1), g, m, 1, PartitionKind::Contiguous, 0);
             check_bijective(&p);
             let sizes: Vec<_> = (0..m).map(|j| p.block_groups(j)).collect();
@@ -309,19 +317,29 @@ mod tests {
     fn contiguous_keeps_order() {
         let p = BlockPartition::new(layout(100, 1), 1, 4, 1, PartitionKind::Contiguous, 0);
         let locs: Vec<_> = (0..=100).map(|r| p.locate(r)).collect();
-        assert!(locs.windows(2).all(|w| (w[0].block, w[0].offset) < (w[1].block, w[1].offset)));
+        assert!(locs
+            .windows(2)
+            .all(|w| (w[0].block, w[0].offset) < (w[1].block, w[1].offset)));
         assert_eq!(p.bias_loc().block, 3);
     }
 
     #[test]
     fn hashed_is_bijective_and_spreads_neighbours() {
-        for (d, m, k, g) in [(1000, 8, 1, 1), (1 << 12, 64, 1, 1), (300, 7, 3, 1), (99, 5, 2, 4)] {
+        for (d, m, k, g) in [
+            (1000, 8, 1, 1),
+            (1 << 12, 64, 1, 1),
+            (300, 7, 3, 1),
+            (99, 5, 2, 4),
+        ] {
             let p = BlockPartition::new(layout(d, k), g, m, 2.min(m), PartitionKind::Hashed, 7);
             check_bijective(&p);
         }
         let p = BlockPartition::new(layout(4096, 1), 1, 8, 1, PartitionKind::Hashed, 7);
         let first_block: HashSet<u32> = (0..64).map(|r| p.locate(r).block).collect();
-        assert!(first_block.len() >= 6, "the first 64 ids fall in {first_block:?}");
+        assert!(
+            first_block.len() >= 6,
+            "the first 64 ids fall in {first_block:?}"
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ pub fn gather(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>]) -> Vec<f
 /// Loads a dense model vector (as from [`gather`]) into the shards.
 pub fn scatter(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>], w: &[f64]) {
     let k = partition.layout().classes;
-    let mut blocks: Vec<Vec<f64>> = (0..partition.blocks()).map(|j| vec![0.0; partition.block_coords(j)]).collect();
+    let mut blocks: Vec<Vec<f64>> = (0..partition.blocks())
+        .map(|j| vec![0.0; partition.block_coords(j)])
+        .collect();
     partition.for_each_row(|row, loc| {
         let dst = &mut blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];
         dst.copy_from_slice(&w[row * k..(row + 1) * k]);

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::model::reg::{Regularizer, StepSums};
 use crate::model::nonconvex_deriv;
+use crate::model::reg::{Regularizer, StepSums};
 use crate::ps::blocks::{BlockId, BlockPartition, ShardId};
 
 /// Marks a group whose values a writer is rewriting.
@@ -461,7 +461,11 @@ impl<R: Regularizer> Shard<R> {
             let bias = blk.is_bias(g);
             for (i, v) in buf.iter_mut().enumerate() {
                 let c = (base + i) as u32;
-                let mut gc = if bias { 0.0 } else { nonconvex_deriv(alpha, *v) };
+                let mut gc = if bias {
+                    0.0
+                } else {
+                    nonconvex_deriv(alpha, *v)
+                };
                 while let Some(&&(cc, gv)) = next.peek() {
                     if cc != c {
                         break;
@@ -595,7 +599,11 @@ mod tests {
             }
             for c in 0..x.len() {
                 let is_bias = j == self.bias.0 && c >= self.bias.1 && c < self.bias.2;
-                let nc = if is_bias { 0.0 } else { nonconvex_deriv(alpha, x[c]) };
+                let nc = if is_bias {
+                    0.0
+                } else {
+                    nonconvex_deriv(alpha, x[c])
+                };
                 x[c] -= eta * (g[c] + nc);
             }
             for (gi, group) in x.chunks_mut(self.gl).enumerate() {
@@ -610,30 +618,65 @@ mod tests {
 
     /// Runs `pushes` random pushes through a lazy shard and the dense reference, checking
     /// random reads along the way and every coordinate at the end.
-    fn lazy_equals_dense<R: Regularizer>(reg: R, classes: usize, alpha: f64, seed: u64, pushes: usize) {
+    fn lazy_equals_dense<R: Regularizer>(
+        reg: R,
+        classes: usize,
+        alpha: f64,
+        seed: u64,
+        pushes: usize,
+    ) {
         let features = 37;
-        let layout = Layout { features, classes, bias: true };
+        let layout = Layout {
+            features,
+            classes,
+            bias: true,
+        };
         let group_rows = reg.group_len() / classes;
         let blocks = 3;
-        let part = BlockPartition::new(layout, group_rows.max(1), blocks, 1, PartitionKind::Hashed, seed);
+        let part = BlockPartition::new(
+            layout,
+            group_rows.max(1),
+            blocks,
+            1,
+            PartitionKind::Hashed,
+            seed,
+        );
         let settings = ShardSettings {
             max_delay: None,
-            schedule: StepSchedule::Decay { eta0: 0.9, t0: 50.0 },
+            schedule: StepSchedule::Decay {
+                eta0: 0.9,
+                t0: 50.0,
+            },
             alpha,
         };
         let clock = Arc::new(Clock::default());
-        let shard = Shard::new(ShardId(0), &part, reg, settings, clock.clone(), Default::default());
+        let shard = Shard::new(
+            ShardId(0),
+            &part,
+            reg,
+            settings,
+            clock.clone(),
+            Default::default(),
+        );
         let bias = part.bias_loc();
         let mut dense = Dense {
             reg,
-            blocks: (0..blocks).map(|j| vec![0.0; part.block_coords(j)]).collect(),
-            bias: (bias.block as usize, bias.offset as usize, bias.offset as usize + classes),
+            blocks: (0..blocks)
+                .map(|j| vec![0.0; part.block_coords(j)])
+                .collect(),
+            bias: (
+                bias.block as usize,
+                bias.offset as usize,
+                bias.offset as usize + classes,
+            ),
             gl: reg.group_len(),
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         // Start from a nonzero model so that shrinkage has something to act on.
         for j in 0..blocks {
-            let init: Vec<f64> = (0..part.block_coords(j)).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let init: Vec<f64> = (0..part.block_coords(j))
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
             shard.load(BlockId(j as u32), &init);
             dense.blocks[j] = init;
         }
@@ -656,7 +699,12 @@ mod tests {
                 let c = rng.random_range(0..part.block_coords(jr));
                 let mut v = [0.0];
                 shard.read(BlockId(jr as u32), c as u32, &mut v);
-                assert!(tol(v[0], dense.blocks[jr][c]), "step {step} block {jr} coord {c}: lazy {} dense {}", v[0], dense.blocks[jr][c]);
+                assert!(
+                    tol(v[0], dense.blocks[jr][c]),
+                    "step {step} block {jr} coord {c}: lazy {} dense {}",
+                    v[0],
+                    dense.blocks[jr][c]
+                );
             }
         }
         for j in 0..blocks {
@@ -709,12 +757,25 @@ mod tests {
     fn rebases_are_exact() {
         lazy_equals_dense(L1 { lambda: 0.01 }, 1, 0.0, 3, 5000);
         lazy_equals_dense(ElasticNet { l1: 0.01, l2: 5.0 }, 1, 0.0, 4, 3000);
-        lazy_equals_dense(GroupLasso { lambda: 0.01, len: 2 }, 1, 0.0, 5, 4000);
+        lazy_equals_dense(
+            GroupLasso {
+                lambda: 0.01,
+                len: 2,
+            },
+            1,
+            0.0,
+            5,
+            4000,
+        );
     }
 
     #[test]
     fn stale_pushes_are_rejected_and_counted() {
-        let layout = Layout { features: 10, classes: 1, bias: true };
+        let layout = Layout {
+            features: 10,
+            classes: 1,
+            bias: true,
+        };
         let part = BlockPartition::new(layout, 1, 2, 1, PartitionKind::Contiguous, 0);
         let settings = ShardSettings {
             max_delay: Some(2),
@@ -723,13 +784,29 @@ mod tests {
         };
         let clock = Arc::new(Clock::default());
         let stats = Arc::new(DelayStats::default());
-        let shard = Shard::new(ShardId(0), &part, NoReg, settings, clock.clone(), stats.clone());
+        let shard = Shard::new(
+            ShardId(0),
+            &part,
+            NoReg,
+            settings,
+            clock.clone(),
+            stats.clone(),
+        );
         for _ in 0..3 {
-            assert!(matches!(shard.apply(BlockId(0), 0, &[(0, 1.0)]), PushOutcome::Applied { .. }));
+            assert!(matches!(
+                shard.apply(BlockId(0), 0, &[(0, 1.0)]),
+                PushOutcome::Applied { .. }
+            ));
         }
         // k = 3 now: a push pulled at 0 is 3 steps old.
-        assert_eq!(shard.apply(BlockId(1), 0, &[(0, 1.0)]), PushOutcome::Stale { delay: 3 });
-        assert_eq!(shard.apply(BlockId(1), 1, &[(0, 1.0)]), PushOutcome::Applied { delay: 2, k: 3 });
+        assert_eq!(
+            shard.apply(BlockId(1), 0, &[(0, 1.0)]),
+            PushOutcome::Stale { delay: 3 }
+        );
+        assert_eq!(
+            shard.apply(BlockId(1), 1, &[(0, 1.0)]),
+            PushOutcome::Applied { delay: 2, k: 3 }
+        );
         let s = stats.summary();
         assert_eq!((s.applied, s.rejected, s.max), (4, 1, 2));
         assert_eq!(s.histogram, vec![(0, 0, 1), (1, 1, 1), (2, 3, 2)]);
@@ -744,7 +821,11 @@ mod tests {
     /// only per block, and each block's pushes were serialized in step order).
     #[test]
     fn concurrent_pushes_match_sequential_replay() {
-        let layout = Layout { features: 200, classes: 1, bias: true };
+        let layout = Layout {
+            features: 200,
+            classes: 1,
+            bias: true,
+        };
         let part = BlockPartition::new(layout, 1, 4, 1, PartitionKind::Contiguous, 0);
         let settings = ShardSettings {
             max_delay: None,
@@ -755,7 +836,14 @@ mod tests {
         };
         let reg = L1 { lambda: 0.05 };
         let clock = Arc::new(Clock::default());
-        let shard = Arc::new(Shard::new(ShardId(0), &part, reg, settings, clock.clone(), Default::default()));
+        let shard = Arc::new(Shard::new(
+            ShardId(0),
+            &part,
+            reg,
+            settings,
+            clock.clone(),
+            Default::default(),
+        ));
         let log = Arc::new(Mutex::new(Vec::new()));
         std::thread::scope(|s| {
             let part = &part;
@@ -788,7 +876,14 @@ mod tests {
         });
         let mut log = std::mem::take(&mut *log.lock());
         log.sort_by_key(|e| e.0);
-        let replay = Shard::new(ShardId(0), &part, reg, settings, Arc::new(Clock::default()), Default::default());
+        let replay = Shard::new(
+            ShardId(0),
+            &part,
+            reg,
+            settings,
+            Arc::new(Clock::default()),
+            Default::default(),
+        );
         for (_, j, grad) in &log {
             replay.apply(BlockId(*j), 0, grad);
         }

@@ -160,7 +160,12 @@ impl Sampler {
                 iid: false,
                 n,
             },
-            Sampling::Iid => Sampler { rows: Vec::new(), pos: 0, iid: true, n },
+            Sampling::Iid => Sampler {
+                rows: Vec::new(),
+                pos: 0,
+                iid: true,
+                n,
+            },
         }
     }
 
@@ -244,7 +249,11 @@ fn gradient<L: Loss>(
             }
         }
         pos += row.nnz();
-        loss.grad(z, ctx.data.labels[i as usize], &mut s.dz[r * k..(r + 1) * k]);
+        loss.grad(
+            z,
+            ctx.data.labels[i as usize],
+            &mut s.dz[r * k..(r + 1) * k],
+        );
     }
 
     for (j, g) in s.grads.iter_mut().enumerate() {
@@ -261,7 +270,11 @@ fn gradient<L: Loss>(
             if want(loc.block) {
                 let v = f64::from(row.value(q)) * scale;
                 let g = &mut s.grads[loc.block as usize];
-                g.extend(dz.iter().enumerate().map(|(c, d)| (loc.offset + c as u32, v * d)));
+                g.extend(
+                    dz.iter()
+                        .enumerate()
+                        .map(|(c, d)| (loc.offset + c as u32, v * d)),
+                );
             }
         }
         pos += row.nnz();
@@ -300,7 +313,8 @@ fn merge_sorted(g: &mut Vec<(u32, f64)>) {
 pub fn run_async<L: Loss>(loss: L, ctx: &WorkerContext, w: usize, workers: usize, seed: u64) {
     let _exit = ExitGuard(ctx.control);
     let blocks = ctx.partition.blocks();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng =
+        Xoshiro256PlusPlus::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut sampler = Sampler::new(ctx.data.rows(), w, workers, ctx.sampling);
     let mut s = Scratch::new(blocks);
     let scale = 1.0 / ctx.batch as f64;
@@ -321,12 +335,24 @@ pub fn run_async<L: Loss>(loss: L, ctx: &WorkerContext, w: usize, workers: usize
             BlockMode::OneRandom => {
                 let j = rng.random_range(0..blocks) as u32;
                 let pulled_at = gradient(loss, ctx, &mut s, scale, |b| b == j);
-                push(ctx, BlockId(j), pulled_at, &s.grads[j as usize], s.batch.len());
+                push(
+                    ctx,
+                    BlockId(j),
+                    pulled_at,
+                    &s.grads[j as usize],
+                    s.batch.len(),
+                );
             }
             BlockMode::All => {
                 let pulled_at = gradient(loss, ctx, &mut s, scale, |_| true);
                 for j in 0..blocks {
-                    push(ctx, BlockId(j as u32), pulled_at, &s.grads[j], s.batch.len());
+                    push(
+                        ctx,
+                        BlockId(j as u32),
+                        pulled_at,
+                        &s.grads[j],
+                        s.batch.len(),
+                    );
                 }
             }
         }
@@ -336,7 +362,9 @@ pub fn run_async<L: Loss>(loss: L, ctx: &WorkerContext, w: usize, workers: usize
 fn push(ctx: &WorkerContext, block: BlockId, pulled_at: u64, grad: &[(u32, f64)], rows: usize) {
     match ctx.transport.push(block, pulled_at, grad) {
         PushOutcome::Applied { .. } => {
-            ctx.counters.samples.fetch_add(rows as u64, Ordering::Relaxed);
+            ctx.counters
+                .samples
+                .fetch_add(rows as u64, Ordering::Relaxed);
         }
         PushOutcome::Stale { .. } => {
             ctx.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -367,10 +395,18 @@ impl SyncRound {
 /// Runs worker `w` of a synchronous run: every round each worker computes the gradient
 /// of its share of an N-row minibatch for all blocks; the leader sums them, applies every
 /// block's step, and decides whether the next round runs, parks or stops.
-pub fn run_sync<L: Loss>(loss: L, ctx: &WorkerContext, round: &SyncRound, w: usize, workers: usize, seed: u64) {
+pub fn run_sync<L: Loss>(
+    loss: L,
+    ctx: &WorkerContext,
+    round: &SyncRound,
+    w: usize,
+    workers: usize,
+    seed: u64,
+) {
     let _exit = ExitGuard(ctx.control);
     let blocks = ctx.partition.blocks();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng =
+        Xoshiro256PlusPlus::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut sampler = Sampler::new(ctx.data.rows(), w, workers, ctx.sampling);
     let mut s = Scratch::new(blocks);
     // Share the N rows: the first N mod W workers take one more.
@@ -393,7 +429,9 @@ pub fn run_sync<L: Loss>(loss: L, ctx: &WorkerContext, round: &SyncRound, w: usi
                 push(ctx, BlockId(j as u32), k, g, 0);
                 g.clear();
             }
-            ctx.counters.samples.fetch_add(ctx.batch as u64, Ordering::Relaxed);
+            ctx.counters
+                .samples
+                .fetch_add(ctx.batch as u64, Ordering::Relaxed);
             let done = ctx.control.stopped()
                 || ctx.transport.now() >= ctx.control.max_updates.load(Ordering::Relaxed);
             let decision = if done {
