@@ -311,7 +311,12 @@ impl TrainConfig {
                 format!("{} must be in [0, 1]", self.l1_ratio),
             ));
         }
-        if self.reg == RegKind::Box && !(self.lower <= self.upper) {
+        if self.reg == RegKind::Box
+            && !matches!(
+                self.lower.partial_cmp(&self.upper),
+                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+            )
+        {
             return Err(Error::config(
                 "lower",
                 format!(
@@ -432,7 +437,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
+        type Edit = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("lambda", Box::new(|c| c.lambda = -1.0)),
             ("lambda", Box::new(|c| c.lambda = f64::NAN)),
             ("step", Box::new(|c| c.step = StepSetting::Fixed(-0.1))),

@@ -321,7 +321,8 @@ mod tests {
                 .map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3)
                 .collect();
             for threads in [1, 2, 3] {
-                let check = |f: &dyn Fn(&[f64], Option<&mut [f64]>) -> f64| {
+                type GradFn<'a> = &'a dyn Fn(&[f64], Option<&mut [f64]>) -> f64;
+                let check = |f: GradFn| {
                     let mut g = vec![0.0; w.len()];
                     f(&w, Some(&mut g));
                     for i in 0..w.len() {
@@ -398,10 +399,10 @@ mod tests {
         assert_eq!(Objective::<Logistic>::nnz(&w, layout), 3);
         // Dense reference for the top eigenvalue of X^T X / n with the ones column.
         let mut x = vec![vec![0.0f64; 5]; 5];
-        for i in 0..5 {
-            x[i][4] = 1.0;
+        for (i, xi) in x.iter_mut().enumerate() {
+            xi[4] = 1.0;
             for (f, v) in ds.row(i).iter() {
-                x[i][f as usize] = f64::from(v);
+                xi[f as usize] = f64::from(v);
             }
         }
         let gram: Vec<Vec<f64>> = (0..5)
