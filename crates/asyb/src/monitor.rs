@@ -112,14 +112,7 @@ pub struct JsonLinesSink {
 impl JsonLinesSink {
     /// Prepares the log at `path` (its directory must exist).
     pub fn create(path: &std::path::Path) -> crate::Result<Self> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => std::path::Path::new("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".asyb-tmp-")
-            .tempfile_in(dir)
-            .map_err(|e| crate::Error::io(path, e))?;
+        let tmp = crate::io::temp_beside(path)?;
         Ok(JsonLinesSink {
             path: path.to_path_buf(),
             tmp: Some(tmp),
@@ -152,11 +145,7 @@ impl Observe for JsonLinesSink {
     }
     fn on_finish(&mut self, _last: &EvalRecord) -> crate::Result<()> {
         if let Some(tmp) = self.tmp.take() {
-            tmp.as_file()
-                .sync_all()
-                .map_err(|e| crate::Error::io(&self.path, e))?;
-            tmp.persist(&self.path)
-                .map_err(|e| crate::Error::io(&self.path, e.error))?;
+            crate::io::persist(tmp, &self.path)?;
         }
         Ok(())
     }
