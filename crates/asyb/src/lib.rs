@@ -14,6 +14,7 @@ pub mod io;
 pub mod model;
 pub mod model_file;
 pub mod monitor;
+pub mod predict;
 pub mod problem;
 pub mod ps;
 pub mod train;

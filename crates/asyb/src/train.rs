@@ -24,11 +24,10 @@ use crate::config::{Algorithm, StepSetting, ValidConfig};
 use crate::data::Dataset;
 use crate::fista::{self, FistaStop};
 use crate::model::loss::{Loss, LossKind};
-use crate::model::metrics;
 use crate::model::objective::{AnyReg, Objective};
 use crate::model::reg::{RegKind, RegSpec};
 use crate::model::Layout;
-use crate::monitor::{EvalRecord, Observe, Progress, RunInfo, TestMetrics};
+use crate::monitor::{EvalRecord, Observe, Progress, RunInfo};
 use crate::problem::Problem;
 use crate::ps::blocks::{BlockPartition, ShardId};
 use crate::ps::shard::{
@@ -235,47 +234,10 @@ impl<L: Loss> Evaluator<'_, L> {
         rec.psi = f + self.obj.h(w);
         rec.pgm_sq_norm = self.obj.pgm_sq_norm(w, &self.grad, self.eta);
         rec.nnz = Objective::<L>::nnz(w, self.obj.layout);
-        rec.test = self.test.as_ref().map(|t| test_metrics(t, self.loss, w));
-    }
-}
-
-fn test_metrics<L: Loss>(t: &Objective<L>, loss: LossKind, w: &[f64]) -> TestMetrics {
-    let z = t.margins(w);
-    let y = &t.data.labels;
-    let k = t.layout.classes;
-    let mean_loss = || {
-        let sum: f64 = z
-            .chunks(k)
-            .zip(y)
-            .map(|(zi, &yi)| t.loss.value(zi, yi))
-            .sum();
-        sum / y.len().max(1) as f64
-    };
-    match loss {
-        LossKind::Logistic => TestMetrics {
-            loss: metrics::logloss(&z, y),
-            accuracy: Some(metrics::binary_accuracy(&z, y)),
-            auc: metrics::auc(&z, y),
-            rmse: None,
-        },
-        LossKind::SquaredHinge => TestMetrics {
-            loss: mean_loss(),
-            accuracy: Some(metrics::binary_accuracy(&z, y)),
-            auc: metrics::auc(&z, y),
-            rmse: None,
-        },
-        LossKind::Squared => TestMetrics {
-            loss: mean_loss(),
-            accuracy: None,
-            auc: None,
-            rmse: Some(metrics::rmse(&z, y)),
-        },
-        LossKind::Softmax => TestMetrics {
-            loss: metrics::softmax_logloss(&z, k, y),
-            accuracy: Some(metrics::multiclass_accuracy(&z, k, y)),
-            auc: None,
-            rmse: None,
-        },
+        rec.test = self
+            .test
+            .as_ref()
+            .map(|t| crate::predict::test_metrics(t, self.loss, w));
     }
 }
 

@@ -1,0 +1,267 @@
+//! Using a trained model: scores for new rows and metrics on a labelled set. Owns the
+//! mapping from a model file's metadata back to the problem it was trained on (label
+//! conventions, index base, objective); knows nothing of training.
+//!
+//! Scores by loss: logistic gives `P(y = +1) = sigmoid(z)`; squared gives the prediction
+//! `z`; squared hinge gives the margin `z` (the sign is the class); softmax gives the
+//! original label of the arg-max class, or with `raw` the K margins.
+
+use std::path::Path;
+
+use crate::data::libsvm::{read_libsvm, IndexBase, LabelRule, ReadOptions, ReadReport};
+use crate::data::Dataset;
+use crate::model::loss::{sigmoid, Loss, LossKind};
+use crate::model::metrics;
+use crate::model::objective::AnyReg;
+use crate::model::objective::Objective;
+use crate::model_file::SavedModel;
+use crate::monitor::TestMetrics;
+use crate::{with_loss, Error, Result};
+
+/// Key of [`crate::model_file::ModelMeta::extra`] that records the index base of the
+/// training file (`"1"` or `"0"`), so that new files are read the same way.
+pub const INDEX_BASE_KEY: &str = "index_base";
+
+/// The index base a model was trained with (1 when the file does not say: LIBSVM's own
+/// convention).
+pub fn model_index_base(model: &SavedModel) -> IndexBase {
+    match model.meta.extra.get(INDEX_BASE_KEY).map(String::as_str) {
+        Some("0") => IndexBase::Zero,
+        _ => IndexBase::One,
+    }
+}
+
+/// Reads a LIBSVM file to score with `model`: the model's index base unless `base` says
+/// otherwise; features the model never saw are kept (they get no weight). With
+/// `labelled`, labels are checked and normalized as in training (binary -1/+1, softmax
+/// class indices of the model's classes); otherwise they are read as any number and
+/// ignored.
+pub fn read_for_model(
+    path: &Path,
+    model: &SavedModel,
+    base: Option<IndexBase>,
+    skip_bad_lines: bool,
+    labelled: bool,
+) -> Result<(Dataset, ReadReport)> {
+    let loss = model.meta.loss;
+    let labels = match (labelled, loss) {
+        (true, LossKind::Logistic | LossKind::SquaredHinge) => LabelRule::Binary,
+        _ => LabelRule::Any,
+    };
+    let opts = ReadOptions {
+        index_base: base.unwrap_or_else(|| model_index_base(model)),
+        features: None,
+        skip_bad_lines,
+        labels,
+    };
+    let (mut ds, rep) = read_libsvm(path, &opts)?;
+    if labelled {
+        match loss {
+            LossKind::Logistic | LossKind::SquaredHinge => {
+                for y in &mut ds.labels {
+                    *y = if *y > 0.0 { 1.0 } else { -1.0 };
+                }
+            }
+            LossKind::Squared => {}
+            LossKind::Softmax => {
+                let classes = &model.meta.class_labels;
+                for (i, y) in ds.labels.iter_mut().enumerate() {
+                    match classes.iter().position(|c| c == y) {
+                        Some(c) => *y = c as f32,
+                        None => {
+                            return Err(Error::Data {
+                                path: path.into(),
+                                reason: format!(
+                                "row {}: label {y} is not one of the model's classes {classes:?}",
+                                i + 1
+                            ),
+                            })
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((ds, rep))
+}
+
+fn objective<'a, L: Loss>(model: &'a SavedModel, data: &'a Dataset, loss: L) -> Objective<'a, L> {
+    Objective {
+        data,
+        loss,
+        reg: AnyReg(model.meta.reg),
+        layout: model.meta.layout,
+        alpha: model.meta.alpha,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// Margins of every row, `classes` per row.
+pub fn margins(model: &SavedModel, data: &Dataset) -> Vec<f64> {
+    with_loss!(model.meta.loss, |l| objective(model, data, l)
+        .margins(&model.weights))
+}
+
+/// One score per row (see the module doc); with `raw`, the margins.
+pub fn scores(model: &SavedModel, data: &Dataset, raw: bool) -> Vec<Vec<f64>> {
+    let z = margins(model, data);
+    let k = model.meta.layout.classes;
+    z.chunks(k)
+        .map(|zi| match (raw, model.meta.loss) {
+            (true, _) | (_, LossKind::Squared | LossKind::SquaredHinge) => zi.to_vec(),
+            (false, LossKind::Logistic) => vec![sigmoid(zi[0])],
+            (false, LossKind::Softmax) => {
+                let best = zi
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+                    .map_or(0, |(c, _)| c);
+                let label = model
+                    .meta
+                    .class_labels
+                    .get(best)
+                    .map_or(best as f64, |&l| f64::from(l));
+                vec![label]
+            }
+        })
+        .collect()
+}
+
+/// A model's quality on a labelled set.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Evaluation {
+    pub rows: usize,
+    /// Psi on this set: mean loss + regularizer (+ the nonconvex term).
+    pub psi: f64,
+    pub metrics: TestMetrics,
+    /// Nonzero feature weights of the model.
+    pub nnz: u64,
+}
+
+/// Evaluates `model` on `data` (labels normalized by [`read_for_model`]).
+pub fn evaluate(model: &SavedModel, data: &Dataset) -> Evaluation {
+    with_loss!(model.meta.loss, |l| {
+        let obj = objective(model, data, l);
+        let w = &model.weights;
+        Evaluation {
+            rows: data.rows(),
+            psi: obj.f_and_grad(w, None) + obj.h(w),
+            metrics: test_metrics(&obj, model.meta.loss, w),
+            nnz: Objective::<crate::model::loss::Logistic>::nnz(w, model.meta.layout),
+        }
+    })
+}
+
+/// Held-out metrics of `w` on the objective's data: logloss, accuracy and AUC for binary
+/// losses (the loss's own mean for squared hinge), RMSE for regression, softmax logloss
+/// and accuracy for multiclass.
+pub fn test_metrics<L: Loss>(t: &Objective<L>, loss: LossKind, w: &[f64]) -> TestMetrics {
+    let z = t.margins(w);
+    let y = &t.data.labels;
+    let k = t.layout.classes;
+    let mean_loss = || {
+        let sum: f64 = z
+            .chunks(k)
+            .zip(y)
+            .map(|(zi, &yi)| t.loss.value(zi, yi))
+            .sum();
+        sum / y.len().max(1) as f64
+    };
+    match loss {
+        LossKind::Logistic => TestMetrics {
+            loss: metrics::logloss(&z, y),
+            accuracy: Some(metrics::binary_accuracy(&z, y)),
+            auc: metrics::auc(&z, y),
+            rmse: None,
+        },
+        LossKind::SquaredHinge => TestMetrics {
+            loss: mean_loss(),
+            accuracy: Some(metrics::binary_accuracy(&z, y)),
+            auc: metrics::auc(&z, y),
+            rmse: None,
+        },
+        LossKind::Squared => TestMetrics {
+            loss: mean_loss(),
+            accuracy: None,
+            auc: None,
+            rmse: Some(metrics::rmse(&z, y)),
+        },
+        LossKind::Softmax => TestMetrics {
+            loss: metrics::softmax_logloss(&z, k, y),
+            accuracy: Some(metrics::multiclass_accuracy(&z, k, y)),
+            auc: None,
+            rmse: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::reg::{RegKind, RegSpec};
+    use crate::model::Layout;
+    use crate::model_file::ModelMeta;
+
+    fn model(loss: LossKind, classes: usize, weights: Vec<f64>, labels: Vec<f32>) -> SavedModel {
+        SavedModel {
+            meta: ModelMeta {
+                loss,
+                reg: RegSpec {
+                    kind: RegKind::L1,
+                    lambda: 0.5,
+                    l1_ratio: 1.0,
+                    lower: 0.0,
+                    upper: 0.0,
+                    group_len: 1,
+                },
+                blocks: 1,
+                layout: Layout {
+                    features: 2,
+                    classes,
+                    bias: true,
+                },
+                class_labels: labels,
+                alpha: 0.0,
+                extra: Default::default(),
+            },
+            weights,
+        }
+    }
+
+    #[test]
+    fn logistic_scores_and_objective_by_hand() {
+        // w = (1, -2), bias 0.5. Rows: x = (1, 0) label +1; x = (0, 3) label -1.
+        let m = model(LossKind::Logistic, 1, vec![1.0, -2.0, 0.5], vec![-1.0, 1.0]);
+        let ds = Dataset::from_rows(
+            3,
+            &[(1.0, vec![(0, 1.0)]), (-1.0, vec![(1, 3.0), (2, 9.0)])],
+        );
+        let s = scores(&m, &ds, false);
+        let (z0, z1): (f64, f64) = (1.5, -5.5);
+        assert!((s[0][0] - 1.0 / (1.0 + (-z0).exp())).abs() < 1e-12);
+        assert!((s[1][0] - 1.0 / (1.0 + (-z1).exp())).abs() < 1e-12);
+        let e = evaluate(&m, &ds);
+        // Labels +1 and -1: losses log(1 + exp(-z0)) and log(1 + exp(z1)).
+        let f = ((1.0 + (-z0).exp()).ln() + (1.0 + z1.exp()).ln()) / 2.0;
+        assert!(
+            (e.psi - (f + 0.5 * 3.0)).abs() < 1e-12,
+            "{} vs {}",
+            e.psi,
+            f + 1.5
+        );
+        assert_eq!(e.metrics.accuracy, Some(1.0));
+        assert_eq!(e.metrics.auc, Some(1.0));
+        assert_eq!(e.nnz, 2);
+    }
+
+    #[test]
+    fn softmax_scores_name_the_original_label() {
+        // Two features, three classes (labels 3, 5, 7), bias row zero.
+        let w = vec![0.0, 2.0, 1.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let m = model(LossKind::Softmax, 3, w, vec![3.0, 5.0, 7.0]);
+        let ds = Dataset::from_rows(2, &[(0.0, vec![(0, 1.0)]), (0.0, vec![(1, 1.0)])]);
+        let s = scores(&m, &ds, false);
+        assert_eq!(s, vec![vec![5.0], vec![3.0]]);
+        assert_eq!(scores(&m, &ds, true)[1], vec![3.0, 0.0, 0.0]);
+    }
+}
