@@ -1,1 +1,75 @@
-fn main() {}
+//! The `asyb` command: parse the flags, run one subcommand with the library, report.
+//! Holds no algorithm. Errors are printed once, on one line, and set the exit code:
+//! 0 success, 1 bad input (a file, a flag, a config value), 2 internal or system error.
+//! A closed standard output (`asyb predict | head`) counts as success.
+
+mod args;
+mod commands;
+mod plot;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return clap_error(e),
+    };
+    let result = match cli.command {
+        Command::Demo(a) => commands::demo(&a),
+        Command::Gen(g) => commands::gen(&g),
+        Command::Train(a) => commands::train(&a),
+        Command::Predict(a) => commands::predict(&a),
+        Command::Eval(a) => commands::eval(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report_error(&e),
+    }
+}
+
+/// Help and version go to standard output with success; a usage error is one line.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(1)
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see 'asyb --help')");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn report_error(e: &anyhow::Error) -> ExitCode {
+    let broken_pipe = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(c.downcast_ref::<asyb::Error>(),
+                Some(asyb::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    let line = format!("{e:#}").replace('\n', " ");
+    eprintln!("error: {line}");
+    let internal = match e.chain().find_map(|c| c.downcast_ref::<asyb::Error>()) {
+        Some(asyb::Error::Runtime { .. }) => true,
+        Some(_) => false,
+        None => true,
+    };
+    ExitCode::from(if internal { 2 } else { 1 })
+}

@@ -1,0 +1,419 @@
+//! The command line: a plain mirror of the flags (clap), turned into the library's
+//! `TrainConfig` by [`TrainArgs::apply`]. Flags that are not given leave the config
+//! (defaults, or the `--config` TOML file) as it is, so flags override the file.
+
+use std::path::PathBuf;
+
+use asyb::config::{Algorithm, IndexBaseSetting, Sampling, StepSetting, TrainConfig};
+use asyb::model::loss::LossKind;
+use asyb::model::reg::RegKind;
+use asyb::ps::blocks::PartitionKind;
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  asyb demo
+  asyb gen ctr --rows 1000000 --seed 1 --out train.svm
+  asyb gen ctr --rows 100000 --seed 2 --out test.svm
+  asyb train --train train.svm --test test.svm --loss logistic --reg l1 --lambda 1e-6 \\
+      --model model.safetensors --log run.jsonl --plot run.svg
+  asyb train --config run.toml --workers 4
+  asyb predict --model model.safetensors --data test.svm --out scores.txt
+  asyb eval --model model.safetensors --data test.svm";
+
+/// Train sparse models with AsyB-ProxSGD: asynchronous block-wise proximal SGD on a
+/// sharded parameter server.
+#[derive(Parser, Debug)]
+#[command(name = "asyb", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train on built-in generated click-through-rate data: 2 workers, progress, summary,
+    /// plot.
+    Demo(DemoArgs),
+    /// Generate synthetic data in LIBSVM format.
+    #[command(subcommand)]
+    Gen(GenCommand),
+    /// Train a model.
+    Train(Box<TrainArgs>),
+    /// Score rows with a trained model.
+    Predict(PredictArgs),
+    /// Evaluate a trained model on labelled data.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Training rows to generate.
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: usize,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Where to write the convergence plot.
+    #[arg(long, default_value = "asyb-demo.svg")]
+    pub plot: PathBuf,
+    /// Seed of the generated data and of the run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenCommand {
+    /// Click-through-rate-like data: categorical fields hashed into d columns, labels from
+    /// a planted sparse logistic model.
+    Ctr(GenCtrArgs),
+    /// Sparse linear regression: a planted sparse model plus Gaussian noise.
+    Regression(GenRegressionArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GenCtrArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: usize,
+    /// Hashed columns d.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub features: usize,
+    /// Categorical fields (one active feature each).
+    #[arg(long, default_value_t = 15)]
+    pub fields: usize,
+    /// Distinct values of each field.
+    #[arg(long, default_value_t = 100_000)]
+    pub values_per_field: usize,
+    /// Zipf exponent of the value frequencies.
+    #[arg(long, default_value_t = 1.1)]
+    pub zipf: f64,
+    /// Expected fraction of positive rows.
+    #[arg(long, default_value_t = 0.17)]
+    pub positive_rate: f64,
+    /// Seed of the rows.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Seed of the planted model and the hashing (shared by train and test files).
+    #[arg(long, default_value_t = 42)]
+    pub model_seed: u64,
+    /// Output file (LIBSVM text, 1-based indices, labels 0/1).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct GenRegressionArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: usize,
+    #[arg(long, default_value_t = 1 << 16)]
+    pub features: usize,
+    /// Nonzeros per row.
+    #[arg(long, default_value_t = 20)]
+    pub nnz_per_row: usize,
+    /// Nonzero coefficients of the planted model.
+    #[arg(long, default_value_t = 100)]
+    pub support: usize,
+    /// Standard deviation of the Gaussian noise.
+    #[arg(long, default_value_t = 0.1)]
+    pub noise: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 42)]
+    pub model_seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn parse_loss(s: &str) -> Result<LossKind, String> {
+    s.parse()
+}
+fn parse_reg(s: &str) -> Result<RegKind, String> {
+    s.parse()
+}
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    s.parse()
+}
+fn parse_step(s: &str) -> Result<StepSetting, String> {
+    s.parse()
+}
+fn parse_partition(s: &str) -> Result<PartitionKind, String> {
+    match s {
+        "contiguous" => Ok(PartitionKind::Contiguous),
+        "hashed" => Ok(PartitionKind::Hashed),
+        _ => Err(format!(
+            "unknown partition '{s}' (expected one of: contiguous, hashed)"
+        )),
+    }
+}
+fn parse_sampling(s: &str) -> Result<Sampling, String> {
+    match s {
+        "shuffle" => Ok(Sampling::Shuffle),
+        "iid" => Ok(Sampling::Iid),
+        _ => Err(format!(
+            "unknown sampling '{s}' (expected one of: shuffle, iid)"
+        )),
+    }
+}
+fn parse_index_base(s: &str) -> Result<IndexBaseSetting, String> {
+    match s {
+        "auto" => Ok(IndexBaseSetting::Auto),
+        "0" => Ok(IndexBaseSetting::Zero),
+        "1" => Ok(IndexBaseSetting::One),
+        _ => Err(format!(
+            "unknown index base '{s}' (expected one of: auto, 0, 1)"
+        )),
+    }
+}
+
+/// Flags of `asyb train`; each mirrors the `TrainConfig` field of the same name (see
+/// `docs/defaults.md` for the defaults and why).
+#[derive(Args, Debug, Default)]
+#[command(after_help = EXAMPLES)]
+pub struct TrainArgs {
+    /// TOML file with any of the settings below (kebab-case keys); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Training data: LIBSVM text, plain or .gz/.bz2/.xz/.zst.
+    #[arg(long, value_name = "FILE")]
+    pub train: Option<PathBuf>,
+    /// Held-out data for test metrics at every evaluation.
+    #[arg(long, value_name = "FILE")]
+    pub test: Option<PathBuf>,
+    /// logistic, squared, squared-hinge or softmax. [default: logistic]
+    #[arg(long, value_parser = parse_loss)]
+    pub loss: Option<LossKind>,
+    /// none, l1, l2, elastic-net, nonneg, box or group-lasso. [default: l1]
+    #[arg(long, value_parser = parse_reg)]
+    pub reg: Option<RegKind>,
+    /// Regularization weight: Psi = mean loss + lambda * h(x). [default: 1e-6]
+    #[arg(long, allow_hyphen_values = true)]
+    pub lambda: Option<f64>,
+    /// Elastic net: weight of the L1 part in [0, 1]. [default: 0.5]
+    #[arg(long, allow_hyphen_values = true)]
+    pub l1_ratio: Option<f64>,
+    /// Box constraint: lower bound. [default: -1]
+    #[arg(long, allow_hyphen_values = true)]
+    pub lower: Option<f64>,
+    /// Box constraint: upper bound. [default: 1]
+    #[arg(long, allow_hyphen_values = true)]
+    pub upper: Option<f64>,
+    /// Group lasso: consecutive features per group. [default: 1]
+    #[arg(long)]
+    pub group_size: Option<usize>,
+    /// Weight of the smooth nonconvex term alpha * sum x^2/(1+x^2). [default: 0]
+    #[arg(long, allow_hyphen_values = true)]
+    pub alpha: Option<f64>,
+    /// No intercept.
+    #[arg(long)]
+    pub no_bias: bool,
+    /// Number of features (default: from the data).
+    #[arg(long)]
+    pub features: Option<usize>,
+    /// Feature index base of the files: auto, 0 or 1. [default: auto]
+    #[arg(long, value_parser = parse_index_base)]
+    pub index_base: Option<IndexBaseSetting>,
+    /// Skip malformed lines (counted and reported) instead of failing.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+    /// asyb, asy-full, sync, seq or fista. [default: asyb]
+    #[arg(long, value_parser = parse_algorithm)]
+    pub algorithm: Option<Algorithm>,
+    /// Worker threads. [default: the number of cores]
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Parameter blocks M. [default: max(2, workers)]
+    #[arg(long)]
+    pub blocks: Option<usize>,
+    /// Block partition: contiguous or hashed. [default: contiguous]
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: Option<PartitionKind>,
+    /// Shards the blocks are spread over. [default: 1]
+    #[arg(long)]
+    pub servers: Option<usize>,
+    /// Minibatch size N. [default: 256]
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Step size eta, or 'auto' (from the data's smoothness). [default: auto]
+    #[arg(long, value_parser = parse_step, allow_hyphen_values = true)]
+    pub step: Option<StepSetting>,
+    /// Decay the step as eta0 / sqrt(1 + k / t0).
+    #[arg(long)]
+    pub step_decay: bool,
+    /// t0 of the decaying step, in block updates. [default: one epoch]
+    #[arg(long, allow_hyphen_values = true)]
+    pub step_t0: Option<f64>,
+    /// Minibatch sampling: shuffle (passes) or iid (with replacement). [default: shuffle]
+    #[arg(long, value_parser = parse_sampling)]
+    pub sampling: Option<Sampling>,
+    /// Reject pushes computed on a model more than this many updates old.
+    #[arg(long)]
+    pub max_delay: Option<u64>,
+    /// Passes over the data. [default: 10 when no other stop is given]
+    #[arg(long, allow_hyphen_values = true)]
+    pub epochs: Option<f64>,
+    /// Stop after this many block updates.
+    #[arg(long)]
+    pub max_updates: Option<u64>,
+    /// Stop after this many seconds of training.
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_seconds: Option<f64>,
+    /// Stop once the monitored training objective is at or below this.
+    #[arg(long, allow_hyphen_values = true)]
+    pub target_objective: Option<f64>,
+    /// Seconds of training between evaluations. [default: 1]
+    #[arg(long, allow_hyphen_values = true)]
+    pub eval_every: Option<f64>,
+    /// Also evaluate every this many updates.
+    #[arg(long)]
+    pub eval_every_updates: Option<u64>,
+    /// Rows of the training set the monitored objective uses (a fixed stride subsample
+    /// beyond). [default: 1000000]
+    #[arg(long)]
+    pub eval_rows: Option<usize>,
+    /// Threads for evaluation. [default: the number of cores]
+    #[arg(long)]
+    pub eval_threads: Option<usize>,
+    /// Seed of every random choice. [default: 1]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// FISTA: stop when ||P||^2 falls below this times its start value. [default: 1e-10]
+    #[arg(long, allow_hyphen_values = true)]
+    pub fista_tol: Option<f64>,
+    /// FISTA: iteration budget. [default: 5000]
+    #[arg(long)]
+    pub fista_max_iters: Option<usize>,
+    /// Write the final model (safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Write the run info and every evaluation as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Write convergence curves (SVG).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Start from this model file instead of zero.
+    #[arg(long, value_name = "FILE")]
+    pub init_model: Option<PathBuf>,
+    /// Reference optimum Psi*: the summary and plot show Psi - Psi*.
+    #[arg(long, allow_hyphen_values = true)]
+    pub psi_star: Option<f64>,
+    /// No progress output; the summary only.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl TrainArgs {
+    /// Overrides the fields of `cfg` that were given as flags.
+    pub fn apply(&self, cfg: &mut TrainConfig) {
+        macro_rules! set {
+            ($($f:ident),*) => {$(
+                if let Some(v) = &self.$f {
+                    cfg.$f = v.clone();
+                }
+            )*};
+        }
+        macro_rules! set_some {
+            ($($f:ident),*) => {$(
+                if let Some(v) = &self.$f {
+                    cfg.$f = Some(v.clone());
+                }
+            )*};
+        }
+        set!(
+            loss,
+            reg,
+            lambda,
+            l1_ratio,
+            lower,
+            upper,
+            group_size,
+            alpha,
+            index_base,
+            algorithm,
+            partition,
+            servers,
+            batch,
+            step,
+            sampling,
+            seed,
+            fista_tol,
+            fista_max_iters,
+            eval_rows
+        );
+        set_some!(
+            train,
+            test,
+            features,
+            workers,
+            blocks,
+            step_t0,
+            max_delay,
+            epochs,
+            max_updates,
+            max_seconds,
+            target_objective,
+            eval_every_updates,
+            eval_threads,
+            model,
+            log,
+            plot,
+            init_model
+        );
+        if let Some(v) = self.eval_every {
+            cfg.eval_every_secs = v;
+        }
+        if self.no_bias {
+            cfg.bias = false;
+        }
+        if self.skip_bad_lines {
+            cfg.skip_bad_lines = true;
+        }
+        if self.step_decay {
+            cfg.step_decay = true;
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Model file written by `asyb train --model`.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Rows to score (LIBSVM; labels are read and ignored).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Output file, one line per row (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print margins instead of probabilities or labels (softmax: K per line).
+    #[arg(long)]
+    pub raw: bool,
+    /// Feature index base of the file: 0 or 1 (default: the training file's).
+    #[arg(long, value_parser = parse_index_base)]
+    pub index_base: Option<IndexBaseSetting>,
+    /// Skip malformed lines (counted and reported) instead of failing.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Model file written by `asyb train --model`.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Labelled rows (LIBSVM).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Feature index base of the file: 0 or 1 (default: the training file's).
+    #[arg(long, value_parser = parse_index_base)]
+    pub index_base: Option<IndexBaseSetting>,
+    /// Skip malformed lines (counted and reported) instead of failing.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+}

@@ -1,0 +1,423 @@
+//! One function per subcommand: build the library's inputs from the flags, run, write
+//! the outputs (each atomically), print. Every output's directory is checked before the
+//! work starts, so that a long run does not fail at its end on a typo.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use asyb::config::{IndexBaseSetting, TrainConfig, ValidConfig};
+use asyb::data::gen::{self, CtrSpec, RegressionSpec};
+use asyb::data::libsvm::{IndexBase, ReadReport};
+use asyb::model_file::{self, ModelMeta, SavedModel};
+use asyb::monitor::{JsonLinesSink, Observe};
+use asyb::predict;
+use asyb::problem::Problem;
+use asyb::train::{RunSummary, Trainer};
+use asyb::Error;
+
+use crate::args::{DemoArgs, EvalArgs, GenCommand, PredictArgs, TrainArgs};
+use crate::plot::{self, Series};
+use crate::report::{self, Reporter};
+
+/// Fails unless the directory `path` would be written in exists.
+fn check_output(field: &str, path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::config(
+            field,
+            format!(
+                "cannot write {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    if path.is_dir() {
+        return Err(Error::config(
+            field,
+            format!("cannot write {}: it is a directory", path.display()),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn skipped_note(path: &Path, rep: &Option<ReadReport>) {
+    if let Some(r) = rep {
+        if r.skipped_lines > 0 {
+            eprintln!(
+                "{}: skipped {} malformed lines (first: {})",
+                path.display(),
+                r.skipped_lines,
+                r.first_skipped.as_deref().unwrap_or("?")
+            );
+        }
+    }
+}
+
+pub fn gen(cmd: &GenCommand) -> Result<()> {
+    match cmd {
+        GenCommand::Ctr(a) => {
+            check_output("out", &a.out)?;
+            let spec = CtrSpec {
+                rows: a.rows,
+                features: a.features,
+                fields: a.fields,
+                values_per_field: a.values_per_field,
+                zipf_s: a.zipf,
+                positive_rate: a.positive_rate,
+                seed: a.seed,
+                model_seed: a.model_seed,
+            };
+            gen::write_ctr(&spec, &a.out)?;
+            eprintln!(
+                "wrote {} rows x {} features of CTR data to {}",
+                a.rows,
+                a.features,
+                a.out.display()
+            );
+        }
+        GenCommand::Regression(a) => {
+            check_output("out", &a.out)?;
+            let spec = RegressionSpec {
+                rows: a.rows,
+                features: a.features,
+                nnz_per_row: a.nnz_per_row,
+                support: a.support,
+                noise: a.noise,
+                seed: a.seed,
+                model_seed: a.model_seed,
+            };
+            gen::write_regression(&spec, &a.out)?;
+            eprintln!(
+                "wrote {} rows x {} features of regression data to {}",
+                a.rows,
+                a.features,
+                a.out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// TOML file (if any), then flags, then validation.
+fn train_config(a: &TrainArgs) -> Result<ValidConfig> {
+    let mut cfg = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            TrainConfig::from_toml(&text, p)?
+        }
+        None => TrainConfig::default(),
+    };
+    a.apply(&mut cfg);
+    let vc = cfg.check()?;
+    for (field, p) in [
+        ("model", &vc.raw.model),
+        ("log", &vc.raw.log),
+        ("plot", &vc.raw.plot),
+    ] {
+        if let Some(p) = p {
+            check_output(field, p)?;
+        }
+    }
+    Ok(vc)
+}
+
+/// The trained model with everything `predict`, `eval` and `--init-model` need.
+fn saved_model(vc: &ValidConfig, pb: &Problem, s: &RunSummary) -> SavedModel {
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("algorithm".into(), s.info.algorithm.clone());
+    extra.insert("updates".into(), s.last().updates.to_string());
+    extra.insert("train_psi".into(), format!("{:e}", s.last().psi));
+    extra.insert("stop_reason".into(), s.stop_reason.describe().into());
+    let one_based = pb.train_report.as_ref().is_none_or(|r| r.index_base_one);
+    extra.insert(
+        predict::INDEX_BASE_KEY.into(),
+        if one_based { "1" } else { "0" }.into(),
+    );
+    SavedModel {
+        meta: ModelMeta {
+            loss: vc.raw.loss,
+            reg: s.reg,
+            blocks: s.info.blocks,
+            layout: s.layout,
+            class_labels: pb.class_labels.clone(),
+            alpha: vc.raw.alpha,
+            extra,
+        },
+        weights: s.weights.clone(),
+    }
+}
+
+/// Runs a training job on a loaded problem with the usual observers.
+fn run(
+    vc: &ValidConfig,
+    pb: &Problem,
+    init: Option<Vec<f64>>,
+    quiet: bool,
+    psi_star: Option<f64>,
+) -> Result<RunSummary> {
+    let mut reporter = Reporter::new(psi_star);
+    let mut log = match &vc.raw.log {
+        Some(p) => Some(JsonLinesSink::create(p)?),
+        None => None,
+    };
+    let mut trainer = Trainer::new(vc, pb);
+    if let Some(w) = init {
+        trainer.init_weights(w)?;
+    }
+    if !quiet {
+        trainer.observe(&mut reporter as &mut dyn Observe);
+    }
+    if let Some(l) = log.as_mut() {
+        trainer.observe(l as &mut dyn Observe);
+    }
+    Ok(trainer.run()?)
+}
+
+fn write_outputs(
+    vc: &ValidConfig,
+    pb: &Problem,
+    s: &RunSummary,
+    plot_path: Option<&Path>,
+    psi_star: Option<f64>,
+) -> Result<()> {
+    if let Some(p) = &vc.raw.model {
+        model_file::save(p, &saved_model(vc, pb, s))?;
+    }
+    if let Some(p) = plot_path {
+        let title = format!(
+            "{} + {} (lambda {}), {} workers",
+            s.info.loss, s.info.reg, s.info.lambda, s.info.workers
+        );
+        let label = format!("{} W={}", s.info.algorithm, s.info.workers);
+        plot::write_svg(
+            p,
+            &title,
+            &[Series {
+                label,
+                records: &s.records,
+            }],
+            psi_star,
+        )?;
+    }
+    Ok(())
+}
+
+fn print_summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(report::summary(s, data_name, psi_star).as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+pub fn train(a: &TrainArgs) -> Result<()> {
+    let vc = train_config(a)?;
+    let pb = Problem::load(&vc)?;
+    skipped_note(&pb.train_path, &pb.train_report);
+    if let Some(p) = &pb.test_path {
+        skipped_note(p, &pb.test_report);
+    }
+    let init = match &vc.raw.init_model {
+        Some(p) => Some(init_weights(p, &vc, &pb)?),
+        None => None,
+    };
+    let s = run(&vc, &pb, init, a.quiet, a.psi_star)?;
+    write_outputs(&vc, &pb, &s, vc.raw.plot.as_deref(), a.psi_star)?;
+    print_summary(&s, &pb.train_path.display().to_string(), a.psi_star)?;
+    for (what, p) in [
+        ("model", &vc.raw.model),
+        ("log", &vc.raw.log),
+        ("plot", &vc.raw.plot),
+    ] {
+        if let Some(p) = p {
+            println!("  {what:<10}  {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// A warm start must describe the same parameters as the problem.
+fn init_weights(path: &Path, vc: &ValidConfig, pb: &Problem) -> Result<Vec<f64>> {
+    let m = model_file::load(path)?;
+    let bad = |reason: String| Error::Model {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if m.meta.loss != vc.raw.loss {
+        return Err(bad(format!(
+            "model was trained with loss {}, this run uses {}",
+            m.meta.loss.name(),
+            vc.raw.loss.name()
+        ))
+        .into());
+    }
+    if m.meta.layout != pb.layout {
+        let l = |x: asyb::model::Layout| {
+            format!(
+                "{} features x {} outputs{}",
+                x.features,
+                x.classes,
+                if x.bias { " + bias" } else { "" }
+            )
+        };
+        return Err(bad(format!(
+            "model has {}, the data needs {}",
+            l(m.meta.layout),
+            l(pb.layout)
+        ))
+        .into());
+    }
+    Ok(m.weights)
+}
+
+fn index_base(s: Option<IndexBaseSetting>) -> Option<IndexBase> {
+    match s {
+        None | Some(IndexBaseSetting::Auto) => None,
+        Some(IndexBaseSetting::Zero) => Some(IndexBase::Zero),
+        Some(IndexBaseSetting::One) => Some(IndexBase::One),
+    }
+}
+
+pub fn predict(a: &PredictArgs) -> Result<()> {
+    if let Some(p) = &a.out {
+        check_output("out", p)?;
+    }
+    let model = model_file::load(&a.model)?;
+    let (ds, rep) = predict::read_for_model(
+        &a.data,
+        &model,
+        index_base(a.index_base),
+        a.skip_bad_lines,
+        false,
+    )?;
+    skipped_note(&a.data, &Some(rep));
+    let scores = predict::scores(&model, &ds, a.raw);
+    let fill = |w: &mut dyn Write| -> std::io::Result<()> {
+        let mut line = String::new();
+        for s in &scores {
+            line.clear();
+            for (j, v) in s.iter().enumerate() {
+                if j > 0 {
+                    line.push(' ');
+                }
+                line.push_str(&format!("{v}"));
+            }
+            line.push('\n');
+            w.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    };
+    match &a.out {
+        Some(p) => asyb::io::atomic_write(p, |w| fill(w).map_err(asyb::io::io_err(p)))?,
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            fill(&mut out)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    let model = model_file::load(&a.model)?;
+    let (ds, rep) = predict::read_for_model(
+        &a.data,
+        &model,
+        index_base(a.index_base),
+        a.skip_bad_lines,
+        true,
+    )?;
+    skipped_note(&a.data, &Some(rep));
+    let e = predict::evaluate(&model, &ds);
+    if a.json {
+        println!("{}", serde_json::to_string(&e)?);
+        return Ok(());
+    }
+    let m = &e.metrics;
+    println!("rows        {}", e.rows);
+    println!("objective   {:.6e}", e.psi);
+    let loss_name = match model.meta.loss.name() {
+        "logistic" | "softmax" => "logloss",
+        _ => "loss",
+    };
+    println!("{loss_name:<11} {:.6e}", m.loss);
+    if let Some(v) = m.accuracy {
+        println!("accuracy    {v:.4}");
+    }
+    if let Some(v) = m.auc {
+        println!("AUC         {v:.4}");
+    }
+    if let Some(v) = m.rmse {
+        println!("RMSE        {v:.6}");
+    }
+    println!(
+        "nnz         {} of {} weights",
+        e.nnz,
+        model.meta.layout.features * model.meta.layout.classes
+    );
+    Ok(())
+}
+
+/// Features of the demo data: large enough to be sparse, small enough to start fast.
+const DEMO_FEATURES: usize = 1 << 18;
+
+pub fn demo(a: &DemoArgs) -> Result<()> {
+    check_output("plot", &a.plot)?;
+    let test_rows = (a.rows / 5).max(1);
+    let spec = CtrSpec {
+        rows: a.rows,
+        features: DEMO_FEATURES,
+        seed: a.seed,
+        ..CtrSpec::default()
+    };
+    eprintln!(
+        "generating CTR data: {} training and {test_rows} test rows, {} fields hashed into {} features",
+        a.rows, spec.fields, spec.features
+    );
+    let train = gen::ctr(&spec)?;
+    let test = gen::ctr(&CtrSpec {
+        rows: test_rows,
+        seed: a.seed.wrapping_add(1_000_003),
+        ..spec.clone()
+    })?;
+    let support = gen::planted_ctr_support(&spec)?.len();
+    let cfg = TrainConfig {
+        lambda: 1e-5,
+        workers: Some(a.workers),
+        epochs: Some(5.0),
+        eval_every_secs: 0.5,
+        seed: a.seed,
+        ..TrainConfig::default()
+    };
+    let vc = cfg.check()?;
+    let name = PathBuf::from("demo CTR data");
+    let pb = Problem::from_datasets(
+        &vc,
+        train,
+        &name,
+        Some(test),
+        Some(Path::new("demo CTR test data")),
+    )?;
+    let s = run(&vc, &pb, None, a.quiet, None)?;
+    write_outputs(&vc, &pb, &s, Some(&a.plot), None)?;
+    print_summary(&s, "generated CTR data", None)?;
+    println!(
+        "  planted     {support} nonzero weights in the generating model; the run kept {}",
+        s.last().nnz
+    );
+    println!("  plot        {}", a.plot.display());
+    if s.last().psi < s.first().psi {
+        println!(
+            "\nthe objective fell from {:.6} to {:.6}: next, try 'asyb gen ctr --out train.svm' and 'asyb train --train train.svm'",
+            s.first().psi,
+            s.last().psi
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! What a person sees: the progress of a run on standard error (a bar with ETA and the
+//! live objective on a terminal, one plain line per evaluation otherwise) and the final
+//! summary table on standard output.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use asyb::monitor::{EvalRecord, Observe, Progress, RunInfo, TestMetrics};
+use asyb::train::RunSummary;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// What the progress bar counts.
+enum Unit {
+    Updates(u64),
+    Millis(u64),
+    Spinner,
+}
+
+/// Progress on standard error.
+pub struct Reporter {
+    bar: Option<ProgressBar>,
+    unit: Unit,
+    tty: bool,
+    psi_star: Option<f64>,
+}
+
+impl Reporter {
+    pub fn new(psi_star: Option<f64>) -> Self {
+        Reporter {
+            bar: None,
+            unit: Unit::Spinner,
+            tty: std::io::stderr().is_terminal(),
+            psi_star,
+        }
+    }
+
+    fn eval_line(&self, r: &EvalRecord) -> String {
+        let mut s = format!(
+            "{:>8.2}s  updates {:>10}  epoch {:>6.2}  psi {:.6e}",
+            r.train_secs, r.updates, r.epochs, r.psi
+        );
+        if let Some(p) = self.psi_star {
+            let _ = write!(s, "  gap {:.2e}", rel_gap(r.psi, p));
+        }
+        let _ = write!(s, "  |P|^2 {:.2e}  nnz {}", r.pgm_sq_norm, r.nnz);
+        if let Some(t) = &r.test {
+            s.push_str(&test_brief(t));
+        }
+        s
+    }
+}
+
+/// `(psi - psi*) / |psi*|`, the relative suboptimality.
+pub fn rel_gap(psi: f64, psi_star: f64) -> f64 {
+    (psi - psi_star) / psi_star.abs().max(f64::MIN_POSITIVE)
+}
+
+fn test_brief(t: &TestMetrics) -> String {
+    let mut s = format!("  test loss {:.5}", t.loss);
+    if let Some(a) = t.accuracy {
+        let _ = write!(s, " acc {a:.4}");
+    }
+    if let Some(a) = t.auc {
+        let _ = write!(s, " auc {a:.4}");
+    }
+    if let Some(r) = t.rmse {
+        let _ = write!(s, " rmse {r:.5}");
+    }
+    s
+}
+
+impl Observe for Reporter {
+    fn on_start(&mut self, info: &RunInfo) -> asyb::Result<()> {
+        eprintln!(
+            "training {} + {} (lambda {}) on {} rows x {} features ({} nonzeros{})",
+            info.loss,
+            info.reg,
+            info.lambda,
+            info.rows,
+            info.features,
+            info.nnz,
+            if info.classes > 1 {
+                format!(", {} classes", info.classes)
+            } else {
+                String::new()
+            }
+        );
+        if info.algorithm == "fista" {
+            eprintln!("algorithm fista (full-gradient reference solver)");
+        } else {
+            eprintln!(
+                "algorithm {}: {} workers, {} blocks, batch {}, {:.0} updates per epoch",
+                info.algorithm, info.workers, info.blocks, info.batch, info.updates_per_epoch
+            );
+            eprintln!("step {:.4e} ({})", info.eta0, info.step_note);
+        }
+        if info.eval_rows < info.rows {
+            eprintln!(
+                "monitored objective on a fixed subsample of {} rows",
+                info.eval_rows
+            );
+        }
+        if !self.tty {
+            return Ok(());
+        }
+        self.unit = match (info.max_updates, info.max_seconds) {
+            (Some(u), _) if info.algorithm != "fista" => Unit::Updates(u),
+            (_, Some(s)) => Unit::Millis((s * 1000.0) as u64),
+            _ => Unit::Spinner,
+        };
+        let bar = match self.unit {
+            Unit::Updates(n) | Unit::Millis(n) => ProgressBar::new(n.max(1)),
+            Unit::Spinner => ProgressBar::new_spinner(),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let template = match self.unit {
+            Unit::Spinner => "{spinner} {elapsed_precise} {msg}",
+            _ => "{elapsed_precise} [{bar:30}] {percent:>3}% eta {eta:<4} {msg}",
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.bar = Some(bar);
+        Ok(())
+    }
+
+    fn on_progress(&mut self, p: &Progress) {
+        if let Some(bar) = &self.bar {
+            match self.unit {
+                Unit::Updates(_) => bar.set_position(p.updates),
+                Unit::Millis(_) => bar.set_position((p.train_secs * 1000.0) as u64),
+                Unit::Spinner => {}
+            }
+            let mut msg = format!("updates {}  psi {:.6e}", p.updates, p.psi);
+            if let Some(s) = self.psi_star {
+                let _ = write!(msg, "  gap {:.2e}", rel_gap(p.psi, s));
+            }
+            bar.set_message(msg);
+        }
+    }
+
+    fn on_eval(&mut self, rec: &EvalRecord) -> asyb::Result<()> {
+        let line = self.eval_line(rec);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+        Ok(())
+    }
+
+    fn on_finish(&mut self, _last: &EvalRecord) -> asyb::Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        Ok(())
+    }
+}
+
+fn sci(v: f64) -> String {
+    format!("{v:.6e}")
+}
+
+/// The final summary table.
+pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String {
+    let i = &s.info;
+    let first = s.first();
+    let last = s.last();
+    let mut o = String::new();
+    let _ = writeln!(o, "\nsummary");
+    let _ = writeln!(
+        o,
+        "  data        {data_name}: {} rows, {} features, {} nonzeros",
+        i.rows, i.features, i.nnz
+    );
+    let _ = writeln!(
+        o,
+        "  problem     {} + {} (lambda {}){}",
+        i.loss,
+        i.reg,
+        i.lambda,
+        if i.classes > 1 {
+            format!(", {} classes", i.classes)
+        } else {
+            String::new()
+        }
+    );
+    if i.algorithm == "fista" {
+        let _ = writeln!(o, "  algorithm   fista");
+    } else {
+        let _ = writeln!(
+            o,
+            "  algorithm   {}, {} workers, {} blocks, batch {}, step {:.4e} ({})",
+            i.algorithm,
+            i.workers,
+            i.blocks,
+            i.batch,
+            i.eta0,
+            i.step_note.split(':').next().unwrap_or("")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  stopped     {} after {} {} ({:.2} epochs)",
+        s.stop_reason.describe(),
+        last.updates,
+        if i.algorithm == "fista" {
+            "iterations"
+        } else {
+            "updates"
+        },
+        last.epochs
+    );
+    let _ = writeln!(
+        o,
+        "  time        training {:.2} s, evaluation {:.2} s, wall {:.2} s",
+        s.train_secs, s.eval_secs, s.wall_secs
+    );
+    let _ = writeln!(
+        o,
+        "  throughput  {:.3e} samples/s, {:.3e} updates/s",
+        last.samples_per_sec, last.updates_per_sec
+    );
+    let _ = writeln!(o, "\n  {:<22}{:>16}{:>16}", "", "start", "final");
+    let row = |o: &mut String, name: &str, a: String, b: String| {
+        let _ = writeln!(o, "  {name:<22}{a:>16}{b:>16}");
+    };
+    let psi_name = if i.eval_rows < i.rows {
+        format!("objective ({} rows)", i.eval_rows)
+    } else {
+        "objective".to_string()
+    };
+    row(&mut o, &psi_name, sci(first.psi), sci(last.psi));
+    if let Some(p) = psi_star {
+        row(
+            &mut o,
+            "(psi - psi*) / psi*",
+            format!("{:.3e}", rel_gap(first.psi, p)),
+            format!("{:.3e}", rel_gap(last.psi, p)),
+        );
+    }
+    row(
+        &mut o,
+        "||P(x)||^2",
+        format!("{:.3e}", first.pgm_sq_norm),
+        format!("{:.3e}", last.pgm_sq_norm),
+    );
+    row(&mut o, "nnz", first.nnz.to_string(), last.nnz.to_string());
+    if let (Some(a), Some(b)) = (&first.test, &last.test) {
+        let loss_name = match i.loss.as_str() {
+            "logistic" | "softmax" => "test logloss",
+            _ => "test loss",
+        };
+        row(&mut o, loss_name, sci(a.loss), sci(b.loss));
+        let opt = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.4}"));
+        if b.accuracy.is_some() {
+            row(&mut o, "test accuracy", opt(a.accuracy), opt(b.accuracy));
+        }
+        if b.auc.is_some() {
+            row(&mut o, "test AUC", opt(a.auc), opt(b.auc));
+        }
+        if b.rmse.is_some() {
+            row(&mut o, "test RMSE", opt(a.rmse), opt(b.rmse));
+        }
+    }
+    if i.algorithm != "fista" {
+        let d = &s.delays;
+        let _ = writeln!(
+            o,
+            "\n  delays      mean {:.2}, max {}; {} pushes applied, {} rejected",
+            d.mean, d.max, d.applied, d.rejected
+        );
+        let total = d.applied.max(1) as f64;
+        for &(lo, hi, count) in d.histogram.iter().filter(|h| h.2 > 0) {
+            let range = if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            };
+            let frac = count as f64 / total;
+            let bar = "#".repeat((frac * 40.0).round() as usize);
+            let _ = writeln!(o, "  {range:>14}  {:>5.1}%  {bar}", frac * 100.0);
+        }
+    }
+    o
+}

@@ -1,0 +1,506 @@
+//! The `asyb` command end to end, in a temporary directory per test: bad inputs give one
+//! line on standard error, exit code 1 and no output file; good runs write files that
+//! the other subcommands read back.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Self {
+        Dir {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn asyb(&self, args: &[&str]) -> Output {
+        Command::cargo_bin("asyb")
+            .unwrap()
+            .current_dir(self.tmp.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Names in the directory, sorted.
+    fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A failure the way users must see it: exit 1, one line that starts with `error:` and
+/// contains every one of `needles`, no panic.
+fn assert_bad_input(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "'{n}' not in: {err}");
+    }
+}
+
+/// A small separable-ish binary problem, 1-based, labels 0/1.
+fn small_binary() -> String {
+    let mut s = String::new();
+    for i in 0..200u32 {
+        let a = 1 + i % 7;
+        let b = 8 + (i * 3) % 11;
+        let y = u32::from((a + b) % 3 == 0);
+        s.push_str(&format!("{y} {a}:1 {b}:0.5\n"));
+    }
+    s
+}
+
+/// Runs `train` with every output asked for and checks that a failure left none.
+fn train_fails(dir: &Dir, extra: &[&str], needles: &[&str]) {
+    let mut args = vec![
+        "train",
+        "--model",
+        "m.safetensors",
+        "--log",
+        "run.jsonl",
+        "--plot",
+        "run.svg",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let before = dir.files();
+    let o = dir.asyb(&args);
+    assert_bad_input(&o, needles);
+    assert_eq!(dir.files(), before, "a failed run changed the directory");
+}
+
+#[test]
+fn missing_file() {
+    let d = Dir::new();
+    train_fails(&d, &["--train", "nope.svm"], &["nope.svm", "No such file"]);
+}
+
+#[test]
+fn empty_file() {
+    let d = Dir::new();
+    d.write("empty.svm", "");
+    train_fails(
+        &d,
+        &["--train", "empty.svm"],
+        &["empty.svm", "no data rows"],
+    );
+}
+
+#[test]
+fn bad_label() {
+    let d = Dir::new();
+    d.write("a.svm", "1 1:1\nyes 2:1\n");
+    train_fails(&d, &["--train", "a.svm"], &["a.svm:2:1", "label 'yes'"]);
+    // A binary loss refuses a label that is not -1, 0 or 1.
+    d.write("b.svm", "1 1:1\n2 2:1\n");
+    train_fails(
+        &d,
+        &["--train", "b.svm", "--loss", "logistic"],
+        &["b.svm:2:1"],
+    );
+}
+
+#[test]
+fn bad_index() {
+    let d = Dir::new();
+    d.write("a.svm", "1 1:1\n0 x:1\n");
+    train_fails(&d, &["--train", "a.svm"], &["a.svm:2:3"]);
+    d.write("b.svm", "1 1:1\n0 -3:1\n");
+    train_fails(&d, &["--train", "b.svm"], &["b.svm:2:3", "negative"]);
+}
+
+#[test]
+fn index_zero_when_one_based() {
+    let d = Dir::new();
+    d.write("a.svm", "1 1:1\n0 0:1 2:1\n");
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--index-base", "1"],
+        &["a.svm:2:3", "0"],
+    );
+}
+
+#[test]
+fn unsorted_or_duplicate_indices() {
+    let d = Dir::new();
+    d.write("a.svm", "1 1:1\n0 3:1 2:1\n");
+    train_fails(&d, &["--train", "a.svm"], &["a.svm:2:7", "increasing"]);
+    d.write("b.svm", "1 1:1 1:2\n");
+    train_fails(&d, &["--train", "b.svm"], &["b.svm:1:7", "duplicate"]);
+}
+
+#[test]
+fn non_finite_values() {
+    let d = Dir::new();
+    for (name, v) in [
+        ("a.svm", "nan"),
+        ("b.svm", "inf"),
+        ("c.svm", "-inf"),
+        ("e.svm", "1e999"),
+    ] {
+        d.write(name, format!("1 1:1\n0 2:{v}\n"));
+        train_fails(&d, &["--train", name], &[&format!("{name}:2:")]);
+    }
+    d.write("l.svm", "nan 1:1\n");
+    train_fails(
+        &d,
+        &["--train", "l.svm", "--loss", "squared"],
+        &["l.svm:1:1"],
+    );
+}
+
+#[test]
+fn truncated_compressed_file() {
+    use std::io::Write;
+    let d = Dir::new();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(small_binary().repeat(20).as_bytes()).unwrap();
+    let gz = enc.finish().unwrap();
+    d.write("ok.svm.gz", &gz);
+    d.write("cut.svm.gz", &gz[..gz.len() / 2]);
+    train_fails(&d, &["--train", "cut.svm.gz"], &["cut.svm.gz", "truncated"]);
+    // The whole file trains.
+    let o = d.asyb(&["train", "--train", "ok.svm.gz", "--epochs", "1", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn zero_features() {
+    let d = Dir::new();
+    d.write("a.svm", "1\n0\n1\n");
+    train_fails(&d, &["--train", "a.svm"], &["a.svm", "no features"]);
+}
+
+#[test]
+fn blocks_above_features() {
+    let d = Dir::new();
+    d.write("a.svm", "1 1:1 3:1\n0 2:1\n");
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--blocks", "10"],
+        &["invalid blocks", "10 blocks for 3 features"],
+    );
+}
+
+#[test]
+fn bad_numbers_in_flags() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    train_fails(&d, &["--train", "a.svm", "--lambda", "-1"], &["lambda"]);
+    train_fails(&d, &["--train", "a.svm", "--step", "-0.1"], &["step"]);
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--step", "fast"],
+        &["--step", "fast"],
+    );
+    train_fails(&d, &["--train", "a.svm", "--workers", "0"], &["workers"]);
+    train_fails(&d, &["--train", "a.svm", "--batch", "0"], &["batch"]);
+    train_fails(&d, &["--train", "a.svm", "--epochs", "-2"], &["epochs"]);
+}
+
+#[test]
+fn unknown_names() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--loss", "hinge2"],
+        &["hinge2", "logistic"],
+    );
+    train_fails(&d, &["--train", "a.svm", "--reg", "l3"], &["l3", "l1"]);
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--algorithm", "adam"],
+        &["adam", "asyb"],
+    );
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--no-such-flag"],
+        &["--no-such-flag"],
+    );
+}
+
+#[test]
+fn output_directory_must_exist() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    let before = d.files();
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--model",
+        "no/dir/m.safetensors",
+    ]);
+    assert_bad_input(&o, &["no/dir"]);
+    assert_eq!(d.files(), before);
+}
+
+#[test]
+fn config_errors_name_line_and_field() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    d.write("run.toml", "train = \"a.svm\"\nlamda = 0.1\n");
+    train_fails(&d, &["--config", "run.toml"], &["run.toml:2:1", "lamda"]);
+    d.write("run2.toml", "train = \"a.svm\"\nworkers = \"two\"\n");
+    train_fails(&d, &["--config", "run2.toml"], &["run2.toml:2:11"]);
+}
+
+#[test]
+fn skip_bad_lines_counts_them() {
+    let d = Dir::new();
+    d.write("a.svm", format!("{}1 x:1\n0 2:nan\n", small_binary()));
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--skip-bad-lines",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("skipped 2 malformed lines"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("200 rows"), "{}", stdout(&o));
+}
+
+fn log_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn train_predict_eval_round_trip() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--test",
+        "a.svm",
+        "--lambda",
+        "1e-3",
+        "--algorithm",
+        "fista",
+        "--model",
+        "m.safetensors",
+        "--log",
+        "run.jsonl",
+        "--plot",
+        "run.svg",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("converged to tolerance"), "{out}");
+    let recs = log_records(&d.path("run.jsonl"));
+    assert!(recs[0].get("info").is_some());
+    let last = recs.last().unwrap();
+    let psi = last["psi"].as_f64().unwrap();
+    let test_loss = last["test"]["loss"].as_f64().unwrap();
+    assert!(std::fs::read_to_string(d.path("run.svg"))
+        .unwrap()
+        .contains("<svg"));
+
+    // eval on the training file gives back the final objective and test loss.
+    let o = d.asyb(&[
+        "eval",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "a.svm",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // The file stores f32 weights: agreement to f32 precision.
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    assert!(rel(e["psi"].as_f64().unwrap(), psi) < 1e-5, "{e} vs {psi}");
+    assert!(rel(e["metrics"]["loss"].as_f64().unwrap(), test_loss) < 1e-5);
+    assert_eq!(e["rows"], 200);
+
+    // predict: one probability per row, matching the logloss eval reported.
+    let o = d.asyb(&[
+        "predict",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "a.svm",
+        "--out",
+        "p.txt",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let probs: Vec<f64> = std::fs::read_to_string(d.path("p.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(probs.len(), 200);
+    let labels: Vec<f64> = small_binary()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let logloss = probs
+        .iter()
+        .zip(&labels)
+        .map(|(&p, &y)| -if y > 0.0 { p.ln() } else { (1.0 - p).ln() })
+        .sum::<f64>()
+        / 200.0;
+    assert!(rel(logloss, test_loss) < 1e-5, "{logloss} vs {test_loss}");
+
+    // A warm start from the optimum stays there.
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--lambda",
+        "1e-3",
+        "--algorithm",
+        "fista",
+        "--init-model",
+        "m.safetensors",
+        "--log",
+        "warm.jsonl",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warm = log_records(&d.path("warm.jsonl"));
+    assert!(rel(warm[1]["psi"].as_f64().unwrap(), psi) < 1e-5);
+}
+
+#[test]
+fn model_file_errors() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    d.write("junk.safetensors", "not a model");
+    let o = d.asyb(&["eval", "--model", "junk.safetensors", "--data", "a.svm"]);
+    assert_bad_input(&o, &["junk.safetensors"]);
+    let o = d.asyb(&["predict", "--model", "none.safetensors", "--data", "a.svm"]);
+    assert_bad_input(&o, &["none.safetensors"]);
+    // A warm start of the wrong shape.
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--model",
+        "m.safetensors",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    d.write("wide.svm", "1 1:1 40:1\n0 2:1\n");
+    train_fails(
+        &d,
+        &["--train", "wide.svm", "--init-model", "m.safetensors"],
+        &["m.safetensors", "features"],
+    );
+}
+
+#[test]
+fn flags_override_the_config_file() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    d.write(
+        "run.toml",
+        "train = \"a.svm\"\nworkers = 2\nbatch = 16\nlambda = 0.01\nepochs = 2\nlog = \"run.jsonl\"\n",
+    );
+    let o = d.asyb(&["train", "--config", "run.toml", "--workers", "1", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info = &log_records(&d.path("run.jsonl"))[0]["info"];
+    assert_eq!(info["workers"], 1, "flag wins");
+    assert_eq!(info["batch"], 16, "file value kept");
+    assert_eq!(info["lambda"], 0.01);
+}
+
+#[test]
+fn one_worker_runs_are_bit_for_bit_repeatable() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    let run = |name: &str| {
+        let o = d.asyb(&[
+            "train",
+            "--train",
+            "a.svm",
+            "--workers",
+            "1",
+            "--seed",
+            "7",
+            "--epochs",
+            "3",
+            "--blocks",
+            "3",
+            "--batch",
+            "8",
+            "--model",
+            name,
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(d.path(name)).unwrap()
+    };
+    assert_eq!(run("a.safetensors"), run("b.safetensors"));
+}
+
+#[test]
+fn demo_objective_falls() {
+    let d = Dir::new();
+    let o = d.asyb(&["demo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("objective"))
+        .unwrap_or_else(|| panic!("no objective row in {out}"));
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 2, "{line}");
+    assert!(v[1] < v[0], "{line}");
+    assert!(out.contains("2 workers"), "{out}");
+    assert!(std::fs::read_to_string(d.path("asyb-demo.svg"))
+        .unwrap()
+        .contains("<svg"));
+    // Progress goes to standard error, one line per evaluation when not a terminal.
+    assert!(stderr(&o).contains("updates"), "{}", stderr(&o));
+}
