@@ -135,7 +135,7 @@ fn saved_model(vc: &ValidConfig, pb: &Problem, s: &RunSummary) -> SavedModel {
     extra.insert("updates".into(), s.last().updates.to_string());
     extra.insert("train_psi".into(), format!("{:e}", s.last().psi));
     extra.insert("stop_reason".into(), s.stop_reason.describe().into());
-    let one_based = pb.train_report.as_ref().is_none_or(|r| r.index_base_one);
+    let one_based = pb.train_report.as_ref().map_or(true, |r| r.index_base_one);
     extra.insert(
         predict::INDEX_BASE_KEY.into(),
         if one_based { "1" } else { "0" }.into(),
