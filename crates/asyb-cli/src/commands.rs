@@ -386,12 +386,11 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
         seed: a.seed.wrapping_add(1_000_003),
         ..spec.clone()
     })?;
-    let support = gen::planted_ctr_support(&spec)?.len();
     let cfg = TrainConfig {
         lambda: 1e-5,
         workers: Some(a.workers),
-        epochs: Some(5.0),
-        eval_every_secs: 0.5,
+        epochs: Some(10.0),
+        eval_every_secs: 0.25,
         seed: a.seed,
         ..TrainConfig::default()
     };
@@ -407,10 +406,6 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
     let s = run(&vc, &pb, None, a.quiet, None)?;
     write_outputs(&vc, &pb, &s, Some(&a.plot), None)?;
     print_summary(&s, "generated CTR data", None)?;
-    println!(
-        "  planted     {support} nonzero weights in the generating model; the run kept {}",
-        s.last().nnz
-    );
     println!("  plot        {}", a.plot.display());
     if s.last().psi < s.first().psi {
         println!(

@@ -64,7 +64,18 @@ fn report_error(e: &anyhow::Error) -> ExitCode {
     if broken_pipe {
         return ExitCode::SUCCESS;
     }
-    let line = format!("{e:#}").replace('\n', " ");
+    // The chain, each cause once: library errors already quote their source.
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !line.contains(&msg) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&msg);
+        }
+    }
+    let line = line.replace('\n', " ");
     eprintln!("error: {line}");
     let internal = match e.chain().find_map(|c| c.downcast_ref::<asyb::Error>()) {
         Some(asyb::Error::Runtime { .. }) => true,

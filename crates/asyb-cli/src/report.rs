@@ -202,28 +202,43 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
             i.step_note.split(':').next().unwrap_or("")
         );
     }
-    let _ = writeln!(
-        o,
-        "  stopped     {} after {} {} ({:.2} epochs)",
-        s.stop_reason.describe(),
-        last.updates,
-        if i.algorithm == "fista" {
-            "iterations"
-        } else {
-            "updates"
-        },
-        last.epochs
-    );
+    if i.algorithm == "fista" {
+        let _ = writeln!(
+            o,
+            "  stopped     {} after {} iterations",
+            s.stop_reason.describe(),
+            last.updates
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  stopped     {} after {} updates ({:.2} epochs)",
+            s.stop_reason.describe(),
+            last.updates,
+            last.epochs
+        );
+    }
     let _ = writeln!(
         o,
         "  time        training {:.2} s, evaluation {:.2} s, wall {:.2} s",
         s.train_secs, s.eval_secs, s.wall_secs
     );
-    let _ = writeln!(
-        o,
-        "  throughput  {:.3e} samples/s, {:.3e} updates/s",
-        last.samples_per_sec, last.updates_per_sec
-    );
+    if i.algorithm == "fista" {
+        let _ = writeln!(
+            o,
+            "  throughput  {:.2} iterations/s",
+            last.updates_per_sec
+        );
+    } else {
+        let nnz_per_row = i.nnz as f64 / i.rows.max(1) as f64;
+        let _ = writeln!(
+            o,
+            "  throughput  {:.3e} samples/s, {:.3e} nonzeros/s, {:.3e} updates/s",
+            last.samples_per_sec,
+            last.samples_per_sec * nnz_per_row,
+            last.updates_per_sec
+        );
+    }
     let _ = writeln!(o, "\n  {:<22}{:>16}{:>16}", "", "start", "final");
     let row = |o: &mut String, name: &str, a: String, b: String| {
         let _ = writeln!(o, "  {name:<22}{a:>16}{b:>16}");

@@ -578,16 +578,20 @@ print("python check ok")
 
 /// Whether `python3` can import what the check needs; prints why not otherwise.
 fn python_available() -> bool {
+    // CI sets ASYB_REQUIRE_PYTHON so that a missing package fails instead of skipping.
+    let required = std::env::var_os("ASYB_REQUIRE_PYTHON").is_some();
     let probe = Command::new("python3")
         .args(["-c", "import numpy, safetensors.numpy"])
         .output();
     match probe {
         Ok(out) if out.status.success() => true,
         Ok(_) => {
+            assert!(!required, "python3 lacks the safetensors or numpy package");
             println!("skipped: python3 lacks the safetensors or numpy package");
             false
         }
         Err(e) => {
+            assert!(!required, "cannot run python3 ({e})");
             println!("skipped: cannot run python3 ({e})");
             false
         }
