@@ -224,11 +224,7 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
         s.train_secs, s.eval_secs, s.wall_secs
     );
     if i.algorithm == "fista" {
-        let _ = writeln!(
-            o,
-            "  throughput  {:.2} iterations/s",
-            last.updates_per_sec
-        );
+        let _ = writeln!(o, "  throughput  {:.2} iterations/s", last.updates_per_sec);
     } else {
         let nnz_per_row = i.nnz as f64 / i.rows.max(1) as f64;
         let _ = writeln!(
