@@ -19,7 +19,8 @@ Examples:
       --model model.safetensors --log run.jsonl --plot run.svg
   asyb train --config run.toml --workers 4
   asyb predict --model model.safetensors --data test.svm --out scores.txt
-  asyb eval --model model.safetensors --data test.svm";
+  asyb eval --model model.safetensors --data test.svm
+  asyb convert train.svm --out train.cache";
 
 /// Train sparse models with AsyB-ProxSGD: asynchronous block-wise proximal SGD on a
 /// sharded parameter server.
@@ -44,6 +45,27 @@ pub enum Command {
     Predict(PredictArgs),
     /// Evaluate a trained model on labelled data.
     Eval(EvalArgs),
+    /// Convert LIBSVM text to the binary cache, which loads at the speed of a file copy;
+    /// `--train` and `--test` accept either form.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// LIBSVM text (plain or compressed).
+    pub input: PathBuf,
+    /// The cache file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Feature index base of the text: auto, 0 or 1.
+    #[arg(long, value_parser = parse_index_base, default_value = "auto")]
+    pub index_base: IndexBaseSetting,
+    /// Number of features (default: from the data).
+    #[arg(long)]
+    pub features: Option<usize>,
+    /// Skip malformed lines (counted and reported) instead of failing.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
 }
 
 #[derive(Args, Debug)]

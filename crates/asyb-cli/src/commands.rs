@@ -16,7 +16,7 @@ use asyb::problem::Problem;
 use asyb::train::{RunSummary, Trainer};
 use asyb::Error;
 
-use crate::args::{DemoArgs, EvalArgs, GenCommand, PredictArgs, TrainArgs};
+use crate::args::{ConvertArgs, DemoArgs, EvalArgs, GenCommand, PredictArgs, TrainArgs};
 use crate::plot::{self, Series};
 use crate::report::{self, Reporter};
 
@@ -414,5 +414,52 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
             s.last().psi
         );
     }
+    Ok(())
+}
+
+pub fn convert(a: &ConvertArgs) -> Result<()> {
+    check_output("out", &a.out)?;
+    let same = match (
+        std::fs::canonicalize(&a.input),
+        std::fs::canonicalize(&a.out),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    if same {
+        return Err(Error::config("out", "the cache must not overwrite its input").into());
+    }
+    if asyb::data::cache::is_cache(&a.input) {
+        return Err(Error::Data {
+            path: a.input.clone(),
+            reason: "already a binary cache".into(),
+        }
+        .into());
+    }
+    let t = std::time::Instant::now();
+    let opts = asyb::data::ReadOptions {
+        index_base: index_base(Some(a.index_base)).unwrap_or(IndexBase::Auto),
+        features: a.features,
+        skip_bad_lines: a.skip_bad_lines,
+        labels: asyb::data::LabelRule::Any,
+    };
+    let (mut ds, rep) = asyb::data::read_libsvm(&a.input, &opts)?;
+    ds.compact_binary();
+    skipped_note(&a.input, &Some(rep.clone()));
+    let parse_secs = t.elapsed().as_secs_f64();
+    let source = asyb::data::cache::Source::of(&a.input, rep.index_base_one)?;
+    let t = std::time::Instant::now();
+    asyb::data::cache::write_cache(&a.out, &ds, &source)?;
+    let out_bytes = std::fs::metadata(&a.out).map_or(0, |m| m.len());
+    eprintln!(
+        "read {} rows, {} features, {} nonzeros ({:.1} MB of text) in {parse_secs:.2} s; wrote {} ({:.1} MB) in {:.2} s",
+        ds.rows(),
+        ds.features,
+        ds.nnz(),
+        rep.bytes as f64 / 1e6,
+        a.out.display(),
+        out_bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train(&a),
         Command::Predict(a) => commands::predict(&a),
         Command::Eval(a) => commands::eval(&a),
+        Command::Convert(a) => commands::convert(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

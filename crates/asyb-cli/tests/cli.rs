@@ -504,3 +504,49 @@ fn demo_objective_falls() {
     // Progress goes to standard error, one line per evaluation when not a terminal.
     assert!(stderr(&o).contains("updates"), "{}", stderr(&o));
 }
+
+#[test]
+fn cache_trains_like_its_text_and_refuses_damage() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    let o = d.asyb(&["convert", "a.svm", "--out", "a.cache"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = |data: &str, model: &str| {
+        let o = d.asyb(&[
+            "train",
+            "--train",
+            data,
+            "--workers",
+            "1",
+            "--seed",
+            "3",
+            "--epochs",
+            "2",
+            "--model",
+            model,
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(d.path(model)).unwrap()
+    };
+    assert_eq!(
+        run("a.svm", "text.safetensors"),
+        run("a.cache", "cache.safetensors")
+    );
+
+    // A damaged cache is refused in one line, naming it.
+    let mut bytes = std::fs::read(d.path("a.cache")).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1;
+    d.write("bad.cache", &bytes);
+    train_fails(&d, &["--train", "bad.cache"], &["bad.cache", "checksum"]);
+    d.write("cut.cache", &bytes[..n / 2]);
+    train_fails(&d, &["--train", "cut.cache"], &["cut.cache", "truncated"]);
+
+    // Editing the source makes the cache stale.
+    d.write("a.svm", format!("{}1 3:1\n", small_binary()));
+    train_fails(&d, &["--train", "a.cache"], &["a.cache", "stale"]);
+    // convert refuses to overwrite its input.
+    let o = d.asyb(&["convert", "a.svm", "--out", "a.svm"]);
+    assert_bad_input(&o, &["overwrite"]);
+}

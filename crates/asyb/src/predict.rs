@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::data::libsvm::{read_libsvm, IndexBase, LabelRule, ReadOptions, ReadReport};
+use crate::data::libsvm::{IndexBase, LabelRule, ReadOptions, ReadReport};
 use crate::data::Dataset;
 use crate::model::loss::{sigmoid, Loss, LossKind};
 use crate::model::metrics;
@@ -54,7 +54,7 @@ pub fn read_for_model(
         skip_bad_lines,
         labels,
     };
-    let (mut ds, rep) = read_libsvm(path, &opts)?;
+    let (mut ds, rep) = crate::data::read(path, &opts)?;
     if labelled {
         match loss {
             LossKind::Logistic | LossKind::SquaredHinge => {

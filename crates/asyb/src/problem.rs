@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{IndexBaseSetting, ValidConfig};
-use crate::data::libsvm::{read_libsvm, IndexBase, LabelRule, ReadOptions, ReadReport};
+use crate::data::libsvm::{IndexBase, LabelRule, ReadOptions, ReadReport};
 use crate::data::Dataset;
 use crate::model::loss::LossKind;
 use crate::model::Layout;
@@ -59,7 +59,7 @@ impl Problem {
             skip_bad_lines: raw.skip_bad_lines,
             labels: label_rule(raw.loss),
         };
-        let (train, train_report) = read_libsvm(&train_path, &opts)?;
+        let (train, train_report) = crate::data::read(&train_path, &opts)?;
         let (test, test_report) = match &raw.test {
             Some(p) => {
                 // A test set may name features the training set never saw: they get no
@@ -73,7 +73,7 @@ impl Problem {
                     },
                     ..opts
                 };
-                let (ds, rep) = read_libsvm(p, &topts)?;
+                let (ds, rep) = crate::data::read(p, &topts)?;
                 (Some(ds), Some(rep))
             }
             None => (None, None),

@@ -127,8 +127,74 @@ impl Dataset {
     }
 }
 
+pub mod cache;
 pub mod gen;
 pub mod libsvm;
 
 pub use gen::{CtrSpec, RegressionSpec};
 pub use libsvm::{read_libsvm, write_libsvm, IndexBase, LabelRule, ReadOptions, ReadReport};
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Reads training or test data: a binary cache (see [`cache`]) or LIBSVM text, told
+/// apart by the file's first bytes. A cache is held to the same options as text: a
+/// feature bound is checked against its indices, labels against the label rule, and an
+/// explicit index base must be the one the cache was converted from.
+pub fn read(path: &Path, opts: &ReadOptions) -> Result<(Dataset, ReadReport)> {
+    if !cache::is_cache(path) {
+        return read_libsvm(path, opts);
+    }
+    let loaded = cache::read_cache(path)?;
+    let mut ds = loaded.data;
+    let one = loaded.source.index_base_one;
+    let bad = |reason: String| Error::Data {
+        path: path.into(),
+        reason,
+    };
+    match (opts.index_base, one) {
+        (IndexBase::Zero, true) | (IndexBase::One, false) => {
+            return Err(bad(format!(
+                "the cache was converted from {}-based text; the index base given does not apply",
+                if one { 1 } else { 0 }
+            )))
+        }
+        _ => {}
+    }
+    if let Some(d) = opts.features {
+        if let Some(&j) = ds.indices.iter().max() {
+            if j as usize >= d {
+                let shown = u64::from(j) + u64::from(one);
+                return Err(bad(format!(
+                    "feature index {shown} is out of range for {d} features"
+                )));
+            }
+        }
+        ds.features = d;
+    }
+    let label_ok = |y: f32| match opts.labels {
+        LabelRule::Any => true,
+        LabelRule::Binary => y == -1.0 || y == 0.0 || y == 1.0,
+        LabelRule::Class => y >= 0.0 && y.fract() == 0.0,
+    };
+    if let Some(i) = ds.labels.iter().position(|&y| !label_ok(y)) {
+        return Err(bad(format!(
+            "row {}: label {} is not a valid {} label",
+            i + 1,
+            ds.labels[i],
+            match opts.labels {
+                LabelRule::Binary => "binary (-1, 0 or 1)",
+                _ => "class (non-negative integer)",
+            }
+        )));
+    }
+    let report = ReadReport {
+        rows: ds.rows(),
+        skipped_lines: 0,
+        first_skipped: None,
+        index_base_one: one,
+        bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
+    };
+    Ok((ds, report))
+}

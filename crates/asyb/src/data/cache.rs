@@ -1,0 +1,548 @@
+//! The binary dataset cache: a [`Dataset`] as its CSR arrays on disk, written once by
+//! `asyb convert` and loaded at the speed of a file copy. Owns the format and its
+//! validation; knows nothing of the text format beyond what it records of its source.
+//!
+//! Layout (all integers little-endian; format version [`VERSION`]):
+//!
+//! | offset | bytes | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `ASYBCSR\0` |
+//! | 8 | 4 | version |
+//! | 12 | 4 | flags: bit 0 values present, bit 1 source was 1-based |
+//! | 16 | 8 | rows n |
+//! | 24 | 8 | features d |
+//! | 32 | 8 | nonzeros |
+//! | 40 | 8 | source size in bytes |
+//! | 48 | 8 | source modification time, seconds since the epoch (signed) |
+//! | 56 | 4 | source modification time, nanoseconds |
+//! | 60 | 4 | length of the source path that follows the header |
+//! | 64 | 4 | CRC-32 of the payload |
+//! | 68 | 4 | CRC-32 of bytes 0..68, 72..128 and the source path |
+//! | 72 | 56 | zero |
+//! | 128 | p | source path (UTF-8, as given to `convert`, made absolute) |
+//!
+//! The payload starts at the first multiple of 64 after the path; each array starts on a
+//! 64-byte boundary (zero padding between): `indptr` (n + 1 u64), `indices` (nnz u32),
+//! `values` (nnz f32, when flagged), `labels` (n f32). The file ends with the labels. The
+//! alignment lets a later loader map the arrays in place.
+//!
+//! Loading checks everything: magic, version, both checksums, the exact file length,
+//! and the CSR invariants (monotone `indptr`, strictly increasing indices below d,
+//! finite values and labels), so that a truncated, corrupted or foreign file is refused
+//! with a message naming it, never misread. A cache whose recorded source still exists
+//! but has changed size or modification time is refused as stale.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::data::Dataset;
+use crate::io::{atomic_write, io_err};
+use crate::{Error, Result};
+
+/// First bytes of every cache file.
+pub const MAGIC: [u8; 8] = *b"ASYBCSR\0";
+
+/// Format version written by [`write_cache`]; [`read_cache`] refuses any other.
+pub const VERSION: u32 = 1;
+
+const HEADER_BYTES: usize = 128;
+const ALIGN: usize = 64;
+const FLAG_VALUES: u32 = 1;
+const FLAG_ONE_BASED: u32 = 2;
+
+/// What a cache records about the text file it was made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub mtime: SystemTime,
+    /// Whether the text used 1-based feature indices.
+    pub index_base_one: bool,
+}
+
+impl Source {
+    /// The source as it is on disk now.
+    pub fn of(path: &Path, index_base_one: bool) -> Result<Source> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+        Ok(Source {
+            path,
+            bytes: meta.len(),
+            mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+            index_base_one,
+        })
+    }
+}
+
+/// Whether the file at `path` starts with the cache magic (content, not name, tells a
+/// cache from text). Unreadable or short files are not caches.
+pub fn is_cache(path: &Path) -> bool {
+    let mut head = [0u8; 8];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| head == MAGIC)
+}
+
+fn align(x: usize) -> usize {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+/// Byte ranges of the arrays inside the file.
+struct Sections {
+    indptr: usize,
+    indices: usize,
+    values: Option<usize>,
+    labels: usize,
+    end: usize,
+}
+
+fn sections(path_len: usize, rows: usize, nnz: usize, has_values: bool) -> Option<Sections> {
+    let indptr = align(HEADER_BYTES.checked_add(path_len)?);
+    let indices = align(indptr.checked_add(rows.checked_add(1)?.checked_mul(8)?)?);
+    let mut next = align(indices.checked_add(nnz.checked_mul(4)?)?);
+    let values = if has_values {
+        let v = next;
+        next = align(v.checked_add(nnz.checked_mul(4)?)?);
+        Some(v)
+    } else {
+        None
+    };
+    let labels = next;
+    let end = labels.checked_add(rows.checked_mul(4)?)?;
+    Some(Sections {
+        indptr,
+        indices,
+        values,
+        labels,
+        end,
+    })
+}
+
+/// Writes `ds` as a cache at `path`, atomically, recording `source`.
+pub fn write_cache(path: &Path, ds: &Dataset, source: &Source) -> Result<()> {
+    let rows = ds.rows();
+    let nnz = ds.indices.len();
+    let src_path = source.path.to_string_lossy().into_owned();
+    let s = sections(src_path.len(), rows, nnz, ds.values.is_some())
+        .ok_or_else(|| Error::config("cache", "dataset too large for the cache format"))?;
+    let mut crc = crc32fast::Hasher::new();
+    write_payload(ds, &s, |b| {
+        crc.update(b);
+        Ok(())
+    })?;
+    let payload_crc = crc.finalize();
+
+    let mut head = vec![0u8; HEADER_BYTES];
+    head[0..8].copy_from_slice(&MAGIC);
+    head[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    let mut flags = 0;
+    if ds.values.is_some() {
+        flags |= FLAG_VALUES;
+    }
+    if source.index_base_one {
+        flags |= FLAG_ONE_BASED;
+    }
+    head[12..16].copy_from_slice(&flags.to_le_bytes());
+    head[16..24].copy_from_slice(&(rows as u64).to_le_bytes());
+    head[24..32].copy_from_slice(&(ds.features as u64).to_le_bytes());
+    head[32..40].copy_from_slice(&(nnz as u64).to_le_bytes());
+    head[40..48].copy_from_slice(&source.bytes.to_le_bytes());
+    let (secs, nanos) = split_time(source.mtime);
+    head[48..56].copy_from_slice(&secs.to_le_bytes());
+    head[56..60].copy_from_slice(&nanos.to_le_bytes());
+    head[60..64].copy_from_slice(&(src_path.len() as u32).to_le_bytes());
+    head[64..68].copy_from_slice(&payload_crc.to_le_bytes());
+    let mut hcrc = crc32fast::Hasher::new();
+    hcrc.update(&head[..68]);
+    hcrc.update(&head[72..]);
+    hcrc.update(src_path.as_bytes());
+    head[68..72].copy_from_slice(&hcrc.finalize().to_le_bytes());
+    head.extend_from_slice(src_path.as_bytes());
+    head.resize(s.indptr, 0);
+
+    atomic_write(path, |w| {
+        w.write_all(&head).map_err(io_err(path))?;
+        write_payload(ds, &s, |b| w.write_all(b).map_err(io_err(path)))
+    })
+}
+
+/// Feeds the payload (the arrays as little-endian bytes with the zero padding between
+/// them, in file order) to `f` in pieces of about 64 KiB.
+fn write_payload(ds: &Dataset, s: &Sections, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    const PIECE: usize = 1 << 16;
+    let zeros = [0u8; ALIGN];
+    let mut buf: Vec<u8> = Vec::with_capacity(PIECE + 8);
+    let mut array = |items: &mut dyn Iterator<Item = u8>,
+                     f: &mut dyn FnMut(&[u8]) -> Result<()>| {
+        for b in items {
+            buf.push(b);
+            if buf.len() >= PIECE {
+                f(&buf)?;
+                buf.clear();
+            }
+        }
+        f(&buf)?;
+        buf.clear();
+        Ok::<(), Error>(())
+    };
+    array(
+        &mut ds.indptr.iter().flat_map(|&p| (p as u64).to_le_bytes()),
+        &mut f,
+    )?;
+    f(&zeros[..s.indices - (s.indptr + ds.indptr.len() * 8)])?;
+    array(&mut ds.indices.iter().flat_map(|i| i.to_le_bytes()), &mut f)?;
+    let mut pos = s.indices + ds.indices.len() * 4;
+    if let (Some(v0), Some(vals)) = (s.values, &ds.values) {
+        f(&zeros[..v0 - pos])?;
+        array(&mut vals.iter().flat_map(|v| v.to_le_bytes()), &mut f)?;
+        pos = v0 + vals.len() * 4;
+    }
+    f(&zeros[..s.labels - pos])?;
+    array(&mut ds.labels.iter().flat_map(|y| y.to_le_bytes()), &mut f)
+}
+
+fn split_time(t: SystemTime) -> (i64, u32) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            // Before the epoch: floor to whole seconds below.
+            let secs = -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0);
+            let nanos = if d.subsec_nanos() > 0 {
+                1_000_000_000 - d.subsec_nanos()
+            } else {
+                0
+            };
+            (secs, nanos)
+        }
+    }
+}
+
+fn join_time(secs: i64, nanos: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nanos)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            + Duration::from_nanos(u64::from(nanos))
+    }
+}
+
+/// A loaded cache: the data and its recorded source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded {
+    pub data: Dataset,
+    pub source: Source,
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Reads `n` little-endian 4-byte items into a vector, feeding the CRC.
+fn read_array<T: Default + Clone>(
+    r: &mut impl Read,
+    n: usize,
+    crc: &mut crc32fast::Hasher,
+    from_le: fn([u8; 4]) -> T,
+) -> std::io::Result<Vec<T>> {
+    const CHUNK: usize = 1 << 20;
+    let mut out = Vec::with_capacity(n);
+    let mut buf = vec![0u8; CHUNK * 4];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(CHUNK);
+        let bytes = &mut buf[..k * 4];
+        r.read_exact(bytes)?;
+        crc.update(bytes);
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| from_le(c.try_into().expect("4 bytes"))),
+        );
+        left -= k;
+    }
+    Ok(out)
+}
+
+fn skip_padding(r: &mut impl Read, n: usize, crc: &mut crc32fast::Hasher) -> std::io::Result<bool> {
+    let mut pad = [0u8; ALIGN];
+    let pad = &mut pad[..n];
+    r.read_exact(pad)?;
+    crc.update(pad);
+    Ok(pad.iter().all(|&b| b == 0))
+}
+
+/// Reads and validates the cache at `path`.
+pub fn read_cache(path: &Path) -> Result<Loaded> {
+    let bad = |reason: String| Error::Data {
+        path: path.into(),
+        reason: format!("not a usable asyb cache: {reason}"),
+    };
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut head = [0u8; HEADER_BYTES];
+    if file_len < HEADER_BYTES as u64 {
+        return Err(bad(format!("{file_len} bytes, shorter than the header")));
+    }
+    r.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+    if head[0..8] != MAGIC {
+        return Err(bad("wrong magic bytes".into()));
+    }
+    let version = le_u32(&head, 8);
+    if version != VERSION {
+        return Err(bad(format!(
+            "format version {version}, this asyb reads version {VERSION}; run asyb convert again"
+        )));
+    }
+    let path_len = le_u32(&head, 60) as usize;
+    if path_len > 1 << 16 {
+        return Err(bad(format!("source path length {path_len}")));
+    }
+    let mut src = vec![0u8; path_len];
+    r.read_exact(&mut src)
+        .map_err(|_| bad("truncated header".into()))?;
+    let mut hcrc = crc32fast::Hasher::new();
+    hcrc.update(&head[..68]);
+    hcrc.update(&head[72..]);
+    hcrc.update(&src);
+    if hcrc.finalize() != le_u32(&head, 68) {
+        return Err(bad("header checksum mismatch (corrupted)".into()));
+    }
+    let flags = le_u32(&head, 12);
+    let rows = usize::try_from(le_u64(&head, 16)).map_err(|_| bad("row count".into()))?;
+    let features = usize::try_from(le_u64(&head, 24)).map_err(|_| bad("feature count".into()))?;
+    let nnz = usize::try_from(le_u64(&head, 32)).map_err(|_| bad("nonzero count".into()))?;
+    let has_values = flags & FLAG_VALUES != 0;
+    let s =
+        sections(path_len, rows, nnz, has_values).ok_or_else(|| bad("sizes overflow".into()))?;
+    if s.end as u64 != file_len {
+        return Err(bad(format!(
+            "{file_len} bytes where the header implies {} (truncated or corrupted)",
+            s.end
+        )));
+    }
+    let source = Source {
+        path: PathBuf::from(String::from_utf8_lossy(&src).into_owned()),
+        bytes: le_u64(&head, 40),
+        mtime: join_time(le_u64(&head, 48) as i64, le_u32(&head, 56)),
+        index_base_one: flags & FLAG_ONE_BASED != 0,
+    };
+    let stale = std::fs::metadata(&source.path).ok().and_then(|m| {
+        let mtime = m.modified().ok()?;
+        (m.len() != source.bytes || mtime != source.mtime).then_some(())
+    });
+    if stale.is_some() {
+        return Err(Error::Data {
+            path: path.into(),
+            reason: format!(
+                "stale cache: its source {} changed since it was converted; run asyb convert again",
+                source.path.display()
+            ),
+        });
+    }
+
+    let io = |e: std::io::Error| bad(format!("read failed: {e}"));
+    let mut crc = crc32fast::Hasher::new();
+    let header_pad = s.indptr - HEADER_BYTES - path_len;
+    // The header padding is not part of the payload checksum but must be zero.
+    let mut pad = vec![0u8; header_pad];
+    r.read_exact(&mut pad).map_err(io)?;
+    let mut indptr = Vec::with_capacity(rows + 1);
+    {
+        let mut buf = vec![0u8; 8 << 16];
+        let mut left = rows + 1;
+        while left > 0 {
+            let k = left.min(1 << 16);
+            let bytes = &mut buf[..k * 8];
+            r.read_exact(bytes).map_err(io)?;
+            crc.update(bytes);
+            for c in bytes.chunks_exact(8) {
+                let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                indptr.push(usize::try_from(v).map_err(|_| bad("indptr value".into()))?);
+            }
+            left -= k;
+        }
+    }
+    let mut zero_pad =
+        skip_padding(&mut r, s.indices - (s.indptr + (rows + 1) * 8), &mut crc).map_err(io)?;
+    let indices = read_array(&mut r, nnz, &mut crc, u32::from_le_bytes).map_err(io)?;
+    let mut pos = s.indices + nnz * 4;
+    let values = match s.values {
+        Some(v0) => {
+            zero_pad &= skip_padding(&mut r, v0 - pos, &mut crc).map_err(io)?;
+            let v = read_array(&mut r, nnz, &mut crc, f32::from_le_bytes).map_err(io)?;
+            pos = v0 + nnz * 4;
+            Some(v)
+        }
+        None => None,
+    };
+    zero_pad &= skip_padding(&mut r, s.labels - pos, &mut crc).map_err(io)?;
+    let labels = read_array(&mut r, rows, &mut crc, f32::from_le_bytes).map_err(io)?;
+    if crc.finalize() != le_u32(&head, 64) || !zero_pad || pad.iter().any(|&b| b != 0) {
+        return Err(bad("payload checksum mismatch (corrupted)".into()));
+    }
+    let data = Dataset {
+        indptr,
+        indices,
+        values,
+        labels,
+        features,
+    };
+    validate(&data).map_err(bad)?;
+    Ok(Loaded { data, source })
+}
+
+/// The CSR invariants every reader of a [`Dataset`] relies on.
+fn validate(ds: &Dataset) -> std::result::Result<(), String> {
+    let nnz = ds.indices.len();
+    if ds.indptr.first() != Some(&0) || ds.indptr.last() != Some(&nnz) {
+        return Err("row pointers do not span the nonzeros".into());
+    }
+    for i in 0..ds.rows() {
+        let (a, b) = (ds.indptr[i], ds.indptr[i + 1]);
+        if a > b || b > nnz {
+            return Err(format!("row {}: row pointers decrease", i + 1));
+        }
+        let idx = &ds.indices[a..b];
+        if idx.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!("row {}: feature indices not increasing", i + 1));
+        }
+        if idx.last().is_some_and(|&j| j as usize >= ds.features) {
+            return Err(format!(
+                "row {}: feature index beyond {}",
+                i + 1,
+                ds.features
+            ));
+        }
+    }
+    if let Some(v) = &ds.values {
+        if let Some(k) = v.iter().position(|x| !x.is_finite()) {
+            return Err(format!("value {k} is not finite"));
+        }
+    }
+    if let Some(i) = ds.labels.iter().position(|y| !y.is_finite()) {
+        return Err(format!("row {}: label is not finite", i + 1));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(values: bool) -> Dataset {
+        let rows: Vec<(f32, Vec<(u32, f32)>)> = (0..300u32)
+            .map(|i| {
+                let v = if values { 0.5 + i as f32 } else { 1.0 };
+                let entries = if i % 7 == 3 {
+                    Vec::new()
+                } else {
+                    vec![(i % 5, v), (5 + i % 11, 1.0), (20 + i % 3, v)]
+                };
+                ((i % 2) as f32, entries)
+            })
+            .collect();
+        let mut ds = Dataset::from_rows(23, &rows);
+        ds.compact_binary();
+        ds
+    }
+
+    fn setup(values: bool) -> (tempfile::TempDir, PathBuf, PathBuf, Dataset) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("data.svm");
+        std::fs::write(&text, "source text").unwrap();
+        let cache = dir.path().join("data.cache");
+        let ds = sample(values);
+        assert_eq!(ds.values.is_some(), values);
+        write_cache(&cache, &ds, &Source::of(&text, true).unwrap()).unwrap();
+        (dir, text, cache, ds)
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        for values in [false, true] {
+            let (_d, text, cache, ds) = setup(values);
+            assert!(is_cache(&cache));
+            assert!(!is_cache(&text));
+            let l = read_cache(&cache).unwrap();
+            assert_eq!(l.data, ds);
+            assert_eq!(l.source, Source::of(&text, true).unwrap());
+            let len = std::fs::metadata(&cache).unwrap().len() as usize;
+            assert_eq!(len % 4, 0);
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_refused() {
+        let (_d, _text, cache, _ds) = setup(true);
+        let good = std::fs::read(&cache).unwrap();
+        for at in (0..good.len()).step_by(7) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x10;
+            std::fs::write(&cache, &bad).unwrap();
+            match read_cache(&cache) {
+                Ok(_) => panic!("flip at byte {at} accepted"),
+                Err(e) => assert!(e.to_string().contains("data.cache"), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_or_extended_files_are_refused() {
+        let (_d, _text, cache, _ds) = setup(false);
+        let good = std::fs::read(&cache).unwrap();
+        for len in [0, 7, 100, HEADER_BYTES + 3, good.len() / 2, good.len() - 1] {
+            std::fs::write(&cache, &good[..len]).unwrap();
+            assert!(read_cache(&cache).is_err(), "length {len} accepted");
+        }
+        let mut longer = good.clone();
+        longer.extend_from_slice(&[0; 4]);
+        std::fs::write(&cache, &longer).unwrap();
+        let e = read_cache(&cache).unwrap_err().to_string();
+        assert!(e.contains("truncated or corrupted"), "{e}");
+    }
+
+    #[test]
+    fn stale_cache_is_refused_and_missing_source_is_fine() {
+        let (_d, text, cache, ds) = setup(false);
+        std::fs::write(&text, "source text, edited").unwrap();
+        let e = read_cache(&cache).unwrap_err().to_string();
+        assert!(e.contains("stale cache"), "{e}");
+        std::fs::remove_file(&text).unwrap();
+        assert_eq!(read_cache(&cache).unwrap().data, ds);
+    }
+
+    #[test]
+    fn foreign_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, b"1 1:1\n0 2:1\n").unwrap();
+        let e = read_cache(&p).unwrap_err().to_string();
+        assert!(e.contains("not a usable asyb cache"), "{e}");
+        let mut v = MAGIC.to_vec();
+        v.extend_from_slice(&2u32.to_le_bytes());
+        v.resize(HEADER_BYTES, 0);
+        std::fs::write(&p, &v).unwrap();
+        let e = read_cache(&p).unwrap_err().to_string();
+        assert!(e.contains("version 2"), "{e}");
+    }
+
+    #[test]
+    fn times_before_the_epoch_survive() {
+        for t in [
+            UNIX_EPOCH - Duration::new(5, 300),
+            UNIX_EPOCH + Duration::new(1_700_000_000, 999_999_999),
+            UNIX_EPOCH,
+        ] {
+            let (s, n) = split_time(t);
+            assert_eq!(join_time(s, n), t);
+        }
+    }
+}
