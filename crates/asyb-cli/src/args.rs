@@ -20,7 +20,9 @@ Examples:
   asyb train --config run.toml --workers 4
   asyb predict --model model.safetensors --data test.svm --out scores.txt
   asyb eval --model model.safetensors --data test.svm
-  asyb convert train.svm --out train.cache";
+  asyb convert train.svm --out train.cache
+  asyb convert --from idx train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \
+      --out fashion-train.cache";
 
 /// Train sparse models with AsyB-ProxSGD: asynchronous block-wise proximal SGD on a
 /// sharded parameter server.
@@ -52,11 +54,20 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// LIBSVM text (plain or compressed).
+    /// LIBSVM text (plain or compressed), or with `--from idx` the IDX images file.
     pub input: PathBuf,
-    /// The cache file to write.
+    /// The file to write.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Input format: libsvm, or idx (MNIST / Fashion-MNIST images with `--labels`).
+    #[arg(long, value_parser = ["libsvm", "idx"], default_value = "libsvm")]
+    pub from: String,
+    /// Output format: cache (binary) or libsvm (text).
+    #[arg(long, value_parser = ["cache", "libsvm"], default_value = "cache")]
+    pub to: String,
+    /// With `--from idx`: the IDX labels file.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
     /// Feature index base of the text: auto, 0 or 1.
     #[arg(long, value_parser = parse_index_base, default_value = "auto")]
     pub index_base: IndexBaseSetting,

@@ -437,22 +437,43 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
         .into());
     }
     let t = std::time::Instant::now();
-    let opts = asyb::data::ReadOptions {
-        index_base: index_base(Some(a.index_base)).unwrap_or(IndexBase::Auto),
-        features: a.features,
-        skip_bad_lines: a.skip_bad_lines,
-        labels: asyb::data::LabelRule::Any,
+    let (mut ds, rep) = if a.from == "idx" {
+        let labels = a.labels.as_ref().ok_or_else(|| {
+            Error::config(
+                "labels",
+                "--from idx needs --labels with the IDX labels file",
+            )
+        })?;
+        let ds = asyb::data::idx::read_idx(&a.input, labels)?;
+        let rep = ReadReport {
+            rows: ds.rows(),
+            index_base_one: false,
+            bytes: std::fs::metadata(&a.input).map_or(0, |m| m.len()),
+            ..ReadReport::default()
+        };
+        (ds, rep)
+    } else {
+        let opts = asyb::data::ReadOptions {
+            index_base: index_base(Some(a.index_base)).unwrap_or(IndexBase::Auto),
+            features: a.features,
+            skip_bad_lines: a.skip_bad_lines,
+            labels: asyb::data::LabelRule::Any,
+        };
+        asyb::data::read_libsvm(&a.input, &opts)?
     };
-    let (mut ds, rep) = asyb::data::read_libsvm(&a.input, &opts)?;
     ds.compact_binary();
     skipped_note(&a.input, &Some(rep.clone()));
     let parse_secs = t.elapsed().as_secs_f64();
-    let source = asyb::data::cache::Source::of(&a.input, rep.index_base_one)?;
     let t = std::time::Instant::now();
-    asyb::data::cache::write_cache(&a.out, &ds, &source)?;
+    if a.to == "libsvm" {
+        asyb::data::write_libsvm(&a.out, &ds)?;
+    } else {
+        let source = asyb::data::cache::Source::of(&a.input, rep.index_base_one)?;
+        asyb::data::cache::write_cache(&a.out, &ds, &source)?;
+    }
     let out_bytes = std::fs::metadata(&a.out).map_or(0, |m| m.len());
     eprintln!(
-        "read {} rows, {} features, {} nonzeros ({:.1} MB of text) in {parse_secs:.2} s; wrote {} ({:.1} MB) in {:.2} s",
+        "read {} rows, {} features, {} nonzeros ({:.1} MB) in {parse_secs:.2} s; wrote {} ({:.1} MB) in {:.2} s",
         ds.rows(),
         ds.features,
         ds.nnz(),

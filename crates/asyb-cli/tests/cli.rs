@@ -550,3 +550,34 @@ fn cache_trains_like_its_text_and_refuses_damage() {
     let o = d.asyb(&["convert", "a.svm", "--out", "a.svm"]);
     assert_bad_input(&o, &["overwrite"]);
 }
+
+#[test]
+fn convert_idx_to_libsvm_and_cache() {
+    let d = Dir::new();
+    let idx = |dims: &[u32], data: &[u8]| {
+        let mut v = vec![0u8, 0, 8, dims.len() as u8];
+        for x in dims {
+            v.extend_from_slice(&x.to_be_bytes());
+        }
+        v.extend_from_slice(data);
+        v
+    };
+    d.write("img", idx(&[2, 1, 3], &[0, 255, 51, 0, 0, 0]));
+    d.write("lab", idx(&[2], &[4, 9]));
+    let o = d.asyb(&[
+        "convert", "img", "--from", "idx", "--labels", "lab", "--to", "libsvm", "--out", "x.svm",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(d.path("x.svm")).unwrap(),
+        "4 2:1 3:0.2\n9\n"
+    );
+    let o = d.asyb(&["convert", "img", "--from", "idx", "--out", "x.cache"]);
+    assert_bad_input(&o, &["--labels"]);
+    d.write("lab3", idx(&[3], &[4, 9, 1]));
+    let o = d.asyb(&[
+        "convert", "img", "--from", "idx", "--labels", "lab3", "--out", "x.cache",
+    ]);
+    assert_bad_input(&o, &["lab3", "3 labels for 2 images"]);
+    assert!(!d.path("x.cache").exists());
+}

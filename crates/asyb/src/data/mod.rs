@@ -129,6 +129,7 @@ impl Dataset {
 
 pub mod cache;
 pub mod gen;
+pub mod idx;
 pub mod libsvm;
 
 pub use gen::{CtrSpec, RegressionSpec};
