@@ -244,30 +244,31 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Reads `n` little-endian 4-byte items into a vector, feeding the CRC.
-fn read_array<T: Default + Clone>(
+/// Reads `n` little-endian items of `T` straight into a new vector (no staging copy on
+/// little-endian machines), feeding the CRC.
+fn read_array<T: bytemuck::Pod>(
     r: &mut impl Read,
     n: usize,
     crc: &mut crc32fast::Hasher,
-    from_le: fn([u8; 4]) -> T,
+    from_le: fn(T) -> T,
 ) -> std::io::Result<Vec<T>> {
-    const CHUNK: usize = 1 << 20;
-    let mut out = Vec::with_capacity(n);
-    let mut buf = vec![0u8; CHUNK * 4];
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(CHUNK);
-        let bytes = &mut buf[..k * 4];
+    let mut out = vec![T::zeroed(); n];
+    // Large reads, checksummed piece by piece while the piece is still in cache.
+    const PIECE: usize = 4 << 20;
+    for bytes in bytemuck::cast_slice_mut::<T, u8>(&mut out).chunks_mut(PIECE) {
         r.read_exact(bytes)?;
         crc.update(bytes);
-        out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|c| from_le(c.try_into().expect("4 bytes"))),
-        );
-        left -= k;
+    }
+    if cfg!(target_endian = "big") {
+        for x in &mut out {
+            *x = from_le(*x);
+        }
     }
     Ok(out)
+}
+
+fn f32_from_le(x: f32) -> f32 {
+    f32::from_bits(u32::from_le(x.to_bits()))
 }
 
 fn skip_padding(r: &mut impl Read, n: usize, crc: &mut crc32fast::Hasher) -> std::io::Result<bool> {
@@ -354,37 +355,31 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
     // The header padding is not part of the payload checksum but must be zero.
     let mut pad = vec![0u8; header_pad];
     r.read_exact(&mut pad).map_err(io)?;
-    let mut indptr = Vec::with_capacity(rows + 1);
-    {
-        let mut buf = vec![0u8; 8 << 16];
-        let mut left = rows + 1;
-        while left > 0 {
-            let k = left.min(1 << 16);
-            let bytes = &mut buf[..k * 8];
-            r.read_exact(bytes).map_err(io)?;
-            crc.update(bytes);
-            for c in bytes.chunks_exact(8) {
-                let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-                indptr.push(usize::try_from(v).map_err(|_| bad("indptr value".into()))?);
-            }
-            left -= k;
-        }
-    }
+    // On 64-bit targets the u64 row pointers are read in place as usize.
+    let indptr: Vec<usize> = if std::mem::size_of::<usize>() == 8 {
+        read_array(&mut r, rows + 1, &mut crc, usize::from_le).map_err(io)?
+    } else {
+        read_array(&mut r, rows + 1, &mut crc, u64::from_le)
+            .map_err(io)?
+            .into_iter()
+            .map(|v| usize::try_from(v).map_err(|_| bad("indptr value".into())))
+            .collect::<Result<_>>()?
+    };
     let mut zero_pad =
         skip_padding(&mut r, s.indices - (s.indptr + (rows + 1) * 8), &mut crc).map_err(io)?;
-    let indices = read_array(&mut r, nnz, &mut crc, u32::from_le_bytes).map_err(io)?;
+    let indices = read_array(&mut r, nnz, &mut crc, u32::from_le).map_err(io)?;
     let mut pos = s.indices + nnz * 4;
     let values = match s.values {
         Some(v0) => {
             zero_pad &= skip_padding(&mut r, v0 - pos, &mut crc).map_err(io)?;
-            let v = read_array(&mut r, nnz, &mut crc, f32::from_le_bytes).map_err(io)?;
+            let v = read_array(&mut r, nnz, &mut crc, f32_from_le).map_err(io)?;
             pos = v0 + nnz * 4;
             Some(v)
         }
         None => None,
     };
     zero_pad &= skip_padding(&mut r, s.labels - pos, &mut crc).map_err(io)?;
-    let labels = read_array(&mut r, rows, &mut crc, f32::from_le_bytes).map_err(io)?;
+    let labels = read_array(&mut r, rows, &mut crc, f32_from_le).map_err(io)?;
     if crc.finalize() != le_u32(&head, 64) || !zero_pad || pad.iter().any(|&b| b != 0) {
         return Err(bad("payload checksum mismatch (corrupted)".into()));
     }
