@@ -431,6 +431,7 @@ impl<'a> Trainer<'a> {
             max_delay: plan.max_delay,
             schedule: plan.schedule,
             alpha: raw.alpha,
+            drift: false,
         };
         let shards: Vec<Arc<dyn ShardApi>> = (0..raw.servers)
             .map(|s| {
