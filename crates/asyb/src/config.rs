@@ -17,7 +17,7 @@
 //!   (regularizer none or l1). Plain SGD with a constant step stalls at a noise floor,
 //!   and a decaying step takes hundreds of epochs on sparse data; SVRG's gradient noise
 //!   vanishes at the optimum, so a constant step converges to it. Snapshots every
-//!   `svrg_epochs = 1` epoch (a full pass each, counted as evaluation time).
+//!   `svrg_epochs = 1` epoch (a full pass each, counted as training time).
 //! - `step_scaling = "auto"`: per-column steps (`columns`) together with SVRG, where
 //!   the regularizer allows them; none otherwise, because without variance reduction the
 //!   larger steps of rare columns raise the noise floor more than they speed them up.

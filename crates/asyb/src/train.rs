@@ -732,9 +732,8 @@ impl<'a> Trainer<'a> {
                 if control.pause_requested() && k >= at {
                     // A worker reached the snapshot step and asked for the pause.
                     control.pause();
-                    let t = Instant::now();
+                    // Part of the algorithm: counted as training time.
                     sv.snapshot(ev.obj.loss, &self.problem.train, partition, shards);
-                    mon.eval_secs += t.elapsed().as_secs_f64();
                     control.hold_at.store(at + sv.every, Relaxed);
                     // Resumed below unless an evaluation is due: a snapshot must not
                     // starve the evaluations when snapshots come faster than polls.
@@ -877,8 +876,8 @@ struct Svrg {
 impl Svrg {
     /// Takes a snapshot at the shards' current model x~ (workers paused): the margins
     /// `z~_i` of every row, and the full gradient `grad f(x~)` of the loss part (the
-    /// nonconvex term is applied exactly by the shards) as every block's drift. Time
-    /// spent here counts as evaluation time: it is a full pass, like an evaluation.
+    /// nonconvex term is applied exactly by the shards) as every block's drift: one
+    /// pass over the data, counted as training time.
     fn snapshot<L: Loss>(
         &self,
         loss: L,
