@@ -13,11 +13,35 @@
 //! hinge, 1/2 softmax) and `||x_i||^2` counting the intercept's 1: the inverse of the
 //! average sample's smoothness constant, which is the step that plain SGD tolerates on
 //! a typical row and, being an average, does not shrink because of a few long rows.
+//!
+//! Variance reduction (SVRG, Johnson and Zhang 2013, "Accelerating stochastic gradient
+//! descent using predictive variance reduction"; proximal form: Xiao and Zhang 2014,
+//! "A proximal stochastic gradient method with progressive variance reduction"). Every
+//! `svrg-epochs` the trainer pauses the workers at an exact step, takes the model x~,
+//! stores every row's margins and installs `mu = grad f(x~)` in the shards as a
+//! drift. A push then carries `G_j(x) - G_j(x~)` (the minibatch rows' derivative
+//! differences, as sparse as a plain push) and the shard steps every coordinate with
+//! `G_c + mu_c`, lazily and exactly in closed form for the untouched ones
+//! (`model::reg`). The estimate is unbiased and its variance vanishes as x and x~
+//! approach the optimum, so a constant step converges to the optimum instead of a noise
+//! floor, and coordinates whose gradient stays within lambda return to exactly 0.
+//!
+//! Column scaling (`step-scaling`): coordinate j steps `eta d_j` with `d_j` from its
+//! column's frequency (`column_metric`). It fixes the conditioning of hashed one-hot
+//! data, where the curvature along a column is proportional to its frequency, and with
+//! SVRG it is what makes the run fast. Measured on 200k CTR rows, 2^18 features, L1
+//! lambda 1e-5, 2 workers: plain SGD with the auto step stalls near 1e-2 relative gap
+//! (55k nonzeros, FISTA's optimum has 5.2k); scaled steps WITHOUT SVRG stall higher
+//! (3e-1 at r0 = 16, 1e-1 at r0 = 2048, 4e-2 at r0 = 16384: the rare columns' larger
+//! steps raise the noise floor); SVRG without scaling progresses slowly (3e-2 after 8
+//! epochs); SVRG with scaling at r0 = 2048 reaches 1e-3 in about 5 epochs and 1e-4 in
+//! about 12, with about 5.3k nonzeros.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Algorithm, StepSetting, ValidConfig};
@@ -29,7 +53,7 @@ use crate::model::reg::{RegKind, RegSpec};
 use crate::model::Layout;
 use crate::monitor::{EvalRecord, Observe, Progress, RunInfo};
 use crate::problem::Problem;
-use crate::ps::blocks::{BlockPartition, ShardId};
+use crate::ps::blocks::{BlockId, BlockPartition, ShardId};
 use crate::ps::shard::{
     Clock, DelayStats, DelaySummary, Shard, ShardApi, ShardSettings, StepSchedule,
 };
@@ -113,6 +137,8 @@ struct Plan {
     reg: RegSpec,
     eta0: f64,
     step_note: String,
+    /// Per-row step factors of the diagonal metric (intercept last), if scaled.
+    metric: Option<Vec<f64>>,
     schedule: StepSchedule,
     updates_per_epoch: f64,
     max_updates: Option<u64>,
@@ -163,14 +189,20 @@ fn auto_step(
     layout: Layout,
     alpha: f64,
     batch: usize,
+    metric: Option<&[f64]>,
 ) -> (f64, String) {
     let c = curvature(loss);
     let sample;
-    let est = if data.rows() > AUTO_STEP_ROWS {
-        sample = subsample(data, AUTO_STEP_ROWS);
-        &sample
-    } else {
-        data
+    let est = match metric {
+        Some(d) => {
+            sample = scaled_columns(data, AUTO_STEP_ROWS, d);
+            &sample
+        }
+        None if data.rows() > AUTO_STEP_ROWS => {
+            sample = subsample(data, AUTO_STEP_ROWS);
+            &sample
+        }
+        None => data,
     };
     let reg = AnyReg(RegSpec {
         kind: RegKind::None,
@@ -190,7 +222,10 @@ fn auto_step(
     }
     .gram_top_eigenvalue(30));
     let l_f = c * gram;
-    let l_row = c * mean_sq_row_norm(data, layout.bias);
+    let l_row = c * match metric {
+        Some(d) => mean_scaled_sq_row_norm(data, layout, d),
+        None => mean_sq_row_norm(data, layout.bias),
+    };
     let (n, b) = (
         data.rows().max(2) as f64,
         batch.min(data.rows()).max(1) as f64,
@@ -199,10 +234,74 @@ fn auto_step(
         n * (b - 1.0) / (b * (n - 1.0)) * l_f + (n - b) / (b * (n - 1.0)) * l_row + 2.0 * alpha;
     let eta = 1.0 / l_batch.max(1e-12);
     let note = format!(
-        "auto: 1/L(N) = {eta:.4e}, L(N) = {l_batch:.4e} for N = {batch} from L_f = {l_f:.4e} (curvature {c} x top eigenvalue of X'X/n) and L_row = {l_row:.4e} (curvature x mean squared row norm){}",
-        if alpha > 0.0 { format!(" + 2 x {alpha} (nonconvex term)") } else { String::new() }
+        "auto: 1/L(N) = {eta:.4e}, L(N) = {l_batch:.4e} for N = {batch} from L_f = {l_f:.4e} (curvature {c} x top eigenvalue of X'X/n) and L_row = {l_row:.4e} (curvature x mean squared row norm){}{}",
+        if alpha > 0.0 { format!(" + 2 x {alpha} (nonconvex term)") } else { String::new() },
+        if metric.is_some() { ", both in the column-scaled metric" } else { "" }
     );
     (eta, note)
+}
+
+/// The diagonal metric of `step-scaling = "columns"`: one factor per parameter row,
+/// `d_j = (n + r0) / (s_j + r0)` with `s_j = sum_i x_ij^2`, and 1 for the intercept
+/// (whose column is all ones, `s = n`).
+///
+/// Why: on sparse data the curvature of f along coordinate j is about
+/// `c * s_j / n`, so a common step is limited by the frequent columns and moves a
+/// column seen in a handful of rows by only `eta * s_j / N` per epoch, while its noise
+/// floor falls no faster: plain SGD needs hundreds of epochs on hashed one-hot data.
+/// Jacobi scaling `d_j ~ n / s_j` gives every coordinate about the same progress per
+/// epoch. The floor r0 caps the factor of the rarest columns, whose few rows each
+/// move them by `eta d_j / N` per push; the automatic step measures both smoothness
+/// constants in this metric (`auto_step`), so a small r0 costs a smaller common step.
+/// With a separable h the fixed points, hence the optimum, do not depend on the metric
+/// (`model::reg`), and the lazy prox stays exact for the regularizers that allow it.
+fn column_metric(data: &Dataset, layout: Layout, floor: f64) -> Vec<f64> {
+    let mut s = vec![0.0f64; layout.features];
+    for i in 0..data.rows() {
+        for (f, x) in data.row(i).iter() {
+            if let Some(v) = s.get_mut(f as usize) {
+                *v += f64::from(x) * f64::from(x);
+            }
+        }
+    }
+    let n = data.rows() as f64;
+    let mut d: Vec<f64> = s.iter().map(|&sj| (n + floor) / (sj + floor)).collect();
+    d.push(1.0);
+    d
+}
+
+/// Mean over rows of `sum_j d_j x_ij^2`, the intercept's `d = 1` included when trained.
+fn mean_scaled_sq_row_norm(ds: &Dataset, layout: Layout, d: &[f64]) -> f64 {
+    let mut sum = 0.0;
+    for i in 0..ds.rows() {
+        for (f, x) in ds.row(i).iter() {
+            if (f as usize) < layout.features {
+                sum += d[f as usize] * f64::from(x) * f64::from(x);
+            }
+        }
+    }
+    sum / ds.rows().max(1) as f64 + if layout.bias { d[layout.features] } else { 0.0 }
+}
+
+/// At most `max_rows` rows (a fixed stride) with column j multiplied by `sqrt(d_j)`: the
+/// design matrix in the metric, `X D^(1/2)`, for the smoothness estimate. The intercept's
+/// factor is 1, so its implicit column of ones needs no scaling.
+fn scaled_columns(ds: &Dataset, max_rows: usize, d: &[f64]) -> Dataset {
+    let stride = ds.rows().div_ceil(max_rows).max(1);
+    let mut out = Dataset::new(ds.features);
+    for i in (0..ds.rows()).step_by(stride) {
+        let row = ds.row(i);
+        out.push_row(
+            ds.labels[i],
+            row.iter().map(|(f, x)| {
+                (
+                    f,
+                    (f64::from(x) * d.get(f as usize).map_or(1.0, |v| v.sqrt())) as f32,
+                )
+            }),
+        );
+    }
+    out
 }
 
 /// Every `stride`-th row, so that the monitored objective costs at most `max_rows` rows.
@@ -318,10 +417,27 @@ impl<'a> Trainer<'a> {
                 format!("{} servers for {blocks} blocks", raw.servers),
             ));
         }
-        let (eta0, step_note) = match raw.step {
+        let metric = self
+            .cfg
+            .scaled_steps
+            .then(|| column_metric(data, layout, raw.step_scaling_floor));
+        let (eta0, mut step_note) = match raw.step {
             StepSetting::Fixed(eta) => (eta, "given".to_string()),
-            StepSetting::Named(_) => auto_step(raw.loss, data, layout, raw.alpha, raw.batch),
+            StepSetting::Named(_) => auto_step(
+                raw.loss,
+                data,
+                layout,
+                raw.alpha,
+                raw.batch,
+                metric.as_deref(),
+            ),
         };
+        if metric.is_some() {
+            step_note.push_str(&format!(
+                "; coordinate j steps eta * (n + r0) / (s_j + r0), s_j its column's sum of squares, r0 = {}",
+                raw.step_scaling_floor
+            ));
+        }
         let updates_per_epoch = data.rows() as f64 * blocks as f64 / raw.batch as f64;
         let schedule = if raw.step_decay {
             StepSchedule::Decay {
@@ -352,6 +468,7 @@ impl<'a> Trainer<'a> {
             reg,
             eta0,
             step_note,
+            metric,
             schedule,
             updates_per_epoch,
             max_updates,
@@ -431,16 +548,18 @@ impl<'a> Trainer<'a> {
             max_delay: plan.max_delay,
             schedule: plan.schedule,
             alpha: raw.alpha,
+            drift: self.cfg.svrg,
         };
         let shards: Vec<Arc<dyn ShardApi>> = (0..raw.servers)
             .map(|s| {
-                with_reg!(plan.reg, |r| Arc::new(Shard::new(
+                with_reg!(plan.reg, |r| Arc::new(Shard::with_metric(
                     ShardId(s as u32),
                     &partition,
                     r,
                     settings,
                     clock.clone(),
-                    stats.clone()
+                    stats.clone(),
+                    plan.metric.as_deref(),
                 )) as Arc<dyn ShardApi>)
             })
             .collect();
@@ -455,6 +574,16 @@ impl<'a> Trainer<'a> {
         crate::ps::scatter(&partition, &shards, &w0);
         let transport = LocalTransport::new(shards.clone(), clock.clone());
         let control = Control::new(plan.workers, plan.max_updates.unwrap_or(u64::MAX));
+        let svrg = self.cfg.svrg.then(|| Svrg {
+            every: (raw.svrg_epochs * plan.updates_per_epoch).ceil().max(1.0) as u64,
+            margins: RwLock::new(Vec::new()),
+        });
+        if let Some(sv) = &svrg {
+            sv.snapshot(loss, &pb.train, &partition, &shards);
+            control
+                .hold_at
+                .store(sv.every, std::sync::atomic::Ordering::Release);
+        }
         let counters = Counters::default();
         let mode = match raw.algorithm {
             Algorithm::AsyFull => BlockMode::All,
@@ -469,6 +598,7 @@ impl<'a> Trainer<'a> {
             batch: raw.batch,
             sampling: raw.sampling,
             mode,
+            snapshot: svrg.as_ref().map(|sv| &sv.margins),
         };
         let round = SyncRound::new(plan.workers, plan.blocks);
 
@@ -509,6 +639,7 @@ impl<'a> Trainer<'a> {
                 &stats,
                 &mut ev,
                 &mut last_good,
+                svrg.as_ref(),
                 raw.max_seconds,
                 raw.target_objective,
                 plan.max_updates.is_some() && self.cfg.epochs.is_some(),
@@ -575,6 +706,7 @@ impl<'a> Trainer<'a> {
         stats: &DelayStats,
         ev: &mut Evaluator<L>,
         last_good: &mut Vec<f64>,
+        svrg: Option<&Svrg>,
         max_seconds: Option<f64>,
         target: Option<f64>,
         by_epochs: bool,
@@ -595,6 +727,22 @@ impl<'a> Trainer<'a> {
             if max_seconds.is_some_and(|m| secs >= m) {
                 return Ok(StopReason::MaxSeconds);
             }
+            if let Some(sv) = svrg {
+                let at = control.hold_at.load(Relaxed);
+                if control.pause_requested() && k >= at {
+                    // A worker reached the snapshot step and asked for the pause.
+                    control.pause();
+                    // Part of the algorithm: counted as training time.
+                    sv.snapshot(ev.obj.loss, &self.problem.train, partition, shards);
+                    control.hold_at.store(at + sv.every, Relaxed);
+                    // Resumed below unless an evaluation is due: a snapshot must not
+                    // starve the evaluations when snapshots come faster than polls.
+                    if !mon.due(transport.now(), mon.train_secs()) {
+                        control.resume();
+                        continue;
+                    }
+                }
+            }
             if last_progress.elapsed() >= Duration::from_millis(100) {
                 last_progress = Instant::now();
                 let p = Progress {
@@ -607,7 +755,7 @@ impl<'a> Trainer<'a> {
                     o.on_progress(&p);
                 }
             }
-            if !mon.due(k, secs) {
+            if !mon.due(transport.now(), mon.train_secs()) {
                 continue;
             }
             control.pause();
@@ -714,6 +862,80 @@ impl<'a> Trainer<'a> {
             DelaySummary::default(),
             &mut self.observers,
         )
+    }
+}
+
+/// SVRG state of a run: the snapshot interval and the margins of every row at the
+/// last snapshot, which the workers read.
+struct Svrg {
+    /// Block updates between snapshots.
+    every: u64,
+    margins: RwLock<Vec<f64>>,
+}
+
+impl Svrg {
+    /// Takes a snapshot at the shards' current model x~ (workers paused): the margins
+    /// `z~_i` of every row, and the full gradient `grad f(x~)` of the loss part (the
+    /// nonconvex term is applied exactly by the shards) as every block's drift: one
+    /// pass over the data, counted as training time.
+    fn snapshot<L: Loss>(
+        &self,
+        loss: L,
+        data: &Dataset,
+        partition: &BlockPartition,
+        shards: &[Arc<dyn ShardApi>],
+    ) {
+        let layout = partition.layout();
+        let k = layout.classes;
+        let w = crate::ps::gather(partition, shards);
+        let n = data.rows();
+        let bias_at = layout.bias_row() * k;
+        let mut margins = self.margins.write();
+        margins.clear();
+        margins.resize(n * k, 0.0);
+        let mut grad = vec![0.0; layout.coords()];
+        let mut dz = vec![0.0; k];
+        let inv_n = 1.0 / n.max(1) as f64;
+        for i in 0..n {
+            let row = data.row(i);
+            let z = &mut margins[i * k..(i + 1) * k];
+            if layout.bias {
+                z.copy_from_slice(&w[bias_at..bias_at + k]);
+            }
+            for (f, x) in row.iter() {
+                let f = f as usize;
+                if f < layout.features {
+                    for (zc, wc) in z.iter_mut().zip(&w[f * k..(f + 1) * k]) {
+                        *zc += f64::from(x) * wc;
+                    }
+                }
+            }
+            loss.grad(z, data.labels[i], &mut dz);
+            for (f, x) in row.iter() {
+                let f = f as usize;
+                if f < layout.features {
+                    for (g, d) in grad[f * k..(f + 1) * k].iter_mut().zip(&dz) {
+                        *g += f64::from(x) * d * inv_n;
+                    }
+                }
+            }
+            if layout.bias {
+                for (g, d) in grad[bias_at..bias_at + k].iter_mut().zip(&dz) {
+                    *g += d * inv_n;
+                }
+            }
+        }
+        drop(margins);
+        let mut blocks: Vec<Vec<f64>> = (0..partition.blocks())
+            .map(|j| vec![0.0; partition.block_coords(j)])
+            .collect();
+        partition.for_each_row(|row, loc| {
+            let dst = &mut blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];
+            dst.copy_from_slice(&grad[row * k..(row + 1) * k]);
+        });
+        for (j, b) in blocks.iter().enumerate() {
+            shards[j % shards.len()].set_drift(BlockId(j as u32), b);
+        }
     }
 }
 

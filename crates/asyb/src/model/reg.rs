@@ -23,6 +23,27 @@
 //! - box and nonnegativity constraints: the prox is a projection, idempotent;
 //! - group lasso, `lambda ||x_g||_2`: the group keeps its direction and its norm
 //!   shrinks by `lambda * sum(eta)`, clamped at 0.
+//!
+//! Diagonal metric. The shard may take its steps in a fixed metric `diag(1/d)`: the step
+//! of coordinate c is `eta_k d_c`, so one step is `x_c <- prox_{eta_k d_c h}(x_c - eta_k
+//! d_c G_c)`. For a separable h, x is a fixed point iff `0 in eta d_c (grad_c f(x) +
+//! dh_c(x_c))` for every c, which is the plain step's condition times a positive
+//! number: the optimum is unchanged. The lazy closed form stays exact only where the
+//! skipped steps compose through `sum(eta)` linearly or not at all: h = 0, L1 (shrink by
+//! `lambda d_c sum(eta)`) and the constraints (one projection), which set
+//! [`Regularizer::DIAGONAL_METRIC`]. Squared L2 and the elastic net decay by
+//! `prod 1/(1 + eta d_c l2)`, which one history of running sums cannot give for every
+//! `d_c`, and group lasso couples its coordinates, so they take plain steps only.
+//!
+//! Drift (variance reduction). With SVRG every step adds a constant `a_c` (the full
+//! gradient at the last snapshot) to every coordinate's gradient, so an untouched
+//! coordinate takes `x <- prox_{e_s h}(x - e_s a)` with `e_s = eta_s d_c`. For h = 0
+//! that is `x - a sum(e)`. For L1 the motion is piecewise linear: while `x > 0` it moves
+//! by `-(a + lambda) e_s` per step; if that crosses 0, the crossing step is computed
+//! exactly, and after it x stays 0 when `|a| <= lambda` or moves by `-(a - lambda) e_s`
+//! per step on the negative side (mirror for `x < 0`). The crossing step is found by
+//! binary search on the running sums of eta, so skipping any number of steps costs
+//! `O(log steps)` ([`Regularizer::prox_skipped_drift`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +166,58 @@ pub trait Regularizer: Copy + Send + Sync + 'static {
         }
     }
 
+    /// Whether steps scaled per coordinate by a fixed factor (a diagonal metric, see the
+    /// module doc) keep [`Regularizer::prox_skipped_scaled`] exact.
+    const DIAGONAL_METRIC: bool = false;
+
+    /// One step in the metric `diag(1/d)`: `x_c <- prox_{eta d_c h}(x_c)` for every
+    /// coordinate c of the group. Only for [`Regularizer::DIAGONAL_METRIC`] regularizers,
+    /// which are separable, so the default steps each coordinate on its own.
+    fn prox_scaled(&self, eta: f64, d: &[f64], x: &mut [f64]) {
+        debug_assert!(Self::DIAGONAL_METRIC);
+        for (v, &dc) in x.iter_mut().zip(d) {
+            self.prox(eta * dc, std::slice::from_mut(v));
+        }
+    }
+
+    /// [`Regularizer::prox_skipped`] in the metric `diag(1/d)`: the skipped steps of
+    /// coordinate c had sizes `eta_s d_c`. The default loops over `etas`; only for
+    /// [`Regularizer::DIAGONAL_METRIC`] regularizers.
+    fn prox_skipped_scaled(
+        &self,
+        x: &mut [f64],
+        d: &[f64],
+        etas: &[f64],
+        _from: StepSums,
+        _to: StepSums,
+    ) {
+        debug_assert!(Self::DIAGONAL_METRIC);
+        for (v, &dc) in x.iter_mut().zip(d) {
+            for &eta in etas {
+                self.prox(eta * dc, std::slice::from_mut(v));
+            }
+        }
+    }
+
+    /// Whether [`Regularizer::prox_skipped_drift`] has an exact closed form (separable,
+    /// one coordinate per group).
+    const DRIFT: bool = false;
+
+    /// One coordinate after the skipped steps `from..to` of a history, each of which is
+    /// `x <- prox_{e h}(x - e a)` with `e = d * eta_s`; `eta_sum(t)` is the running sum
+    /// of eta at history point t. Only for [`Regularizer::DRIFT`] regularizers.
+    fn prox_skipped_drift(
+        &self,
+        _x: f64,
+        _a: f64,
+        _d: f64,
+        _from: usize,
+        _to: usize,
+        _eta_sum: &dyn Fn(usize) -> f64,
+    ) -> f64 {
+        unreachable!("no closed form of skipped steps with a drift")
+    }
+
     /// Applies, to a group that got zero gradient over them, the steps between two
     /// points `from` and `to` of one history; `etas` are those steps' sizes. The default
     /// loops over `etas`; regularizers override it with their closed form.
@@ -206,6 +279,7 @@ pub fn soft_threshold(x: f64, t: f64) -> f64 {
 
 impl Regularizer for NoReg {
     const STEP_LIST: bool = false;
+    const DIAGONAL_METRIC: bool = true;
 
     fn value(&self, _x: &[f64]) -> f64 {
         0.0
@@ -214,10 +288,36 @@ impl Regularizer for NoReg {
     fn prox(&self, _eta: f64, _x: &mut [f64]) {}
     #[inline]
     fn prox_skipped(&self, _x: &mut [f64], _etas: &[f64], _from: StepSums, _to: StepSums) {}
+    #[inline]
+    fn prox_scaled(&self, _eta: f64, _d: &[f64], _x: &mut [f64]) {}
+    const DRIFT: bool = true;
+    #[inline]
+    fn prox_skipped_drift(
+        &self,
+        x: f64,
+        a: f64,
+        d: f64,
+        from: usize,
+        to: usize,
+        eta_sum: &dyn Fn(usize) -> f64,
+    ) -> f64 {
+        drift_unregularized(x, a, d, from, to, eta_sum)
+    }
+    #[inline]
+    fn prox_skipped_scaled(
+        &self,
+        _x: &mut [f64],
+        _d: &[f64],
+        _etas: &[f64],
+        _from: StepSums,
+        _to: StepSums,
+    ) {
+    }
 }
 
 impl Regularizer for L1 {
     const STEP_LIST: bool = false;
+    const DIAGONAL_METRIC: bool = true;
 
     fn value(&self, x: &[f64]) -> f64 {
         self.lambda * x.iter().map(|v| v.abs()).sum::<f64>()
@@ -233,6 +333,83 @@ impl Regularizer for L1 {
         let t = self.lambda * (to.eta - from.eta);
         for v in x {
             *v = soft_threshold(*v, t);
+        }
+    }
+    const DRIFT: bool = true;
+    fn prox_skipped_drift(
+        &self,
+        x: f64,
+        a: f64,
+        d: f64,
+        from: usize,
+        to: usize,
+        eta_sum: &dyn Fn(usize) -> f64,
+    ) -> f64 {
+        if from >= to {
+            return x;
+        }
+        let lam = self.lambda;
+        // Mirror so that x >= 0; at 0 the side is the one the drift pushes towards.
+        let sgn = if x > 0.0 || (x == 0.0 && a <= 0.0) {
+            1.0
+        } else {
+            -1.0
+        };
+        let (x, a) = (x * sgn, a * sgn);
+        let s0 = eta_sum(from);
+        let total = d * (eta_sum(to) - s0);
+        if a + lam <= 0.0 {
+            // Moving away from 0 (or resting at it when a = -lambda).
+            return sgn * (x - (a + lam) * total);
+        }
+        if x == 0.0 {
+            // |a| < lambda: 0 is a fixed point.
+            return 0.0;
+        }
+        let rate = a + lam;
+        if x - rate * total > 0.0 {
+            return sgn * (x - rate * total);
+        }
+        // The first step t whose end is at or below 0: x - rate d (S(t+1) - S0) <= 0.
+        let (mut lo, mut hi) = (from, to - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if x - rate * d * (eta_sum(mid + 1) - s0) <= 0.0 {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        let before = (x - rate * d * (eta_sum(lo) - s0)).max(0.0);
+        let e = d * (eta_sum(lo + 1) - eta_sum(lo));
+        let after = soft_threshold(before - e * a, e * lam);
+        let rest = d * (eta_sum(to) - eta_sum(lo + 1));
+        let end = if a > lam {
+            after.min(0.0) - (a - lam) * rest
+        } else {
+            0.0
+        };
+        sgn * end
+    }
+    #[inline]
+    fn prox_scaled(&self, eta: f64, d: &[f64], x: &mut [f64]) {
+        let t = eta * self.lambda;
+        for (v, &dc) in x.iter_mut().zip(d) {
+            *v = soft_threshold(*v, t * dc);
+        }
+    }
+    #[inline]
+    fn prox_skipped_scaled(
+        &self,
+        x: &mut [f64],
+        d: &[f64],
+        _etas: &[f64],
+        from: StepSums,
+        to: StepSums,
+    ) {
+        let t = self.lambda * (to.eta - from.eta);
+        for (v, &dc) in x.iter_mut().zip(d) {
+            *v = soft_threshold(*v, t * dc);
         }
     }
 }
@@ -293,6 +470,8 @@ impl Regularizer for ElasticNet {
 }
 
 impl Regularizer for BoxConstraint {
+    const DIAGONAL_METRIC: bool = true;
+
     fn value(&self, x: &[f64]) -> f64 {
         // The indicator is +inf outside the box; iterates never leave it, but a warm
         // start may. A small tolerance absorbs rounding at the bounds.
@@ -317,6 +496,21 @@ impl Regularizer for BoxConstraint {
             self.prox(0.0, x);
         }
     }
+    #[inline]
+    fn prox_scaled(&self, eta: f64, _d: &[f64], x: &mut [f64]) {
+        self.prox(eta, x);
+    }
+    #[inline]
+    fn prox_skipped_scaled(
+        &self,
+        x: &mut [f64],
+        _d: &[f64],
+        etas: &[f64],
+        from: StepSums,
+        to: StepSums,
+    ) {
+        self.prox_skipped(x, etas, from, to);
+    }
 }
 
 impl Regularizer for GroupLasso {
@@ -338,6 +532,23 @@ impl Regularizer for GroupLasso {
     fn prox_skipped(&self, x: &mut [f64], _etas: &[f64], from: StepSums, to: StepSums) {
         group_shrink(x, self.lambda * (to.eta - from.eta));
     }
+}
+
+/// A coordinate without regularizer (h = 0 or the intercept) after the skipped steps
+/// `from..to` with drift `a` and factor `d`: `x - a d sum(eta)`.
+#[inline]
+pub fn drift_unregularized(
+    x: f64,
+    a: f64,
+    d: f64,
+    from: usize,
+    to: usize,
+    eta_sum: &dyn Fn(usize) -> f64,
+) -> f64 {
+    if from >= to || a == 0.0 {
+        return x;
+    }
+    x - a * d * (eta_sum(to) - eta_sum(from))
 }
 
 /// x <- x * max(0, 1 - t / ||x||_2): the prox of t * ||x||_2.

@@ -16,6 +16,17 @@
 //! generation counter bumped around a rebase; a reader retries if either moved. Pushes
 //! to one block are serialized by a mutex; pushes to different blocks run in parallel.
 //!
+//! Diagonal metric: a shard may scale each coordinate's steps by a fixed factor `d_c`
+//! (`x_c <- prox_{eta_k d_c h}(x_c - eta_k d_c G_c)`, see [`crate::model::reg`]), for
+//! the regularizers whose lazy closed form stays exact under it. The factors are set
+//! once, at construction, and shared by every step, so the history needs no change.
+//!
+//! Drift: with variance reduction (SVRG) every step adds a per-coordinate constant
+//! `a_c` to the pushed gradient, `x_c <- prox(x_c - eta_k d_c (G_c + a_c))` on EVERY
+//! coordinate of the block; untouched coordinates take it lazily in closed form
+//! ([`Regularizer::prox_skipped_drift`]). The drift is replaced only at a snapshot,
+//! with the workers paused, after every coordinate is brought up to date.
+//!
 //! Delay: every push carries the global step at which its worker pulled; the shard
 //! computes the delay against the global step counter ([`Clock`]), rejects the push
 //! when the delay exceeds `max_delay` (tau), and records it in [`DelayStats`].
@@ -29,7 +40,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::model::nonconvex_deriv;
-use crate::model::reg::{Regularizer, StepSums};
+use crate::model::reg::{drift_unregularized, Regularizer, StepSums};
 use crate::ps::blocks::{BlockId, BlockPartition, ShardId};
 
 /// Marks a group whose values a writer is rewriting.
@@ -194,6 +205,8 @@ pub struct ShardSettings {
     /// every coordinate of the block at each step (its gradient is dense), which turns
     /// the lazy update off for such runs.
     pub alpha: f64,
+    /// Keep a per-coordinate drift (see the module doc), set by [`ShardApi::set_drift`].
+    pub drift: bool,
 }
 
 /// The server-side operations every transport uses. Object safe, so that transports hold
@@ -212,6 +225,12 @@ pub trait ShardApi: Send + Sync {
     /// Overwrites all coordinates of `block` (warm start, resume). Not concurrent with
     /// pushes.
     fn load(&self, block: BlockId, values: &[f64]);
+    /// Brings every coordinate of `block` up to date, then replaces its drift with
+    /// `drift` (one value per coordinate). Not concurrent with pushes.
+    ///
+    /// # Panics
+    /// If the shard was built without `drift` in its settings.
+    fn set_drift(&self, block: BlockId, drift: &[f64]);
 }
 
 /// A shard owning the blocks `j` with `j mod S == id`.
@@ -240,6 +259,11 @@ struct Block {
     etas: Box<[AtomicU64]>,
     sums: Box<[[AtomicU64; 3]]>,
     writer: Mutex<Vec<f64>>,
+    /// Per-coordinate step factors `d_c` (the diagonal metric); `None`: all 1.
+    scale: Option<Box<[f64]>>,
+    /// Per-coordinate drift `a_c`, replaced only with the writer lock held and no push
+    /// in flight; `None`: no drift.
+    drift: Option<Box<[AtomicU64]>>,
 }
 
 #[inline]
@@ -253,7 +277,13 @@ fn st(a: &AtomicU64, v: f64) {
 }
 
 impl Block {
-    fn new(coords: usize, gl: usize, bias_groups: (usize, usize)) -> Self {
+    fn new(
+        coords: usize,
+        gl: usize,
+        bias_groups: (usize, usize),
+        scale: Option<Box<[f64]>>,
+        drift: bool,
+    ) -> Self {
         let groups = coords / gl;
         let cap = groups.clamp(1024, MAX_HISTORY);
         Block {
@@ -266,6 +296,65 @@ impl Block {
             etas: (0..cap).map(|_| AtomicU64::new(0)).collect(),
             sums: (0..=cap).map(|_| Default::default()).collect(),
             writer: Mutex::new(vec![0.0; gl]),
+            scale,
+            drift: drift.then(|| (0..coords).map(|_| AtomicU64::new(0)).collect()),
+        }
+    }
+
+    /// The drift of coordinate `c`, 0 without one.
+    #[inline]
+    fn drift_at(&self, c: usize) -> f64 {
+        self.drift.as_ref().map_or(0.0, |a| ld(&a[c]))
+    }
+
+    /// The step factors of group `g`, if the block has a metric.
+    #[inline]
+    fn group_scale(&self, g: usize) -> Option<&[f64]> {
+        self.scale
+            .as_deref()
+            .map(|d| &d[g * self.gl..(g + 1) * self.gl])
+    }
+
+    /// Applies the skipped steps `from..to` with the drift to group `g` (one coordinate
+    /// per group: drift needs [`Regularizer::DRIFT`]). Reads the history's running sums
+    /// directly, so a lock-free reader must validate afterwards.
+    #[inline]
+    fn skip_drift<R: Regularizer>(
+        &self,
+        reg: &R,
+        g: usize,
+        buf: &mut [f64],
+        from: usize,
+        to: usize,
+    ) {
+        let eta_sum = |t: usize| ld(&self.sums[t][0]);
+        let bias = self.is_bias(g);
+        for (i, v) in buf.iter_mut().enumerate() {
+            let c = g * self.gl + i;
+            let a = self.drift_at(c);
+            let d = self.scale.as_ref().map_or(1.0, |s| s[c]);
+            *v = if bias {
+                drift_unregularized(*v, a, d, from, to, &eta_sum)
+            } else {
+                reg.prox_skipped_drift(*v, a, d, from, to, &eta_sum)
+            };
+        }
+    }
+
+    /// Applies the skipped steps between history points `a` and `b` to group `g`.
+    #[inline]
+    fn skip<R: Regularizer>(
+        &self,
+        reg: &R,
+        g: usize,
+        buf: &mut [f64],
+        etas: &[f64],
+        a: StepSums,
+        b: StepSums,
+    ) {
+        match self.group_scale(g) {
+            None => reg.prox_skipped(buf, etas, a, b),
+            Some(d) => reg.prox_skipped_scaled(buf, d, etas, a, b),
         }
     }
 
@@ -298,15 +387,22 @@ impl Block {
     /// Applies the steps `from..to` of the history to group `g`'s values in `buf`.
     #[inline]
     fn catch_up<R: Regularizer>(&self, reg: &R, g: usize, buf: &mut [f64], from: usize, to: usize) {
-        if from >= to || self.is_bias(g) {
+        if from >= to {
+            return;
+        }
+        if self.drift.is_some() {
+            self.skip_drift(reg, g, buf, from, to);
+            return;
+        }
+        if self.is_bias(g) {
             return;
         }
         let (a, b) = (self.sums_at(from), self.sums_at(to));
         if R::STEP_LIST {
             let etas: Vec<f64> = self.etas[from..to].iter().map(ld).collect();
-            reg.prox_skipped(buf, &etas, a, b);
+            self.skip(reg, g, buf, &etas, a, b);
         } else {
-            reg.prox_skipped(buf, &[], a, b);
+            self.skip(reg, g, buf, &[], a, b);
         }
     }
 
@@ -324,6 +420,20 @@ impl Block {
             for (v, a) in buf.iter_mut().zip(&self.x[base..base + self.gl]) {
                 *v = ld(a);
             }
+            if self.drift.is_some() {
+                // The closed form searches the history, so it runs before validation;
+                // on torn data it computes garbage (never panics) and the read retries.
+                if l1 < t {
+                    self.skip_drift(reg, g, buf, l1 as usize, t as usize);
+                }
+                fence(Ordering::Acquire);
+                if self.last[g].load(Ordering::Relaxed) != l1
+                    || self.generation.load(Ordering::Relaxed) != gen
+                {
+                    continue;
+                }
+                return;
+            }
             // Copy what the closed form needs before validating the read.
             let span = (l1 < t).then(|| (self.sums_at(l1 as usize), self.sums_at(t as usize)));
             let etas: Vec<f64> = if R::STEP_LIST && l1 < t {
@@ -339,7 +449,7 @@ impl Block {
             }
             if let Some((a, b)) = span {
                 if !self.is_bias(g) {
-                    reg.prox_skipped(buf, &etas, a, b);
+                    self.skip(reg, g, buf, &etas, a, b);
                 }
             }
             return;
@@ -417,7 +527,47 @@ impl<R: Regularizer> Shard<R> {
         clock: Arc<Clock>,
         stats: Arc<DelayStats>,
     ) -> Self {
+        Self::with_metric(id, partition, reg, settings, clock, stats, None)
+    }
+
+    /// Like [`Shard::new`], with steps in the diagonal metric `diag(1/d)`: `metric`
+    /// holds one factor `d > 0` per parameter row in [`crate::model::Layout`] order (the
+    /// intercept's last), shared by the row's `classes` coordinates.
+    ///
+    /// # Panics
+    /// If a metric is given for a regularizer without [`Regularizer::DIAGONAL_METRIC`]
+    /// (the config check refuses that combination) or has the wrong length.
+    pub fn with_metric(
+        id: ShardId,
+        partition: &BlockPartition,
+        reg: R,
+        settings: ShardSettings,
+        clock: Arc<Clock>,
+        stats: Arc<DelayStats>,
+        metric: Option<&[f64]>,
+    ) -> Self {
         let gl = reg.group_len();
+        assert!(
+            !settings.drift || (R::DRIFT && gl == 1),
+            "this regularizer has no exact lazy prox with a drift"
+        );
+        let mut scales: Vec<Option<Vec<f64>>> = vec![None; partition.blocks()];
+        if let Some(d) = metric {
+            assert!(
+                R::DIAGONAL_METRIC,
+                "this regularizer has no exact lazy prox in a diagonal metric"
+            );
+            assert_eq!(d.len(), partition.layout().rows());
+            let k = partition.layout().classes;
+            for (j, s) in scales.iter_mut().enumerate() {
+                // Padding coordinates are never touched; 1 keeps them inert.
+                *s = Some(vec![1.0; partition.block_coords(j)]);
+            }
+            partition.for_each_row(|row, loc| {
+                let s = scales[loc.block as usize].as_mut().expect("filled above");
+                s[loc.offset as usize..loc.offset as usize + k].fill(d[row]);
+            });
+        }
         let bias = partition.bias_loc();
         let classes = partition.layout().classes;
         let shards = partition.shards();
@@ -432,7 +582,13 @@ impl<R: Regularizer> Shard<R> {
                 } else {
                     (0, 0)
                 };
-                Block::new(coords, gl, bias_groups)
+                Block::new(
+                    coords,
+                    gl,
+                    bias_groups,
+                    scales[j].take().map(Vec::into_boxed_slice),
+                    settings.drift,
+                )
             })
             .collect();
         Shard {
@@ -459,6 +615,7 @@ impl<R: Regularizer> Shard<R> {
             blk.materialize(&self.reg, g, t, buf);
             let base = g * blk.gl;
             let bias = blk.is_bias(g);
+            let d = blk.group_scale(g);
             for (i, v) in buf.iter_mut().enumerate() {
                 let c = (base + i) as u32;
                 let mut gc = if bias {
@@ -473,10 +630,17 @@ impl<R: Regularizer> Shard<R> {
                     gc += gv;
                     next.next();
                 }
-                *v -= eta * gc;
+                gc += blk.drift_at(base + i);
+                match d {
+                    None => *v -= eta * gc,
+                    Some(d) => *v -= eta * d[i] * gc,
+                }
             }
             if !bias {
-                self.reg.prox(eta, buf);
+                match d {
+                    None => self.reg.prox(eta, buf),
+                    Some(d) => self.reg.prox_scaled(eta, d, buf),
+                }
             }
             blk.publish(g, buf, (t + 1) as u32);
         }
@@ -490,12 +654,21 @@ impl<R: Regularizer> Shard<R> {
             let g = grad[i].0 as usize / gl;
             blk.materialize(&self.reg, g, t, buf);
             let base = g * gl;
+            let d = blk.group_scale(g);
             while i < grad.len() && grad[i].0 as usize / gl == g {
-                buf[grad[i].0 as usize - base] -= eta * grad[i].1;
+                let c = grad[i].0 as usize - base;
+                let gc = grad[i].1 + blk.drift_at(base + c);
+                match d {
+                    None => buf[c] -= eta * gc,
+                    Some(d) => buf[c] -= eta * d[c] * gc,
+                }
                 i += 1;
             }
             if !blk.is_bias(g) {
-                self.reg.prox(eta, buf);
+                match d {
+                    None => self.reg.prox(eta, buf),
+                    Some(d) => self.reg.prox_scaled(eta, d, buf),
+                }
             }
             blk.publish(g, buf, (t + 1) as u32);
         }
@@ -561,6 +734,18 @@ impl<R: Regularizer> ShardApi for Shard<R> {
         out
     }
 
+    fn set_drift(&self, block: BlockId, drift: &[f64]) {
+        let blk = self.block(block);
+        let mut buf = blk.writer.lock();
+        let a = blk.drift.as_ref().expect("a shard built with drift");
+        assert_eq!(drift.len(), a.len());
+        let t = blk.hist_len.load(Ordering::Relaxed) as usize;
+        blk.rebase(&self.reg, t, &mut buf);
+        for (s, &v) in a.iter().zip(drift) {
+            st(s, v);
+        }
+    }
+
     fn load(&self, block: BlockId, values: &[f64]) {
         let blk = self.block(block);
         let _w = blk.writer.lock();
@@ -582,12 +767,16 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
 
-    /// The paper's step applied densely: every group of the block, every push.
+    /// The paper's step applied densely: every group of the block, every push; with a
+    /// diagonal metric (`scale`, per block and coordinate) and a drift added to every
+    /// coordinate's gradient when given.
     struct Dense<R> {
         reg: R,
         blocks: Vec<Vec<f64>>,
         bias: (usize, usize, usize),
         gl: usize,
+        scale: Option<Vec<Vec<f64>>>,
+        drift: Option<Vec<Vec<f64>>>,
     }
 
     impl<R: Regularizer> Dense<R> {
@@ -597,6 +786,7 @@ mod tests {
             for &(c, v) in grad {
                 g[c as usize] += v;
             }
+            let d = |c: usize| self.scale.as_ref().map_or(1.0, |s| s[j][c]);
             for c in 0..x.len() {
                 let is_bias = j == self.bias.0 && c >= self.bias.1 && c < self.bias.2;
                 let nc = if is_bias {
@@ -604,16 +794,29 @@ mod tests {
                 } else {
                     nonconvex_deriv(alpha, x[c])
                 };
-                x[c] -= eta * (g[c] + nc);
+                let a = self.drift.as_ref().map_or(0.0, |a| a[j][c]);
+                x[c] -= eta * d(c) * (g[c] + nc + a);
             }
             for (gi, group) in x.chunks_mut(self.gl).enumerate() {
                 let lo = gi * self.gl;
                 let is_bias = j == self.bias.0 && lo < self.bias.2 && lo + self.gl > self.bias.1;
                 if !is_bias {
-                    self.reg.prox(eta, group);
+                    match &self.scale {
+                        None => self.reg.prox(eta, group),
+                        Some(s) => self.reg.prox_scaled(eta, &s[j][lo..lo + self.gl], group),
+                    }
                 }
             }
         }
+    }
+
+    /// Options of [`lazy_equals_dense`] beyond the plain step.
+    #[derive(Clone, Copy, Default)]
+    struct Extras {
+        /// Random per-row step factors in [0.2, 50).
+        scaled: bool,
+        /// A random drift, replaced every `drift_every` pushes (0: no drift).
+        drift_every: usize,
     }
 
     /// Runs `pushes` random pushes through a lazy shard and the dense reference, checking
@@ -624,6 +827,17 @@ mod tests {
         alpha: f64,
         seed: u64,
         pushes: usize,
+    ) {
+        lazy_equals_dense_with(reg, classes, alpha, seed, pushes, Extras::default());
+    }
+
+    fn lazy_equals_dense_with<R: Regularizer>(
+        reg: R,
+        classes: usize,
+        alpha: f64,
+        seed: u64,
+        pushes: usize,
+        extras: Extras,
     ) {
         let features = 37;
         let layout = Layout {
@@ -648,17 +862,35 @@ mod tests {
                 t0: 50.0,
             },
             alpha,
+            drift: extras.drift_every > 0,
         };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let metric: Option<Vec<f64>> = extras.scaled.then(|| {
+            (0..layout.rows())
+                .map(|_| rng.random_range(0.2..50.0))
+                .collect()
+        });
         let clock = Arc::new(Clock::default());
-        let shard = Shard::new(
+        let shard = Shard::with_metric(
             ShardId(0),
             &part,
             reg,
             settings,
             clock.clone(),
             Default::default(),
+            metric.as_deref(),
         );
         let bias = part.bias_loc();
+        let per_block = |v: &[f64]| -> Vec<Vec<f64>> {
+            let mut out: Vec<Vec<f64>> = (0..blocks)
+                .map(|j| vec![1.0; part.block_coords(j)])
+                .collect();
+            part.for_each_row(|row, loc| {
+                let o = loc.offset as usize;
+                out[loc.block as usize][o..o + classes].fill(v[row]);
+            });
+            out
+        };
         let mut dense = Dense {
             reg,
             blocks: (0..blocks)
@@ -670,8 +902,9 @@ mod tests {
                 bias.offset as usize + classes,
             ),
             gl: reg.group_len(),
+            scale: metric.as_deref().map(per_block),
+            drift: None,
         };
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         // Start from a nonzero model so that shrinkage has something to act on.
         for j in 0..blocks {
             let init: Vec<f64> = (0..part.block_coords(j))
@@ -682,6 +915,21 @@ mod tests {
         }
         let tol = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
         for step in 0..pushes {
+            if extras.drift_every > 0 && step % extras.drift_every == 0 {
+                // Per coordinate, from a range where L1's drift may be inside or
+                // outside [-lambda, lambda].
+                let drift: Vec<Vec<f64>> = (0..blocks)
+                    .map(|j| {
+                        (0..part.block_coords(j))
+                            .map(|_| rng.random_range(-0.6..0.6))
+                            .collect()
+                    })
+                    .collect();
+                for (j, a) in drift.iter().enumerate() {
+                    shard.set_drift(BlockId(j as u32), a);
+                }
+                dense.drift = Some(drift);
+            }
             let j = rng.random_range(0..blocks);
             let n = part.block_coords(j);
             let touched = rng.random_range(0..4.min(n) + 1);
@@ -745,6 +993,35 @@ mod tests {
         }
 
         #[test]
+        fn lazy_l1_scaled(seed in any::<u64>(), lambda in 1e-3f64..0.5) {
+            let scaled = Extras { scaled: true, drift_every: 0 };
+            lazy_equals_dense_with(L1 { lambda }, 1, 0.0, seed, 400, scaled);
+            lazy_equals_dense_with(L1 { lambda }, 2, 0.0, seed, 400, scaled);
+        }
+
+        #[test]
+        fn lazy_none_and_box_scaled(seed in any::<u64>(), lo in -1.5f64..0.0, width in 0.1f64..2.0) {
+            let scaled = Extras { scaled: true, drift_every: 0 };
+            lazy_equals_dense_with(NoReg, 1, 0.0, seed, 300, scaled);
+            lazy_equals_dense_with(BoxConstraint { lower: lo, upper: lo + width }, 1, 0.0, seed, 300, scaled);
+            lazy_equals_dense_with(BoxConstraint { lower: 0.0, upper: f64::INFINITY }, 2, 0.0, seed, 300, scaled);
+        }
+
+        #[test]
+        fn lazy_l1_with_drift(seed in any::<u64>(), lambda in 1e-3f64..0.5, scaled in any::<bool>(), every in 1usize..150) {
+            let extras = Extras { scaled, drift_every: every };
+            lazy_equals_dense_with(L1 { lambda }, 1, 0.0, seed, 400, extras);
+            lazy_equals_dense_with(L1 { lambda }, 2, 0.0, seed, 400, extras);
+            lazy_equals_dense_with(NoReg, 1, 0.0, seed, 300, extras);
+        }
+
+        #[test]
+        fn drift_with_the_nonconvex_term(seed in any::<u64>(), lambda in 1e-3f64..0.5) {
+            let extras = Extras { scaled: true, drift_every: 50 };
+            lazy_equals_dense_with(L1 { lambda }, 1, 0.3, seed, 200, extras);
+        }
+
+        #[test]
         fn nonconvex_term_is_applied_densely(seed in any::<u64>(), lambda in 1e-3f64..0.5) {
             lazy_equals_dense(L1 { lambda }, 1, 0.3, seed, 200);
             lazy_equals_dense(NoReg, 1, 0.3, seed, 200);
@@ -756,6 +1033,11 @@ mod tests {
     #[test]
     fn rebases_are_exact() {
         lazy_equals_dense(L1 { lambda: 0.01 }, 1, 0.0, 3, 5000);
+        let extras = Extras {
+            scaled: true,
+            drift_every: 1500,
+        };
+        lazy_equals_dense_with(L1 { lambda: 0.01 }, 1, 0.0, 6, 5000, extras);
         lazy_equals_dense(ElasticNet { l1: 0.01, l2: 5.0 }, 1, 0.0, 4, 3000);
         lazy_equals_dense(
             GroupLasso {
@@ -781,6 +1063,7 @@ mod tests {
             max_delay: Some(2),
             schedule: StepSchedule::Constant { eta: 0.1 },
             alpha: 0.0,
+            drift: false,
         };
         let clock = Arc::new(Clock::default());
         let stats = Arc::new(DelayStats::default());
@@ -833,6 +1116,7 @@ mod tests {
             // step would then differ from the replay's.
             schedule: StepSchedule::Constant { eta: 0.5 },
             alpha: 0.0,
+            drift: false,
         };
         let reg = L1 { lambda: 0.05 };
         let clock = Arc::new(Clock::default());

@@ -6,13 +6,18 @@
 //! The pull is sparse: only the rows (features) that the minibatch touches, plus the
 //! intercept. The loop is monomorphized per loss and allocates nothing per update.
 //!
+//! Variance reduction (SVRG): with a snapshot, a row's loss derivative is replaced by
+//! its difference from the derivative at the snapshot's margins, `l'(z_i) - l'(z~_i)`,
+//! so that a push carries `G_j - G~_j`; the shard adds the snapshot's full gradient.
+//! The pushed vector is exactly as sparse as before.
+//!
 //! Pausing: the trainer pauses all workers to evaluate the model; workers park between
 //! updates (or between synchronous rounds), so evaluation never runs beside them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Barrier;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -34,6 +39,8 @@ pub struct Control {
     changed: Condvar,
     /// Stop once the global step reaches this.
     pub max_updates: AtomicU64,
+    /// Pause (for a snapshot) once the global step reaches this.
+    pub hold_at: AtomicU64,
 }
 
 impl Control {
@@ -42,6 +49,7 @@ impl Control {
         Control {
             state: Mutex::new((0, workers)),
             max_updates: AtomicU64::new(max_updates),
+            hold_at: AtomicU64::new(u64::MAX),
             ..Default::default()
         }
     }
@@ -79,8 +87,15 @@ impl Control {
         self.state.lock().1
     }
 
-    fn pause_requested(&self) -> bool {
+    /// Whether a pause was asked (by the trainer, or by a worker at `hold_at`).
+    pub fn pause_requested(&self) -> bool {
         self.pause.load(Ordering::Acquire)
+    }
+
+    /// Asks for a pause from a worker that reached `hold_at`, so that the snapshot is
+    /// taken at that step exactly when one worker runs.
+    fn hold(&self) {
+        self.pause.store(true, Ordering::Release);
     }
 
     /// Parks the calling worker while a pause is requested.
@@ -139,6 +154,9 @@ pub struct WorkerContext<'a> {
     pub batch: usize,
     pub sampling: Sampling,
     pub mode: BlockMode,
+    /// SVRG: the margins of every row at the snapshot (`classes` per row), written only
+    /// while the workers are paused.
+    pub snapshot: Option<&'a RwLock<Vec<f64>>>,
 }
 
 /// Draws minibatches.
@@ -194,6 +212,7 @@ struct Scratch {
     vals: Vec<f64>,
     z: Vec<f64>,
     dz: Vec<f64>,
+    dz_snap: Vec<f64>,
     grads: Vec<Vec<(u32, f64)>>,
 }
 
@@ -205,6 +224,7 @@ impl Scratch {
             vals: Vec::new(),
             z: Vec::new(),
             dz: Vec::new(),
+            dz_snap: Vec::new(),
             grads: vec![Vec::new(); blocks],
         }
     }
@@ -237,6 +257,8 @@ fn gradient<L: Loss>(
     let nb = s.batch.len();
     s.z.resize(nb * k, 0.0);
     s.dz.resize(nb * k, 0.0);
+    s.dz_snap.resize(k, 0.0);
+    let snapshot = ctx.snapshot.map(|m| m.read());
     let mut pos = 0;
     for (r, &i) in s.batch.iter().enumerate() {
         let row = ctx.data.row(i as usize);
@@ -249,12 +271,18 @@ fn gradient<L: Loss>(
             }
         }
         pos += row.nnz();
-        loss.grad(
-            z,
-            ctx.data.labels[i as usize],
-            &mut s.dz[r * k..(r + 1) * k],
-        );
+        let y = ctx.data.labels[i as usize];
+        let dz = &mut s.dz[r * k..(r + 1) * k];
+        loss.grad(z, y, dz);
+        if let Some(m) = &snapshot {
+            let i = i as usize;
+            loss.grad(&m[i * k..(i + 1) * k], y, &mut s.dz_snap);
+            for (d, ds) in dz.iter_mut().zip(&s.dz_snap) {
+                *d -= ds;
+            }
+        }
     }
+    drop(snapshot);
 
     for (j, g) in s.grads.iter_mut().enumerate() {
         if want(j as u32) {
@@ -325,6 +353,9 @@ pub fn run_async<L: Loss>(loss: L, ctx: &WorkerContext, w: usize, workers: usize
         if ctx.transport.now() >= ctx.control.max_updates.load(Ordering::Relaxed) {
             ctx.control.stop();
             return;
+        }
+        if ctx.transport.now() >= ctx.control.hold_at.load(Ordering::Acquire) {
+            ctx.control.hold();
         }
         if ctx.control.pause_requested() {
             ctx.control.park();
@@ -434,6 +465,9 @@ pub fn run_sync<L: Loss>(
                 .fetch_add(ctx.batch as u64, Ordering::Relaxed);
             let done = ctx.control.stopped()
                 || ctx.transport.now() >= ctx.control.max_updates.load(Ordering::Relaxed);
+            if ctx.transport.now() >= ctx.control.hold_at.load(Ordering::Acquire) {
+                ctx.control.hold();
+            }
             let decision = if done {
                 2
             } else if ctx.control.pause_requested() {
