@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use asyb::config::{Algorithm, IndexBaseSetting, Sampling, StepSetting, TrainConfig};
+use asyb::config::{
+    Algorithm, IndexBaseSetting, Sampling, StepScaling, StepSetting, TrainConfig, VarianceReduction,
+};
 use asyb::model::loss::LossKind;
 use asyb::model::reg::RegKind;
 use asyb::ps::blocks::PartitionKind;
@@ -169,6 +171,12 @@ fn parse_reg(s: &str) -> Result<RegKind, String> {
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse()
 }
+fn parse_variance_reduction(s: &str) -> Result<VarianceReduction, String> {
+    s.parse()
+}
+fn parse_step_scaling(s: &str) -> Result<StepScaling, String> {
+    s.parse()
+}
 fn parse_step(s: &str) -> Result<StepSetting, String> {
     s.parse()
 }
@@ -278,6 +286,20 @@ pub struct TrainArgs {
     /// t0 of the decaying step, in block updates. [default: one epoch]
     #[arg(long, allow_hyphen_values = true)]
     pub step_t0: Option<f64>,
+    /// Variance reduction: auto (svrg for reg none or l1), none (plain SGD, the paper's),
+    /// svrg. [default: auto]
+    #[arg(long, value_parser = parse_variance_reduction)]
+    pub variance_reduction: Option<VarianceReduction>,
+    /// SVRG: epochs between full-gradient snapshots. [default: 1]
+    #[arg(long, allow_hyphen_values = true)]
+    pub svrg_epochs: Option<f64>,
+    /// Per-coordinate steps: auto (columns with svrg), none, columns (eta scaled by
+    /// (n + r0) / (column sum of squares + r0)). [default: auto]
+    #[arg(long, value_parser = parse_step_scaling)]
+    pub step_scaling: Option<StepScaling>,
+    /// r0 of column step scaling, in rows. [default: 2048]
+    #[arg(long, allow_hyphen_values = true)]
+    pub step_scaling_floor: Option<f64>,
     /// Minibatch sampling: shuffle (passes) or iid (with replacement). [default: shuffle]
     #[arg(long, value_parser = parse_sampling)]
     pub sampling: Option<Sampling>,
@@ -370,6 +392,10 @@ impl TrainArgs {
             servers,
             batch,
             step,
+            variance_reduction,
+            svrg_epochs,
+            step_scaling,
+            step_scaling_floor,
             sampling,
             seed,
             fista_tol,

@@ -8,11 +8,8 @@
 //! every block has then received, in expectation, the gradient of every row once. For
 //! `asy-full` and `sync`, whose steps update all M blocks, that is `n / N` steps.
 //!
-//! `step = "auto"` sets `eta = 1 / (c * mean_i ||x_i||^2 + 2 alpha)`, with `c` the bound
-//! on the loss's second derivative in the margin (1/4 logistic, 1 squared, 2 squared
-//! hinge, 1/2 softmax) and `||x_i||^2` counting the intercept's 1: the inverse of the
-//! average sample's smoothness constant, which is the step that plain SGD tolerates on
-//! a typical row and, being an average, does not shrink because of a few long rows.
+//! `step = "auto"` sets `eta = 1 / L(N)`, the expected smoothness of an N-row minibatch
+//! gradient (see [`auto_step`]), in the column-scaled metric when steps are scaled.
 //!
 //! Variance reduction (SVRG, Johnson and Zhang 2013, "Accelerating stochastic gradient
 //! descent using predictive variance reduction"; proximal form: Xiao and Zhang 2014,
