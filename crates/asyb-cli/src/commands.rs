@@ -4,6 +4,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Result;
 use asyb::config::{IndexBaseSetting, TrainConfig, ValidConfig};
@@ -154,6 +156,23 @@ fn saved_model(vc: &ValidConfig, pb: &Problem, s: &RunSummary) -> SavedModel {
     }
 }
 
+/// A flag raised by the first Ctrl-C, which stops training like a stop criterion (the
+/// model so far is kept and written); a second Ctrl-C ends the process at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    // Only one handler per process: a second call (never made by the command) would
+    // leave Ctrl-C with its default effect, which is still safe.
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without writing outputs");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping after the current step (Ctrl-C again to abort)");
+    });
+    flag
+}
+
 /// Runs a training job on a loaded problem with the usual observers.
 fn run(
     vc: &ValidConfig,
@@ -168,6 +187,7 @@ fn run(
         None => None,
     };
     let mut trainer = Trainer::new(vc, pb);
+    trainer.interrupt_on(interrupt_flag());
     if let Some(w) = init {
         trainer.init_weights(w)?;
     }
@@ -230,6 +250,20 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let s = run(&vc, &pb, init, a.quiet, a.psi_star)?;
     write_outputs(&vc, &pb, &s, vc.raw.plot.as_deref(), a.psi_star)?;
     print_summary(&s, &pb.train_path.display().to_string(), a.psi_star)?;
+    list_outputs(&vc);
+    interrupted_status(&s)
+}
+
+/// An interrupted run wrote its outputs but did not finish: the command says so through
+/// its exit status (130, as for a process ended by SIGINT).
+fn interrupted_status(s: &RunSummary) -> Result<()> {
+    if s.stop_reason == asyb::train::StopReason::Interrupted {
+        return Err(crate::Interrupted.into());
+    }
+    Ok(())
+}
+
+fn list_outputs(vc: &ValidConfig) {
     for (what, p) in [
         ("model", &vc.raw.model),
         ("log", &vc.raw.log),
@@ -239,7 +273,6 @@ pub fn train(a: &TrainArgs) -> Result<()> {
             println!("  {what:<10}  {}", p.display());
         }
     }
-    Ok(())
 }
 
 /// A warm start must describe the same parameters as the problem.
@@ -407,6 +440,7 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
     write_outputs(&vc, &pb, &s, Some(&a.plot), None)?;
     print_summary(&s, "generated CTR data", None)?;
     println!("  plot        {}", a.plot.display());
+    interrupted_status(&s)?;
     if s.last().psi < s.first().psi {
         println!(
             "\nthe objective fell from {:.6} to {:.6}: next, try 'asyb gen ctr --out train.svm' and 'asyb train --train train.svm'",

@@ -1,7 +1,8 @@
 //! The `asyb` command: parse the flags, run one subcommand with the library, report.
 //! Holds no algorithm. Errors are printed once, on one line, and set the exit code:
 //! 0 success, 1 bad input (a file, a flag, a config value), 2 internal or system error.
-//! A closed standard output (`asyb predict | head`) counts as success.
+//! A closed standard output (`asyb predict | head`) counts as success. A run stopped by
+//! Ctrl-C writes its outputs and exits with 130.
 
 mod args;
 mod commands;
@@ -55,7 +56,24 @@ fn clap_error(e: clap::Error) -> ExitCode {
     }
 }
 
+/// A run stopped by Ctrl-C: its outputs are written, the exit status says it did not
+/// finish.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 fn report_error(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<Interrupted>().is_some() {
+        eprintln!("interrupted: the outputs hold the model as it was when training stopped");
+        return ExitCode::from(130);
+    }
     let broken_pipe = e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)

@@ -581,3 +581,55 @@ fn convert_idx_to_libsvm_and_cache() {
     assert_bad_input(&o, &["lab3", "3 labels for 2 images"]);
     assert!(!d.path("x.cache").exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_training_and_writes_the_model() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let d = Dir::new();
+    d.write("a.svm", small_binary().repeat(50));
+    let bin = assert_cmd::cargo::cargo_bin("asyb");
+    let mut child = std::process::Command::new(bin)
+        .current_dir(d.tmp.path())
+        .args([
+            "train",
+            "--train",
+            "a.svm",
+            "--epochs",
+            "1e9",
+            "--model",
+            "m.safetensors",
+            "--eval-every",
+            "0.05",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way (a progress line after the first evaluation).
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = 0;
+    let mut line = String::new();
+    while seen < 2 {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "stderr closed early");
+        if line.contains("updates") {
+            seen += 1;
+        }
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{rest}");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("stopped     interrupted"), "{summary}");
+    assert!(d.path("m.safetensors").exists());
+    let o = d.asyb(&["eval", "--model", "m.safetensors", "--data", "a.svm"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

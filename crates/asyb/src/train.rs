@@ -35,6 +35,7 @@
 //! about 12, with about 5.3k nonzeros.
 
 use std::borrow::Cow;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,8 @@ pub enum StopReason {
     Converged,
     /// FISTA used its iteration budget.
     MaxIters,
+    /// The caller's interrupt flag was raised (Ctrl-C in the command).
+    Interrupted,
 }
 
 impl StopReason {
@@ -90,6 +93,7 @@ impl StopReason {
             StopReason::Diverged => "diverged (objective not finite); kept the last finite model",
             StopReason::Converged => "converged to tolerance",
             StopReason::MaxIters => "iteration budget reached",
+            StopReason::Interrupted => "interrupted",
         }
     }
 }
@@ -149,6 +153,7 @@ pub struct Trainer<'a> {
     problem: &'a Problem,
     init: Option<Vec<f64>>,
     observers: Vec<&'a mut dyn Observe>,
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// The loss's bound on its second derivative in the margin.
@@ -344,7 +349,20 @@ impl<'a> Trainer<'a> {
             problem,
             init: None,
             observers: Vec::new(),
+            interrupt: None,
         }
+    }
+
+    /// Stops the run (as a stop criterion: the model so far is kept and the summary says
+    /// "interrupted") once `flag` becomes true, checked every few milliseconds.
+    pub fn interrupt_on(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Starts from `w` (in [`Layout`] order) instead of zero.
@@ -724,6 +742,9 @@ impl<'a> Trainer<'a> {
             if max_seconds.is_some_and(|m| secs >= m) {
                 return Ok(StopReason::MaxSeconds);
             }
+            if self.interrupted() {
+                return Ok(StopReason::Interrupted);
+            }
             if let Some(sv) = svrg {
                 let at = control.hold_at.load(Relaxed);
                 if control.pause_requested() && k >= at {
@@ -803,6 +824,7 @@ impl<'a> Trainer<'a> {
         let mut iters = 0u64;
         let rows = self.problem.train.rows() as u64;
         let observers = &mut self.observers;
+        let interrupt = self.interrupt.clone();
         let stop = fista::solve(
             &full,
             &mut x,
@@ -830,6 +852,13 @@ impl<'a> Trainer<'a> {
                 }
                 if raw.max_seconds.is_some_and(|m| secs >= m) {
                     early = Some(StopReason::MaxSeconds);
+                    return false;
+                }
+                if interrupt
+                    .as_ref()
+                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+                {
+                    early = Some(StopReason::Interrupted);
                     return false;
                 }
                 true

@@ -252,3 +252,32 @@ fn other_losses_and_regularizers_decrease_the_objective() {
         }
     }
 }
+
+#[test]
+fn an_interrupt_stops_the_run_and_keeps_the_model() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Large enough that FISTA is far from converged (to round-off) when interrupted.
+    let ds = planted_logistic(20_000, 2000, 10, 9);
+    for algorithm in [Algorithm::Asyb, Algorithm::Fista] {
+        let mut c = config(algorithm, 2);
+        c.epochs = Some(1e6);
+        c.fista_max_iters = 1_000_000;
+        c.fista_tol = 1e-300;
+        c.eval_every_secs = 0.05;
+        let vc = c.check().unwrap();
+        let pb = Problem::from_datasets(&vc, ds.clone(), "t".as_ref(), None, None).unwrap();
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut t = Trainer::new(&vc, &pb);
+        t.interrupt_on(flag.clone());
+        let raiser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let s = t.run().unwrap();
+        raiser.join().unwrap();
+        assert_eq!(s.stop_reason, StopReason::Interrupted, "{algorithm:?}");
+        assert!(s.last().psi < s.first().psi, "{algorithm:?}");
+        assert!(s.wall_secs < 10.0, "{algorithm:?}: {}", s.wall_secs);
+    }
+}
