@@ -217,7 +217,7 @@ pub struct TrainArgs {
     /// TOML file with any of the settings below (kebab-case keys); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Training data: LIBSVM text, plain or .gz/.bz2/.xz/.zst.
+    /// Training data: LIBSVM text (plain or .gz/.bz2/.xz/.zst) or a cache from `asyb convert`.
     #[arg(long, value_name = "FILE")]
     pub train: Option<PathBuf>,
     /// Held-out data for test metrics at every evaluation.
