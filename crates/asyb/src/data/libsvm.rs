@@ -661,15 +661,55 @@ fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-/// The next space- or tab-separated token at or after `*pos`, as `(start, end)`.
-fn next_token(line: &[u8], pos: &mut usize) -> Option<(usize, usize)> {
-    let rest = line.get(*pos..)?;
-    let skip = rest.iter().position(|&b| !is_blank(b))?;
-    let start = *pos + skip;
-    let tail = line.get(start..)?;
-    let end = start + tail.iter().position(|&b| is_blank(b)).unwrap_or(tail.len());
-    *pos = end;
-    Some((start, end))
+/// A token of a line: `start..end`, the position of its first `:`, if any, and the
+/// value of what precedes that `:` when it is 1 to 10 digits.
+struct Token {
+    start: usize,
+    end: usize,
+    colon: Option<usize>,
+    digits: Option<u64>,
+}
+
+/// The next space- or tab-separated token at or after `*pos`. One pass finds its end, its
+/// `:` and the value of a plain index before it, since this runs once per stored entry on
+/// tokens of a few bytes, where a vectorized search or a second pass costs more than the
+/// scan.
+fn next_token(line: &[u8], pos: &mut usize) -> Option<Token> {
+    let mut i = *pos;
+    while line.get(i).is_some_and(|&b| is_blank(b)) {
+        i += 1;
+    }
+    let start = i;
+    let (mut value, mut plain) = (0u64, true);
+    let mut colon = None;
+    while let Some(&b) = line.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d < 10 {
+            value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+        } else if b == b':' {
+            colon = Some(i);
+            break;
+        } else if is_blank(b) {
+            break;
+        } else {
+            plain = false;
+        }
+        i += 1;
+    }
+    let len = i - start;
+    let digits = (colon.is_some() && plain && (1..=10).contains(&len)).then_some(value);
+    if colon.is_some() {
+        while line.get(i).is_some_and(|&b| !is_blank(b)) {
+            i += 1;
+        }
+    }
+    *pos = i;
+    (i > start).then_some(Token {
+        start,
+        end: i,
+        colon,
+        digits,
+    })
 }
 
 fn err(col0: usize, reason: String) -> LineError {
@@ -691,7 +731,10 @@ fn parse_line_inner(
         None => line,
     };
     let mut pos = 0;
-    let Some((ls, le)) = next_token(line, &mut pos) else {
+    let Some(Token {
+        start: ls, end: le, ..
+    }) = next_token(line, &mut pos)
+    else {
         return Ok(Parsed::Blank);
     };
     let label_tok = line.get(ls..le).unwrap_or_default();
@@ -702,14 +745,20 @@ fn parse_line_inner(
     let mut at_limit_col = None;
     let mut prev: Option<u32> = None;
     let mut first = true;
-    while let Some((ts, te)) = next_token(line, &mut pos) {
+    while let Some(Token {
+        start: ts,
+        end: te,
+        colon,
+        digits,
+    }) = next_token(line, &mut pos)
+    {
         let tok = line.get(ts..te).unwrap_or_default();
         if first && tok.starts_with(b"qid:") {
             first = false;
             continue;
         }
         first = false;
-        let Some(c) = memchr::memchr(b':', tok) else {
+        let Some(c) = colon.map(|p| p - ts) else {
             return Err(err(
                 ts,
                 format!("expected index:value, found '{}'", show(tok)),
@@ -717,7 +766,10 @@ fn parse_line_inner(
         };
         let idx_tok = tok.get(..c).unwrap_or_default();
         let val_tok = tok.get(c + 1..).unwrap_or_default();
-        let raw = parse_index(idx_tok).map_err(|r| err(ts, r))?;
+        let raw = match digits.and_then(|v| u32::try_from(v).ok()) {
+            Some(raw) => raw,
+            None => parse_index(idx_tok).map_err(|r| err(ts, r))?,
+        };
 
         if raw == 0 {
             match base {
@@ -808,8 +860,12 @@ fn parse_label(tok: &[u8], rule: LabelRule) -> std::result::Result<f32, String> 
             show(tok)
         ));
     }
-    let v: f64 =
-        fast_float2::parse(tok).map_err(|_| format!("label '{}' is not a number", show(tok)))?;
+    let v: f64 = match small_int(tok) {
+        Some(v) => f64::from(v),
+        None => {
+            fast_float2::parse(tok).map_err(|_| format!("label '{}' is not a number", show(tok)))?
+        }
+    };
     if !v.is_finite() {
         return Err(format!("label '{}' is not a finite number", show(tok)));
     }
@@ -878,7 +934,35 @@ fn parse_index(tok: &[u8]) -> std::result::Result<u32, String> {
     })
 }
 
+/// `[+-]` and at most 7 digits: an integer below 2^24, exact in `f32` and `f64`, so this
+/// is what any correct parser returns (`-0` included). Most labels and values of CTR-like
+/// files (`1`, `0`, `-1`) are such, and this is several times cheaper than the general
+/// parse.
+fn small_int(tok: &[u8]) -> Option<f32> {
+    let (negative, digits) = match tok.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, tok),
+    };
+    if digits.is_empty() || digits.len() > 7 {
+        return None;
+    }
+    let mut v = 0u32;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(b - b'0');
+    }
+    // Exact: v < 10^7 < 2^24.
+    let v = v as f32;
+    Some(if negative { -v } else { v })
+}
+
 fn parse_value(tok: &[u8]) -> std::result::Result<f32, String> {
+    if let Some(v) = small_int(tok) {
+        return Ok(v);
+    }
     if tok.is_empty() {
         return Err("missing feature value after ':'".to_string());
     }
@@ -1650,6 +1734,33 @@ mod tests {
                 prop_assert!(i.is_empty() && v.is_empty());
             }
             prop_assert_eq!(i.len(), v.len());
+        }
+
+        #[test]
+        fn small_integers_parse_as_the_general_parser_would(tok in "[+-]?[0-9]{0,9}") {
+            let general32 = fast_float2::parse::<f32, _>(tok.as_bytes()).ok();
+            let general64 = fast_float2::parse::<f64, _>(tok.as_bytes()).ok();
+            if let Some(v) = small_int(tok.as_bytes()) {
+                prop_assert_eq!(Some(v.to_bits()), general32.map(f32::to_bits));
+                prop_assert_eq!(Some(f64::from(v).to_bits()), general64.map(f64::to_bits));
+            }
+            prop_assert_eq!(parse_value(tok.as_bytes()).ok().map(f32::to_bits),
+                            general32.map(f32::to_bits));
+        }
+
+        #[test]
+        fn entries_index_as_parse_index_does(idx in "[-+]?[0-9]{0,12}x?", val in "[0-9.:]{0,4}") {
+            let line = format!("1 {idx}:{val}");
+            let (mut i, mut v) = (Vec::new(), Vec::new());
+            let got = parse_line(line.as_bytes(), &rules(LineBase::Zero, None), &mut i, &mut v);
+            match parse_index(idx.as_bytes()) {
+                Ok(raw) => match got {
+                    Ok(_) => prop_assert_eq!(i, vec![raw]),
+                    // Only the value can be at fault.
+                    Err(e) => prop_assert_eq!(e.col as usize, 3 + idx.len() + 1),
+                },
+                Err(reason) => prop_assert_eq!(got, Err(LineError { col: 3, reason })),
+            }
         }
 
         #[test]
