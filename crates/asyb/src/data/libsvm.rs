@@ -1,12 +1,14 @@
-//! LIBSVM / SVMlight text files: a strict, allocation-free streaming reader and an atomic
-//! writer. Owns the text format, its compression sniffing (gzip, bzip2, xz, zstd or plain,
+//! LIBSVM / SVMlight text files: a strict, allocation-free streaming reader that parses
+//! on several threads, and an atomic writer. Owns the text format, its compression sniffing (gzip, bzip2, xz, zstd or plain,
 //! told apart by magic bytes, never by file name) and the mapping of every bad token to
 //! an [`Error::Parse`] with its 1-based line and byte column. Knows nothing of losses,
 //! of the parameter server or of how the labels will be used: labels are stored raw.
 //!
 //! One line is `label [qid:N] idx:val idx:val ... [# comment]`. The parse of one line is
 //! [`parse_line`], a pure function over a byte slice that appends to caller-owned
-//! arrays, so that a chunked parallel reader can run it on slices of one buffer.
+//! arrays; the reader cuts the stream into pieces at line breaks, parses the pieces on
+//! worker threads and merges them in file order, with the result (error included) of a
+//! line-by-line read whatever the thread count.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -271,7 +273,7 @@ fn stream_error(path: &Path, compression: Compression, e: std::io::Error) -> Err
 /// rows on their own, and one merger thread appends the pieces in file order, settling
 /// what depends on earlier lines (line numbers, the auto index base, the first error).
 ///
-/// The pieces are cut exactly where [`read_stream`] cuts its buffer, so even the race
+/// The pieces are cut exactly where `read_stream` cuts its buffer, so even the race
 /// between a parse error and a corrupt stream ends the same way: lines in pieces handed
 /// out before the stream failed are judged first. `chunk_bytes` is a parameter so that
 /// tests can put piece boundaries everywhere.
