@@ -8,6 +8,7 @@ use asyb::data::gen::{
     ctr, planted_ctr_model, planted_ctr_support, planted_regression, regression, write_ctr,
     write_regression, CtrSpec, RegressionSpec,
 };
+use asyb::data::libsvm::read_libsvm_with_threads;
 use asyb::data::{read_libsvm, write_libsvm, Dataset, IndexBase, LabelRule, ReadOptions};
 use asyb::Error;
 use proptest::prelude::*;
@@ -586,6 +587,166 @@ fn a_very_long_line_is_read_whole() {
     assert_eq!(ds.rows(), 2);
     assert_eq!(ds.row(0).nnz(), 400_000);
     assert_eq!(ds.features, 400_000);
+}
+
+// ---------------------------------------------------------------- parallel reading
+
+const THREADS: [usize; 4] = [1, 2, 3, 7];
+
+/// Reads `path` on each thread count and checks that the outcomes, errors included, are
+/// identical; returns the one outcome.
+fn same_on_every_thread_count(
+    path: &Path,
+    opts: &ReadOptions,
+) -> asyb::Result<(Dataset, asyb::data::ReadReport)> {
+    let first = read_libsvm_with_threads(path, opts, THREADS[0]);
+    for threads in &THREADS[1..] {
+        let got = read_libsvm_with_threads(path, opts, *threads);
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{first:?}"),
+            "{} on {threads} threads",
+            path.display()
+        );
+    }
+    first
+}
+
+/// CTR text of a few megabytes, so that the reader cuts it into several pieces.
+fn several_pieces_of_ctr(dir: &Path) -> (Dataset, Vec<u8>) {
+    let spec = CtrSpec {
+        rows: 64_000,
+        ..small_ctr(11)
+    };
+    let ds = ctr(&spec).unwrap();
+    let p = dir.join("big.svm");
+    write_libsvm(&p, &ds).unwrap();
+    let text = std::fs::read(&p).unwrap();
+    assert!(text.len() > 3 << 20, "{} bytes", text.len());
+    (ds, text)
+}
+
+#[test]
+fn every_thread_count_reads_the_same_dataset() {
+    let dir = tmp();
+    let (ds, text) = several_pieces_of_ctr(dir.path());
+    let opts = with_features(ds.features);
+    let crlf: Vec<u8> = String::from_utf8(text.clone())
+        .unwrap()
+        .replace('\n', " # c\r\n")
+        .into_bytes();
+    for (name, bytes, len) in [
+        ("plain.svm", text.clone(), text.len()),
+        ("crlf.svm", crlf.clone(), crlf.len()),
+        ("plain.gz", gz(&text), text.len()),
+        ("plain.zst", zst(&text), text.len()),
+    ] {
+        let p = put(dir.path(), name, &bytes);
+        let (back, rep) = same_on_every_thread_count(&p, &opts).unwrap();
+        assert_eq!(back, ds, "{name}");
+        assert_eq!(rep.rows, ds.rows());
+        assert_eq!(rep.bytes, len as u64);
+    }
+    // The default thread count too.
+    let p = put(dir.path(), "again.svm", &text);
+    assert_eq!(read_libsvm(&p, &opts).unwrap().0, ds);
+}
+
+#[test]
+fn the_first_bad_line_in_file_order_wins_on_every_thread_count() {
+    let dir = tmp();
+    let (ds, text) = several_pieces_of_ctr(dir.path());
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    let n = ds.rows();
+    // Bad lines late in the file and early in it: the early one is reported.
+    let mut bad = Vec::new();
+    for (i, line) in lines.iter().enumerate().take(n) {
+        match i {
+            3 => bad.extend_from_slice(b"1 1:1 1:1"),
+            i if i == n - 5 => bad.extend_from_slice(b"1 2:x"),
+            _ => bad.extend_from_slice(line),
+        }
+        bad.push(b'\n');
+    }
+    for (name, bytes) in [("bad.svm", bad.clone()), ("bad.gz", gz(&bad))] {
+        let p = put(dir.path(), name, &bytes);
+        let e = same_on_every_thread_count(&p, &ReadOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Parse {
+                    line: 4,
+                    col: 7,
+                    ..
+                }
+            ),
+            "{name}: {e:?}"
+        );
+        // Skipping: both are counted, the first is named, the rest is read.
+        let skip = ReadOptions {
+            skip_bad_lines: true,
+            ..ReadOptions::default()
+        };
+        let (back, rep) = same_on_every_thread_count(&p, &skip).unwrap();
+        assert_eq!(rep.skipped_lines, 2);
+        assert!(rep
+            .first_skipped
+            .unwrap()
+            .contains(":4:7: duplicate feature index 1"));
+        assert_eq!(back.rows(), n - 2);
+    }
+}
+
+#[test]
+fn a_late_index_zero_decides_the_base_on_every_thread_count() {
+    let dir = tmp();
+    let (ds, text) = several_pieces_of_ctr(dir.path());
+    let d = ds.features;
+    // Rows at the limit early on (fine if the file is 1-based), then, megabytes later,
+    // a row with index 0 that makes the file 0-based and those rows out of range.
+    let mut t = format!("1 {d}:1\n-1 2:1\n0 1:1 {d}:1\n").into_bytes();
+    t.extend_from_slice(&text);
+    t.extend_from_slice(format!("1 0:1 {}:1\n", d - 1).as_bytes());
+    t.extend_from_slice(format!("1 1:1 {d}:1\n").as_bytes());
+    let zero_line = 3 + ds.rows() + 1;
+    for (name, bytes) in [("late.svm", t.clone()), ("late.gz", gz(&t))] {
+        let p = put(dir.path(), name, &bytes);
+        let e = same_on_every_thread_count(&p, &with_features(d)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Parse {
+                    line: 1,
+                    col: 3,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains(&format!(
+                "the file is 0-based since line {zero_line} has index 0"
+            )),
+            "{e}"
+        );
+        let skip = ReadOptions {
+            skip_bad_lines: true,
+            ..with_features(d)
+        };
+        let (back, rep) = same_on_every_thread_count(&p, &skip).unwrap();
+        assert!(!rep.index_base_one);
+        // Lines 1, 3, the last one and the generated rows that use the last feature.
+        let at_limit = (0..ds.rows())
+            .filter(|&i| ds.row(i).indices.last() == Some(&(d as u32 - 1)))
+            .count();
+        assert!(at_limit > 0);
+        assert_eq!(rep.skipped_lines, 3 + at_limit as u64);
+        assert_eq!(back.rows(), ds.rows() + 2 - at_limit);
+        // Without a feature count nothing is out of range: all rows stay, 0-based.
+        let (back, rep) = same_on_every_thread_count(&p, &ReadOptions::default()).unwrap();
+        assert!(!rep.index_base_one);
+        assert_eq!((back.rows(), back.features), (ds.rows() + 5, d + 1));
+    }
 }
 
 // ---------------------------------------------------------------- generators

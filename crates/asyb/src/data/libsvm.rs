@@ -1,16 +1,22 @@
-//! LIBSVM / SVMlight text files: a strict, allocation-free streaming reader and an atomic
-//! writer. Owns the text format, its compression sniffing (gzip, bzip2, xz, zstd or plain,
+//! LIBSVM / SVMlight text files: a strict, allocation-free streaming reader that parses
+//! on several threads, and an atomic writer. Owns the text format, its compression sniffing (gzip, bzip2, xz, zstd or plain,
 //! told apart by magic bytes, never by file name) and the mapping of every bad token to
 //! an [`Error::Parse`] with its 1-based line and byte column. Knows nothing of losses,
 //! of the parameter server or of how the labels will be used: labels are stored raw.
 //!
 //! One line is `label [qid:N] idx:val idx:val ... [# comment]`. The parse of one line is
 //! [`parse_line`], a pure function over a byte slice that appends to caller-owned
-//! arrays, so that a chunked parallel reader can run it on slices of one buffer.
+//! arrays; the reader cuts the stream into pieces at line breaks, parses the pieces on
+//! worker threads and merges them in file order, with the result (error included) of a
+//! line-by-line read whatever the thread count.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::mpsc;
+
+use parking_lot::Mutex;
 
 use crate::data::Dataset;
 use crate::io::{atomic_write, io_err};
@@ -67,15 +73,42 @@ pub struct ReadReport {
     pub bytes: u64,
 }
 
-/// Large enough that the per-read overhead (a syscall or a decoder call, and one
-/// `memrchr`) vanishes against the parse; doubled on demand for longer lines.
-const READ_CHUNK_BYTES: usize = 4 << 20;
+/// The text is cut into pieces of this size (at a line break) for the parser threads:
+/// large enough that the per-piece cost (a channel send, a wake-up, a few vector
+/// pushes) vanishes against the parse, small enough to balance the threads on a file of
+/// a few megabytes and to still be in cache when a parser picks the piece up. Doubled
+/// on demand for longer lines.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Beyond this many parser threads the reader (one thread, and for compressed input a
+/// sequential decoder) and memory bandwidth are the limit, and each thread only adds
+/// pieces in flight.
+const MAX_READ_THREADS: usize = 8;
+
+/// The number of parser threads [`read_libsvm`] uses: the available cores, at most 8.
+pub fn default_read_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_READ_THREADS)
+}
 
 /// Reads a LIBSVM file (plain or compressed) into a [`Dataset`] with 0-based indices,
-/// raw `f32` labels and, for all-ones data, no value array.
+/// raw `f32` labels and, for all-ones data, no value array. Parses on
+/// [`default_read_threads`] threads.
 pub fn read_libsvm(path: &Path, opts: &ReadOptions) -> Result<(Dataset, ReadReport)> {
+    read_libsvm_with_threads(path, opts, default_read_threads())
+}
+
+/// [`read_libsvm`] on `threads` parser threads (0 counts as 1), beside the calling
+/// thread, which reads and decompresses. The result, error included, is the same for
+/// every thread count.
+pub fn read_libsvm_with_threads(
+    path: &Path,
+    opts: &ReadOptions,
+    threads: usize,
+) -> Result<(Dataset, ReadReport)> {
     let (source, compression) = open(path)?;
-    read_stream(source, compression, path, opts, READ_CHUNK_BYTES)
+    read_parallel(source, compression, path, opts, READ_CHUNK_BYTES, threads)
 }
 
 /// Writes `ds` as LIBSVM text, atomically: 1-based indices, labels and values in their
@@ -235,8 +268,293 @@ fn stream_error(path: &Path, compression: Compression, e: std::io::Error) -> Err
     }
 }
 
-/// The read loop, with the chunk size as a parameter so tests can put line breaks on
-/// every possible chunk boundary.
+/// The parallel read: the calling thread reads (and decompresses) the stream into
+/// pieces that end at a line break, `threads` parser threads turn each piece into CSR
+/// rows on their own, and one merger thread appends the pieces in file order, settling
+/// what depends on earlier lines (line numbers, the auto index base, the first error).
+///
+/// The pieces are cut exactly where `read_stream` cuts its buffer, so even the race
+/// between a parse error and a corrupt stream ends the same way: lines in pieces handed
+/// out before the stream failed are judged first. `chunk_bytes` is a parameter so that
+/// tests can put piece boundaries everywhere.
+fn read_parallel(
+    mut source: impl Read,
+    compression: Compression,
+    path: &Path,
+    opts: &ReadOptions,
+    chunk_bytes: usize,
+    threads: usize,
+) -> Result<(Dataset, ReadReport)> {
+    let threads = threads.max(1);
+    // One piece being filled, one per parser, and a few parsed ones waiting for an
+    // earlier piece in the merger: this bounds the memory besides the output.
+    let max_slots = 2 * threads + 2;
+    let (work_tx, work_rx) = mpsc::channel::<Slot>();
+    let (done_tx, done_rx) = mpsc::channel::<ParsedSlot>();
+    let (free_tx, free_rx) = mpsc::channel::<Slot>();
+    let work_rx = Mutex::new(work_rx);
+    let (merged, read) = std::thread::scope(|s| {
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let work_rx = &work_rx;
+            s.spawn(move || loop {
+                let next = work_rx.lock().recv();
+                let Ok(mut slot) = next else { break };
+                // A panic must reach the merger: with a piece missing it would wait
+                // forever, and so would the reader for the piece's slot.
+                let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| slot.parse(opts)));
+                let sent = match parsed {
+                    Ok(()) => done_tx.send(Ok(slot)),
+                    Err(panic) => done_tx.send(Err(panic)),
+                };
+                if sent.is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let merger = s.spawn(move || merge_in_order(done_rx, free_tx, path, opts));
+        let read = feed(
+            &mut source,
+            compression,
+            path,
+            chunk_bytes,
+            max_slots,
+            work_tx,
+            free_rx,
+        );
+        let merged = merger
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (merged, read)
+    });
+    // A bad line handed out before the stream failed is the earlier problem.
+    let builder = merged?;
+    let bytes = read?;
+    builder.finish(bytes)
+}
+
+/// What a parser thread hands the merger: its slot, or the panic that lost it.
+type ParsedSlot = std::thread::Result<Slot>;
+
+/// One piece of text and what a parser made of it, recycled between the reader, the
+/// parsers and the merger so that the steady state allocates nothing.
+#[derive(Default)]
+struct Slot {
+    /// Position of the piece in the file.
+    seq: usize,
+    /// `text[..len]` is the piece: whole lines, the last one cut only at the end of the
+    /// stream. The bytes past `len` are scratch space for the reader.
+    text: Vec<u8>,
+    len: usize,
+    /// Lines in the piece (up to the first bad one when bad lines are fatal).
+    lines: u64,
+    csr: Csr,
+    /// Every value in `csr` is 1.
+    ones: bool,
+    /// Under [`IndexBase::Auto`]: the piece-local line of the first row with index 0,
+    /// after which the piece was parsed as 0-based.
+    zero_line: Option<u64>,
+    /// Rows accepted under `Undecided` whose index equals the feature count, piece-local.
+    at_limit: Vec<AtLimit>,
+    /// Lines rejected.
+    errors: u64,
+    first_error: Option<FirstError>,
+}
+
+/// The first bad line of a piece, piece-local.
+struct FirstError {
+    line: u64,
+    /// Where the line is in the piece's text, to judge it again as 0-based.
+    span: std::ops::Range<usize>,
+    /// It was judged before the base was known.
+    undecided: bool,
+    error: LineError,
+}
+
+impl Slot {
+    /// Parses the piece as if no earlier piece held index 0, like [`Builder::line`]
+    /// would from a fresh start; [`Builder::merge`] corrects what that assumption got
+    /// wrong, which needs only the rows at the feature limit and the first bad line.
+    fn parse(&mut self, opts: &ReadOptions) {
+        self.csr.clear();
+        self.at_limit.clear();
+        self.zero_line = None;
+        self.errors = 0;
+        self.first_error = None;
+        let text = self.text.get(..self.len).unwrap_or_default();
+        let mut rules = LineRules {
+            base: initial_base(opts.index_base),
+            features: opts.features.map(|d| d as u64),
+            labels: opts.labels,
+        };
+        let csr = &mut self.csr;
+        let mut line_no = 0u64;
+        let mut start = 0;
+        while start < text.len() {
+            let rest = text.get(start..).unwrap_or_default();
+            let end = memchr::memchr(b'\n', rest).map_or(text.len(), |p| start + p);
+            line_no += 1;
+            let line = text.get(start..end).unwrap_or_default();
+            match parse_line(line, &rules, &mut csr.indices, &mut csr.values) {
+                Ok(Parsed::Blank) => {}
+                Ok(Parsed::Row {
+                    label,
+                    saw_zero,
+                    at_limit_col,
+                }) => {
+                    csr.labels.push(label);
+                    csr.indptr.push(csr.indices.len());
+                    if let Some(col) = at_limit_col {
+                        self.at_limit.push(AtLimit {
+                            row: csr.labels.len() - 1,
+                            line: line_no,
+                            col,
+                        });
+                    }
+                    if saw_zero && rules.base == LineBase::Undecided {
+                        rules.base = LineBase::Zero;
+                        self.zero_line = Some(line_no);
+                    }
+                }
+                Err(error) => {
+                    self.errors += 1;
+                    if self.first_error.is_none() {
+                        self.first_error = Some(FirstError {
+                            line: line_no,
+                            span: start..end,
+                            undecided: rules.base == LineBase::Undecided,
+                            error,
+                        });
+                    }
+                    if !opts.skip_bad_lines {
+                        break;
+                    }
+                }
+            }
+            start = end + 1;
+        }
+        self.lines = line_no;
+        self.ones = csr.values.iter().all(|&v| v == 1.0);
+    }
+}
+
+/// The reader: fills slots from `source`, cuts them after their last line break (the
+/// rest starts the next slot) and hands them to the parsers. Returns the bytes read.
+/// Stops early, without error, when the merger has quit (it holds the error).
+fn feed(
+    source: &mut impl Read,
+    compression: Compression,
+    path: &Path,
+    chunk_bytes: usize,
+    max_slots: usize,
+    work_tx: mpsc::Sender<Slot>,
+    free_rx: mpsc::Receiver<Slot>,
+) -> Result<u64> {
+    let mut made = 0usize;
+    let mut take = || match free_rx.try_recv() {
+        Ok(slot) => Some(slot),
+        Err(mpsc::TryRecvError::Disconnected) => None,
+        Err(mpsc::TryRecvError::Empty) if made < max_slots => {
+            made += 1;
+            Some(Slot::default())
+        }
+        Err(mpsc::TryRecvError::Empty) => free_rx.recv().ok(),
+    };
+    let mut cap = chunk_bytes.max(1);
+    let mut bytes = 0u64;
+    let mut seq = 0usize;
+    let Some(mut cur) = take() else {
+        return Ok(0);
+    };
+    cur.len = 0;
+    loop {
+        if cur.text.len() < cap {
+            cur.text.resize(cap, 0);
+        }
+        let mut eof = false;
+        while cur.len < cap {
+            let free = cur.text.get_mut(cur.len..cap).unwrap_or_default();
+            match source.read(free) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    cur.len += n;
+                    bytes += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(stream_error(path, compression, e)),
+            }
+        }
+        if eof {
+            if cur.len > 0 {
+                cur.seq = seq;
+                // A send fails only when the parsers are gone, after the merger quit.
+                let _ = work_tx.send(cur);
+            }
+            return Ok(bytes);
+        }
+        let filled = cur.text.get(..cur.len).unwrap_or_default();
+        match memchr::memrchr(b'\n', filled) {
+            Some(p) => {
+                let Some(mut next) = take() else {
+                    return Ok(bytes);
+                };
+                let tail = filled.get(p + 1..).unwrap_or_default();
+                if next.text.len() < cap {
+                    next.text.resize(cap, 0);
+                }
+                if let Some(head) = next.text.get_mut(..tail.len()) {
+                    head.copy_from_slice(tail);
+                }
+                next.len = tail.len();
+                cur.len = p + 1;
+                cur.seq = seq;
+                seq += 1;
+                if work_tx.send(cur).is_err() {
+                    return Ok(bytes);
+                }
+                cur = next;
+            }
+            // One line longer than the piece: grow rather than split it.
+            None => cap *= 2,
+        }
+    }
+}
+
+/// The merger: takes parsed slots in any order, merges them in file order and sends
+/// them back to the reader. Returns at the first error that a sequential read would
+/// have stopped at.
+fn merge_in_order<'a>(
+    done_rx: mpsc::Receiver<ParsedSlot>,
+    free_tx: mpsc::Sender<Slot>,
+    path: &'a Path,
+    opts: &'a ReadOptions,
+) -> Result<Builder<'a>> {
+    let mut builder = Builder::new(path, opts);
+    builder.ones = true;
+    let mut waiting = std::collections::BTreeMap::new();
+    let (mut next, mut lines) = (0usize, 0u64);
+    for parsed in done_rx {
+        let slot = parsed.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        waiting.insert(slot.seq, slot);
+        while let Some(mut slot) = waiting.remove(&next) {
+            builder.merge(&mut slot, lines)?;
+            lines += slot.lines;
+            next += 1;
+            // The reader may be done already.
+            let _ = free_tx.send(slot);
+        }
+    }
+    Ok(builder)
+}
+
+/// The sequential read loop, one line after the other on the calling thread: the
+/// reference that [`read_parallel`] must match, with the chunk size as a parameter so
+/// tests can put line breaks on every possible chunk boundary.
+#[cfg(test)]
 fn read_stream(
     mut source: impl Read,
     compression: Compression,
@@ -345,15 +663,55 @@ fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-/// The next space- or tab-separated token at or after `*pos`, as `(start, end)`.
-fn next_token(line: &[u8], pos: &mut usize) -> Option<(usize, usize)> {
-    let rest = line.get(*pos..)?;
-    let skip = rest.iter().position(|&b| !is_blank(b))?;
-    let start = *pos + skip;
-    let tail = line.get(start..)?;
-    let end = start + tail.iter().position(|&b| is_blank(b)).unwrap_or(tail.len());
-    *pos = end;
-    Some((start, end))
+/// A token of a line: `start..end`, the position of its first `:`, if any, and the
+/// value of what precedes that `:` when it is 1 to 10 digits.
+struct Token {
+    start: usize,
+    end: usize,
+    colon: Option<usize>,
+    digits: Option<u64>,
+}
+
+/// The next space- or tab-separated token at or after `*pos`. One pass finds its end, its
+/// `:` and the value of a plain index before it, since this runs once per stored entry on
+/// tokens of a few bytes, where a vectorized search or a second pass costs more than the
+/// scan.
+fn next_token(line: &[u8], pos: &mut usize) -> Option<Token> {
+    let mut i = *pos;
+    while line.get(i).is_some_and(|&b| is_blank(b)) {
+        i += 1;
+    }
+    let start = i;
+    let (mut value, mut plain) = (0u64, true);
+    let mut colon = None;
+    while let Some(&b) = line.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d < 10 {
+            value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+        } else if b == b':' {
+            colon = Some(i);
+            break;
+        } else if is_blank(b) {
+            break;
+        } else {
+            plain = false;
+        }
+        i += 1;
+    }
+    let len = i - start;
+    let digits = (colon.is_some() && plain && (1..=10).contains(&len)).then_some(value);
+    if colon.is_some() {
+        while line.get(i).is_some_and(|&b| !is_blank(b)) {
+            i += 1;
+        }
+    }
+    *pos = i;
+    (i > start).then_some(Token {
+        start,
+        end: i,
+        colon,
+        digits,
+    })
 }
 
 fn err(col0: usize, reason: String) -> LineError {
@@ -375,7 +733,10 @@ fn parse_line_inner(
         None => line,
     };
     let mut pos = 0;
-    let Some((ls, le)) = next_token(line, &mut pos) else {
+    let Some(Token {
+        start: ls, end: le, ..
+    }) = next_token(line, &mut pos)
+    else {
         return Ok(Parsed::Blank);
     };
     let label_tok = line.get(ls..le).unwrap_or_default();
@@ -386,14 +747,20 @@ fn parse_line_inner(
     let mut at_limit_col = None;
     let mut prev: Option<u32> = None;
     let mut first = true;
-    while let Some((ts, te)) = next_token(line, &mut pos) {
+    while let Some(Token {
+        start: ts,
+        end: te,
+        colon,
+        digits,
+    }) = next_token(line, &mut pos)
+    {
         let tok = line.get(ts..te).unwrap_or_default();
         if first && tok.starts_with(b"qid:") {
             first = false;
             continue;
         }
         first = false;
-        let Some(c) = memchr::memchr(b':', tok) else {
+        let Some(c) = colon.map(|p| p - ts) else {
             return Err(err(
                 ts,
                 format!("expected index:value, found '{}'", show(tok)),
@@ -401,7 +768,10 @@ fn parse_line_inner(
         };
         let idx_tok = tok.get(..c).unwrap_or_default();
         let val_tok = tok.get(c + 1..).unwrap_or_default();
-        let raw = parse_index(idx_tok).map_err(|r| err(ts, r))?;
+        let raw = match digits.and_then(|v| u32::try_from(v).ok()) {
+            Some(raw) => raw,
+            None => parse_index(idx_tok).map_err(|r| err(ts, r))?,
+        };
 
         if raw == 0 {
             match base {
@@ -492,8 +862,12 @@ fn parse_label(tok: &[u8], rule: LabelRule) -> std::result::Result<f32, String> 
             show(tok)
         ));
     }
-    let v: f64 =
-        fast_float2::parse(tok).map_err(|_| format!("label '{}' is not a number", show(tok)))?;
+    let v: f64 = match small_int(tok) {
+        Some(v) => f64::from(v),
+        None => {
+            fast_float2::parse(tok).map_err(|_| format!("label '{}' is not a number", show(tok)))?
+        }
+    };
     if !v.is_finite() {
         return Err(format!("label '{}' is not a finite number", show(tok)));
     }
@@ -562,7 +936,35 @@ fn parse_index(tok: &[u8]) -> std::result::Result<u32, String> {
     })
 }
 
+/// `[+-]` and at most 7 digits: an integer below 2^24, exact in `f32` and `f64`, so this
+/// is what any correct parser returns (`-0` included). Most labels and values of CTR-like
+/// files (`1`, `0`, `-1`) are such, and this is several times cheaper than the general
+/// parse.
+fn small_int(tok: &[u8]) -> Option<f32> {
+    let (negative, digits) = match tok.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, tok),
+    };
+    if digits.is_empty() || digits.len() > 7 {
+        return None;
+    }
+    let mut v = 0u32;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(b - b'0');
+    }
+    // Exact: v < 10^7 < 2^24.
+    let v = v as f32;
+    Some(if negative { -v } else { v })
+}
+
 fn parse_value(tok: &[u8]) -> std::result::Result<f32, String> {
+    if let Some(v) = small_int(tok) {
+        return Ok(v);
+    }
     if tok.is_empty() {
         return Err("missing feature value after ':'".to_string());
     }
@@ -593,16 +995,89 @@ struct AtLimit {
     col: u64,
 }
 
-/// Accumulates rows in CSR form, raw (file-based) indices, until [`Builder::finish`]
-/// shifts them and checks the file as a whole.
-struct Builder<'a> {
-    path: &'a Path,
-    opts: &'a ReadOptions,
-    base: LineBase,
+/// Rows in CSR form with raw (file-based) indices. `values` is either as long as
+/// `indices` or, in a merged [`Builder`] whose values have all been 1 so far, empty.
+#[derive(Debug)]
+struct Csr {
     indptr: Vec<usize>,
     indices: Vec<u32>,
     values: Vec<f32>,
     labels: Vec<f32>,
+}
+
+impl Default for Csr {
+    fn default() -> Self {
+        Csr {
+            indptr: vec![0],
+            indices: Vec::new(),
+            values: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+}
+
+impl Csr {
+    /// Empties the arrays, keeping their capacity.
+    fn clear(&mut self) {
+        self.indptr.clear();
+        self.indptr.push(0);
+        self.indices.clear();
+        self.values.clear();
+        self.labels.clear();
+    }
+
+    /// Removes the rows listed (sorted ascending) by compacting the arrays in place.
+    fn remove_rows(&mut self, drop: &[usize]) {
+        if drop.is_empty() {
+            return;
+        }
+        let with_values = self.values.len() == self.indices.len();
+        let rows = self.labels.len();
+        let mut drop_iter = drop.iter().peekable();
+        let (mut out_row, mut out_nz) = (0usize, 0usize);
+        for r in 0..rows {
+            if drop_iter.peek() == Some(&&r) {
+                drop_iter.next();
+                continue;
+            }
+            let (a, b) = (self.indptr[r], self.indptr[r + 1]);
+            self.indices.copy_within(a..b, out_nz);
+            if with_values {
+                self.values.copy_within(a..b, out_nz);
+            }
+            out_nz += b - a;
+            self.labels[out_row] = self.labels[r];
+            out_row += 1;
+            self.indptr[out_row] = out_nz;
+        }
+        self.labels.truncate(out_row);
+        self.indptr.truncate(out_row + 1);
+        self.indices.truncate(out_nz);
+        if with_values {
+            self.values.truncate(out_nz);
+        }
+    }
+}
+
+fn initial_base(index_base: IndexBase) -> LineBase {
+    match index_base {
+        IndexBase::Auto => LineBase::Undecided,
+        IndexBase::Zero => LineBase::Zero,
+        IndexBase::One => LineBase::One,
+    }
+}
+
+/// Accumulates rows in CSR form, raw (file-based) indices, until [`Builder::finish`]
+/// shifts them and checks the file as a whole. Fed line by line ([`Builder::line`], the
+/// sequential reference) or piece by piece in file order ([`Builder::merge`]).
+struct Builder<'a> {
+    path: &'a Path,
+    opts: &'a ReadOptions,
+    base: LineBase,
+    csr: Csr,
+    /// `csr.values` is not stored because every value so far is 1: it is written out
+    /// only if a value other than 1 turns up, which on binary data it never does.
+    ones: bool,
     skipped: u64,
     first_skipped: Option<(u64, String)>,
     at_limit: Vec<AtLimit>,
@@ -610,19 +1085,12 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(path: &'a Path, opts: &'a ReadOptions) -> Self {
-        let base = match opts.index_base {
-            IndexBase::Auto => LineBase::Undecided,
-            IndexBase::Zero => LineBase::Zero,
-            IndexBase::One => LineBase::One,
-        };
         Builder {
             path,
             opts,
-            base,
-            indptr: vec![0],
-            indices: Vec::new(),
-            values: Vec::new(),
-            labels: Vec::new(),
+            base: initial_base(opts.index_base),
+            csr: Csr::default(),
+            ones: false,
             skipped: 0,
             first_skipped: None,
             at_limit: Vec::new(),
@@ -631,6 +1099,7 @@ impl<'a> Builder<'a> {
 
     /// Parses the lines of `text` (whole lines; the last may lack its `\n`), numbering them
     /// from `lines_before + 1`. Returns the number of lines seen.
+    #[cfg(test)]
     fn parse_lines(&mut self, text: &[u8], lines_before: u64) -> Result<u64> {
         let mut line_no = lines_before;
         let mut start = 0;
@@ -648,24 +1117,26 @@ impl<'a> Builder<'a> {
         Ok(line_no - lines_before)
     }
 
+    #[cfg(test)]
     fn line(&mut self, line: &[u8], line_no: u64) -> Result<()> {
         let rules = LineRules {
             base: self.base,
             features: self.opts.features.map(|d| d as u64),
             labels: self.opts.labels,
         };
-        match parse_line(line, &rules, &mut self.indices, &mut self.values) {
+        let csr = &mut self.csr;
+        match parse_line(line, &rules, &mut csr.indices, &mut csr.values) {
             Ok(Parsed::Blank) => Ok(()),
             Ok(Parsed::Row {
                 label,
                 saw_zero,
                 at_limit_col,
             }) => {
-                self.labels.push(label);
-                self.indptr.push(self.indices.len());
+                csr.labels.push(label);
+                csr.indptr.push(csr.indices.len());
                 if let Some(col) = at_limit_col {
                     self.at_limit.push(AtLimit {
-                        row: self.labels.len() - 1,
+                        row: csr.labels.len() - 1,
                         line: line_no,
                         col,
                     });
@@ -677,6 +1148,78 @@ impl<'a> Builder<'a> {
                 Ok(())
             }
             Err(e) => self.reject(line_no, e),
+        }
+    }
+
+    /// Appends the piece in `slot`, whose first line is line `lines_before + 1`, with the
+    /// outcome of feeding its lines one by one to [`Builder::line`]. The piece was parsed
+    /// as if no earlier line held index 0; when one did, only two things change (0-based
+    /// judging is stricter than `Undecided` exactly at an index equal to the feature
+    /// count, and words some messages differently): its rows at the feature limit are
+    /// bad, and its first bad line may read differently.
+    fn merge(&mut self, slot: &mut Slot, lines_before: u64) -> Result<()> {
+        let late_zero = self.opts.index_base == IndexBase::Auto && self.base == LineBase::Zero;
+        let row0 = self.csr.labels.len();
+        if late_zero {
+            // Tokens before the one at the limit passed the same checks as 0-based ones
+            // and the row has no index 0, so a 0-based parse fails at that very token.
+            let d = self.opts.features.unwrap_or(0) as u64;
+            let mut drop = Vec::with_capacity(slot.at_limit.len());
+            for a in &slot.at_limit {
+                let reason = out_of_range(d, d, LineBase::Zero);
+                self.reject(lines_before + a.line, LineError { col: a.col, reason })?;
+                drop.push(a.row);
+            }
+            slot.csr.remove_rows(&drop);
+        } else {
+            self.at_limit.extend(slot.at_limit.iter().map(|a| AtLimit {
+                row: row0 + a.row,
+                line: lines_before + a.line,
+                col: a.col,
+            }));
+        }
+        self.append(&slot.csr, slot.ones);
+        if let (false, Some(z)) = (late_zero, slot.zero_line) {
+            self.base = LineBase::Zero;
+            self.resolve_at_limit(lines_before + z)?;
+        }
+        if let Some(first) = slot.first_error.take() {
+            let mut error = first.error;
+            if late_zero && first.undecided {
+                let line = slot.text.get(first.span).unwrap_or_default();
+                let rules = LineRules {
+                    base: LineBase::Zero,
+                    features: self.opts.features.map(|d| d as u64),
+                    labels: self.opts.labels,
+                };
+                let (mut i, mut v) = (Vec::new(), Vec::new());
+                // 0-based judging is stricter, so the line is still bad.
+                if let Err(e) = parse_line(line, &rules, &mut i, &mut v) {
+                    error = e;
+                }
+            }
+            self.reject(lines_before + first.line, error)?;
+            // The other bad lines are bad under either base; only the first can be the
+            // first skipped.
+            self.skipped += slot.errors.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// Appends `src` (which stores every value) to the rows.
+    fn append(&mut self, src: &Csr, ones: bool) {
+        let nz = self.csr.indices.len();
+        self.csr.indices.extend_from_slice(&src.indices);
+        self.csr.labels.extend_from_slice(&src.labels);
+        self.csr
+            .indptr
+            .extend(src.indptr.iter().skip(1).map(|&p| nz + p));
+        if self.ones && !ones {
+            self.csr.values.resize(nz, 1.0);
+            self.ones = false;
+        }
+        if !self.ones {
+            self.csr.values.extend_from_slice(&src.values);
         }
     }
 
@@ -710,38 +1253,11 @@ impl<'a> Builder<'a> {
             self.reject(p.line, LineError { col: p.col, reason })?;
         }
         let drop: Vec<usize> = pending.iter().map(|p| p.row).collect();
-        self.remove_rows(&drop);
+        self.csr.remove_rows(&drop);
         Ok(())
     }
 
-    /// Removes the rows listed (sorted ascending) by compacting the CSR arrays in place.
-    fn remove_rows(&mut self, drop: &[usize]) {
-        if drop.is_empty() {
-            return;
-        }
-        let rows = self.labels.len();
-        let mut drop_iter = drop.iter().peekable();
-        let (mut out_row, mut out_nz) = (0usize, 0usize);
-        for r in 0..rows {
-            if drop_iter.peek() == Some(&&r) {
-                drop_iter.next();
-                continue;
-            }
-            let (a, b) = (self.indptr[r], self.indptr[r + 1]);
-            self.indices.copy_within(a..b, out_nz);
-            self.values.copy_within(a..b, out_nz);
-            out_nz += b - a;
-            self.labels[out_row] = self.labels[r];
-            out_row += 1;
-            self.indptr[out_row] = out_nz;
-        }
-        self.labels.truncate(out_row);
-        self.indptr.truncate(out_row + 1);
-        self.indices.truncate(out_nz);
-        self.values.truncate(out_nz);
-    }
-
-    fn finish(mut self, bytes: u64) -> Result<(Dataset, ReadReport)> {
+    fn finish(self, bytes: u64) -> Result<(Dataset, ReadReport)> {
         let path = self.path;
         let data_err = |reason: String| Error::Data {
             path: path.to_path_buf(),
@@ -751,14 +1267,20 @@ impl<'a> Builder<'a> {
             Some((_, first)) => format!(" ({} bad lines skipped; first: {first})", self.skipped),
             None => String::new(),
         };
-        if self.labels.is_empty() {
+        let Csr {
+            indptr,
+            mut indices,
+            values,
+            labels,
+        } = self.csr;
+        if labels.is_empty() {
             return Err(data_err(format!("no data rows{skipped_note}")));
         }
         let one_based = self.base != LineBase::Zero;
         if one_based {
             // Every raw index is >= 1 here: a 0 either errored (One) or made the file
             // 0-based (Auto).
-            for x in &mut self.indices {
+            for x in &mut indices {
                 *x = x.saturating_sub(1);
             }
         }
@@ -766,11 +1288,10 @@ impl<'a> Builder<'a> {
             Some(d) => d,
             None => {
                 // The last entry of a row is its largest index.
-                let max = self
-                    .indptr
+                let max = indptr
                     .windows(2)
                     .filter(|w| w[1] > w[0])
-                    .filter_map(|w| self.indices.get(w[1] - 1))
+                    .filter_map(|w| indices.get(w[1] - 1))
                     .max();
                 match max {
                     Some(&m) => m as usize + 1,
@@ -784,10 +1305,10 @@ impl<'a> Builder<'a> {
             )));
         }
         let mut ds = Dataset {
-            indptr: self.indptr,
-            indices: self.indices,
-            values: Some(self.values),
-            labels: self.labels,
+            indptr,
+            indices,
+            values: (!self.ones).then_some(values),
+            labels,
             features,
         };
         ds.compact_binary();
@@ -806,6 +1327,8 @@ impl<'a> Builder<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
 
     fn rules(base: LineBase, features: Option<u64>) -> LineRules {
         LineRules {
@@ -1026,11 +1549,11 @@ mod tests {
         let opts = ReadOptions::default();
         let mut b = Builder::new(Path::new("x"), &opts);
         b.parse_lines(b"1 1:1\n2 2:2 3:3\n3\n4 4:4\n", 0).unwrap();
-        b.remove_rows(&[1, 2]);
-        assert_eq!(b.labels, vec![1.0, 4.0]);
-        assert_eq!(b.indptr, vec![0, 1, 2]);
-        assert_eq!(b.indices, vec![1, 4]);
-        assert_eq!(b.values, vec![1.0, 4.0]);
+        b.csr.remove_rows(&[1, 2]);
+        assert_eq!(b.csr.labels, vec![1.0, 4.0]);
+        assert_eq!(b.csr.indptr, vec![0, 1, 2]);
+        assert_eq!(b.csr.indices, vec![1, 4]);
+        assert_eq!(b.csr.values, vec![1.0, 4.0]);
     }
 
     #[test]
@@ -1045,6 +1568,163 @@ mod tests {
         );
     }
 
+    /// Random LIBSVM-ish text over features `0..=d + 1`: mostly good rows, with index 0
+    /// now and then (so the auto base flips mid-file), index d (the auto base's limit),
+    /// qid tokens, comments, blank lines, CRLF, tabs, a few bad lines and sometimes no
+    /// final newline.
+    fn random_text(rng: &mut Xoshiro256PlusPlus, d: u32) -> Vec<u8> {
+        const BAD: [&str; 12] = [
+            "x 1:1",
+            "1 2:1 2:1",
+            "1 3:1 2:1",
+            "1 1:nan",
+            "1 1:1e39",
+            "1 -1:2",
+            "2.5 1:1",
+            "1 :1",
+            "1 1:",
+            "1 1",
+            "1 2:1 qid:3",
+            "1:1",
+        ];
+        const LABELS: [&str; 7] = ["1", "-1", "+1", "0", "1.0", "-1.0", "1e0"];
+        const VALUES: [&str; 6] = ["1", "1", "1", "0.5", "-2", "1.0"];
+        let mut out = Vec::new();
+        let lines = rng.random_range(0..40);
+        for i in 0..lines {
+            match rng.random_range(0..24) {
+                0 => {}
+                1 => out.extend_from_slice(b"# a comment 3:x"),
+                2 => out.extend_from_slice(b" \t "),
+                3 => out.extend_from_slice(BAD[rng.random_range(0..BAD.len())].as_bytes()),
+                _ => {
+                    out.extend_from_slice(LABELS[rng.random_range(0..LABELS.len())].as_bytes());
+                    if rng.random_bool(0.1) {
+                        out.extend_from_slice(b" qid:7");
+                    }
+                    let mut idx = if rng.random_bool(0.04) { 0 } else { 1 };
+                    for _ in 0..rng.random_range(0..6) {
+                        if idx > d + 1 {
+                            break;
+                        }
+                        out.push(if rng.random_bool(0.8) { b' ' } else { b'\t' });
+                        let v = VALUES[rng.random_range(0..VALUES.len())];
+                        out.extend_from_slice(format!("{idx}:{v}").as_bytes());
+                        idx += rng.random_range(1..4);
+                    }
+                    if rng.random_bool(0.1) {
+                        out.extend_from_slice(b" # 9:9");
+                    }
+                }
+            }
+            if i + 1 < lines || rng.random_bool(0.5) {
+                out.extend_from_slice(if rng.random_bool(0.2) { b"\r\n" } else { b"\n" });
+            }
+        }
+        out
+    }
+
+    fn random_options(rng: &mut Xoshiro256PlusPlus, d: u32) -> ReadOptions {
+        ReadOptions {
+            index_base: [
+                IndexBase::Auto,
+                IndexBase::Auto,
+                IndexBase::Zero,
+                IndexBase::One,
+            ][rng.random_range(0..4)],
+            features: rng.random_bool(0.6).then_some(d as usize),
+            skip_bad_lines: rng.random_bool(0.5),
+            labels: [LabelRule::Any, LabelRule::Binary][rng.random_range(0..2)],
+        }
+    }
+
+    /// The result of a read, errors included, in a form that compares exactly.
+    fn outcome(r: Result<(Dataset, ReadReport)>) -> String {
+        format!("{r:?}")
+    }
+
+    #[test]
+    fn parallel_reads_match_the_sequential_reader() {
+        let path = Path::new("mem.svm");
+        let (mut rows, mut errors) = (0, 0);
+        for seed in 0..600u64 {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            let d = rng.random_range(2..8);
+            let text = random_text(&mut rng, d);
+            let opts = random_options(&mut rng, d);
+            let chunk = rng.random_range(1..300);
+            let want = outcome(read_stream(
+                &text[..],
+                Compression::Plain,
+                path,
+                &opts,
+                1 << 20,
+            ));
+            // Chunking never changes a read of a sound stream.
+            let seq = outcome(read_stream(
+                &text[..],
+                Compression::Plain,
+                path,
+                &opts,
+                chunk,
+            ));
+            assert_eq!(seq, want, "seed {seed}");
+            for threads in [1, 2, 3, 7] {
+                let got = read_parallel(&text[..], Compression::Plain, path, &opts, chunk, threads);
+                assert_eq!(
+                    outcome(got),
+                    want,
+                    "seed {seed}, {threads} threads, chunk {chunk}, {opts:?}, text {:?}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+            if want.starts_with("Ok") {
+                rows += 1;
+            } else if want.contains("Parse") {
+                errors += 1;
+            }
+        }
+        // Both outcomes are well represented.
+        assert!(
+            rows > 150 && errors > 150,
+            "{rows} good reads, {errors} parse errors"
+        );
+    }
+
+    #[test]
+    fn parallel_reads_of_compressed_streams_match_even_when_cut() {
+        let path = Path::new("mem.svm.gz");
+        for seed in 0..150u64 {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            let d = rng.random_range(2..8);
+            let mut text = Vec::new();
+            for _ in 0..8 {
+                text.extend(random_text(&mut rng, d));
+                text.push(b'\n');
+            }
+            let opts = random_options(&mut rng, d);
+            let chunk = rng.random_range(1..300);
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&text).unwrap();
+            let mut gz = e.finish().unwrap();
+            // A truncated stream: whether a bad line or the stream fails first depends on
+            // where the pieces are cut, which is the same in both readers.
+            if seed % 3 == 0 {
+                gz.truncate(gz.len() * 2 / 3);
+            }
+            let decode = || flate2::read::MultiGzDecoder::new(&gz[..]);
+            let want = outcome(read_stream(decode(), Compression::Gzip, path, &opts, chunk));
+            for threads in [1, 2, 3, 7] {
+                let got = read_parallel(decode(), Compression::Gzip, path, &opts, chunk, threads);
+                assert_eq!(
+                    outcome(got),
+                    want,
+                    "seed {seed}, {threads} threads, chunk {chunk}"
+                );
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn parse_line_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64),
@@ -1056,6 +1736,33 @@ mod tests {
                 prop_assert!(i.is_empty() && v.is_empty());
             }
             prop_assert_eq!(i.len(), v.len());
+        }
+
+        #[test]
+        fn small_integers_parse_as_the_general_parser_would(tok in "[+-]?[0-9]{0,9}") {
+            let general32 = fast_float2::parse::<f32, _>(tok.as_bytes()).ok();
+            let general64 = fast_float2::parse::<f64, _>(tok.as_bytes()).ok();
+            if let Some(v) = small_int(tok.as_bytes()) {
+                prop_assert_eq!(Some(v.to_bits()), general32.map(f32::to_bits));
+                prop_assert_eq!(Some(f64::from(v).to_bits()), general64.map(f64::to_bits));
+            }
+            prop_assert_eq!(parse_value(tok.as_bytes()).ok().map(f32::to_bits),
+                            general32.map(f32::to_bits));
+        }
+
+        #[test]
+        fn entries_index_as_parse_index_does(idx in "[-+]?[0-9]{0,12}x?", val in "[0-9.:]{0,4}") {
+            let line = format!("1 {idx}:{val}");
+            let (mut i, mut v) = (Vec::new(), Vec::new());
+            let got = parse_line(line.as_bytes(), &rules(LineBase::Zero, None), &mut i, &mut v);
+            match parse_index(idx.as_bytes()) {
+                Ok(raw) => match got {
+                    Ok(_) => prop_assert_eq!(i, vec![raw]),
+                    // Only the value can be at fault.
+                    Err(e) => prop_assert_eq!(e.col as usize, 3 + idx.len() + 1),
+                },
+                Err(reason) => prop_assert_eq!(got, Err(LineError { col: 3, reason })),
+            }
         }
 
         #[test]
