@@ -11,6 +11,15 @@
 //!
 //! Stopping: `||G||^2 <= tol * ||G_0||^2`, G the gradient mapping at the extrapolated point
 //! (the prox-gradient mapping P with step 1/L), or the iteration budget.
+//!
+//! Diagonal metric (optional): with factors `d > 0` per coordinate the method runs in the
+//! norm `||v||^2_{D^-1} = sum v_c^2 / d_c`, i.e. the step of coordinate c is `d_c / L`:
+//! `x+ = prox_{h, D/L}(y - D grad f(y) / L)`, with the sufficient-decrease test and G
+//! measured in that norm. This is FISTA for `f(D^(1/2) u) + h(D^(1/2) u)` written in x,
+//! so the guarantees carry over, and for a separable h the optimum does not change. On
+//! one-hot data whose column frequencies span orders of magnitude, Jacobi factors
+//! `d_j ~ n / s_j` make every column about equally well conditioned; the plain method
+//! is limited by the most frequent column and crawls on the rare ones.
 
 use crate::model::loss::Loss;
 use crate::model::objective::Objective;
@@ -37,17 +46,24 @@ pub enum FistaStop {
 }
 
 /// Minimizes Psi from `x` (updated in place to the solution). `l0` is a first Lipschitz
-/// estimate (any positive value works; a good one saves backtracking). `observe` sees
-/// every iteration and returns false to stop.
+/// estimate (any positive value works; a good one saves backtracking). `metric`: one
+/// factor `d > 0` per coordinate (see the module doc; only for a separable h, see
+/// [`Objective::prox_metric`]), or `None` for the plain method. `observe` sees every
+/// iteration and returns false to stop.
 pub fn solve<L: Loss>(
     obj: &Objective<L>,
     x: &mut Vec<f64>,
     l0: f64,
     tol: f64,
     max_iters: usize,
+    metric: Option<&[f64]>,
     mut observe: impl FnMut(&FistaIter, &[f64]) -> bool,
 ) -> FistaStop {
     let n = x.len();
+    if let Some(d) = metric {
+        assert_eq!(d.len(), n, "one metric factor per coordinate");
+    }
+    let dc = |i: usize| metric.map_or(1.0, |d| d[i]);
     let mut lip = l0.max(1e-12);
     let mut y = x.clone();
     let mut x_new = vec![0.0; n];
@@ -64,15 +80,18 @@ pub fn solve<L: Loss>(
         let fx_new = loop {
             let eta = 1.0 / lip;
             for i in 0..n {
-                x_new[i] = y[i] - eta * grad[i];
+                x_new[i] = y[i] - eta * dc(i) * grad[i];
             }
-            obj.prox(eta, &mut x_new);
+            match metric {
+                None => obj.prox(eta, &mut x_new),
+                Some(d) => obj.prox_metric(eta, d, &mut x_new),
+            }
             let fx = obj.f_and_grad(&x_new, None);
             let (mut lin, mut quad) = (0.0, 0.0);
             for i in 0..n {
                 let d = x_new[i] - y[i];
                 lin += grad[i] * d;
-                quad += d * d;
+                quad += d * d / dc(i);
             }
             if !fx.is_finite() && lip < 1e300 {
                 lip *= 2.0;
@@ -86,7 +105,8 @@ pub fn solve<L: Loss>(
         let gmap: f64 = y
             .iter()
             .zip(&x_new)
-            .map(|(a, b)| ((a - b) * lip).powi(2))
+            .enumerate()
+            .map(|(i, (a, b))| ((a - b) * lip).powi(2) / dc(i))
             .sum();
         let psi_new = fx_new + obj.h(&x_new);
         if !psi_new.is_finite() {
@@ -177,7 +197,7 @@ mod tests {
             threads: 1,
         };
         let mut x = vec![0.0; layout.coords()];
-        let stop = solve(&obj, &mut x, 1.0, 1e-20, 10_000, |_, _| true);
+        let stop = solve(&obj, &mut x, 1.0, 1e-20, 10_000, None, |_, _| true);
         assert_eq!(stop, FistaStop::Converged);
         for (i, &y) in ys.iter().enumerate() {
             let want = crate::model::reg::soft_threshold(f64::from(y) / f64::from(s), lambda);
@@ -220,7 +240,7 @@ mod tests {
             threads: 2,
         };
         let mut x = vec![0.0; layout.coords()];
-        let stop = solve(&obj, &mut x, 1.0, 1e-16, 20_000, |_, _| true);
+        let stop = solve(&obj, &mut x, 1.0, 1e-16, 20_000, None, |_, _| true);
         assert_eq!(stop, FistaStop::Converged);
         let mut g = vec![0.0; x.len()];
         obj.f_and_grad(&x, Some(&mut g));
@@ -236,5 +256,77 @@ mod tests {
             x.iter().take(d).any(|&v| v == 0.0),
             "L1 should zero some weights"
         );
+    }
+
+    /// In a diagonal metric FISTA reaches the plain method's optimum (a separable h does
+    /// not move it) and, on one-hot columns of very different frequencies with Jacobi
+    /// factors, in fewer iterations.
+    #[test]
+    fn diagonal_metric_keeps_the_optimum_and_converges_faster() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let d = 60;
+        // Column j is active with probability ~ (j+1)^-1.5: frequencies span 460x.
+        let rows: Vec<(f32, Vec<(u32, f32)>)> = (0..5000)
+            .map(|_| {
+                let fs: Vec<(u32, f32)> = (0..d as u32)
+                    .filter(|&j| rng.random_bool(0.5 / f64::from(j + 1).powf(1.5)))
+                    .map(|j| (j, 1.0))
+                    .collect();
+                let s: f32 = fs
+                    .iter()
+                    .map(|&(j, _)| if j % 3 == 0 { 1.0 } else { -0.5 })
+                    .sum();
+                let y = if rng.random_bool(1.0 / (1.0 + f64::from(-s).exp())) {
+                    1.0
+                } else {
+                    0.0
+                };
+                (y, fs)
+            })
+            .collect();
+        let ds = Dataset::from_rows(d, &rows);
+        let layout = Layout {
+            features: d,
+            classes: 1,
+            bias: true,
+        };
+        let obj = Objective {
+            data: &ds,
+            loss: Logistic,
+            reg: AnyReg(spec(RegKind::L1, 2e-3)),
+            layout,
+            alpha: 0.0,
+            threads: 2,
+        };
+        let n = ds.rows() as f64;
+        let mut metric: Vec<f64> = (0..d)
+            .map(|j| {
+                let s = (0..ds.rows())
+                    .filter(|&i| ds.row(i).indices.contains(&(j as u32)))
+                    .count();
+                (n + 1.0) / (s as f64 + 1.0)
+            })
+            .collect();
+        metric.push(1.0);
+        // Psi along the iterations, and the iteration count at convergence.
+        let run = |m: Option<&[f64]>| {
+            let mut x = vec![0.0; layout.coords()];
+            let mut trace = Vec::new();
+            let stop = solve(&obj, &mut x, 1.0, 1e-20, 50_000, m, |it, _| {
+                trace.push(it.psi);
+                true
+            });
+            assert_eq!(stop, FistaStop::Converged);
+            trace
+        };
+        let plain = run(None);
+        let scaled = run(Some(&metric));
+        let (pp, ps) = (*plain.last().unwrap(), *scaled.last().unwrap());
+        assert!((pp - ps).abs() <= 1e-10 * pp, "psi {pp} vs {ps}");
+        // Iterations to a relative gap of 1e-6.
+        let reach = |t: &[f64]| t.iter().position(|&p| p <= pp * (1.0 + 1e-6)).unwrap();
+        let (rp, rs) = (reach(&plain), reach(&scaled));
+        eprintln!("iterations to 1e-6: metric {rs}, plain {rp}");
+        assert!(rs < rp, "metric {rs} iterations, plain {rp}");
     }
 }

@@ -825,12 +825,31 @@ impl<'a> Trainer<'a> {
         let rows = self.problem.train.rows() as u64;
         let observers = &mut self.observers;
         let interrupt = self.interrupt.clone();
+        // Jacobi factors for the full-gradient method (see `fista`): every column is
+        // seen in full at each iteration, so the floor only guards empty columns. The
+        // nonconvex term's curvature is the same on every coordinate, so it runs plain.
+        let metric: Option<Vec<f64>> = (full.separable() && full.alpha == 0.0).then(|| {
+            column_metric(&self.problem.train, layout, 1.0)
+                .into_iter()
+                .flat_map(|d| std::iter::repeat(d).take(layout.classes))
+                .collect()
+        });
+        // The mean squared row norm in the metric bounds its top eigenvalue from above,
+        // so the line search only ever shrinks this first estimate.
+        let l0 = match &metric {
+            Some(d) => {
+                let rows: Vec<f64> = d.iter().step_by(layout.classes).copied().collect();
+                curvature(raw.loss) * mean_scaled_sq_row_norm(&self.problem.train, layout, &rows)
+            }
+            None => 1.0 / plan.eta0,
+        };
         let stop = fista::solve(
             &full,
             &mut x,
-            1.0 / plan.eta0,
+            l0,
             raw.fista_tol,
             raw.fista_max_iters,
+            metric.as_deref(),
             |it, x| {
                 let secs = mon.train_secs();
                 iters = it.iter as u64;

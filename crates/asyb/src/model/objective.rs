@@ -199,6 +199,25 @@ impl<'a, L: Loss> Objective<'a, L> {
         }
     }
 
+    /// Whether [`Objective::prox_metric`] applies: h is separable (one coordinate per
+    /// group), so its prox in a diagonal metric is a prox per coordinate.
+    pub fn separable(&self) -> bool {
+        self.reg.group_len() == 1
+    }
+
+    /// `w <- prox` of h in the metric `diag(1/d)`: coordinate c takes `prox_{eta d_c h}`
+    /// (one factor per coordinate); the intercept row is untouched.
+    ///
+    /// # Panics
+    /// If h is not [`Objective::separable`].
+    pub fn prox_metric(&self, eta: f64, d: &[f64], w: &mut [f64]) {
+        assert!(self.separable(), "a diagonal metric needs a separable h");
+        let fc = self.layout.features * self.layout.classes;
+        for (v, &dc) in w[..fc].iter_mut().zip(d) {
+            self.reg.prox(eta * dc, std::slice::from_mut(v));
+        }
+    }
+
     /// ||P(w)||^2 given `grad` = grad f(w).
     pub fn pgm_sq_norm(&self, w: &[f64], grad: &[f64], eta: f64) -> f64 {
         let mut y: Vec<f64> = w.iter().zip(grad).map(|(x, g)| x - eta * g).collect();
