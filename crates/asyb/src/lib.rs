@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fista;
+pub mod hint;
 pub mod io;
 pub mod model;
 pub mod model_file;

@@ -206,14 +206,7 @@ fn auto_step(
         }
         None => data,
     };
-    let reg = AnyReg(RegSpec {
-        kind: RegKind::None,
-        lambda: 0.0,
-        l1_ratio: 0.0,
-        lower: 0.0,
-        upper: 0.0,
-        group_len: 1,
-    });
+    let reg = AnyReg(RegSpec::NONE);
     let gram = with_loss!(loss, |l| Objective {
         data: est,
         loss: l,
@@ -594,7 +587,7 @@ impl<'a> Trainer<'a> {
             margins: RwLock::new(Vec::new()),
         });
         if let Some(sv) = &svrg {
-            sv.snapshot(loss, &pb.train, &partition, &shards);
+            sv.snapshot(loss, &pb.train, &partition, &shards, threads);
             control
                 .hold_at
                 .store(sv.every, std::sync::atomic::Ordering::Release);
@@ -751,7 +744,13 @@ impl<'a> Trainer<'a> {
                     // A worker reached the snapshot step and asked for the pause.
                     control.pause();
                     // Part of the algorithm: counted as training time.
-                    sv.snapshot(ev.obj.loss, &self.problem.train, partition, shards);
+                    sv.snapshot(
+                        ev.obj.loss,
+                        &self.problem.train,
+                        partition,
+                        shards,
+                        ev.obj.threads,
+                    );
                     control.hold_at.store(at + sv.every, Relaxed);
                     // Resumed below unless an evaluation is due: a snapshot must not
                     // starve the evaluations when snapshots come faster than polls.
@@ -929,46 +928,27 @@ impl Svrg {
         data: &Dataset,
         partition: &BlockPartition,
         shards: &[Arc<dyn ShardApi>],
+        threads: usize,
     ) {
         let layout = partition.layout();
         let k = layout.classes;
         let w = crate::ps::gather(partition, shards);
-        let n = data.rows();
-        let bias_at = layout.bias_row() * k;
+        let obj = Objective {
+            data,
+            loss,
+            reg: AnyReg(RegSpec::NONE),
+            layout,
+            alpha: 0.0,
+            threads,
+        };
         let mut margins = self.margins.write();
         margins.clear();
-        margins.resize(n * k, 0.0);
+        margins.resize(data.rows() * k, 0.0);
         let mut grad = vec![0.0; layout.coords()];
-        let mut dz = vec![0.0; k];
-        let inv_n = 1.0 / n.max(1) as f64;
-        for i in 0..n {
-            let row = data.row(i);
-            let z = &mut margins[i * k..(i + 1) * k];
-            if layout.bias {
-                z.copy_from_slice(&w[bias_at..bias_at + k]);
-            }
-            for (f, x) in row.iter() {
-                let f = f as usize;
-                if f < layout.features {
-                    for (zc, wc) in z.iter_mut().zip(&w[f * k..(f + 1) * k]) {
-                        *zc += f64::from(x) * wc;
-                    }
-                }
-            }
-            loss.grad(z, data.labels[i], &mut dz);
-            for (f, x) in row.iter() {
-                let f = f as usize;
-                if f < layout.features {
-                    for (g, d) in grad[f * k..(f + 1) * k].iter_mut().zip(&dz) {
-                        *g += f64::from(x) * d * inv_n;
-                    }
-                }
-            }
-            if layout.bias {
-                for (g, d) in grad[bias_at..bias_at + k].iter_mut().zip(&dz) {
-                    *g += d * inv_n;
-                }
-            }
+        obj.loss_pass(&w, Some(&mut grad), Some(&mut margins));
+        if !layout.bias {
+            let b = layout.bias_row() * k;
+            grad[b..b + k].fill(0.0);
         }
         drop(margins);
         let mut blocks: Vec<Vec<f64>> = (0..partition.blocks())

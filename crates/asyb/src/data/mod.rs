@@ -106,6 +106,29 @@ impl Dataset {
         }
     }
 
+    /// Prefetches what [`Dataset::row`] and the label of row `i` read first: the row's
+    /// bounds and its label.
+    #[inline]
+    pub fn prefetch_row_start(&self, i: usize) {
+        crate::hint::prefetch(&self.indptr[i]);
+        crate::hint::prefetch(&self.labels[i]);
+    }
+
+    /// Prefetches the entries of row `i` (best after [`Dataset::prefetch_row_start`] had
+    /// time to bring its bounds in).
+    #[inline]
+    pub fn prefetch_row_data(&self, i: usize) {
+        let (a, b) = (self.indptr[i], self.indptr[i + 1]);
+        if a < b {
+            crate::hint::prefetch(&self.indices[a]);
+            crate::hint::prefetch(&self.indices[b - 1]);
+            if let Some(v) = &self.values {
+                crate::hint::prefetch(&v[a]);
+                crate::hint::prefetch(&v[b - 1]);
+            }
+        }
+    }
+
     /// Drops the value array when every value is exactly 1 (saves a third of the memory
     /// on binary data).
     pub fn compact_binary(&mut self) {

@@ -92,34 +92,62 @@ impl<'a, L: Loss> Objective<'a, L> {
         }
     }
 
-    /// f(w); with `grad`, also writes grad f(w) (zero on the intercept row when the
-    /// intercept is not trained).
-    pub fn f_and_grad(&self, w: &[f64], grad: Option<&mut [f64]>) -> f64 {
+    /// One threaded pass over the rows: returns the mean loss `(1/n) sum_i loss_i`; with
+    /// `grad`, writes the mean loss gradient (the intercept row included, whatever
+    /// `layout.bias`; no nonconvex term); with `margins`, writes every row's margins
+    /// (`n * classes` values).
+    pub fn loss_pass(
+        &self,
+        w: &[f64],
+        grad: Option<&mut [f64]>,
+        margins: Option<&mut [f64]>,
+    ) -> f64 {
         let k = self.layout.classes;
         let n = self.data.rows();
         let coords = self.layout.coords();
         let want_grad = grad.is_some();
+        let rs = ranges(n, self.threads);
+        let mut zs: Vec<Option<&mut [f64]>> = match margins {
+            Some(m) => {
+                assert_eq!(m.len(), n * k);
+                let mut rest = m;
+                rs.iter()
+                    .map(|r| {
+                        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * k);
+                        rest = tail;
+                        Some(mine)
+                    })
+                    .collect()
+            }
+            None => rs.iter().map(|_| None).collect(),
+        };
         let parts: Vec<(f64, Vec<f64>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = ranges(n, self.threads)
+            let handles: Vec<_> = rs
                 .into_iter()
-                .map(|r| {
+                .zip(zs.iter_mut().map(Option::take))
+                .map(|(r, mut zout)| {
                     s.spawn(move || {
                         let mut g = if want_grad {
                             vec![0.0; coords]
                         } else {
                             Vec::new()
                         };
-                        let mut zi = vec![0.0; k];
+                        let mut zbuf = vec![0.0; k];
                         let mut dz = vec![0.0; k];
                         let mut sum = 0.0;
+                        let start = r.start;
                         for i in r {
-                            self.row_margins(w, i, &mut zi);
+                            let zi = match zout.as_deref_mut() {
+                                Some(z) => &mut z[(i - start) * k..(i - start + 1) * k],
+                                None => &mut zbuf[..],
+                            };
+                            self.row_margins(w, i, zi);
                             let y = self.data.labels[i];
                             if !want_grad {
-                                sum += self.loss.value(&zi, y);
+                                sum += self.loss.value(zi, y);
                                 continue;
                             }
-                            sum += self.loss.grad(&zi, y, &mut dz);
+                            sum += self.loss.grad(zi, y, &mut dz);
                             for (f, v) in self.data.row(i).iter() {
                                 let f = f as usize;
                                 if f >= self.layout.features {
@@ -145,15 +173,6 @@ impl<'a, L: Loss> Objective<'a, L> {
                 .collect()
         });
         let inv_n = 1.0 / n.max(1) as f64;
-        let loss_sum: f64 = parts.iter().map(|p| p.0).sum();
-        let feature_coords = self.layout.features * k;
-        let mut f = loss_sum * inv_n;
-        if self.alpha > 0.0 {
-            f += w[..feature_coords]
-                .iter()
-                .map(|&x| nonconvex_value(self.alpha, x))
-                .sum::<f64>();
-        }
         if let Some(grad) = grad {
             grad.fill(0.0);
             for (_, g) in &parts {
@@ -164,6 +183,23 @@ impl<'a, L: Loss> Objective<'a, L> {
             for a in grad.iter_mut() {
                 *a *= inv_n;
             }
+        }
+        parts.iter().map(|p| p.0).sum::<f64>() * inv_n
+    }
+
+    /// f(w); with `grad`, also writes grad f(w) (zero on the intercept row when the
+    /// intercept is not trained).
+    pub fn f_and_grad(&self, w: &[f64], mut grad: Option<&mut [f64]>) -> f64 {
+        let k = self.layout.classes;
+        let feature_coords = self.layout.features * self.layout.classes;
+        let mut f = self.loss_pass(w, grad.as_deref_mut(), None);
+        if self.alpha > 0.0 {
+            f += w[..feature_coords]
+                .iter()
+                .map(|&x| nonconvex_value(self.alpha, x))
+                .sum::<f64>();
+        }
+        if let Some(grad) = grad {
             if self.alpha > 0.0 {
                 for (a, &x) in grad[..feature_coords].iter_mut().zip(w) {
                     *a += nonconvex_deriv(self.alpha, x);

@@ -121,6 +121,18 @@ pub struct RegSpec {
     pub group_len: usize,
 }
 
+impl RegSpec {
+    /// h = 0.
+    pub const NONE: RegSpec = RegSpec {
+        kind: RegKind::None,
+        lambda: 0.0,
+        l1_ratio: 0.0,
+        lower: 0.0,
+        upper: 0.0,
+        group_len: 1,
+    };
+}
+
 /// Running sums over a block's sequence of prox steps, from which any stretch of skipped
 /// steps is applied in closed form. All zero at the start of a history.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -24,10 +24,15 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::config::Sampling;
 use crate::data::Dataset;
+use crate::hint::prefetch;
 use crate::model::loss::Loss;
 use crate::ps::blocks::{BlockId, BlockPartition, Loc};
 use crate::ps::shard::PushOutcome;
 use crate::ps::transport::Transport;
+
+/// How many minibatch rows ahead the gradient loop prefetches a row's entries (and
+/// twice that, its bounds).
+const ROW_AHEAD: usize = 8;
 
 /// Stop and pause signals between the trainer and its workers.
 #[derive(Debug, Default)]
@@ -244,7 +249,19 @@ fn gradient<L: Loss>(
     let k = layout.classes;
     let bias = ctx.partition.bias_loc();
     s.locs.clear();
-    for &i in &s.batch {
+    let snapshot = ctx.snapshot.map(|m| m.read());
+    for (r, &i) in s.batch.iter().enumerate() {
+        // Rows are drawn at random: fetch the bounds (and label, and snapshot margins)
+        // of a row well ahead, and its entries a little ahead, so misses overlap.
+        if let Some(&a) = s.batch.get(r + 2 * ROW_AHEAD) {
+            ctx.data.prefetch_row_start(a as usize);
+            if let Some(m) = &snapshot {
+                prefetch(&m[a as usize * k]);
+            }
+        }
+        if let Some(&a) = s.batch.get(r + ROW_AHEAD) {
+            ctx.data.prefetch_row_data(a as usize);
+        }
         for &f in ctx.data.row(i as usize).indices {
             s.locs.push(ctx.partition.locate(f as usize));
         }
@@ -258,7 +275,6 @@ fn gradient<L: Loss>(
     s.z.resize(nb * k, 0.0);
     s.dz.resize(nb * k, 0.0);
     s.dz_snap.resize(k, 0.0);
-    let snapshot = ctx.snapshot.map(|m| m.read());
     let mut pos = 0;
     for (r, &i) in s.batch.iter().enumerate() {
         let row = ctx.data.row(i as usize);

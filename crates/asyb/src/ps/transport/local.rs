@@ -27,9 +27,8 @@ impl LocalTransport {
 impl Transport for LocalTransport {
     fn pull(&self, rows: &[Loc], classes: usize, out: &mut [f64]) -> u64 {
         let k = self.clock.now();
-        for (loc, o) in rows.iter().zip(out.chunks_exact_mut(classes)) {
-            self.shard(loc.block)
-                .read(BlockId(loc.block), loc.offset, o);
+        for shard in &self.shards {
+            shard.read_rows(rows, classes, out);
         }
         k
     }
