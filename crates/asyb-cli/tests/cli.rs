@@ -228,6 +228,20 @@ fn bad_numbers_in_flags() {
     train_fails(&d, &["--train", "a.svm", "--workers", "0"], &["workers"]);
     train_fails(&d, &["--train", "a.svm", "--batch", "0"], &["batch"]);
     train_fails(&d, &["--train", "a.svm", "--epochs", "-2"], &["epochs"]);
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--features", "4294967295"],
+        &["invalid features", "32-bit"],
+    );
+}
+
+/// Feature ids are 32-bit: a file whose largest index leaves no room for the intercept
+/// row is refused, not a panic.
+#[test]
+fn feature_index_at_the_32_bit_limit() {
+    let d = Dir::new();
+    d.write("a.svm", "1 1:1 4294967295:1\n0 2:1\n");
+    train_fails(&d, &["--train", "a.svm"], &["a.svm", "32-bit"]);
 }
 
 #[test]

@@ -439,6 +439,12 @@ impl TrainConfig {
         if let Some(0) = self.features {
             return Err(Error::config("features", "must be at least 1"));
         }
+        if self.features.is_some_and(|d| d >= u32::MAX as usize) {
+            return Err(Error::config(
+                "features",
+                format!("must be below {} (feature ids are 32-bit)", u32::MAX),
+            ));
+        }
         if self.workers == Some(0) {
             return Err(Error::config("workers", "must be at least 1"));
         }

@@ -106,6 +106,15 @@ impl Problem {
                 reason: "no features".into(),
             });
         }
+        if features >= u32::MAX as usize {
+            return Err(Error::Data {
+                path: train_path.into(),
+                reason: format!(
+                    "{features} features: at most {} are supported (32-bit feature ids)",
+                    u32::MAX - 1
+                ),
+            });
+        }
         train.features = features;
         let (classes, class_labels) = match raw.loss {
             LossKind::Logistic | LossKind::SquaredHinge => {

@@ -586,6 +586,8 @@ impl<'a> Trainer<'a> {
             every: (raw.svrg_epochs * plan.updates_per_epoch).ceil().max(1.0) as u64,
             margins: RwLock::new(Vec::new()),
         });
+        // Training time starts here: the first snapshot is part of the algorithm.
+        let mut mon = Monitor::new(&plan, raw.eval_every_secs, raw.eval_every_updates);
         if let Some(sv) = &svrg {
             sv.snapshot(loss, &pb.train, &partition, &shards, threads);
             control
@@ -610,9 +612,10 @@ impl<'a> Trainer<'a> {
         };
         let round = SyncRound::new(plan.workers, plan.blocks);
 
-        let mut mon = Monitor::new(&plan, raw.eval_every_secs, raw.eval_every_updates);
-        let mut rec = mon.record(0, 0, 0, 0.0);
+        let mut rec = mon.record(0, 0, 0, mon.train_secs());
+        let t = Instant::now();
         ev.eval(&w0, &mut rec);
+        mon.eval_secs += t.elapsed().as_secs_f64();
         mon.push(rec, &mut self.observers)?;
         let mut last_good = w0;
         if !mon.last_psi().is_finite() {
@@ -816,7 +819,9 @@ impl<'a> Trainer<'a> {
             .unwrap_or_else(|| vec![0.0; layout.coords()]);
         let mut mon = Monitor::new(plan, raw.eval_every_secs, raw.eval_every_updates);
         let mut rec = mon.record(0, 0, 0, 0.0);
+        let t = Instant::now();
         ev.eval(&x, &mut rec);
+        mon.eval_secs += t.elapsed().as_secs_f64();
         mon.push(rec, &mut self.observers)?;
         let mut early: Option<StopReason> = None;
         let mut obs_err: Option<Error> = None;

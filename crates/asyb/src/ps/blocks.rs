@@ -62,7 +62,8 @@ pub struct BlockPartition {
 
 impl BlockPartition {
     /// A partition of `layout`'s rows into `blocks` blocks over `shards` shards. The
-    /// caller validates `1 <= blocks <= feature row groups` and `1 <= shards <= blocks`.
+    /// caller validates `1 <= blocks <= feature row groups`, `1 <= shards <= blocks`
+    /// and fewer than 2^32 parameter rows (feature ids are u32).
     pub fn new(
         layout: Layout,
         group_rows: usize,
@@ -72,6 +73,10 @@ impl BlockPartition {
         seed: u64,
     ) -> Self {
         assert!(group_rows >= 1 && blocks >= 1 && shards >= 1 && shards <= blocks);
+        assert!(
+            layout.rows() <= u32::MAX as usize,
+            "row ids must fit in u32"
+        );
         let feature_groups = layout.features.div_ceil(group_rows);
         let groups = feature_groups + 1;
         let perm = match kind {
@@ -146,13 +151,17 @@ impl BlockPartition {
     /// The (block, position within block) of a permuted row-group position.
     #[inline]
     fn split(&self, pos: usize) -> (usize, usize) {
+        // Positions are below 2^32 (row ids are u32); 32-bit division is several times
+        // cheaper than 64-bit, and this runs once per nonzero of every minibatch.
         let big = self.rem * (self.base + 1);
-        if pos < big {
-            (pos / (self.base + 1), pos % (self.base + 1))
+        let (p, size, first) = if pos < big {
+            (pos, self.base + 1, 0)
         } else {
-            let q = pos - big;
-            (self.rem + q / self.base, q % self.base)
-        }
+            (pos - big, self.base, self.rem)
+        };
+        let (p, size) = (p as u32, size as u32);
+        let q = p / size;
+        (first + q as usize, (p - q * size) as usize)
     }
 
     /// Row group of a parameter row (the intercept row maps to the last group).
@@ -160,8 +169,11 @@ impl BlockPartition {
     fn group_of_row(&self, row: usize) -> (usize, usize) {
         if row >= self.layout.features {
             (self.feature_groups, 0)
+        } else if self.group_rows == 1 {
+            (row, 0)
         } else {
-            (row / self.group_rows, row % self.group_rows)
+            let (r, g) = (row as u32, self.group_rows as u32);
+            ((r / g) as usize, (r % g) as usize)
         }
     }
 
