@@ -287,7 +287,7 @@ struct Block {
     drifting: bool,
 }
 
-/// How many rows ahead [`ShardApi::read_rows`] and a push prefetch.
+/// How many coordinates ahead [`ShardApi::read_rows`] and a push prefetch.
 const PREFETCH_AHEAD: usize = 12;
 
 #[inline]
@@ -310,7 +310,8 @@ impl Block {
     ) -> Self {
         let groups = coords / gl;
         let cap = groups.clamp(1024, MAX_HISTORY);
-        debug_assert!(gl == 1 || (scale.is_none() && !drift));
+        // A metric or a drift is kept per coordinate and read as a group of one.
+        assert!(gl == 1 || (scale.is_none() && !drift));
         let cells = (0..coords)
             .map(|c| Cell {
                 x: AtomicU64::new(0),
