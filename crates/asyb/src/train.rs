@@ -178,6 +178,10 @@ fn mean_sq_row_norm(ds: &Dataset, bias: bool) -> f64 {
 /// Rows used to estimate the smoothness of f for the automatic step size.
 const AUTO_STEP_ROWS: usize = 100_000;
 
+/// The power iteration of the automatic step stops once its estimate moves by at most
+/// this fraction (the step it sets is no more precise than the bound it comes from).
+const AUTO_STEP_TOL: f64 = 1e-4;
+
 /// The automatic step: `1 / L(N)`, with `L(N)` the expected smoothness constant of an
 /// N-row minibatch gradient (Gower et al. 2019, "SGD: general analysis and improved
 /// rates", Prop. 3.8): `L(N) = n (N-1) / (N (n-1)) L_f + (n-N) / (N (n-1)) L_row`,
@@ -192,6 +196,7 @@ fn auto_step(
     alpha: f64,
     batch: usize,
     metric: Option<&[f64]>,
+    threads: usize,
 ) -> (f64, String) {
     let c = curvature(loss);
     let sample;
@@ -213,9 +218,9 @@ fn auto_step(
         reg,
         layout,
         alpha: 0.0,
-        threads: 1
+        threads
     }
-    .gram_top_eigenvalue(30));
+    .gram_top_eigenvalue(30, AUTO_STEP_TOL));
     let l_f = c * gram;
     let l_row = c * match metric {
         Some(d) => mean_scaled_sq_row_norm(data, layout, d),
@@ -438,6 +443,7 @@ impl<'a> Trainer<'a> {
                 raw.alpha,
                 raw.batch,
                 metric.as_deref(),
+                self.cfg.eval_threads,
             ),
         };
         if metric.is_some() {

@@ -14,6 +14,12 @@ use super::loss::Loss;
 use super::reg::{RegSpec, Regularizer};
 use super::{nonconvex_deriv, nonconvex_value, Layout};
 use crate::data::Dataset;
+use crate::hint::prefetch;
+
+/// How many rows ahead a pass over the rows prefetches the weights a row touches: the
+/// rows are read in order, but their features are random columns of a model that does
+/// not fit in the caches.
+const ROWS_AHEAD: usize = 4;
 
 /// A regularizer chosen at run time, dispatched per call: for cold paths (evaluation,
 /// the reference solver), where a match per group costs nothing measurable.
@@ -65,12 +71,27 @@ impl<'a, L: Loss> Objective<'a, L> {
                 rest = tail;
                 s.spawn(move || {
                     for (i, zi) in r.zip(mine.chunks_mut(k)) {
+                        self.prefetch_row(w, i + ROWS_AHEAD);
                         self.row_margins(w, i, zi);
                     }
                 });
             }
         });
         z
+    }
+
+    /// Prefetches the weights (`classes` per feature, the first of them) that row `i`
+    /// touches in `w`, if row `i` exists.
+    #[inline]
+    fn prefetch_row(&self, w: &[f64], i: usize) {
+        if i < self.data.rows() {
+            let k = self.layout.classes;
+            for &f in self.data.row(i).indices {
+                if let Some(x) = w.get(f as usize * k) {
+                    prefetch(x);
+                }
+            }
+        }
     }
 
     #[inline]
@@ -137,6 +158,10 @@ impl<'a, L: Loss> Objective<'a, L> {
                         let mut sum = 0.0;
                         let start = r.start;
                         for i in r {
+                            self.prefetch_row(w, i + ROWS_AHEAD);
+                            if want_grad {
+                                self.prefetch_row(&g, i + ROWS_AHEAD);
+                            }
                             let zi = match zout.as_deref_mut() {
                                 Some(z) => &mut z[(i - start) * k..(i - start + 1) * k],
                                 None => &mut zbuf[..],
@@ -268,9 +293,11 @@ impl<'a, L: Loss> Objective<'a, L> {
     }
 
     /// Largest eigenvalue of `X^T X / n` (X with a column of ones for the intercept when
-    /// it is trained), by `iters` power iterations from a fixed start; an estimate from
-    /// below that converges quickly for the dominant direction of sparse data.
-    pub fn gram_top_eigenvalue(&self, iters: usize) -> f64 {
+    /// it is trained), by at most `iters` power iterations from a fixed start, stopping
+    /// early once the estimate changes by at most `tol` (relative) between iterations;
+    /// an estimate from below that converges quickly for the dominant direction of
+    /// sparse data.
+    pub fn gram_top_eigenvalue(&self, iters: usize, tol: f64) -> f64 {
         let d = self.layout.features;
         let n = self.data.rows().max(1);
         let cols = d + usize::from(self.layout.bias);
@@ -285,29 +312,67 @@ impl<'a, L: Loss> Objective<'a, L> {
                 return 0.0;
             }
             v.iter_mut().for_each(|x| *x /= norm);
-            let mut next = vec![0.0; cols];
-            for i in 0..self.data.rows() {
-                let row = self.data.row(i);
-                let mut u = if self.layout.bias { v[d] } else { 0.0 };
-                for (f, x) in row.iter() {
-                    if (f as usize) < d {
-                        u += f64::from(x) * v[f as usize];
-                    }
-                }
-                for (f, x) in row.iter() {
-                    if (f as usize) < d {
-                        next[f as usize] += f64::from(x) * u;
-                    }
-                }
-                if self.layout.bias {
-                    next[d] += u;
-                }
+            let parts: Vec<Vec<f64>> = std::thread::scope(|s| {
+                let v = &v;
+                let handles: Vec<_> = ranges(self.data.rows(), self.threads)
+                    .into_iter()
+                    .map(|r| s.spawn(move || self.gram_product(v, r)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("power iteration thread"))
+                    .collect()
+            });
+            let mut parts = parts.into_iter();
+            let mut next = parts.next().unwrap_or_else(|| vec![0.0; cols]);
+            for p in parts {
+                next.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
             }
             next.iter_mut().for_each(|x| *x /= n as f64);
+            let prev = lambda;
             lambda = next.iter().map(|x| x * x).sum::<f64>().sqrt();
             v = next;
+            if (lambda - prev).abs() <= tol * lambda {
+                break;
+            }
         }
         lambda
+    }
+
+    /// `sum_{i in rows} x_i (x_i . v)` over the feature columns and the intercept's
+    /// column of ones when trained: one thread's share of `X^T X v`.
+    fn gram_product(&self, v: &[f64], rows: std::ops::Range<usize>) -> Vec<f64> {
+        let d = self.layout.features;
+        let bias = self.layout.bias;
+        let mut next = vec![0.0; v.len()];
+        for i in rows {
+            if let Some(a) =
+                (i + ROWS_AHEAD < self.data.rows()).then(|| self.data.row(i + ROWS_AHEAD))
+            {
+                for &f in a.indices {
+                    if let (Some(x), Some(y)) = (v.get(f as usize), next.get(f as usize)) {
+                        prefetch(x);
+                        prefetch(y);
+                    }
+                }
+            }
+            let row = self.data.row(i);
+            let mut u = if bias { v[d] } else { 0.0 };
+            for (f, x) in row.iter() {
+                if (f as usize) < d {
+                    u += f64::from(x) * v[f as usize];
+                }
+            }
+            for (f, x) in row.iter() {
+                if (f as usize) < d {
+                    next[f as usize] += f64::from(x) * u;
+                }
+            }
+            if bias {
+                next[d] += u;
+            }
+        }
+        next
     }
 
     /// Number of nonzero feature coordinates (the intercept excluded).
@@ -479,9 +544,9 @@ mod tests {
             .map(|a| (0..5).map(|b| gram[a][b] * v[b]).sum::<f64>() * v[a])
             .sum();
         assert!(
-            (o.gram_top_eigenvalue(200) - top).abs() < 1e-9 * top,
+            (o.gram_top_eigenvalue(200, 0.0) - top).abs() < 1e-9 * top,
             "{} vs {top}",
-            o.gram_top_eigenvalue(200)
+            o.gram_top_eigenvalue(200, 0.0)
         );
         let none = Objective {
             reg: AnyReg(spec(RegKind::None, 0.0)),
