@@ -508,6 +508,146 @@ pub fn run_sync<L: Loss>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::loss::Softmax;
+    use crate::model::reg::L1;
+    use crate::model::Layout;
+    use crate::ps::blocks::PartitionKind;
+    use crate::ps::blocks::ShardId;
+    use crate::ps::shard::{Clock, DelayStats, Shard, ShardApi, ShardSettings, StepSchedule};
+    use crate::ps::transport::local::LocalTransport;
+    use std::sync::Arc;
+
+    /// The pushed block gradients equal the dense minibatch gradient
+    /// `(1/N) sum_r x_r (softmax(z_r) - e_{y_r})^T` at the shards' model, with rows and
+    /// features repeated within the minibatch, every block present once per
+    /// coordinate, sorted.
+    #[test]
+    fn block_gradients_match_a_dense_minibatch_gradient() {
+        let (d, k) = (40usize, 3usize);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let rows: Vec<(f32, Vec<(u32, f32)>)> = (0..30)
+            .map(|_| {
+                // Features drawn from a small range so that rows share them.
+                let mut f: Vec<u32> = (0..6)
+                    .map(|_| rng.random_range(0..12u32) * 3 % d as u32)
+                    .collect();
+                f.sort_unstable();
+                f.dedup();
+                let y = rng.random_range(0..k) as f32;
+                (
+                    y,
+                    f.into_iter()
+                        .map(|j| (j, rng.random_range(-1.0f32..2.0)))
+                        .collect(),
+                )
+            })
+            .collect();
+        let data = Dataset::from_rows(d, &rows);
+        let layout = Layout {
+            features: d,
+            classes: k,
+            bias: true,
+        };
+        let blocks = 3;
+        let part = BlockPartition::new(layout, 1, blocks, 2, PartitionKind::Hashed, 5);
+        let settings = ShardSettings {
+            max_delay: None,
+            schedule: StepSchedule::Constant { eta: 0.1 },
+            alpha: 0.0,
+            drift: false,
+        };
+        let clock = Arc::new(Clock::default());
+        let shards: Vec<Arc<dyn ShardApi>> = (0..2)
+            .map(|i| {
+                Arc::new(Shard::new(
+                    ShardId(i),
+                    &part,
+                    L1 { lambda: 0.0 },
+                    settings,
+                    clock.clone(),
+                    Arc::new(DelayStats::default()),
+                )) as Arc<dyn ShardApi>
+            })
+            .collect();
+        let w: Vec<f64> = (0..layout.coords())
+            .map(|_| rng.random_range(-0.5..0.5))
+            .collect();
+        crate::ps::scatter(&part, &shards, &w);
+        let transport = LocalTransport::new(shards.clone(), clock);
+        let control = Control::new(1, u64::MAX);
+        let counters = Counters::default();
+        let ctx = WorkerContext {
+            data: &data,
+            partition: &part,
+            transport: &transport,
+            control: &control,
+            counters: &counters,
+            batch: 0,
+            sampling: Sampling::Shuffle,
+            mode: BlockMode::All,
+            snapshot: None,
+        };
+        let mut s = Scratch::new(blocks);
+        // Rows repeated in the minibatch, as i.i.d. sampling does.
+        s.batch = vec![0, 3, 3, 7, 12, 29, 0, 18, 5, 5, 21];
+        let scale = 1.0 / s.batch.len() as f64;
+        gradient(Softmax, &ctx, &mut s, scale, |_| true);
+
+        let mut dense = vec![0.0; layout.coords()];
+        for &i in &s.batch {
+            let row = data.row(i as usize);
+            let mut z: Vec<f64> = w[d * k..].to_vec();
+            for (f, v) in row.iter() {
+                for c in 0..k {
+                    z[c] += f64::from(v) * w[f as usize * k + c];
+                }
+            }
+            let m = z.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = z.iter().map(|x| (x - m).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            let y = data.labels[i as usize] as usize;
+            let dz: Vec<f64> = (0..k)
+                .map(|c| e[c] / sum - f64::from(u8::from(c == y)))
+                .collect();
+            for (f, v) in row.iter() {
+                for c in 0..k {
+                    dense[f as usize * k + c] += scale * f64::from(v) * dz[c];
+                }
+            }
+            for c in 0..k {
+                dense[d * k + c] += scale * dz[c];
+            }
+        }
+        let mut seen = vec![false; layout.coords()];
+        for (j, g) in s.grads.iter().enumerate() {
+            assert!(
+                g.windows(2).all(|p| p[0].0 < p[1].0),
+                "block {j} not sorted"
+            );
+            for &(off, v) in g {
+                // Map the block coordinate back to the global one.
+                let c = (off as usize) % k;
+                let row = (0..=d)
+                    .find(|&r| {
+                        let l = part.locate(r);
+                        l.block == j as u32 && l.offset as usize == off as usize - c
+                    })
+                    .expect("a pushed coordinate belongs to a parameter row");
+                let global = row * k + c;
+                assert!(!seen[global]);
+                seen[global] = true;
+                assert!(
+                    (v - dense[global]).abs() < 1e-12,
+                    "coordinate {global}: {v} vs {}",
+                    dense[global]
+                );
+            }
+        }
+        // Every coordinate with a nonzero gradient was pushed.
+        for (c, &g) in dense.iter().enumerate() {
+            assert!(g == 0.0 || seen[c], "coordinate {c} missing");
+        }
+    }
 
     #[test]
     fn merge_sums_duplicates_in_order() {
