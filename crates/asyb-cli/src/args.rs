@@ -23,6 +23,7 @@ Examples:
   asyb predict --model model.safetensors --data test.svm --out scores.txt
   asyb eval --model model.safetensors --data test.svm
   asyb convert train.svm --out train.cache
+  asyb bench perf --workdir asyb-bench
   asyb convert --from idx train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \
       --out fashion-train.cache";
 
@@ -52,6 +53,52 @@ pub enum Command {
     /// Convert LIBSVM text to the binary cache, which loads at the speed of a file copy;
     /// `--train` and `--test` accept either form.
     Convert(ConvertArgs),
+    /// Benchmarks that check the project's claims on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The reference click-through workload end to end (docs/performance.md): generate,
+    /// read, cache, train to 1e-3 and 1e-4 with 1 and 2 workers, peak memory; prints the
+    /// table.
+    Perf(BenchPerfArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchPerfArgs {
+    /// Folder for the generated data, its cache and the cached optimum (kept, so a second
+    /// run skips the generation and the reference solver).
+    #[arg(long, value_name = "DIR", default_value = "asyb-bench")]
+    pub workdir: PathBuf,
+    /// Rows of generated training data.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub rows: usize,
+    /// Worker counts to time, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub workers: Vec<usize>,
+    /// The optimum Psi* if known (skips the reference solver).
+    #[arg(long)]
+    pub psi_star: Option<f64>,
+    /// Tolerance of the reference solver (fista).
+    #[arg(long, default_value_t = 1e-12)]
+    pub fista_tol: f64,
+    /// Seconds of training between evaluations (each evaluates every row).
+    #[arg(long, default_value_t = 0.5)]
+    pub eval_every: f64,
+    /// Epoch budget of each training run.
+    #[arg(long, default_value_t = 30.0)]
+    pub max_epochs: f64,
+    /// Seed of the training runs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Skip the peak-memory run (a child `asyb train` from the text).
+    #[arg(long)]
+    pub no_rss: bool,
+    /// Also write the figures as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

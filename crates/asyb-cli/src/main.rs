@@ -5,6 +5,7 @@
 //! Ctrl-C writes its outputs and exits with 130.
 
 mod args;
+mod bench;
 mod commands;
 mod plot;
 mod report;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command};
+use crate::args::{BenchCommand, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => commands::predict(&a),
         Command::Eval(a) => commands::eval(&a),
         Command::Convert(a) => commands::convert(&a),
+        Command::Bench(BenchCommand::Perf(a)) => bench::perf(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -647,3 +647,91 @@ fn ctrl_c_stops_training_and_writes_the_model() {
     let o = d.asyb(&["eval", "--model", "m.safetensors", "--data", "a.svm"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// `bench perf` on a small workload: the optimum it computes is the `fista` solver's on
+/// the same data, it is cached and reused, both worker counts are timed, and the child
+/// run's peak memory is at least the data it holds.
+#[test]
+fn bench_perf_end_to_end_on_a_small_workload() {
+    let dir = Dir::new();
+    let args = [
+        "bench",
+        "perf",
+        "--workdir",
+        "w",
+        "--rows",
+        "4000",
+        "--fista-tol",
+        "1e-9",
+        "--max-epochs",
+        "3",
+        "--eval-every",
+        "0.05",
+        "--json",
+        "perf.json",
+    ];
+    let o = dir.asyb(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("read the LIBSVM text"),
+        "{}",
+        stdout(&o)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("perf.json")).unwrap()).unwrap();
+    assert_eq!(r["rows"], 4000);
+    let nnz = r["nonzeros"].as_u64().unwrap();
+    assert!(nnz > 55_000 && nnz <= 60_000, "{nnz}");
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["workers"], 1);
+    assert_eq!(runs[1]["workers"], 2);
+    let csr = r["csr_plus_model_bytes"].as_u64().unwrap();
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > csr);
+
+    // The same optimum from the solver run by hand on the generated text.
+    let psi_star = r["psi_star"].as_f64().unwrap();
+    let o = dir.asyb(&[
+        "train",
+        "--train",
+        "w/train.svm",
+        "--algorithm",
+        "fista",
+        "--loss",
+        "logistic",
+        "--reg",
+        "l1",
+        "--lambda",
+        "1e-6",
+        "--no-bias",
+        "--features",
+        "1048576",
+        "--fista-tol",
+        "1e-9",
+        "--eval-rows",
+        "4000",
+        "--log",
+        "f.jsonl",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.path("f.jsonl"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let by_hand = last["psi"].as_f64().unwrap();
+    assert!(
+        (psi_star - by_hand).abs() <= 1e-12 * by_hand,
+        "{psi_star} vs {by_hand}"
+    );
+
+    // A second run reuses the data and the optimum.
+    let o = dir.asyb(&[&args[..12], &["--no-rss"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("generated earlier"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cached in"), "{}", stderr(&o));
+}

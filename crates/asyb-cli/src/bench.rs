@@ -1,0 +1,479 @@
+//! `asyb bench perf`: the reference click-through workload of `docs/performance.md`, end
+//! to end on the user's machine: generate the data, read the text, write and load the
+//! binary cache, compute (once) the reference optimum, train to relative suboptimality
+//! 1e-3 and 1e-4 with each worker count, and measure the peak memory of a run from the
+//! text in a child process. Prints a table; `--json` keeps the figures.
+//!
+//! The data, its cache and the optimum stay in `--workdir`, so a second run skips the
+//! generation and the reference solver.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use asyb::config::{Algorithm, TrainConfig, ValidConfig};
+use asyb::data::{gen, CtrSpec};
+use asyb::model::loss::LossKind;
+use asyb::model::reg::RegKind;
+use asyb::monitor::EvalRecord;
+use asyb::problem::Problem;
+use asyb::train::{RunSummary, Trainer};
+use serde::{Deserialize, Serialize};
+
+use crate::args::BenchPerfArgs;
+
+/// The reference problem: L1-regularized logistic regression without intercept.
+const FEATURES: usize = 1 << 20;
+const LAMBDA: f64 = 1e-6;
+const DATA_SEED: u64 = 1;
+/// Relative suboptimality targets.
+const TARGETS: [f64; 2] = [1e-3, 1e-4];
+
+/// What identifies the generated data and its optimum.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Workload {
+    rows: usize,
+    features: usize,
+    data_seed: u64,
+    lambda: f64,
+}
+
+/// The cached reference optimum.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Optimum {
+    workload: Workload,
+    fista_tol: f64,
+    psi_star: f64,
+    iterations: u64,
+    secs: f64,
+}
+
+/// One training run to the targets.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetRun {
+    pub workers: usize,
+    /// Per target: `(relative suboptimality, training seconds, epochs)`, `None` where the
+    /// run stopped before reaching it.
+    pub reached: Vec<(f64, Option<(f64, f64)>)>,
+    pub updates_per_sec: f64,
+    pub samples_per_sec: f64,
+    pub mean_delay: f64,
+    pub max_delay: u64,
+}
+
+/// Everything `bench perf` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct PerfReport {
+    pub rows: usize,
+    pub features: usize,
+    pub nonzeros: usize,
+    pub text_bytes: u64,
+    pub cache_bytes: u64,
+    pub psi_star: f64,
+    pub generate_secs: Option<f64>,
+    pub read_text_secs: f64,
+    pub write_cache_secs: f64,
+    pub load_cache_secs: f64,
+    pub runs: Vec<TargetRun>,
+    /// Peak RSS of `asyb train` from the text with 2 workers to 1e-3, and its wall time.
+    pub peak_rss_bytes: Option<u64>,
+    pub rss_run_wall_secs: Option<f64>,
+    /// Bytes of the dataset in CSR (binary rows: no values) plus the model's f64s.
+    pub csr_plus_model_bytes: u64,
+}
+
+fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    asyb::io::atomic_write(path, |w| {
+        w.write_all(text.as_bytes())
+            .map_err(|e| asyb::Error::io(path, e))
+    })?;
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn config(
+    train: &Path,
+    w: &Workload,
+    workers: usize,
+    target: Option<f64>,
+    a: &BenchPerfArgs,
+) -> Result<ValidConfig> {
+    let cfg = TrainConfig {
+        train: Some(train.to_path_buf()),
+        loss: LossKind::Logistic,
+        reg: RegKind::L1,
+        lambda: w.lambda,
+        bias: false,
+        features: Some(w.features),
+        workers: Some(workers),
+        epochs: Some(a.max_epochs),
+        target_objective: target,
+        eval_every_secs: a.eval_every,
+        eval_rows: w.rows,
+        seed: a.seed,
+        fista_tol: a.fista_tol,
+        ..TrainConfig::default()
+    };
+    Ok(cfg.check()?)
+}
+
+fn run_quiet(vc: &ValidConfig, pb: &Problem) -> Result<RunSummary> {
+    Ok(Trainer::new(vc, pb).run()?)
+}
+
+/// Training seconds and epochs at the first evaluation at or below `psi`.
+fn first_reaching(records: &[EvalRecord], psi: f64) -> Option<(f64, f64)> {
+    records
+        .iter()
+        .find(|r| r.psi <= psi)
+        .map(|r| (r.train_secs, r.epochs))
+}
+
+/// The reference optimum from the cache in the workdir, or from the `fista` solver.
+fn optimum(dir: &Path, w: &Workload, cache: &Path, a: &BenchPerfArgs) -> Result<f64> {
+    if let Some(p) = a.psi_star {
+        return Ok(p);
+    }
+    let path = dir.join("optimum.json");
+    if let Some(o) = read_json::<Optimum>(&path) {
+        if o.workload == *w && o.fista_tol <= a.fista_tol {
+            eprintln!(
+                "reference optimum Psi* = {:.11} (cached in {}: fista, {} iterations, {:.0} s)",
+                o.psi_star,
+                path.display(),
+                o.iterations,
+                o.secs
+            );
+            return Ok(o.psi_star);
+        }
+    }
+    eprintln!(
+        "computing the reference optimum with fista (tolerance {:e}; once, cached in {}) ...",
+        a.fista_tol,
+        path.display()
+    );
+    let mut vc = config(cache, w, 1, None, a)?;
+    vc.raw.algorithm = Algorithm::Fista;
+    vc.raw.epochs = None;
+    let vc = vc.raw.clone().check()?;
+    let pb = Problem::load(&vc)?;
+    let t = Instant::now();
+    let s = run_quiet(&vc, &pb)?;
+    let o = Optimum {
+        workload: w.clone(),
+        fista_tol: a.fista_tol,
+        psi_star: s.last().psi,
+        iterations: s.last().updates,
+        secs: t.elapsed().as_secs_f64(),
+    };
+    eprintln!(
+        "  Psi* = {:.11} after {} iterations, {:.0} s ({})",
+        o.psi_star,
+        o.iterations,
+        o.secs,
+        s.stop_reason.describe()
+    );
+    write_json_atomic(&path, &o)?;
+    Ok(o.psi_star)
+}
+
+/// Peak RSS (bytes) of all reaped children: with one child, that child's peak.
+#[cfg(target_os = "linux")]
+fn children_peak_rss() -> Option<u64> {
+    // SAFETY: getrusage writes into the struct it is given and has no other effect.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    (rc == 0).then(|| ru.ru_maxrss as u64 * 1024)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn children_peak_rss() -> Option<u64> {
+    None
+}
+
+/// `asyb train` from the text with 2 workers to `psi`, in a child process: its peak RSS
+/// and wall time.
+fn rss_run(text: &Path, w: &Workload, psi: f64, a: &BenchPerfArgs) -> Result<(Option<u64>, f64)> {
+    let exe = std::env::current_exe().context("locating the asyb executable")?;
+    let t = Instant::now();
+    let status = std::process::Command::new(exe)
+        .arg("train")
+        .arg("--train")
+        .arg(text)
+        .args(["--loss", "logistic", "--reg", "l1", "--no-bias", "--quiet"])
+        .args(["--lambda", &w.lambda.to_string()])
+        .args(["--features", &w.features.to_string()])
+        .args(["--workers", "2", "--eval-every", &a.eval_every.to_string()])
+        .args(["--eval-rows", &w.rows.to_string()])
+        .args(["--target-objective", &format!("{psi:e}")])
+        .args(["--epochs", &a.max_epochs.to_string()])
+        .args(["--seed", &a.seed.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running asyb train in a child process")?;
+    let wall = t.elapsed().as_secs_f64();
+    anyhow::ensure!(status.success(), "the child training run failed ({status})");
+    Ok((children_peak_rss(), wall))
+}
+
+pub fn perf(a: &BenchPerfArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.workers.iter().all(|&w| w >= 1),
+        "--workers: every count must be at least 1"
+    );
+    let dir = &a.workdir;
+    std::fs::create_dir_all(dir).map_err(|e| asyb::Error::io(dir, e))?;
+    let w = Workload {
+        rows: a.rows,
+        features: FEATURES,
+        data_seed: DATA_SEED,
+        lambda: LAMBDA,
+    };
+    let text = dir.join("train.svm");
+    let cache = dir.join("train.cache");
+    let stamp = dir.join("train.json");
+
+    // 1. Generate (unless the same workload is already there).
+    let have = read_json::<Workload>(&stamp).is_some_and(|s| s == w) && text.exists();
+    let generate_secs = if have {
+        eprintln!("data: {} (generated earlier)", text.display());
+        None
+    } else {
+        eprintln!(
+            "generating {} rows of CTR data into {} ...",
+            w.rows,
+            text.display()
+        );
+        let spec = CtrSpec {
+            rows: w.rows,
+            features: w.features,
+            seed: w.data_seed,
+            ..CtrSpec::default()
+        };
+        let t = Instant::now();
+        gen::write_ctr(&spec, &text)?;
+        let secs = t.elapsed().as_secs_f64();
+        write_json_atomic(&stamp, &w)?;
+        Some(secs)
+    };
+
+    // 2. Read the text, 3. write the cache, 4. load it.
+    eprintln!("reading the text, writing and loading the cache ...");
+    let vc = config(&text, &w, 1, None, a)?;
+    let t = Instant::now();
+    let pb = Problem::load(&vc)?;
+    let read_text_secs = t.elapsed().as_secs_f64();
+    let text_bytes = std::fs::metadata(&text)
+        .map_err(|e| asyb::Error::io(&text, e))?
+        .len();
+    let t = Instant::now();
+    let mut ds = pb.train.clone();
+    ds.compact_binary();
+    let one_based = pb.train_report.as_ref().map_or(true, |r| r.index_base_one);
+    let source = asyb::data::cache::Source::of(&text, one_based)?;
+    asyb::data::cache::write_cache(&cache, &ds, &source)?;
+    let write_cache_secs = t.elapsed().as_secs_f64();
+    drop(pb);
+    let cache_bytes = std::fs::metadata(&cache)
+        .map_err(|e| asyb::Error::io(&cache, e))?
+        .len();
+    let vc = config(&cache, &w, 1, None, a)?;
+    let t = Instant::now();
+    let pb = Problem::load(&vc)?;
+    let load_cache_secs = t.elapsed().as_secs_f64();
+    let csr_plus_model_bytes =
+        (pb.train.heap_bytes() + pb.layout.coords() * std::mem::size_of::<f64>()) as u64;
+    drop(pb);
+
+    // 5. The optimum.
+    let psi_star = optimum(dir, &w, &cache, a)?;
+    let goal = |rel: f64| psi_star * (1.0 + rel);
+
+    // 6. Train to the targets from the cache.
+    let vc0 = config(&cache, &w, 1, None, a)?;
+    let pb = Problem::load(&vc0)?;
+    let mut runs = Vec::new();
+    for &workers in &a.workers {
+        eprintln!("training with {workers} worker(s) to 1e-4 ...");
+        let vc = config(&cache, &w, workers, Some(goal(TARGETS[1])), a)?;
+        let s = run_quiet(&vc, &pb)?;
+        let last = s.last();
+        runs.push(TargetRun {
+            workers,
+            reached: TARGETS
+                .iter()
+                .map(|&r| (r, first_reaching(&s.records, goal(r))))
+                .collect(),
+            updates_per_sec: last.updates_per_sec,
+            samples_per_sec: last.samples_per_sec,
+            mean_delay: s.delays.mean,
+            max_delay: s.delays.max,
+        });
+    }
+    drop(pb);
+
+    // 7. Peak memory of a run from the text.
+    let (peak_rss_bytes, rss_run_wall_secs) = if a.no_rss {
+        (None, None)
+    } else {
+        eprintln!("training from the text in a child process to measure its peak memory ...");
+        let (rss, wall) = rss_run(&text, &w, goal(TARGETS[0]), a)?;
+        (rss, Some(wall))
+    };
+
+    let nonzeros = {
+        let vc = config(&cache, &w, 1, None, a)?;
+        Problem::load(&vc)?.train.nnz()
+    };
+    let report = PerfReport {
+        rows: w.rows,
+        features: w.features,
+        nonzeros,
+        text_bytes,
+        cache_bytes,
+        psi_star,
+        generate_secs,
+        read_text_secs,
+        write_cache_secs,
+        load_cache_secs,
+        runs,
+        peak_rss_bytes,
+        rss_run_wall_secs,
+        csr_plus_model_bytes,
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(perf_table(&report).as_bytes())?;
+    out.flush()?;
+    if let Some(p) = &a.json {
+        write_json_atomic(p, &report)?;
+    }
+    Ok(())
+}
+
+/// The table `bench perf` prints.
+pub fn perf_table(r: &PerfReport) -> String {
+    let mut s = String::new();
+    let mb = |b: u64| b as f64 / 1e6;
+    s.push_str(&format!(
+        "\nasyb bench perf: {} rows, {} features, {:.1}M nonzeros; logistic + L1 (lambda {LAMBDA:e}), no intercept; Psi* = {:.10}\n\n",
+        r.rows,
+        r.features,
+        r.nonzeros as f64 / 1e6,
+        r.psi_star
+    ));
+    s.push_str(&format!("{:<44} {:>10}  {}\n", "stage", "time", "rate"));
+    if let Some(g) = r.generate_secs {
+        s.push_str(&format!(
+            "{:<44} {:>8.2} s\n",
+            "generate the LIBSVM text", g
+        ));
+    }
+    s.push_str(&format!(
+        "{:<44} {:>8.2} s  {:.0} MB/s ({:.0} MB)\n",
+        "read the LIBSVM text",
+        r.read_text_secs,
+        mb(r.text_bytes) / r.read_text_secs,
+        mb(r.text_bytes)
+    ));
+    s.push_str(&format!(
+        "{:<44} {:>8.2} s  ({:.0} MB)\n",
+        "write the binary cache",
+        r.write_cache_secs,
+        mb(r.cache_bytes)
+    ));
+    s.push_str(&format!(
+        "{:<44} {:>8.2} s  {:.2} GB/s\n",
+        "load the binary cache",
+        r.load_cache_secs,
+        mb(r.cache_bytes) / 1e3 / r.load_cache_secs
+    ));
+    s.push('\n');
+    s.push_str(&format!(
+        "{:<44} {:>10}  {:>7}  {}\n",
+        "training from the cache (evaluation excluded)", "time", "epochs", "throughput"
+    ));
+    for run in &r.runs {
+        for &(rel, reached) in &run.reached {
+            let label = format!(
+                "to {rel:.0e}, {} worker{}",
+                run.workers,
+                if run.workers == 1 { "" } else { "s" }
+            );
+            match reached {
+                Some((secs, epochs)) => s.push_str(&format!(
+                    "{label:<44} {secs:>8.2} s  {epochs:>7.2}  {:.2e} samples/s, delay mean {:.2} max {}\n",
+                    run.samples_per_sec, run.mean_delay, run.max_delay
+                )),
+                None => s.push_str(&format!("{label:<44} {:>10}\n", "not reached")),
+            }
+        }
+    }
+    let at = |workers: usize, rel: f64| {
+        r.runs
+            .iter()
+            .find(|x| x.workers == workers)
+            .and_then(|x| x.reached.iter().find(|p| p.0 == rel))
+            .and_then(|p| p.1)
+            .map(|p| p.0)
+    };
+    for &rel in &TARGETS {
+        if let (Some(t1), Some(t2)) = (at(1, rel), at(2, rel)) {
+            s.push_str(&format!(
+                "{:<44} {:>8.2}x\n",
+                format!("speedup 1 -> 2 workers to {rel:.0e}"),
+                t1 / t2
+            ));
+        }
+    }
+    for &rel in &TARGETS {
+        if let Some(t2) = at(2, rel) {
+            s.push_str(&format!(
+                "{:<44} {:>8.2} s\n",
+                format!("end to end from the text to {rel:.0e}, 2 workers"),
+                r.read_text_secs + t2
+            ));
+        }
+    }
+    if let Some(rss) = r.peak_rss_bytes {
+        s.push_str(&format!(
+            "\npeak RSS of `asyb train` from the text, 2 workers, to 1e-3: {:.0} MB = {:.2}x the CSR data plus the model ({:.0} MB); wall {:.1} s with evaluations\n",
+            mb(rss),
+            rss as f64 / r.csr_plus_model_bytes as f64,
+            mb(r.csr_plus_model_bytes),
+            r.rss_run_wall_secs.unwrap_or(0.0)
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(train_secs: f64, psi: f64) -> EvalRecord {
+        EvalRecord {
+            train_secs,
+            epochs: train_secs / 2.0,
+            psi,
+            ..EvalRecord::default()
+        }
+    }
+
+    #[test]
+    fn time_to_target_is_the_first_evaluation_at_or_below_it() {
+        let recs = [
+            record(0.0, 0.7),
+            record(1.0, 0.3),
+            record(2.0, 0.25),
+            record(3.0, 0.2),
+        ];
+        assert_eq!(first_reaching(&recs, 0.25), Some((2.0, 1.0)));
+        assert_eq!(first_reaching(&recs, 0.1), None);
+    }
+}
