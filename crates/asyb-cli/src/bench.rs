@@ -183,26 +183,13 @@ fn optimum(dir: &Path, w: &Workload, cache: &Path, a: &BenchPerfArgs) -> Result<
     Ok(o.psi_star)
 }
 
-/// Peak RSS (bytes) of all reaped children: with one child, that child's peak.
-#[cfg(target_os = "linux")]
-fn children_peak_rss() -> Option<u64> {
-    // SAFETY: getrusage writes into the struct it is given and has no other effect.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    (rc == 0).then(|| ru.ru_maxrss as u64 * 1024)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn children_peak_rss() -> Option<u64> {
-    None
-}
-
 /// `asyb train` from the text with 2 workers to `psi`, in a child process: its peak RSS
-/// and wall time.
+/// (from the memory line of its summary: the kernel's per-child maximum would count
+/// this process's memory, inherited at the child's exec) and wall time.
 fn rss_run(text: &Path, w: &Workload, psi: f64, a: &BenchPerfArgs) -> Result<(Option<u64>, f64)> {
     let exe = std::env::current_exe().context("locating the asyb executable")?;
     let t = Instant::now();
-    let status = std::process::Command::new(exe)
+    let out = std::process::Command::new(exe)
         .arg("train")
         .arg("--train")
         .arg(text)
@@ -214,12 +201,17 @@ fn rss_run(text: &Path, w: &Workload, psi: f64, a: &BenchPerfArgs) -> Result<(Op
         .args(["--target-objective", &format!("{psi:e}")])
         .args(["--epochs", &a.max_epochs.to_string()])
         .args(["--seed", &a.seed.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .context("running asyb train in a child process")?;
     let wall = t.elapsed().as_secs_f64();
-    anyhow::ensure!(status.success(), "the child training run failed ({status})");
-    Ok((children_peak_rss(), wall))
+    anyhow::ensure!(
+        out.status.success(),
+        "the child training run failed ({})",
+        out.status
+    );
+    let rss = crate::report::parse_memory_line(&String::from_utf8_lossy(&out.stdout));
+    Ok((rss, wall))
 }
 
 pub fn perf(a: &BenchPerfArgs) -> Result<()> {

@@ -232,6 +232,9 @@ fn write_outputs(
 fn print_summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(report::summary(s, data_name, psi_star).as_bytes())?;
+    if let Some(b) = report::peak_rss_bytes() {
+        out.write_all(report::memory_line(b).as_bytes())?;
+    }
     out.flush()?;
     Ok(())
 }

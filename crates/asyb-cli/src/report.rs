@@ -298,3 +298,55 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
     }
     o
 }
+
+/// Peak resident memory of this process so far (`VmHWM` of /proc/self/status), where
+/// the system reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&status)
+}
+
+/// The `VmHWM:  N kB` line of a /proc status file, in bytes.
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line["VmHWM:".len()..]
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// The summary's memory line: `  memory      peak RSS 321.5 MB`.
+pub fn memory_line(bytes: u64) -> String {
+    format!("  memory      peak RSS {:.1} MB\n", bytes as f64 / 1e6)
+}
+
+/// Reads back the figure of [`memory_line`] from a summary.
+pub fn parse_memory_line(summary: &str) -> Option<u64> {
+    let rest = summary
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("memory      peak RSS "))?;
+    let mb: f64 = rest.strip_suffix(" MB")?.parse().ok()?;
+    Some((mb * 1e6).round() as u64)
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_is_read_in_bytes() {
+        let status = "Name:\tasyb\nVmPeak:\t  900 kB\nVmHWM:\t  321452 kB\nVmRSS:\t 1 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(321_452 * 1024));
+        assert_eq!(parse_vm_hwm("VmRSS: 5 kB\n"), None);
+    }
+
+    #[test]
+    fn the_memory_line_reads_back() {
+        let text = format!("summary\n  time        x\n{}", memory_line(321_452 * 1024));
+        let back = parse_memory_line(&text).unwrap();
+        assert!((back as f64 - 329_166_848.0).abs() <= 50_000.0, "{back}");
+    }
+}

@@ -686,8 +686,10 @@ fn bench_perf_end_to_end_on_a_small_workload() {
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0]["workers"], 1);
     assert_eq!(runs[1]["workers"], 2);
-    let csr = r["csr_plus_model_bytes"].as_u64().unwrap();
-    assert!(r["peak_rss_bytes"].as_u64().unwrap() > csr);
+    if cfg!(target_os = "linux") {
+        let csr = r["csr_plus_model_bytes"].as_u64().unwrap();
+        assert!(r["peak_rss_bytes"].as_u64().unwrap() > csr);
+    }
 
     // The same optimum from the solver run by hand on the generated text.
     let psi_star = r["psi_star"].as_f64().unwrap();
