@@ -497,7 +497,7 @@ impl<'a> Trainer<'a> {
         with_loss!(self.cfg.raw.loss, |loss| self.run_with(loss, plan))
     }
 
-    fn run_with<L: Loss>(mut self, loss: L, plan: Plan) -> Result<RunSummary> {
+    fn run_with<L: Loss>(mut self, loss: L, mut plan: Plan) -> Result<RunSummary> {
         let raw = &self.cfg.raw;
         let pb = self.problem;
         let layout = pb.layout;
@@ -577,6 +577,8 @@ impl<'a> Trainer<'a> {
                 )) as Arc<dyn ShardApi>)
             })
             .collect();
+        // The shards hold each coordinate's step factor; the vector is not needed again.
+        plan.metric = None;
         let mut w0 = self
             .init
             .take()

@@ -120,13 +120,17 @@ impl<'a, L: Loss> Objective<'a, L> {
     pub fn loss_pass(
         &self,
         w: &[f64],
-        grad: Option<&mut [f64]>,
+        mut grad: Option<&mut [f64]>,
         margins: Option<&mut [f64]>,
     ) -> f64 {
         let k = self.layout.classes;
         let n = self.data.rows();
         let coords = self.layout.coords();
         let want_grad = grad.is_some();
+        if let Some(g) = grad.as_deref_mut() {
+            assert_eq!(g.len(), coords);
+            g.fill(0.0);
+        }
         let rs = ranges(n, self.threads);
         let mut zs: Vec<Option<&mut [f64]>> = match margins {
             Some(m) => {
@@ -142,53 +146,24 @@ impl<'a, L: Loss> Objective<'a, L> {
             }
             None => rs.iter().map(|_| None).collect(),
         };
-        let parts: Vec<(f64, Vec<f64>)> = std::thread::scope(|s| {
+        // The first thread accumulates into `grad` itself, the others into their own
+        // vectors, added at the end: one dense vector fewer at the memory peak.
+        let mut first = grad.as_deref_mut();
+        let parts: Vec<(f64, Option<Vec<f64>>)> = std::thread::scope(|s| {
             let handles: Vec<_> = rs
                 .into_iter()
                 .zip(zs.iter_mut().map(Option::take))
-                .map(|(r, mut zout)| {
-                    s.spawn(move || {
-                        let mut g = if want_grad {
-                            vec![0.0; coords]
-                        } else {
-                            Vec::new()
-                        };
-                        let mut zbuf = vec![0.0; k];
-                        let mut dz = vec![0.0; k];
-                        let mut sum = 0.0;
-                        let start = r.start;
-                        for i in r {
-                            self.prefetch_row(w, i + ROWS_AHEAD);
-                            if want_grad {
-                                self.prefetch_row(&g, i + ROWS_AHEAD);
-                            }
-                            let zi = match zout.as_deref_mut() {
-                                Some(z) => &mut z[(i - start) * k..(i - start + 1) * k],
-                                None => &mut zbuf[..],
-                            };
-                            self.row_margins(w, i, zi);
-                            let y = self.data.labels[i];
-                            if !want_grad {
-                                sum += self.loss.value(zi, y);
-                                continue;
-                            }
-                            sum += self.loss.grad(zi, y, &mut dz);
-                            for (f, v) in self.data.row(i).iter() {
-                                let f = f as usize;
-                                if f >= self.layout.features {
-                                    continue;
-                                }
-                                let v = f64::from(v);
-                                for (gc, d) in g[f * k..f * k + k].iter_mut().zip(&dz) {
-                                    *gc += v * d;
-                                }
-                            }
-                            let b = self.layout.bias_row() * k;
-                            for (gc, d) in g[b..b + k].iter_mut().zip(&dz) {
-                                *gc += d;
-                            }
+                .enumerate()
+                .map(|(t, (r, zout))| {
+                    let mine = if t == 0 { first.take() } else { None };
+                    s.spawn(move || match mine {
+                        Some(g) => (self.pass_rows(w, r, zout, Some(g)), None),
+                        None if want_grad => {
+                            let mut own = vec![0.0; coords];
+                            let sum = self.pass_rows(w, r, zout, Some(&mut own));
+                            (sum, Some(own))
                         }
-                        (sum, g)
+                        None => (self.pass_rows(w, r, zout, None), None),
                     })
                 })
                 .collect();
@@ -199,8 +174,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         });
         let inv_n = 1.0 / n.max(1) as f64;
         if let Some(grad) = grad {
-            grad.fill(0.0);
-            for (_, g) in &parts {
+            for g in parts.iter().filter_map(|p| p.1.as_ref()) {
                 for (a, b) in grad.iter_mut().zip(g) {
                     *a += b;
                 }
@@ -210,6 +184,55 @@ impl<'a, L: Loss> Objective<'a, L> {
             }
         }
         parts.iter().map(|p| p.0).sum::<f64>() * inv_n
+    }
+
+    /// One thread's share of [`Objective::loss_pass`]: the rows `rows`, their margins
+    /// into `zout` (indexed from `rows.start`) when given, their unscaled loss gradient
+    /// added to `g` when given; returns their summed loss.
+    fn pass_rows(
+        &self,
+        w: &[f64],
+        rows: std::ops::Range<usize>,
+        mut zout: Option<&mut [f64]>,
+        mut g: Option<&mut [f64]>,
+    ) -> f64 {
+        let k = self.layout.classes;
+        let mut zbuf = vec![0.0; k];
+        let mut dz = vec![0.0; k];
+        let mut sum = 0.0;
+        let start = rows.start;
+        for i in rows {
+            self.prefetch_row(w, i + ROWS_AHEAD);
+            if let Some(g) = g.as_deref() {
+                self.prefetch_row(g, i + ROWS_AHEAD);
+            }
+            let zi = match zout.as_deref_mut() {
+                Some(z) => &mut z[(i - start) * k..(i - start + 1) * k],
+                None => &mut zbuf[..],
+            };
+            self.row_margins(w, i, zi);
+            let y = self.data.labels[i];
+            let Some(g) = g.as_deref_mut() else {
+                sum += self.loss.value(zi, y);
+                continue;
+            };
+            sum += self.loss.grad(zi, y, &mut dz);
+            for (f, v) in self.data.row(i).iter() {
+                let f = f as usize;
+                if f >= self.layout.features {
+                    continue;
+                }
+                let v = f64::from(v);
+                for (gc, d) in g[f * k..f * k + k].iter_mut().zip(&dz) {
+                    *gc += v * d;
+                }
+            }
+            let b = self.layout.bias_row() * k;
+            for (gc, d) in g[b..b + k].iter_mut().zip(&dz) {
+                *gc += d;
+            }
+        }
+        sum
     }
 
     /// f(w); with `grad`, also writes grad f(w) (zero on the intercept row when the
