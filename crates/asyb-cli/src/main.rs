@@ -20,12 +20,14 @@ use crate::args::{BenchCommand, Cli, Command};
 /// around every evaluation and snapshot. glibc raises its mmap threshold each time such
 /// a buffer is freed, after which the next ones come from the heap and are kept by the
 /// process: tens of MB of peak memory on a click-through-scale run. A fixed threshold
-/// keeps them memory-mapped, returned to the system when freed.
+/// keeps them memory-mapped, returned to the system when freed; a high trim threshold
+/// keeps the heap from shrinking and growing around the small ones.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; called once before any thread.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 

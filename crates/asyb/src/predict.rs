@@ -58,7 +58,7 @@ pub fn read_for_model(
     if labelled {
         match loss {
             LossKind::Logistic | LossKind::SquaredHinge => {
-                for y in &mut ds.labels {
+                for y in ds.labels.iter_mut() {
                     *y = if *y > 0.0 { 1.0 } else { -1.0 };
                 }
             }

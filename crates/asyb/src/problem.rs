@@ -127,7 +127,7 @@ impl Problem {
             }
             LossKind::Squared => (1, Vec::new()),
             LossKind::Softmax => {
-                let mut distinct: Vec<f32> = train.labels.clone();
+                let mut distinct: Vec<f32> = train.labels.to_vec();
                 distinct.sort_by(f32::total_cmp);
                 distinct.dedup();
                 if distinct.len() > MAX_CLASSES {

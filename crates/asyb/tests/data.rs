@@ -407,7 +407,7 @@ fn skip_bad_lines_counts_and_keeps_the_rest() {
     assert_eq!(rep.rows, 3);
     assert_eq!(ds.labels, vec![1.0, -1.0, 1.0]);
     assert_eq!(ds.indices, vec![0, 1, 3]);
-    assert_eq!(ds.values, Some(vec![1.0, 0.5, 2.0]));
+    assert_eq!(ds.values.as_deref(), Some(&[1.0, 0.5, 2.0][..]));
     assert_eq!(ds.features, 4);
 
     // Without the option the first bad line fails the read.
@@ -465,11 +465,11 @@ fn index_base_detection_and_overrides() {
 
     let (ds, rep) = read_libsvm(&zero, &ReadOptions::default()).unwrap();
     assert!(!rep.index_base_one);
-    assert_eq!((ds.indices.clone(), ds.features), (vec![1, 3, 0], 4));
+    assert_eq!((ds.indices.to_vec(), ds.features), (vec![1, 3, 0], 4));
 
     let (ds, rep) = read_libsvm(&one, &ReadOptions::default()).unwrap();
     assert!(rep.index_base_one);
-    assert_eq!((ds.indices.clone(), ds.features), (vec![0, 2, 1], 3));
+    assert_eq!((ds.indices.to_vec(), ds.features), (vec![0, 2, 1], 3));
 
     // A file without index 0 may still be declared 0-based.
     let z = ReadOptions {
@@ -478,7 +478,7 @@ fn index_base_detection_and_overrides() {
     };
     let (ds, rep) = read_libsvm(&one, &z).unwrap();
     assert!(!rep.index_base_one);
-    assert_eq!((ds.indices.clone(), ds.features), (vec![1, 3, 2], 4));
+    assert_eq!((ds.indices.to_vec(), ds.features), (vec![1, 3, 2], 4));
 
     let o = ReadOptions {
         index_base: IndexBase::One,
@@ -571,7 +571,10 @@ fn binary_values_drop_the_value_array() {
     let p = put(dir.path(), "b.svm", b"1 1:1 2:1.0\n0 3:1e0\n");
     assert_eq!(read(&p).unwrap().values, None);
     let p = put(dir.path(), "nb.svm", b"1 1:1 2:1.0\n0 3:2\n");
-    assert_eq!(read(&p).unwrap().values, Some(vec![1.0, 1.0, 2.0]));
+    assert_eq!(
+        read(&p).unwrap().values.as_deref(),
+        Some(&[1.0, 1.0, 2.0][..])
+    );
 }
 
 #[test]

@@ -37,7 +37,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::data::Dataset;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::data::{Array, Dataset};
 use crate::io::{atomic_write, io_err};
 use crate::{Error, Result};
 
@@ -244,42 +248,37 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Reads `n` little-endian items of `T` straight into a new vector (no staging copy on
-/// little-endian machines), feeding the CRC.
-fn read_array<T: bytemuck::Pod>(
-    r: &mut impl Read,
+/// `n` little-endian items of `T` at byte `at` of the mapped file: in place on a
+/// little-endian machine, decoded into a vector otherwise (the caller has checked that
+/// they lie inside the file).
+fn array_at<T: bytemuck::Pod>(
+    map: &Arc<Mmap>,
+    at: usize,
     n: usize,
-    crc: &mut crc32fast::Hasher,
     from_le: fn(T) -> T,
-) -> std::io::Result<Vec<T>> {
-    let mut out = vec![T::zeroed(); n];
-    // Large reads, checksummed piece by piece while the piece is still in cache.
-    const PIECE: usize = 4 << 20;
-    for bytes in bytemuck::cast_slice_mut::<T, u8>(&mut out).chunks_mut(PIECE) {
-        r.read_exact(bytes)?;
-        crc.update(bytes);
+) -> Option<Array<T>> {
+    if cfg!(target_endian = "little") {
+        return Array::mapped(map, at, n);
     }
-    if cfg!(target_endian = "big") {
-        for x in &mut out {
-            *x = from_le(*x);
-        }
-    }
-    Ok(out)
+    let size = std::mem::size_of::<T>();
+    let bytes = map.get(at..at + n * size)?;
+    Some(
+        bytes
+            .chunks_exact(size)
+            .map(|c| from_le(bytemuck::pod_read_unaligned(c)))
+            .collect(),
+    )
 }
 
 fn f32_from_le(x: f32) -> f32 {
     f32::from_bits(u32::from_le(x.to_bits()))
 }
 
-fn skip_padding(r: &mut impl Read, n: usize, crc: &mut crc32fast::Hasher) -> std::io::Result<bool> {
-    let mut pad = [0u8; ALIGN];
-    let pad = &mut pad[..n];
-    r.read_exact(pad)?;
-    crc.update(pad);
-    Ok(pad.iter().all(|&b| b == 0))
-}
-
-/// Reads and validates the cache at `path`.
+/// Reads and validates the cache at `path`. The file is memory-mapped and its arrays
+/// are used in place (on little-endian 64-bit machines): loading costs one checksum
+/// pass and one validation pass over the pages, no copy. The file must not be changed
+/// while the data is in use; `asyb convert` replaces caches by renaming a new file
+/// over the old one, which leaves existing mappings intact.
 pub fn read_cache(path: &Path) -> Result<Loaded> {
     let bad = |reason: String| Error::Data {
         path: path.into(),
@@ -287,39 +286,41 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
     };
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut head = [0u8; HEADER_BYTES];
     if file_len < HEADER_BYTES as u64 {
         return Err(bad(format!("{file_len} bytes, shorter than the header")));
     }
-    r.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the mapping is read-only and private to this process's view; the
+    // documented contract is that cache files are not modified in place while used
+    // (they are written to a temporary file and renamed).
+    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
+    let head = &map[..HEADER_BYTES];
     if head[0..8] != MAGIC {
         return Err(bad("wrong magic bytes".into()));
     }
-    let version = le_u32(&head, 8);
+    let version = le_u32(head, 8);
     if version != VERSION {
         return Err(bad(format!(
             "format version {version}, this asyb reads version {VERSION}; run asyb convert again"
         )));
     }
-    let path_len = le_u32(&head, 60) as usize;
+    let path_len = le_u32(head, 60) as usize;
     if path_len > 1 << 16 {
         return Err(bad(format!("source path length {path_len}")));
     }
-    let mut src = vec![0u8; path_len];
-    r.read_exact(&mut src)
-        .map_err(|_| bad("truncated header".into()))?;
+    let src = map
+        .get(HEADER_BYTES..HEADER_BYTES + path_len)
+        .ok_or_else(|| bad("truncated header".into()))?;
     let mut hcrc = crc32fast::Hasher::new();
     hcrc.update(&head[..68]);
     hcrc.update(&head[72..]);
-    hcrc.update(&src);
-    if hcrc.finalize() != le_u32(&head, 68) {
+    hcrc.update(src);
+    if hcrc.finalize() != le_u32(head, 68) {
         return Err(bad("header checksum mismatch (corrupted)".into()));
     }
-    let flags = le_u32(&head, 12);
-    let rows = usize::try_from(le_u64(&head, 16)).map_err(|_| bad("row count".into()))?;
-    let features = usize::try_from(le_u64(&head, 24)).map_err(|_| bad("feature count".into()))?;
-    let nnz = usize::try_from(le_u64(&head, 32)).map_err(|_| bad("nonzero count".into()))?;
+    let flags = le_u32(head, 12);
+    let rows = usize::try_from(le_u64(head, 16)).map_err(|_| bad("row count".into()))?;
+    let features = usize::try_from(le_u64(head, 24)).map_err(|_| bad("feature count".into()))?;
+    let nnz = usize::try_from(le_u64(head, 32)).map_err(|_| bad("nonzero count".into()))?;
     let has_values = flags & FLAG_VALUES != 0;
     let s =
         sections(path_len, rows, nnz, has_values).ok_or_else(|| bad("sizes overflow".into()))?;
@@ -330,9 +331,9 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
         )));
     }
     let source = Source {
-        path: PathBuf::from(String::from_utf8_lossy(&src).into_owned()),
-        bytes: le_u64(&head, 40),
-        mtime: join_time(le_u64(&head, 48) as i64, le_u32(&head, 56)),
+        path: PathBuf::from(String::from_utf8_lossy(src).into_owned()),
+        bytes: le_u64(head, 40),
+        mtime: join_time(le_u64(head, 48) as i64, le_u32(head, 56)),
         index_base_one: flags & FLAG_ONE_BASED != 0,
     };
     let stale = std::fs::metadata(&source.path).ok().and_then(|m| {
@@ -349,40 +350,39 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
         });
     }
 
-    let io = |e: std::io::Error| bad(format!("read failed: {e}"));
-    let mut crc = crc32fast::Hasher::new();
-    let header_pad = s.indptr - HEADER_BYTES - path_len;
-    // The header padding is not part of the payload checksum but must be zero.
-    let mut pad = vec![0u8; header_pad];
-    r.read_exact(&mut pad).map_err(io)?;
-    // On 64-bit targets the u64 row pointers are read in place as usize.
-    let indptr: Vec<usize> = if std::mem::size_of::<usize>() == 8 {
-        read_array(&mut r, rows + 1, &mut crc, usize::from_le).map_err(io)?
-    } else {
-        read_array(&mut r, rows + 1, &mut crc, u64::from_le)
-            .map_err(io)?
-            .into_iter()
-            .map(|v| usize::try_from(v).map_err(|_| bad("indptr value".into())))
-            .collect::<Result<_>>()?
-    };
-    let mut zero_pad =
-        skip_padding(&mut r, s.indices - (s.indptr + (rows + 1) * 8), &mut crc).map_err(io)?;
-    let indices = read_array(&mut r, nnz, &mut crc, u32::from_le).map_err(io)?;
-    let mut pos = s.indices + nnz * 4;
-    let values = match s.values {
-        Some(v0) => {
-            zero_pad &= skip_padding(&mut r, v0 - pos, &mut crc).map_err(io)?;
-            let v = read_array(&mut r, nnz, &mut crc, f32_from_le).map_err(io)?;
-            pos = v0 + nnz * 4;
-            Some(v)
-        }
-        None => None,
-    };
-    zero_pad &= skip_padding(&mut r, s.labels - pos, &mut crc).map_err(io)?;
-    let labels = read_array(&mut r, rows, &mut crc, f32_from_le).map_err(io)?;
-    if crc.finalize() != le_u32(&head, 64) || !zero_pad || pad.iter().any(|&b| b != 0) {
+    // The payload (arrays and the padding between them) is checksummed as one run of
+    // bytes; every padding byte, the header's included, must be zero.
+    if parallel_crc(&map[s.indptr..s.end]) != le_u32(head, 64) {
         return Err(bad("payload checksum mismatch (corrupted)".into()));
     }
+    let indptr_end = s.indptr + (rows + 1) * 8;
+    let indices_end = s.indices + nnz * 4;
+    let values_end = s.values.map_or(indices_end, |v0| v0 + nnz * 4);
+    let mut pads = vec![HEADER_BYTES + path_len..s.indptr, indptr_end..s.indices];
+    match s.values {
+        Some(v0) => pads.extend([indices_end..v0, values_end..s.labels]),
+        None => pads.push(indices_end..s.labels),
+    }
+    if pads.into_iter().any(|r| map[r].iter().any(|&b| b != 0)) {
+        return Err(bad("nonzero padding (corrupted)".into()));
+    }
+    let truncated = || bad("array outside the file".into());
+    let indptr: Array<usize> = if std::mem::size_of::<usize>() == 8 {
+        array_at(&map, s.indptr, rows + 1, usize::from_le).ok_or_else(truncated)?
+    } else {
+        let wide: Array<u64> =
+            array_at(&map, s.indptr, rows + 1, u64::from_le).ok_or_else(truncated)?;
+        wide.iter()
+            .map(|&v| usize::try_from(v).map_err(|_| bad("indptr value".into())))
+            .collect::<Result<Vec<usize>>>()?
+            .into()
+    };
+    let indices = array_at(&map, s.indices, nnz, u32::from_le).ok_or_else(truncated)?;
+    let values = match s.values {
+        Some(v0) => Some(array_at(&map, v0, nnz, f32_from_le).ok_or_else(truncated)?),
+        None => None,
+    };
+    let labels = array_at(&map, s.labels, rows, f32_from_le).ok_or_else(truncated)?;
     let data = Dataset {
         indptr,
         indices,
@@ -400,7 +400,29 @@ fn validate(ds: &Dataset) -> std::result::Result<(), String> {
     if ds.indptr.first() != Some(&0) || ds.indptr.last() != Some(&nnz) {
         return Err("row pointers do not span the nonzeros".into());
     }
-    for i in 0..ds.rows() {
+    let n = ds.rows();
+    let parts = threads();
+    // Each thread checks a range of rows; the first failing range reports (its first
+    // bad row), so the message is the one a sequential check would give.
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..parts)
+            .map(|p| sc.spawn(move || validate_rows(ds, p * n / parts..(p + 1) * n / parts)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("validation thread"))
+            .collect::<std::result::Result<Vec<()>, String>>()
+    })?;
+    if let Some(i) = ds.labels.iter().position(|y| !y.is_finite()) {
+        return Err(format!("row {}: label is not finite", i + 1));
+    }
+    Ok(())
+}
+
+/// The per-row CSR invariants over `rows` (row pointers already span the nonzeros).
+fn validate_rows(ds: &Dataset, rows: std::ops::Range<usize>) -> std::result::Result<(), String> {
+    let nnz = ds.indices.len();
+    for i in rows {
         let (a, b) = (ds.indptr[i], ds.indptr[i + 1]);
         if a > b || b > nnz {
             return Err(format!("row {}: row pointers decrease", i + 1));
@@ -416,16 +438,47 @@ fn validate(ds: &Dataset) -> std::result::Result<(), String> {
                 ds.features
             ));
         }
-    }
-    if let Some(v) = &ds.values {
-        if let Some(k) = v.iter().position(|x| !x.is_finite()) {
-            return Err(format!("value {k} is not finite"));
+        if let Some(k) = ds
+            .values
+            .as_ref()
+            .and_then(|v| v[a..b].iter().position(|x| !x.is_finite()))
+        {
+            return Err(format!("row {}: value {} is not finite", i + 1, k + 1));
         }
     }
-    if let Some(i) = ds.labels.iter().position(|y| !y.is_finite()) {
-        return Err(format!("row {}: label is not finite", i + 1));
-    }
     Ok(())
+}
+
+/// Threads for the load's checksum and validation passes.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// CRC-32 of `bytes`, its pieces checksummed on several threads and combined.
+fn parallel_crc(bytes: &[u8]) -> u32 {
+    let parts = threads();
+    let piece = bytes.len().div_ceil(parts).max(1 << 20);
+    let hashers: Vec<crc32fast::Hasher> = std::thread::scope(|sc| {
+        let handles: Vec<_> = bytes
+            .chunks(piece)
+            .map(|c| {
+                sc.spawn(move || {
+                    let mut h = crc32fast::Hasher::new();
+                    h.update(c);
+                    h
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("checksum thread"))
+            .collect()
+    });
+    let mut total = crc32fast::Hasher::new();
+    for h in &hashers {
+        total.combine(h);
+    }
+    total.finalize()
 }
 
 #[cfg(test)]
@@ -461,6 +514,20 @@ mod tests {
     }
 
     #[test]
+    fn parallel_crc_equals_the_sequential_one() {
+        let bytes: Vec<u8> = (0..5_000_017u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in [0, 1, 1 << 20, (1 << 20) + 3, bytes.len()] {
+            assert_eq!(
+                parallel_crc(&bytes[..len]),
+                crc32fast::hash(&bytes[..len]),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
     fn round_trip_is_exact() {
         for values in [false, true] {
             let (_d, text, cache, ds) = setup(values);
@@ -468,6 +535,11 @@ mod tests {
             assert!(!is_cache(&text));
             let l = read_cache(&cache).unwrap();
             assert_eq!(l.data, ds);
+            // Read in place from the mapped file, not copied.
+            if cfg!(target_endian = "little") {
+                assert!(l.data.indices.is_mapped() && l.data.labels.is_mapped());
+                assert_eq!(l.data.indptr.is_mapped(), cfg!(target_pointer_width = "64"));
+            }
             assert_eq!(l.source, Source::of(&text, true).unwrap());
             let len = std::fs::metadata(&cache).unwrap().len() as usize;
             assert_eq!(len % 4, 0);

@@ -311,28 +311,26 @@ fn try_reserve<T>(v: &mut Vec<T>, n: usize, field: &str) -> Result<()> {
 pub fn ctr(spec: &CtrSpec) -> Result<Dataset> {
     let model = CtrModel::calibrated(spec)?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(spec.seed);
-    let mut ds = Dataset {
-        indptr: vec![0],
-        indices: Vec::new(),
-        values: None,
-        labels: Vec::new(),
-        features: spec.features,
-    };
-    try_reserve(&mut ds.indptr, spec.rows, "rows")?;
-    try_reserve(&mut ds.labels, spec.rows, "rows")?;
-    try_reserve(
-        &mut ds.indices,
-        spec.rows.saturating_mul(spec.fields),
-        "rows",
-    )?;
+    let mut indptr = vec![0];
+    let mut labels = Vec::new();
+    let mut indices = Vec::new();
+    try_reserve(&mut indptr, spec.rows, "rows")?;
+    try_reserve(&mut labels, spec.rows, "rows")?;
+    try_reserve(&mut indices, spec.rows.saturating_mul(spec.fields), "rows")?;
     let mut cols = Vec::with_capacity(spec.fields);
     for _ in 0..spec.rows {
         let label = model.draw_row(&mut rng, &mut cols);
-        ds.indices.extend_from_slice(&cols);
-        ds.indptr.push(ds.indices.len());
-        ds.labels.push(label);
+        indices.extend_from_slice(&cols);
+        indptr.push(indices.len());
+        labels.push(label);
     }
-    Ok(ds)
+    Ok(Dataset {
+        indptr: indptr.into(),
+        indices: indices.into(),
+        values: None,
+        labels: labels.into(),
+        features: spec.features,
+    })
 }
 
 /// Writes the dataset [`ctr`] would build as LIBSVM text (byte for byte what
@@ -437,10 +435,10 @@ pub fn regression(spec: &RegressionSpec) -> Result<Dataset> {
         labels.push(y);
     }
     Ok(Dataset {
-        indptr,
-        indices,
-        values: Some(values),
-        labels,
+        indptr: indptr.into(),
+        indices: indices.into(),
+        values: Some(values.into()),
+        labels: labels.into(),
         features: spec.features,
     })
 }

@@ -1305,10 +1305,10 @@ impl<'a> Builder<'a> {
             )));
         }
         let mut ds = Dataset {
-            indptr,
-            indices,
-            values: (!self.ones).then_some(values),
-            labels,
+            indptr: indptr.into(),
+            indices: indices.into(),
+            values: (!self.ones).then(|| values.into()),
+            labels: labels.into(),
             features,
         };
         ds.compact_binary();

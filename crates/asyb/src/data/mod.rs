@@ -2,19 +2,17 @@
 //! workers, and the readers and generators that build it. Knows nothing of the
 //! parameter server or of the model.
 
-use serde::{Deserialize, Serialize};
-
 /// A sparse dataset in compressed sparse row form.
 ///
 /// Row `i` has feature ids `indices[indptr[i]..indptr[i + 1]]` (0-based, strictly
 /// increasing within a row, all `< features`) with the matching `values`; when `values`
 /// is `None` every stored value is 1 (binary rows, as in click-through-rate data).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dataset {
-    pub indptr: Vec<usize>,
-    pub indices: Vec<u32>,
-    pub values: Option<Vec<f32>>,
-    pub labels: Vec<f32>,
+    pub indptr: Array<usize>,
+    pub indices: Array<u32>,
+    pub values: Option<Array<f32>>,
+    pub labels: Array<f32>,
     /// Number of features d (columns).
     pub features: usize,
 }
@@ -55,10 +53,10 @@ impl Dataset {
     /// An empty dataset with `features` columns.
     pub fn new(features: usize) -> Self {
         Dataset {
-            indptr: vec![0],
-            indices: Vec::new(),
-            values: Some(Vec::new()),
-            labels: Vec::new(),
+            indptr: vec![0].into(),
+            indices: Array::default(),
+            values: Some(Array::default()),
+            labels: Array::default(),
             features,
         }
     }
@@ -150,11 +148,13 @@ impl Dataset {
     }
 }
 
+pub mod array;
 pub mod cache;
 pub mod gen;
 pub mod idx;
 pub mod libsvm;
 
+pub use array::Array;
 pub use gen::{CtrSpec, RegressionSpec};
 pub use libsvm::{read_libsvm, write_libsvm, IndexBase, LabelRule, ReadOptions, ReadReport};
 

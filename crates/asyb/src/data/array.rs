@@ -1,0 +1,199 @@
+//! The storage of one dataset array: a vector the process owns, or a region of a
+//! memory-mapped cache file read in place (no copy, pages loaded by the kernel as they
+//! are touched, shared with the page cache). Reads see a slice either way; the first
+//! mutable access of a mapped array copies it into an owned vector.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use bytemuck::Pod;
+use memmap2::Mmap;
+
+/// A slice of `T`, owned or mapped.
+pub struct Array<T: Pod> {
+    store: Store<T>,
+}
+
+enum Store<T> {
+    Owned(Vec<T>),
+    /// `len` items at `ptr`, inside `map`, which keeps them alive and never changes.
+    Mapped {
+        _map: Arc<Mmap>,
+        ptr: *const T,
+        len: usize,
+    },
+}
+
+// SAFETY: a mapped array is an immutable view of a read-only mapping kept alive by the
+// `Arc`; nothing writes through `ptr`, so sharing or moving it across threads is as
+// safe as for a `Vec<T>`.
+unsafe impl<T: Pod + Send> Send for Array<T> {}
+// SAFETY: as above: only shared reads go through `ptr`.
+unsafe impl<T: Pod + Sync> Sync for Array<T> {}
+
+impl<T: Pod> Array<T> {
+    /// `len` items of `map` starting at byte `offset`, or `None` if they do not fit in
+    /// the mapping or are not aligned for `T`.
+    pub fn mapped(map: &Arc<Mmap>, offset: usize, len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        let end = offset.checked_add(bytes)?;
+        let region = map.get(offset..end)?;
+        let items: &[T] = bytemuck::try_cast_slice(region).ok()?;
+        Some(Array {
+            store: Store::Mapped {
+                _map: map.clone(),
+                ptr: items.as_ptr(),
+                len,
+            },
+        })
+    }
+
+    /// Whether the items live in a mapped file.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.store, Store::Mapped { .. })
+    }
+
+    /// The owned vector, copied out of the mapping first if the array is mapped.
+    pub fn make_mut(&mut self) -> &mut Vec<T> {
+        if let Store::Mapped { .. } = self.store {
+            self.store = Store::Owned(self.to_vec());
+        }
+        match &mut self.store {
+            Store::Owned(v) => v,
+            Store::Mapped { .. } => unreachable!("converted above"),
+        }
+    }
+
+    pub fn push(&mut self, item: T) {
+        self.make_mut().push(item);
+    }
+}
+
+impl<T: Pod> Deref for Array<T> {
+    type Target = [T];
+
+    #[inline]
+    fn deref(&self) -> &[T] {
+        match &self.store {
+            Store::Owned(v) => v,
+            // SAFETY: `ptr` and `len` were checked against the mapping (bounds and
+            // alignment) when the array was made, and the mapping outlives `self`.
+            Store::Mapped { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+        }
+    }
+}
+
+impl<T: Pod> DerefMut for Array<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        self.make_mut()
+    }
+}
+
+impl<'a, T: Pod> IntoIterator for &'a Array<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a, T: Pod> IntoIterator for &'a mut Array<T> {
+    type Item = &'a mut T;
+    type IntoIter = std::slice::IterMut<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.make_mut().iter_mut()
+    }
+}
+
+impl<T: Pod> From<Vec<T>> for Array<T> {
+    fn from(v: Vec<T>) -> Self {
+        Array {
+            store: Store::Owned(v),
+        }
+    }
+}
+
+impl<T: Pod> FromIterator<T> for Array<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        iter.into_iter().collect::<Vec<T>>().into()
+    }
+}
+
+impl<T: Pod> Default for Array<T> {
+    fn default() -> Self {
+        Vec::new().into()
+    }
+}
+
+impl<T: Pod> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        match &self.store {
+            Store::Owned(v) => v.clone().into(),
+            Store::Mapped { _map, ptr, len } => Array {
+                store: Store::Mapped {
+                    _map: _map.clone(),
+                    ptr: *ptr,
+                    len: *len,
+                },
+            },
+        }
+    }
+}
+
+impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<T: Pod + PartialEq> PartialEq for Array<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Pod + PartialEq> PartialEq<Vec<T>> for Array<T> {
+    fn eq(&self, other: &Vec<T>) -> bool {
+        **self == **other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn map_of(bytes: &[u8]) -> Arc<Mmap> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        // SAFETY: the temporary file is private to this test and not modified.
+        Arc::new(unsafe { Mmap::map(&f) }.unwrap())
+    }
+
+    #[test]
+    fn mapped_reads_in_place_and_copies_on_write() {
+        let words: Vec<u32> = (0..100).map(|i| i * 3).collect();
+        let map = map_of(bytemuck::cast_slice(&words));
+        let mut a: Array<u32> = Array::mapped(&map, 16, 10).unwrap();
+        assert!(a.is_mapped());
+        assert_eq!(&a[..], &words[4..14]);
+        let b = a.clone();
+        a[0] = 7;
+        assert!(!a.is_mapped());
+        assert_eq!(a[0], 7);
+        // The clone still reads the file.
+        assert!(b.is_mapped());
+        assert_eq!(b[0], 12);
+    }
+
+    #[test]
+    fn out_of_bounds_or_misaligned_regions_are_refused() {
+        let map = map_of(&[0u8; 64]);
+        assert!(Array::<u32>::mapped(&map, 60, 2).is_none());
+        assert!(Array::<u32>::mapped(&map, 2, 1).is_none());
+        assert!(Array::<u32>::mapped(&map, usize::MAX - 2, 1).is_none());
+        assert!(Array::<u64>::mapped(&map, 0, 8).is_some());
+    }
+}
