@@ -50,7 +50,7 @@ pub enum Command {
     Predict(PredictArgs),
     /// Evaluate a trained model on labelled data.
     Eval(EvalArgs),
-    /// Convert LIBSVM text to the binary cache, which loads at the speed of a file copy;
+    /// Convert LIBSVM text to the binary cache, which is memory-mapped on load;
     /// `--train` and `--test` accept either form.
     Convert(ConvertArgs),
     /// Benchmarks that check the project's claims on this machine.

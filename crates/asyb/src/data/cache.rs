@@ -1,5 +1,5 @@
 //! The binary dataset cache: a [`Dataset`] as its CSR arrays on disk, written once by
-//! `asyb convert` and loaded at the speed of a file copy. Owns the format and its
+//! `asyb convert` and memory-mapped on load, its arrays used in place. Owns the format and its
 //! validation; knows nothing of the text format beyond what it records of its source.
 //!
 //! Layout (all integers little-endian; format version [`VERSION`]):
@@ -24,7 +24,7 @@
 //! The payload starts at the first multiple of 64 after the path; each array starts on a
 //! 64-byte boundary (zero padding between): `indptr` (n + 1 u64), `indices` (nnz u32),
 //! `values` (nnz f32, when flagged), `labels` (n f32). The file ends with the labels. The
-//! alignment lets a later loader map the arrays in place.
+//! alignment lets the loader map the arrays in place.
 //!
 //! Loading checks everything: magic, version, both checksums, the exact file length,
 //! and the CSR invariants (monotone `indptr`, strictly increasing indices below d,

@@ -338,6 +338,44 @@ fn gradient<L: Loss>(
     pulled_at
 }
 
+/// A worker's minibatch gradient outside the run loop, with the loop's buffers and code
+/// path: for benchmarks of the hot loop and for tests.
+pub struct MinibatchGradient {
+    s: Scratch,
+}
+
+impl MinibatchGradient {
+    pub fn new(blocks: usize) -> Self {
+        MinibatchGradient {
+            s: Scratch::new(blocks),
+        }
+    }
+
+    /// Pulls what rows `rows` of `ctx.data` need and computes the block gradient of
+    /// block `block` (every block if `None`), scaled by `1 / rows.len()`. Returns the
+    /// step the pull was taken at.
+    pub fn compute<L: Loss>(
+        &mut self,
+        loss: L,
+        ctx: &WorkerContext,
+        rows: &[u32],
+        block: Option<BlockId>,
+    ) -> u64 {
+        self.s.batch.clear();
+        self.s.batch.extend_from_slice(rows);
+        let scale = 1.0 / rows.len().max(1) as f64;
+        gradient(loss, ctx, &mut self.s, scale, |b| {
+            block.map_or(true, |j| j.0 == b)
+        })
+    }
+
+    /// Block `j`'s gradient from the last [`MinibatchGradient::compute`] that included
+    /// it: `(offset in the block, value)`, sorted.
+    pub fn block(&self, j: BlockId) -> &[(u32, f64)] {
+        &self.s.grads[j.0 as usize]
+    }
+}
+
 /// Sorts `(coordinate, value)` pairs by coordinate and sums duplicates.
 fn merge_sorted(g: &mut Vec<(u32, f64)>) {
     g.sort_unstable_by_key(|e| e.0);
@@ -587,14 +625,14 @@ mod tests {
             mode: BlockMode::All,
             snapshot: None,
         };
-        let mut s = Scratch::new(blocks);
+        let mut mg = MinibatchGradient::new(blocks);
         // Rows repeated in the minibatch, as i.i.d. sampling does.
-        s.batch = vec![0, 3, 3, 7, 12, 29, 0, 18, 5, 5, 21];
-        let scale = 1.0 / s.batch.len() as f64;
-        gradient(Softmax, &ctx, &mut s, scale, |_| true);
+        let batch = [0, 3, 3, 7, 12, 29, 0, 18, 5, 5, 21];
+        let scale = 1.0 / batch.len() as f64;
+        mg.compute(Softmax, &ctx, &batch, None);
 
         let mut dense = vec![0.0; layout.coords()];
-        for &i in &s.batch {
+        for &i in &batch {
             let row = data.row(i as usize);
             let mut z: Vec<f64> = w[d * k..].to_vec();
             for (f, v) in row.iter() {
@@ -619,7 +657,8 @@ mod tests {
             }
         }
         let mut seen = vec![false; layout.coords()];
-        for (j, g) in s.grads.iter().enumerate() {
+        for j in 0..blocks {
+            let g = mg.block(BlockId(j as u32));
             assert!(
                 g.windows(2).all(|p| p[0].0 < p[1].0),
                 "block {j} not sorted"
