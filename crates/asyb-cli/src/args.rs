@@ -24,6 +24,8 @@ Examples:
   asyb eval --model model.safetensors --data test.svm
   asyb convert train.svm --out train.cache
   asyb bench perf --workdir asyb-bench
+  asyb bench speedup --train train.svm --loss logistic --reg l1 --lambda 1e-6 \
+      --workers 1,2,4 --json speedup.json --plot speedup-runs.svg --speedup-plot speedup.svg
   asyb convert --from idx train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \
       --out fashion-train.cache";
 
@@ -64,6 +66,30 @@ pub enum BenchCommand {
     /// read, cache, train to 1e-3 and 1e-4 with 1 and 2 workers, peak memory; prints the
     /// table.
     Perf(BenchPerfArgs),
+    /// Time to a target objective for each worker count: the reference optimum (fista,
+    /// computed once and cached), several seeds per count, table, JSON and figures.
+    Speedup(Box<BenchSpeedupArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchSpeedupArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Target relative suboptimality (Psi - Psi*) / Psi*.
+    #[arg(long, default_value_t = 1e-3)]
+    pub target: f64,
+    /// Runs per worker count, with seeds seed, seed + 1, ...
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Where reference optima are cached, keyed by the data and the problem.
+    #[arg(long, value_name = "FILE", default_value = "asyb-optimum.json")]
+    pub optimum_cache: PathBuf,
+    /// Write the results as a JSON array, one object per worker count.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the speedup figure (SVG); `--plot` writes the convergence figure.
+    #[arg(long, value_name = "FILE")]
+    pub speedup_plot: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -245,6 +271,20 @@ fn parse_sampling(s: &str) -> Result<Sampling, String> {
         )),
     }
 }
+/// One worker count, or a list of them for `bench speedup`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerCounts(pub Vec<usize>);
+
+fn parse_workers(s: &str) -> Result<WorkerCounts, String> {
+    let counts: Result<Vec<usize>, _> = s.split(',').map(|p| p.trim().parse::<usize>()).collect();
+    match counts {
+        Ok(v) if !v.is_empty() => Ok(WorkerCounts(v)),
+        _ => Err(format!(
+            "'{s}': expected a worker count or a comma-separated list of counts"
+        )),
+    }
+}
+
 fn parse_index_base(s: &str) -> Result<IndexBaseSetting, String> {
     match s {
         "auto" => Ok(IndexBaseSetting::Auto),
@@ -309,9 +349,10 @@ pub struct TrainArgs {
     /// asyb, asy-full, sync, seq or fista. [default: asyb]
     #[arg(long, value_parser = parse_algorithm)]
     pub algorithm: Option<Algorithm>,
-    /// Worker threads. [default: the number of cores]
-    #[arg(long)]
-    pub workers: Option<usize>,
+    /// Worker threads (`asyb bench speedup`: a comma-separated list). [default: the
+    /// number of cores]
+    #[arg(long, value_parser = parse_workers)]
+    pub workers: Option<WorkerCounts>,
     /// Parameter blocks M. [default: max(2, workers)]
     #[arg(long)]
     pub blocks: Option<usize>,
@@ -453,7 +494,6 @@ impl TrainArgs {
             train,
             test,
             features,
-            workers,
             blocks,
             step_t0,
             max_delay,
@@ -468,6 +508,12 @@ impl TrainArgs {
             plot,
             init_model
         );
+        if let Some(WorkerCounts(w)) = &self.workers {
+            // A list is for `bench speedup`, which sets each count itself.
+            if let [one] = w[..] {
+                cfg.workers = Some(one);
+            }
+        }
         if let Some(v) = self.eval_every {
             cfg.eval_every_secs = v;
         }

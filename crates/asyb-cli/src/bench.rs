@@ -469,3 +469,332 @@ mod tests {
         assert_eq!(first_reaching(&recs, 0.1), None);
     }
 }
+
+/// A reference optimum in the cache file of `bench speedup`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CachedOptimum {
+    /// The data's fingerprint and every setting that changes the problem.
+    key: String,
+    fista_tol: f64,
+    psi_star: f64,
+    iterations: u64,
+    secs: f64,
+}
+
+/// What identifies a problem: the data and the objective's settings.
+fn problem_key(vc: &ValidConfig, pb: &Problem) -> String {
+    let r = &vc.raw;
+    format!(
+        "data {:016x} ({} rows, {} features) | {} + {} lambda {} l1-ratio {} box [{}, {}] group {} alpha {} intercept {}",
+        pb.train.fingerprint(),
+        pb.train.rows(),
+        pb.layout.features,
+        r.loss.name(),
+        r.reg.name(),
+        r.lambda,
+        r.l1_ratio,
+        r.lower,
+        r.upper,
+        r.group_size,
+        r.alpha,
+        pb.layout.bias
+    )
+}
+
+/// Psi* from `cache` for this problem, or from the `fista` solver (then cached).
+fn cached_optimum(vc: &ValidConfig, pb: &Problem, cache: &Path) -> Result<f64> {
+    let key = problem_key(vc, pb);
+    let mut entries: Vec<CachedOptimum> = read_json(cache).unwrap_or_default();
+    if let Some(o) = entries
+        .iter()
+        .find(|o| o.key == key && o.fista_tol <= vc.raw.fista_tol)
+    {
+        eprintln!(
+            "reference optimum Psi* = {:.11} (cached in {}: fista, {} iterations)",
+            o.psi_star,
+            cache.display(),
+            o.iterations
+        );
+        return Ok(o.psi_star);
+    }
+    eprintln!(
+        "computing the reference optimum with fista (tolerance {:e}; cached in {}) ...",
+        vc.raw.fista_tol,
+        cache.display()
+    );
+    let mut raw = vc.raw.clone();
+    raw.algorithm = Algorithm::Fista;
+    raw.epochs = None;
+    raw.max_updates = None;
+    raw.max_seconds = None;
+    raw.target_objective = None;
+    raw.workers = None;
+    let fvc = raw.check()?;
+    let t = Instant::now();
+    let s = run_quiet(&fvc, pb)?;
+    let o = CachedOptimum {
+        key,
+        fista_tol: vc.raw.fista_tol,
+        psi_star: s.last().psi,
+        iterations: s.last().updates,
+        secs: t.elapsed().as_secs_f64(),
+    };
+    eprintln!(
+        "  Psi* = {:.11} after {} iterations, {:.1} s ({})",
+        o.psi_star,
+        o.iterations,
+        o.secs,
+        s.stop_reason.describe()
+    );
+    entries.retain(|e| e.key != o.key);
+    entries.push(o.clone());
+    write_json_atomic(cache, &entries)?;
+    Ok(o.psi_star)
+}
+
+/// One worker count's runs, as `bench speedup` reports them.
+#[derive(Clone, Debug, Serialize)]
+pub struct SpeedupRow {
+    pub workers: usize,
+    pub oversubscribed: bool,
+    pub seeds: u64,
+    /// Runs that reached the target.
+    pub reached: u64,
+    /// Median, min and max training seconds to the target over the runs that reached it.
+    pub time_to_target_secs: Option<f64>,
+    pub time_min_secs: Option<f64>,
+    pub time_max_secs: Option<f64>,
+    /// Median time of the smallest worker count over this one's.
+    pub speedup: Option<f64>,
+    /// Median block updates to the target.
+    pub updates_to_target: Option<u64>,
+    pub mean_delay: f64,
+    pub max_delay: u64,
+    pub rejected: u64,
+    pub target: f64,
+    pub psi_star: f64,
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// Training seconds and updates at the first evaluation at or below `psi`.
+fn reached_at(records: &[EvalRecord], psi: f64) -> Option<(f64, u64)> {
+    records
+        .iter()
+        .find(|r| r.psi <= psi)
+        .map(|r| (r.train_secs, r.updates))
+}
+
+pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
+    let t = &a.train;
+    for (flag, given) in [
+        ("model", t.model.is_some()),
+        ("log", t.log.is_some()),
+        ("init-model", t.init_model.is_some()),
+        ("target-objective", t.target_objective.is_some()),
+    ] {
+        if given {
+            return Err(asyb::Error::config(
+                flag,
+                "not used by bench speedup (it sets the target from --target and Psi*)",
+            )
+            .into());
+        }
+    }
+    if !(a.target.is_finite() && a.target > 0.0) {
+        return Err(asyb::Error::config("target", "must be a finite number > 0").into());
+    }
+    if a.seeds == 0 {
+        return Err(asyb::Error::config("seeds", "must be at least 1").into());
+    }
+    let mut counts = t
+        .workers
+        .as_ref()
+        .map_or_else(|| vec![1, 2, 4, 8], |w| w.0.clone());
+    if counts.contains(&0) {
+        return Err(asyb::Error::config("workers", "every count must be at least 1").into());
+    }
+    counts.sort_unstable();
+    counts.dedup();
+    let vc = crate::commands::train_config(t)?;
+    if vc.raw.algorithm == Algorithm::Fista {
+        return Err(asyb::Error::config(
+            "algorithm",
+            "bench speedup times the asynchronous algorithms; fista gives the reference",
+        )
+        .into());
+    }
+    let pb = Problem::load(&vc)?;
+    let mut raw = vc.raw.clone();
+    // Every run is measured on every row: the target is a fraction of the exact Psi*.
+    raw.eval_rows = pb.train.rows();
+    if raw.epochs.is_none() && raw.max_updates.is_none() && raw.max_seconds.is_none() {
+        raw.epochs = Some(50.0);
+    }
+    let vc = raw.clone().check()?;
+    let psi_star = match t.psi_star {
+        Some(p) => p,
+        None => cached_optimum(&vc, &pb, &a.optimum_cache)?,
+    };
+    let goal = psi_star + a.target * psi_star.abs();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let mut rows = Vec::new();
+    let mut curves: Vec<(String, Vec<EvalRecord>)> = Vec::new();
+    for &w in &counts {
+        let mut times = Vec::new();
+        let mut updates = Vec::new();
+        let (mut delay_sum, mut max_delay, mut rejected) = (0.0, 0, 0);
+        for s in 0..a.seeds {
+            let mut r = raw.clone();
+            r.workers = Some(w);
+            r.seed = raw.seed.wrapping_add(s);
+            r.target_objective = Some(goal);
+            let rvc = r.check()?;
+            let sum = run_quiet(&rvc, &pb)?;
+            let hit = reached_at(&sum.records, goal);
+            eprintln!(
+                "W = {w}, seed {}: {}",
+                r.seed,
+                match hit {
+                    Some((secs, k)) => format!("target reached in {secs:.2} s, {k} updates"),
+                    None => format!("target not reached ({})", sum.stop_reason.describe()),
+                }
+            );
+            if let Some((secs, k)) = hit {
+                times.push(secs);
+                updates.push(k as f64);
+            }
+            delay_sum += sum.delays.mean;
+            max_delay = max_delay.max(sum.delays.max);
+            rejected += sum.delays.rejected;
+            if s == 0 {
+                curves.push((format!("W={w}"), sum.records.clone()));
+            }
+        }
+        let reached = times.len() as u64;
+        let (lo, hi) = (
+            times.iter().copied().reduce(f64::min),
+            times.iter().copied().reduce(f64::max),
+        );
+        rows.push(SpeedupRow {
+            workers: w,
+            oversubscribed: w > cores,
+            seeds: a.seeds,
+            reached,
+            time_to_target_secs: median(&mut times),
+            time_min_secs: lo,
+            time_max_secs: hi,
+            speedup: None,
+            updates_to_target: median(&mut updates).map(|u| u.round() as u64),
+            mean_delay: delay_sum / a.seeds as f64,
+            max_delay,
+            rejected,
+            target: a.target,
+            psi_star,
+        });
+    }
+    let base = rows.first().and_then(|r| r.time_to_target_secs);
+    for r in &mut rows {
+        r.speedup = match (base, r.time_to_target_secs) {
+            (Some(b), Some(x)) if x > 0.0 => Some(b / x),
+            _ => None,
+        };
+    }
+
+    let mut out = std::io::stdout().lock();
+    out.write_all(speedup_table(&rows, &pb.train_path, cores).as_bytes())?;
+    out.flush()?;
+    if let Some(p) = &a.json {
+        write_json_atomic(p, &rows)?;
+    }
+    let title = format!(
+        "{} + {} (lambda {}), target {:e} relative",
+        vc.raw.loss.name(),
+        vc.raw.reg.name(),
+        vc.raw.lambda,
+        a.target
+    );
+    if let Some(p) = &vc.raw.plot {
+        let series: Vec<crate::plot::Series> = curves
+            .iter()
+            .map(|(label, records)| crate::plot::Series {
+                label: label.clone(),
+                records,
+            })
+            .collect();
+        crate::plot::write_svg(p, &title, &series, Some(psi_star))?;
+    }
+    if let Some(p) = &a.speedup_plot {
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| r.speedup.map(|s| (r.workers as f64, s)))
+            .collect();
+        let base = rows.first().map_or(1, |r| r.workers);
+        crate::plot::write_speedup_svg(p, &title, base, &points)?;
+    }
+    Ok(())
+}
+
+/// The table `bench speedup` prints.
+pub fn speedup_table(rows: &[SpeedupRow], data: &Path, cores: usize) -> String {
+    let mut s = String::new();
+    if let Some(r) = rows.first() {
+        s.push_str(&format!(
+            "\nasyb bench speedup: {}, target (Psi - Psi*) / Psi* <= {:e}, Psi* = {:.10}, {} seed(s) per count, {cores} cores\n\n",
+            data.display(),
+            r.target,
+            r.psi_star,
+            r.seeds
+        ));
+    }
+    s.push_str(&format!(
+        "{:>4}  {:>26}  {:>8}  {:>10}  {:>10}  {:>9}  {:>8}\n",
+        "W",
+        "time to target (min-max)",
+        "speedup",
+        "updates",
+        "mean delay",
+        "max delay",
+        "rejected"
+    ));
+    for r in rows {
+        let time = match (r.time_to_target_secs, r.time_min_secs, r.time_max_secs) {
+            (Some(m), Some(lo), Some(hi)) => format!("{m:.2} s ({lo:.2}-{hi:.2})"),
+            _ => "not reached".into(),
+        };
+        let partial = if r.reached < r.seeds {
+            format!(" [{}/{} reached]", r.reached, r.seeds)
+        } else {
+            String::new()
+        };
+        s.push_str(&format!(
+            "{:>4}  {:>26}  {:>8}  {:>10}  {:>10.2}  {:>9}  {:>8}{}{}\n",
+            r.workers,
+            time,
+            r.speedup.map_or("-".into(), |x| format!("{x:.2}x")),
+            r.updates_to_target.map_or("-".into(), |u| u.to_string()),
+            r.mean_delay,
+            r.max_delay,
+            r.rejected,
+            if r.oversubscribed {
+                " oversubscribed"
+            } else {
+                ""
+            },
+            partial
+        ));
+    }
+    s
+}

@@ -108,7 +108,7 @@ pub fn gen(cmd: &GenCommand) -> Result<()> {
 }
 
 /// TOML file (if any), then flags, then validation.
-fn train_config(a: &TrainArgs) -> Result<ValidConfig> {
+pub fn train_config(a: &TrainArgs) -> Result<ValidConfig> {
     let mut cfg = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
@@ -240,6 +240,13 @@ fn print_summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> Resu
 }
 
 pub fn train(a: &TrainArgs) -> Result<()> {
+    if a.workers.as_ref().is_some_and(|w| w.0.len() != 1) {
+        return Err(Error::config(
+            "workers",
+            "train takes one worker count (lists are for asyb bench speedup)",
+        )
+        .into());
+    }
     let vc = train_config(a)?;
     let pb = Problem::load(&vc)?;
     skipped_note(&pb.train_path, &pb.train_report);

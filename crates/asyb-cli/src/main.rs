@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval(&a),
         Command::Convert(a) => commands::convert(&a),
         Command::Bench(BenchCommand::Perf(a)) => bench::perf(&a),
+        Command::Bench(BenchCommand::Speedup(a)) => bench::speedup(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

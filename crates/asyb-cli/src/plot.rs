@@ -72,6 +72,67 @@ pub fn write_svg(
     Ok(())
 }
 
+/// The speedup figure: measured time-to-target speedup against the number of workers,
+/// with the ideal line `speedup = W / base` through the base count's point. `points`
+/// are `(W, speedup)`; non-finite ones are skipped.
+pub fn write_speedup_svg(
+    path: &Path,
+    title: &str,
+    base: usize,
+    points: &[(f64, f64)],
+) -> anyhow::Result<()> {
+    let svg = render_speedup_svg(title, base, points)
+        .with_context(|| format!("cannot draw the plot {}", path.display()))?;
+    asyb::io::atomic_write(path, |w| {
+        w.write_all(svg.as_bytes()).map_err(asyb::io::io_err(path))
+    })?;
+    Ok(())
+}
+
+fn render_speedup_svg(title: &str, base: usize, points: &[(f64, f64)]) -> anyhow::Result<String> {
+    let base = base.max(1) as f64;
+    let measured: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(w, s)| w.is_finite() && s.is_finite() && *w > 0.0 && s.abs() < MAX_MAGNITUDE)
+        .collect();
+    let max_w = measured.iter().map(|p| p.0).fold(1.0, f64::max);
+    let max_y = measured.iter().map(|p| p.1).fold(max_w / base, f64::max);
+    let curves = [
+        Curve {
+            label: "measured",
+            color: PALETTE[0],
+            points: measured.clone(),
+        },
+        Curve {
+            label: "ideal (linear in W)",
+            color: RGBColor(150, 150, 150),
+            points: vec![(base, 1.0), (max_w.max(base), max_w.max(base) / base)],
+        },
+    ];
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let body = root
+            .titled(&printable(title), ("sans-serif", 22))
+            .map_err(plot_err)?;
+        let x_hi = max_w * 1.05 + 0.05;
+        let y_hi = max_y * 1.05 + 0.05;
+        let y_title = format!("speedup over W = {base}");
+        chart(
+            &body,
+            ("workers W", &y_title, "time to target"),
+            (0.0..x_hi, x_hi / TICKS as f64),
+            0.0..y_hi,
+            &|v| tick_label(*v, y_hi / TICKS as f64),
+            &curves,
+        )?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
 #[derive(Clone, Copy)]
 enum XAxis {
     TrainSecs,
@@ -649,6 +710,20 @@ mod tests {
             }];
             let psi_star = [None, Some(0.0), Some(values[next(values.len())])][next(3)];
             assert!(render(&series, psi_star).contains("<svg"));
+        }
+    }
+
+    #[test]
+    fn speedup_figure_has_both_lines_and_survives_bad_points() {
+        let svg = render_speedup_svg("speedup", 1, &[(1.0, 1.0), (2.0, 1.8), (4.0, 3.1)]).unwrap();
+        assert!(svg.contains("measured") && svg.contains("ideal (linear in W)"));
+        assert!(svg.contains("workers W") && svg.contains("speedup over W = 1"));
+        for bad in [
+            &[][..],
+            &[(f64::NAN, 1.0), (2.0, f64::INFINITY)][..],
+            &[(1.0, 0.0)][..],
+        ] {
+            assert!(render_speedup_svg("x", 2, bad).unwrap().contains("ideal"));
         }
     }
 

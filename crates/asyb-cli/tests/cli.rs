@@ -737,3 +737,117 @@ fn bench_perf_end_to_end_on_a_small_workload() {
     assert!(stderr(&o).contains("generated earlier"), "{}", stderr(&o));
     assert!(stderr(&o).contains("cached in"), "{}", stderr(&o));
 }
+
+/// `bench speedup`: one row per worker count, speedup relative to the first, the
+/// optimum cached per problem (a new lambda is a new problem), the figures written.
+#[test]
+fn bench_speedup_table_json_and_cached_optimum() {
+    let dir = Dir::new();
+    let o = dir.asyb(&[
+        "gen",
+        "ctr",
+        "--rows",
+        "3000",
+        "--features",
+        "4096",
+        "--seed",
+        "4",
+        "--out",
+        "d.svm",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = |lambda: &str| {
+        dir.asyb(&[
+            "bench",
+            "speedup",
+            "--train",
+            "d.svm",
+            "--lambda",
+            lambda,
+            "--workers",
+            "2,1",
+            "--seeds",
+            "2",
+            "--eval-every",
+            "0.02",
+            "--optimum-cache",
+            "opt.json",
+            "--json",
+            "sp.json",
+            "--plot",
+            "runs.svg",
+            "--speedup-plot",
+            "sp.svg",
+        ])
+    };
+    let o = run("1e-3");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("computing the reference optimum"),
+        "{}",
+        stderr(&o)
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("sp.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["workers"], 1);
+    assert_eq!(rows[1]["workers"], 2);
+    assert_eq!(rows[0]["speedup"].as_f64(), Some(1.0));
+    for r in rows {
+        assert_eq!(r["reached"], 2, "{r}");
+        assert!(r["time_to_target_secs"].as_f64().unwrap() > 0.0);
+        assert!(r["updates_to_target"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(rows[0]["max_delay"], 0);
+    assert!(stdout(&o).contains("time to target"));
+    for f in ["runs.svg", "sp.svg"] {
+        assert!(std::fs::read_to_string(dir.path(f))
+            .unwrap()
+            .contains("<svg"));
+    }
+    // Same problem: the optimum comes from the cache; another lambda computes its own.
+    let o = run("1e-3");
+    assert!(stderr(&o).contains("cached in"), "{}", stderr(&o));
+    let o = run("2e-3");
+    assert!(
+        stderr(&o).contains("computing the reference optimum"),
+        "{}",
+        stderr(&o)
+    );
+    let cache: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("opt.json")).unwrap()).unwrap();
+    assert_eq!(cache.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn worker_lists_are_for_bench_speedup_only() {
+    let dir = Dir::new();
+    let data = dir.write("d.svm", small_binary());
+    let o = dir.asyb(&[
+        "train",
+        "--train",
+        data.to_str().unwrap(),
+        "--workers",
+        "1,2",
+    ]);
+    assert_bad_input(&o, &["workers", "bench speedup"]);
+    let o = dir.asyb(&[
+        "train",
+        "--train",
+        data.to_str().unwrap(),
+        "--workers",
+        "two",
+    ]);
+    assert_bad_input(&o, &["two"]);
+    let o = dir.asyb(&[
+        "bench",
+        "speedup",
+        "--train",
+        data.to_str().unwrap(),
+        "--model",
+        "m.safetensors",
+    ]);
+    assert_bad_input(&o, &["model", "bench speedup"]);
+    assert!(!dir.path("m.safetensors").exists());
+}

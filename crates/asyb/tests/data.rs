@@ -971,3 +971,41 @@ fn least_squares(ds: &Dataset) -> Vec<f64> {
     }
     (0..d).map(|c| a[c][d] / a[c][c]).collect()
 }
+
+/// The fingerprint follows the content: the same rows give the same value whether the
+/// arrays are owned or mapped from a cache; one changed label, index or value, or one
+/// more feature, changes it.
+#[test]
+fn fingerprint_follows_the_content() {
+    let dir = tmp();
+    let ds = ctr(&small_ctr(3)).unwrap();
+    let text = dir.path().join("d.svm");
+    write_libsvm(&text, &ds).unwrap();
+    let cache = dir.path().join("d.cache");
+    asyb::data::cache::write_cache(
+        &cache,
+        &ds,
+        &asyb::data::cache::Source::of(&text, true).unwrap(),
+    )
+    .unwrap();
+    let mapped = asyb::data::cache::read_cache(&cache).unwrap().data;
+    assert!(mapped.indices.is_mapped());
+    assert_eq!(mapped.fingerprint(), ds.fingerprint());
+
+    let base = ds.fingerprint();
+    let mut a = ds.clone();
+    a.labels[7] = 1.0 - a.labels[7];
+    assert_ne!(a.fingerprint(), base);
+    let mut b = ds.clone();
+    let last = b.indices.len() - 1;
+    b.indices[last] += 1;
+    assert_ne!(b.fingerprint(), base);
+    let mut c = ds.clone();
+    c.features += 1;
+    assert_ne!(c.fingerprint(), base);
+    let mut d = ds.clone();
+    d.values = Some(vec![1.0; d.nnz()].into());
+    let base_d = d.fingerprint();
+    d.values.as_mut().unwrap()[3] = 2.0;
+    assert_ne!(d.fingerprint(), base_d);
+}

@@ -139,6 +139,42 @@ impl Dataset {
         }
     }
 
+    /// A checksum of the whole dataset (dimensions, row pointers, indices, values,
+    /// labels): equal datasets have equal fingerprints, so results computed on one (a
+    /// reference optimum, a checkpoint) can be matched to it later.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&(self.rows() as u64).to_le_bytes());
+        h.update(&(self.features as u64).to_le_bytes());
+        h.update(&(self.nnz() as u64).to_le_bytes());
+        // Little-endian bytes of every array, the row pointers as u64.
+        fn le<T: bytemuck::Pod>(h: &mut crc32fast::Hasher, xs: &[T]) {
+            if cfg!(target_endian = "little") {
+                h.update(bytemuck::cast_slice(xs));
+            } else {
+                for x in xs {
+                    let mut b = bytemuck::bytes_of(x).to_vec();
+                    b.reverse();
+                    h.update(&b);
+                }
+            }
+        }
+        if std::mem::size_of::<usize>() == 8 {
+            le(&mut h, &self.indptr);
+        } else {
+            let wide: Vec<u64> = self.indptr.iter().map(|&p| p as u64).collect();
+            le(&mut h, &wide);
+        }
+        le(&mut h, &self.indices);
+        if let Some(v) = &self.values {
+            le(&mut h, v);
+        }
+        le(&mut h, &self.labels);
+        let crc = h.finalize();
+        // The CRC in the low half, the size in the high half: a cheap second check.
+        (u64::from(crc)) | ((self.nnz() as u64 & 0xffff_ffff) << 32)
+    }
+
     /// Bytes held by the CSR arrays and labels.
     pub fn heap_bytes(&self) -> usize {
         self.indptr.len() * std::mem::size_of::<usize>()
