@@ -26,6 +26,7 @@ Examples:
   asyb bench perf --workdir asyb-bench
   asyb bench speedup --train train.svm --loss logistic --reg l1 --lambda 1e-6 \
       --workers 1,2,4 --json speedup.json --plot speedup-runs.svg --speedup-plot speedup.svg
+  asyb bench rate --train small.svm --workers 1,2 --json rate.json --plot rate.svg
   asyb convert --from idx train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz \
       --out fashion-train.cache";
 
@@ -69,6 +70,33 @@ pub enum BenchCommand {
     /// Time to a target objective for each worker count: the reference optimum (fista,
     /// computed once and cached), several seeds per count, table, JSON and figures.
     Speedup(Box<BenchSpeedupArgs>),
+    /// The paper's rate: for each budget K, a run of K block updates with the constant
+    /// step c / sqrt(K) on a nonconvex problem, the average of ||P(x^k)||^2 over the run,
+    /// and its log-log slope against K (the theorem: -1/2 or steeper).
+    Rate(Box<BenchRateArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchRateArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Budgets K (block updates), comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,3000,10000,30000,100000"
+    )]
+    pub budgets: Vec<u64>,
+    /// The step is c / sqrt(K); default: the automatic step times sqrt(smallest K), so
+    /// that the smallest budget runs at the automatic step and larger ones below it.
+    #[arg(long)]
+    pub c: Option<f64>,
+    /// Evenly spaced evaluations of ||P(x^k)||^2 per run (k = K/m, 2K/m, ..., K).
+    #[arg(long, default_value_t = 20)]
+    pub points: u64,
+    /// Write the fits and the points as JSON (`slope`: the first worker count's fit).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

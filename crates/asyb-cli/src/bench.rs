@@ -458,6 +458,31 @@ mod tests {
     }
 
     #[test]
+    fn line_fit_recovers_an_exact_power_law() {
+        let xs: Vec<f64> = [1e3f64, 1e4, 1e5].iter().map(|k| k.ln()).collect();
+        let ys: Vec<f64> = xs.iter().map(|x| 2.0 - 0.5 * x).collect();
+        let (b, a, r2) = fit_line(&xs, &ys);
+        assert!((b + 0.5).abs() < 1e-12 && (a - 2.0).abs() < 1e-10 && (r2 - 1.0).abs() < 1e-12);
+        let noisy = [ys[0] + 0.1, ys[1] - 0.1, ys[2] + 0.1];
+        assert!(fit_line(&xs, &noisy).2 < 1.0);
+    }
+
+    #[test]
+    fn the_start_is_left_out_of_the_mean() {
+        let mut recs: Vec<EvalRecord> = [(0, 9.0), (10, 2.0), (20, 4.0), (30, 100.0)]
+            .iter()
+            .map(|&(k, p)| EvalRecord {
+                updates: k,
+                pgm_sq_norm: p,
+                ..EvalRecord::default()
+            })
+            .collect();
+        assert_eq!(mean_after_start(&recs, 20), 3.0);
+        recs.clear();
+        assert_eq!(mean_after_start(&recs, 20), 0.0);
+    }
+
+    #[test]
     fn time_to_target_is_the_first_evaluation_at_or_below_it() {
         let recs = [
             record(0.0, 0.7),
@@ -795,6 +820,248 @@ pub fn speedup_table(rows: &[SpeedupRow], data: &Path, cores: usize) -> String {
             },
             partial
         ));
+    }
+    s
+}
+
+/// One budget's run of `bench rate`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RatePoint {
+    pub budget: u64,
+    pub step: f64,
+    /// Mean of ||P(x^k)||^2 over the evenly spaced evaluations at k = K/m, ..., K.
+    pub mean_pgm_sq_norm: f64,
+    /// ||P||^2 at the end of the run (k = K).
+    pub final_pgm_sq_norm: f64,
+    pub final_psi: f64,
+    pub mean_delay: f64,
+}
+
+/// The least-squares line of log(mean ||P||^2) against log(K) for one worker count.
+#[derive(Clone, Debug, Serialize)]
+pub struct RateFit {
+    pub workers: usize,
+    pub slope: f64,
+    pub intercept: f64,
+    pub r_squared: f64,
+    pub points: Vec<RatePoint>,
+}
+
+/// What `bench rate --json` writes.
+#[derive(Clone, Debug, Serialize)]
+pub struct RateReport {
+    /// The first worker count's slope.
+    pub slope: f64,
+    pub c: f64,
+    pub alpha: f64,
+    pub lambda: f64,
+    pub fits: Vec<RateFit>,
+}
+
+/// Least squares `y = a + b x`: `(b, a, R^2)`.
+fn fit_line(xs: &[f64], ys: &[f64]) -> (f64, f64, f64) {
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let syy: f64 = ys.iter().map(|y| (y - my) * (y - my)).sum();
+    let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let r2 = if sxx > 0.0 && syy > 0.0 {
+        sxy * sxy / (sxx * syy)
+    } else {
+        1.0
+    };
+    (b, my - b * mx, r2)
+}
+
+/// Mean `pgm_sq_norm` of the evaluations at `0 < k <= budget`. The start is left out:
+/// its weight in the average over all K iterates is 1/K, but it would weigh 1/m in the
+/// mean of m evenly spaced evaluations and, being the largest value, swamp it.
+fn mean_after_start(records: &[EvalRecord], budget: u64) -> f64 {
+    let v: Vec<f64> = records
+        .iter()
+        .filter(|r| r.updates > 0 && r.updates <= budget)
+        .map(|r| r.pgm_sq_norm)
+        .collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+pub fn rate(a: &crate::args::BenchRateArgs) -> Result<()> {
+    use asyb::config::{StepScaling, StepSetting, VarianceReduction};
+    let t = &a.train;
+    for (flag, given) in [
+        ("model", t.model.is_some()),
+        ("log", t.log.is_some()),
+        ("init-model", t.init_model.is_some()),
+        ("step", t.step.is_some()),
+        ("epochs", t.epochs.is_some()),
+        ("max-updates", t.max_updates.is_some()),
+        ("target-objective", t.target_objective.is_some()),
+    ] {
+        if given {
+            return Err(asyb::Error::config(
+                flag,
+                "not used by bench rate (each run is K updates at the step c / sqrt(K))",
+            )
+            .into());
+        }
+    }
+    let mut budgets = a.budgets.clone();
+    budgets.sort_unstable();
+    budgets.dedup();
+    if budgets.len() < 2 || budgets[0] == 0 {
+        return Err(asyb::Error::config("budgets", "at least two budgets, each at least 1").into());
+    }
+    if a.points == 0 || a.points > budgets[0] {
+        return Err(asyb::Error::config(
+            "points",
+            format!("must be between 1 and the smallest budget ({})", budgets[0]),
+        )
+        .into());
+    }
+    if let Some(c) = a.c {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(asyb::Error::config("c", "must be a finite number > 0").into());
+        }
+    }
+    let counts = t
+        .workers
+        .as_ref()
+        .map_or_else(|| vec![1, 2], |w| w.0.clone());
+    if counts.contains(&0) {
+        return Err(asyb::Error::config("workers", "every count must be at least 1").into());
+    }
+    let vc = crate::commands::train_config(t)?;
+    let pb = Problem::load(&vc)?;
+    let mut raw = vc.raw.clone();
+    // The theorem's setting: plain stochastic gradients, one step for every coordinate,
+    // a nonconvex smooth part (alpha defaults to 1e-3 here).
+    raw.variance_reduction = VarianceReduction::None;
+    raw.step_scaling = StepScaling::None;
+    raw.step_decay = false;
+    if t.alpha.is_none() {
+        raw.alpha = 1e-3;
+    }
+    raw.epochs = None;
+    raw.max_seconds = None;
+    raw.eval_every_secs = 1e9;
+    raw.eval_rows = pb.train.rows();
+    let c = match a.c {
+        Some(c) => c,
+        None => {
+            let mut probe = raw.clone();
+            probe.workers = Some(1);
+            probe.max_updates = Some(1);
+            let s = run_quiet(&probe.check()?, &pb)?;
+            s.info.eta0 * (budgets[0] as f64).sqrt()
+        }
+    };
+    let mut fits = Vec::new();
+    for &w in &counts {
+        let mut points = Vec::new();
+        for &k in &budgets {
+            let mut r = raw.clone();
+            r.workers = Some(w);
+            r.max_updates = Some(k);
+            r.eval_every_updates = Some((k / a.points).max(1));
+            let step = c / (k as f64).sqrt();
+            r.step = StepSetting::Fixed(step);
+            let s = run_quiet(&r.check()?, &pb)?;
+            let last = s.last();
+            let p = RatePoint {
+                budget: k,
+                step,
+                mean_pgm_sq_norm: mean_after_start(&s.records, k),
+                final_pgm_sq_norm: last.pgm_sq_norm,
+                final_psi: last.psi,
+                mean_delay: s.delays.mean,
+            };
+            eprintln!(
+                "W = {w}, K = {k}: step {step:.4e}, mean ||P||^2 {:.4e}, final {:.4e}, Psi {:.6e}",
+                p.mean_pgm_sq_norm, p.final_pgm_sq_norm, p.final_psi
+            );
+            points.push(p);
+        }
+        let usable: Vec<&RatePoint> = points
+            .iter()
+            .filter(|p| p.mean_pgm_sq_norm.is_finite() && p.mean_pgm_sq_norm > 0.0)
+            .collect();
+        anyhow::ensure!(
+            usable.len() >= 2,
+            "W = {w}: fewer than two budgets gave a finite positive ||P||^2 (did the runs diverge? try a smaller --c)"
+        );
+        let xs: Vec<f64> = usable.iter().map(|p| (p.budget as f64).ln()).collect();
+        let ys: Vec<f64> = usable.iter().map(|p| p.mean_pgm_sq_norm.ln()).collect();
+        let (slope, intercept, r_squared) = fit_line(&xs, &ys);
+        fits.push(RateFit {
+            workers: w,
+            slope,
+            intercept,
+            r_squared,
+            points,
+        });
+    }
+    let report = RateReport {
+        slope: fits[0].slope,
+        c,
+        alpha: raw.alpha,
+        lambda: raw.lambda,
+        fits,
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(rate_table(&report).as_bytes())?;
+    out.flush()?;
+    if let Some(p) = &a.json {
+        write_json_atomic(p, &report)?;
+    }
+    if let Some(p) = &vc.raw.plot {
+        let curves: Vec<(String, Vec<(f64, f64)>)> = report
+            .fits
+            .iter()
+            .map(|f| {
+                (
+                    format!("W={} (slope {:.2})", f.workers, f.slope),
+                    f.points
+                        .iter()
+                        .map(|p| (p.budget as f64, p.mean_pgm_sq_norm))
+                        .collect(),
+                )
+            })
+            .collect();
+        let title = format!(
+            "mean ||P(x^k)||^2 over K updates at step {:.3} / sqrt(K); {} + {} (lambda {}) + nonconvex alpha {}",
+            c,
+            raw.loss.name(),
+            raw.reg.name(),
+            raw.lambda,
+            raw.alpha
+        );
+        crate::plot::write_rate_svg(p, &title, &curves)?;
+    }
+    Ok(())
+}
+
+/// The table `bench rate` prints.
+pub fn rate_table(r: &RateReport) -> String {
+    let mut s = format!(
+        "\nasyb bench rate: step c / sqrt(K) with c = {:.4}, nonconvex alpha {}, lambda {}\n",
+        r.c, r.alpha, r.lambda
+    );
+    for f in &r.fits {
+        s.push_str(&format!(
+            "\nW = {}: slope {:.3} (R^2 {:.3}); the theorem bounds the mean by C / sqrt(K), a slope of -0.5 or below\n",
+            f.workers, f.slope, f.r_squared
+        ));
+        s.push_str(&format!(
+            "{:>10}  {:>10}  {:>14}  {:>14}  {:>12}\n",
+            "K", "step", "mean ||P||^2", "final ||P||^2", "mean delay"
+        ));
+        for p in &f.points {
+            s.push_str(&format!(
+                "{:>10}  {:>10.3e}  {:>14.4e}  {:>14.4e}  {:>12.2}\n",
+                p.budget, p.step, p.mean_pgm_sq_norm, p.final_pgm_sq_norm, p.mean_delay
+            ));
+        }
     }
     s
 }

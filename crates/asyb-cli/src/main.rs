@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => commands::convert(&a),
         Command::Bench(BenchCommand::Perf(a)) => bench::perf(&a),
         Command::Bench(BenchCommand::Speedup(a)) => bench::speedup(&a),
+        Command::Bench(BenchCommand::Rate(a)) => bench::rate(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

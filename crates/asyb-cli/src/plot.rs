@@ -133,6 +133,84 @@ fn render_speedup_svg(title: &str, base: usize, points: &[(f64, f64)]) -> anyhow
     Ok(svg)
 }
 
+/// The rate figure: log10 of the mean ||P||^2 against log10 K, one curve per worker
+/// count, with a reference line of slope -1/2 through the first curve's first point.
+/// Points that are not finite and positive are skipped.
+pub fn write_rate_svg(
+    path: &Path,
+    title: &str,
+    curves: &[(String, Vec<(f64, f64)>)],
+) -> anyhow::Result<()> {
+    let svg = render_rate_svg(title, curves)
+        .with_context(|| format!("cannot draw the plot {}", path.display()))?;
+    asyb::io::atomic_write(path, |w| {
+        w.write_all(svg.as_bytes()).map_err(asyb::io::io_err(path))
+    })?;
+    Ok(())
+}
+
+fn render_rate_svg(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<String> {
+    let logs: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|(label, pts)| {
+            let p = pts
+                .iter()
+                .filter(|(k, y)| k.is_finite() && *k > 0.0 && y.is_finite() && *y > 0.0)
+                .map(|(k, y)| (k.log10(), y.log10()))
+                .filter(|(x, y)| x.abs() < 300.0 && y.abs() < 300.0)
+                .collect();
+            (printable(label), p)
+        })
+        .collect();
+    let mut lines: Vec<Curve> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, (label, points))| Curve {
+            label,
+            color: PALETTE[i % PALETTE.len()],
+            points: points.clone(),
+        })
+        .collect();
+    let all: Vec<(f64, f64)> = logs.iter().flat_map(|c| c.1.iter().copied()).collect();
+    let (x_lo, x_hi) = extent(all.iter().map(|p| p.0));
+    if let Some(&(x0, y0)) = logs.first().and_then(|c| c.1.first()) {
+        lines.push(Curve {
+            label: "slope -1/2",
+            color: RGBColor(150, 150, 150),
+            points: vec![(x0, y0), (x_hi, y0 - 0.5 * (x_hi - x0))],
+        });
+    }
+    let ys = lines.iter().flat_map(|c| c.points.iter().map(|p| p.1));
+    let (y_lo, y_hi) = extent(ys);
+    let pad = |lo: f64, hi: f64| {
+        if lo > hi {
+            // No points: an empty unit frame.
+            return (0.0, 1.0);
+        }
+        let w = (hi - lo).max(0.5);
+        (lo - 0.1 * w, hi + 0.1 * w)
+    };
+    let ((x_lo, x_hi), (y_lo, y_hi)) = (pad(x_lo, x_hi), pad(y_lo, y_hi));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 650)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let body = root
+            .titled(&printable(title), ("sans-serif", 16))
+            .map_err(plot_err)?;
+        chart(
+            &body,
+            ("log10 K (block updates)", "log10 mean ||P(x^k)||^2", "rate"),
+            (x_lo..x_hi, (x_hi - x_lo) / TICKS as f64),
+            y_lo..y_hi,
+            &|v| tick_label(*v, (y_hi - y_lo) / TICKS as f64),
+            &lines,
+        )?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
 #[derive(Clone, Copy)]
 enum XAxis {
     TrainSecs,
@@ -725,6 +803,16 @@ mod tests {
         ] {
             assert!(render_speedup_svg("x", 2, bad).unwrap().contains("ideal"));
         }
+    }
+
+    #[test]
+    fn rate_figure_has_the_reference_slope_and_survives_bad_points() {
+        let pts = vec![(1e3, 1e-2), (1e4, 3e-3), (1e5, 1e-3)];
+        let svg = render_rate_svg("rate", &[("W=1".into(), pts)]).unwrap();
+        assert!(svg.contains("W=1") && svg.contains("slope -1/2"));
+        let bad = vec![(0.0, 1.0), (1e3, f64::NAN), (-1.0, -1.0)];
+        assert!(render_rate_svg("x", &[("W=1".into(), bad)]).is_ok());
+        assert!(render_rate_svg("x", &[]).is_ok());
     }
 
     #[test]

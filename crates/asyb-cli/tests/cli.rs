@@ -851,3 +851,63 @@ fn worker_lists_are_for_bench_speedup_only() {
     assert_bad_input(&o, &["model", "bench speedup"]);
     assert!(!dir.path("m.safetensors").exists());
 }
+
+/// `bench rate` on a small nonconvex problem (logistic + alpha x^2/(1+x^2) + a small L1):
+/// the mean ||P||^2 at step c/sqrt(K) falls with K at the theorem's rate, -1/2 or
+/// faster; with a large L1 weight it flattens (spurious nonzeros each add about
+/// lambda^2 to ||P||^2 whatever the step), and the fit says so.
+#[test]
+fn bench_rate_fits_the_slope() {
+    let dir = Dir::new();
+    let o = dir.asyb(&[
+        "gen",
+        "ctr",
+        "--rows",
+        "3000",
+        "--features",
+        "4096",
+        "--seed",
+        "4",
+        "--out",
+        "d.svm",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rate = |extra: &[&str]| {
+        let args = [
+            &[
+                "bench",
+                "rate",
+                "--train",
+                "d.svm",
+                "--budgets",
+                "250,1000,4000",
+                "--workers",
+                "1",
+                "--json",
+                "rate.json",
+                "--plot",
+                "rate.svg",
+            ][..],
+            extra,
+        ]
+        .concat();
+        let o = dir.asyb(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path("rate.json")).unwrap()).unwrap();
+        assert_eq!(r["fits"][0]["points"].as_array().unwrap().len(), 3);
+        r["slope"].as_f64().unwrap()
+    };
+    let slope = rate(&[]);
+    assert!((-0.8..=-0.4).contains(&slope), "{slope}");
+    assert!(std::fs::read_to_string(dir.path("rate.svg"))
+        .unwrap()
+        .contains("slope -1/2"));
+    let flat = rate(&["--lambda", "1e-3"]);
+    assert!(flat > -0.3, "{flat}");
+
+    let o = dir.asyb(&["bench", "rate", "--train", "d.svm", "--budgets", "1000"]);
+    assert_bad_input(&o, &["budgets"]);
+    let o = dir.asyb(&["bench", "rate", "--train", "d.svm", "--step", "0.1"]);
+    assert_bad_input(&o, &["step", "bench rate"]);
+}
