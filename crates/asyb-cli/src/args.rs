@@ -118,6 +118,10 @@ pub struct BenchSpeedupArgs {
     /// Write the speedup figure (SVG); `--plot` writes the convergence figure.
     #[arg(long, value_name = "FILE")]
     pub speedup_plot: Option<PathBuf>,
+    /// Algorithms to compare on the same problem and target, comma-separated (asyb,
+    /// asy-full, sync, seq; seq runs with one worker only). [default: --algorithm]
+    #[arg(long, value_delimiter = ',', value_parser = parse_algorithm)]
+    pub compare: Vec<Algorithm>,
 }
 
 #[derive(Args, Debug)]

@@ -580,6 +580,7 @@ fn cached_optimum(vc: &ValidConfig, pb: &Problem, cache: &Path) -> Result<f64> {
 /// One worker count's runs, as `bench speedup` reports them.
 #[derive(Clone, Debug, Serialize)]
 pub struct SpeedupRow {
+    pub algorithm: String,
     pub workers: usize,
     pub oversubscribed: bool,
     pub seeds: u64,
@@ -596,6 +597,10 @@ pub struct SpeedupRow {
     pub mean_delay: f64,
     pub max_delay: u64,
     pub rejected: u64,
+    /// Median test accuracy and AUC at the evaluation that reached the target (with
+    /// `--test`).
+    pub test_accuracy: Option<f64>,
+    pub test_auc: Option<f64>,
     pub target: f64,
     pub psi_star: f64,
 }
@@ -613,12 +618,9 @@ fn median(v: &mut [f64]) -> Option<f64> {
     })
 }
 
-/// Training seconds and updates at the first evaluation at or below `psi`.
-fn reached_at(records: &[EvalRecord], psi: f64) -> Option<(f64, u64)> {
-    records
-        .iter()
-        .find(|r| r.psi <= psi)
-        .map(|r| (r.train_secs, r.updates))
+/// The first evaluation at or below `psi`.
+fn reached_at(records: &[EvalRecord], psi: f64) -> Option<&EvalRecord> {
+    records.iter().find(|r| r.psi <= psi)
 }
 
 pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
@@ -675,67 +677,43 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
     let goal = psi_star + a.target * psi_star.abs();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
+    let algorithms = if a.compare.is_empty() {
+        vec![raw.algorithm]
+    } else {
+        a.compare.clone()
+    };
+    if algorithms.contains(&Algorithm::Fista) {
+        return Err(asyb::Error::config(
+            "compare",
+            "fista gives the reference; compare the asynchronous algorithms",
+        )
+        .into());
+    }
     let mut rows = Vec::new();
     let mut curves: Vec<(String, Vec<EvalRecord>)> = Vec::new();
-    for &w in &counts {
-        let mut times = Vec::new();
-        let mut updates = Vec::new();
-        let (mut delay_sum, mut max_delay, mut rejected) = (0.0, 0, 0);
-        for s in 0..a.seeds {
-            let mut r = raw.clone();
-            r.workers = Some(w);
-            r.seed = raw.seed.wrapping_add(s);
-            r.target_objective = Some(goal);
-            let rvc = r.check()?;
-            let sum = run_quiet(&rvc, &pb)?;
-            let hit = reached_at(&sum.records, goal);
-            eprintln!(
-                "W = {w}, seed {}: {}",
-                r.seed,
-                match hit {
-                    Some((secs, k)) => format!("target reached in {secs:.2} s, {k} updates"),
-                    None => format!("target not reached ({})", sum.stop_reason.describe()),
-                }
-            );
-            if let Some((secs, k)) = hit {
-                times.push(secs);
-                updates.push(k as f64);
+    for &alg in &algorithms {
+        let mut first = None;
+        for &w in &counts {
+            if alg == Algorithm::Seq && w > 1 {
+                continue;
             }
-            delay_sum += sum.delays.mean;
-            max_delay = max_delay.max(sum.delays.max);
-            rejected += sum.delays.rejected;
-            if s == 0 {
-                curves.push((format!("W={w}"), sum.records.clone()));
-            }
+            let mut row = speedup_row(&raw, &pb, alg, w, a, goal, psi_star, &mut curves)?;
+            row.oversubscribed = w > cores;
+            let base = *first.get_or_insert(row.time_to_target_secs);
+            row.speedup = match (base, row.time_to_target_secs) {
+                (Some(b), Some(x)) if x > 0.0 => Some(b / x),
+                _ => None,
+            };
+            rows.push(row);
         }
-        let reached = times.len() as u64;
-        let (lo, hi) = (
-            times.iter().copied().reduce(f64::min),
-            times.iter().copied().reduce(f64::max),
-        );
-        rows.push(SpeedupRow {
-            workers: w,
-            oversubscribed: w > cores,
-            seeds: a.seeds,
-            reached,
-            time_to_target_secs: median(&mut times),
-            time_min_secs: lo,
-            time_max_secs: hi,
-            speedup: None,
-            updates_to_target: median(&mut updates).map(|u| u.round() as u64),
-            mean_delay: delay_sum / a.seeds as f64,
-            max_delay,
-            rejected,
-            target: a.target,
-            psi_star,
-        });
     }
-    let base = rows.first().and_then(|r| r.time_to_target_secs);
-    for r in &mut rows {
-        r.speedup = match (base, r.time_to_target_secs) {
-            (Some(b), Some(x)) if x > 0.0 => Some(b / x),
-            _ => None,
-        };
+    let several = algorithms.len() > 1;
+    if !several {
+        for c in &mut curves {
+            c.0 =
+                c.0.split_once(' ')
+                    .map_or(c.0.clone(), |(_, w)| w.to_string());
+        }
     }
 
     let mut out = std::io::stdout().lock();
@@ -762,14 +740,100 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
         crate::plot::write_svg(p, &title, &series, Some(psi_star))?;
     }
     if let Some(p) = &a.speedup_plot {
+        let first_alg = rows.first().map(|r| r.algorithm.clone());
         let points: Vec<(f64, f64)> = rows
             .iter()
+            .filter(|r| Some(&r.algorithm) == first_alg.as_ref())
             .filter_map(|r| r.speedup.map(|s| (r.workers as f64, s)))
             .collect();
         let base = rows.first().map_or(1, |r| r.workers);
         crate::plot::write_speedup_svg(p, &title, base, &points)?;
+        if several {
+            eprintln!(
+                "note: the speedup figure shows the first algorithm, {}",
+                rows.first().map_or("", |r| r.algorithm.as_str())
+            );
+        }
     }
     Ok(())
+}
+
+/// Runs of one algorithm with `w` workers, one per seed, to `goal`.
+#[allow(clippy::too_many_arguments)]
+fn speedup_row(
+    raw: &TrainConfig,
+    pb: &Problem,
+    alg: Algorithm,
+    w: usize,
+    a: &crate::args::BenchSpeedupArgs,
+    goal: f64,
+    psi_star: f64,
+    curves: &mut Vec<(String, Vec<EvalRecord>)>,
+) -> Result<SpeedupRow> {
+    let mut times = Vec::new();
+    let mut updates = Vec::new();
+    let mut accuracy = Vec::new();
+    let mut auc = Vec::new();
+    let (mut delay_sum, mut max_delay, mut rejected) = (0.0, 0, 0);
+    for s in 0..a.seeds {
+        let mut r = raw.clone();
+        r.algorithm = alg;
+        r.workers = Some(w);
+        r.seed = raw.seed.wrapping_add(s);
+        r.target_objective = Some(goal);
+        let rvc = r.check()?;
+        let sum = run_quiet(&rvc, pb)?;
+        let hit = reached_at(&sum.records, goal);
+        eprintln!(
+            "{} W = {w}, seed {}: {}",
+            alg.name(),
+            r.seed,
+            match hit {
+                Some(h) => format!(
+                    "target reached in {:.2} s, {} updates",
+                    h.train_secs, h.updates
+                ),
+                None => format!("target not reached ({})", sum.stop_reason.describe()),
+            }
+        );
+        if let Some(h) = hit {
+            times.push(h.train_secs);
+            updates.push(h.updates as f64);
+            if let Some(t) = &h.test {
+                accuracy.extend(t.accuracy);
+                auc.extend(t.auc);
+            }
+        }
+        delay_sum += sum.delays.mean;
+        max_delay = max_delay.max(sum.delays.max);
+        rejected += sum.delays.rejected;
+        if s == 0 {
+            curves.push((format!("{} W={w}", alg.name()), sum.records.clone()));
+        }
+    }
+    let (lo, hi) = (
+        times.iter().copied().reduce(f64::min),
+        times.iter().copied().reduce(f64::max),
+    );
+    Ok(SpeedupRow {
+        algorithm: alg.name().to_string(),
+        workers: w,
+        oversubscribed: false,
+        seeds: a.seeds,
+        reached: times.len() as u64,
+        time_to_target_secs: median(&mut times),
+        time_min_secs: lo,
+        time_max_secs: hi,
+        speedup: None,
+        updates_to_target: median(&mut updates).map(|u| u.round() as u64),
+        mean_delay: delay_sum / a.seeds as f64,
+        max_delay,
+        rejected,
+        test_accuracy: median(&mut accuracy),
+        test_auc: median(&mut auc),
+        target: a.target,
+        psi_star,
+    })
 }
 
 /// The table `bench speedup` prints.
@@ -784,15 +848,18 @@ pub fn speedup_table(rows: &[SpeedupRow], data: &Path, cores: usize) -> String {
             r.seeds
         ));
     }
+    let tests = rows.iter().any(|r| r.test_accuracy.is_some());
     s.push_str(&format!(
-        "{:>4}  {:>26}  {:>8}  {:>10}  {:>10}  {:>9}  {:>8}\n",
+        "{:<9} {:>4}  {:>26}  {:>8}  {:>10}  {:>10}  {:>9}  {:>8}{}\n",
+        "algorithm",
         "W",
         "time to target (min-max)",
         "speedup",
         "updates",
         "mean delay",
         "max delay",
-        "rejected"
+        "rejected",
+        if tests { "  test acc" } else { "" }
     ));
     for r in rows {
         let time = match (r.time_to_target_secs, r.time_min_secs, r.time_max_secs) {
@@ -804,8 +871,14 @@ pub fn speedup_table(rows: &[SpeedupRow], data: &Path, cores: usize) -> String {
         } else {
             String::new()
         };
+        let acc = match (tests, r.test_accuracy) {
+            (true, Some(x)) => format!("  {x:>8.4}"),
+            (true, None) => format!("  {:>8}", "-"),
+            _ => String::new(),
+        };
         s.push_str(&format!(
-            "{:>4}  {:>26}  {:>8}  {:>10}  {:>10.2}  {:>9}  {:>8}{}{}\n",
+            "{:<9} {:>4}  {:>26}  {:>8}  {:>10}  {:>10.2}  {:>9}  {:>8}{}{}{}\n",
+            r.algorithm,
             r.workers,
             time,
             r.speedup.map_or("-".into(), |x| format!("{x:.2}x")),
@@ -813,6 +886,7 @@ pub fn speedup_table(rows: &[SpeedupRow], data: &Path, cores: usize) -> String {
             r.mean_delay,
             r.max_delay,
             r.rejected,
+            acc,
             if r.oversubscribed {
                 " oversubscribed"
             } else {

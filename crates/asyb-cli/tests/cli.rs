@@ -818,6 +818,53 @@ fn bench_speedup_table_json_and_cached_optimum() {
     let cache: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path("opt.json")).unwrap()).unwrap();
     assert_eq!(cache.as_array().unwrap().len(), 2);
+
+    // Algorithms compared on the same target: seq runs with one worker only.
+    let o = dir.asyb(&[
+        "bench",
+        "speedup",
+        "--train",
+        "d.svm",
+        "--lambda",
+        "1e-3",
+        "--workers",
+        "1,2",
+        "--seeds",
+        "1",
+        "--eval-every",
+        "0.02",
+        "--optimum-cache",
+        "opt.json",
+        "--json",
+        "cmp.json",
+        "--compare",
+        "asyb,asy-full,seq",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("cmp.json")).unwrap()).unwrap();
+    let got: Vec<(String, u64)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["algorithm"].as_str().unwrap().to_string(),
+                r["workers"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("asyb", 1),
+        ("asyb", 2),
+        ("asy-full", 1),
+        ("asy-full", 2),
+        ("seq", 1),
+    ];
+    assert_eq!(got, want.map(|(a, w)| (a.to_string(), w)));
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["reached"], 1, "{r}");
+    }
 }
 
 #[test]
