@@ -472,6 +472,18 @@ pub struct TrainArgs {
     /// Start from this model file instead of zero.
     #[arg(long, value_name = "FILE")]
     pub init_model: Option<PathBuf>,
+    /// Write checkpoints (model, step, samples, training time; atomic, checksummed, the
+    /// newest two kept) into this directory, every `--checkpoint-every` seconds of
+    /// training and at the end.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Seconds of training between checkpoints. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub checkpoint_every: Option<f64>,
+    /// Resume from the newest checkpoint in this directory (same data and problem; the
+    /// budgets count from the start of the first part).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     /// Reference optimum Psi*: the summary and plot show Psi - Psi*.
     #[arg(long, allow_hyphen_values = true)]
     pub psi_star: Option<f64>,
@@ -538,8 +550,13 @@ impl TrainArgs {
             model,
             log,
             plot,
-            init_model
+            init_model,
+            checkpoint_dir,
+            resume
         );
+        if let Some(v) = self.checkpoint_every {
+            cfg.checkpoint_every_secs = v;
+        }
         if let Some(WorkerCounts(w)) = &self.workers {
             // A list is for `bench speedup`, which sets each count itself.
             if let [one] = w[..] {

@@ -958,3 +958,141 @@ fn bench_rate_fits_the_slope() {
     let o = dir.asyb(&["bench", "rate", "--train", "d.svm", "--step", "0.1"]);
     assert_bad_input(&o, &["step", "bench rate"]);
 }
+
+/// Checkpoints: a run killed with SIGKILL mid-training resumes from its newest
+/// checkpoint (same step, same samples) and reaches the same target objective as an
+/// uninterrupted run; a damaged checkpoint or one of another problem is refused.
+#[test]
+fn killed_run_resumes_from_its_checkpoint() {
+    let dir = Dir::new();
+    let o = dir.asyb(&[
+        "gen",
+        "ctr",
+        "--rows",
+        "3000",
+        "--features",
+        "4096",
+        "--seed",
+        "4",
+        "--out",
+        "d.svm",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base = ["train", "--train", "d.svm", "--lambda", "1e-3", "--quiet"];
+    let o = dir.asyb(&[&base[..], &["--algorithm", "fista", "--log", "f.jsonl"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last_psi = |log: &str| -> (f64, u64) {
+        let text = std::fs::read_to_string(dir.path(log)).unwrap();
+        let recs: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v.get("psi").is_some())
+            .collect();
+        let last = recs.last().unwrap();
+        (
+            last["psi"].as_f64().unwrap(),
+            recs[0]["updates"].as_u64().unwrap(),
+        )
+    };
+    let target = last_psi("f.jsonl").0 * (1.0 + 1e-3);
+    let target_s = format!("{target:e}");
+
+    // Killed: a long run checkpointing every 50 ms of training.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("asyb"))
+        .current_dir(dir.tmp.path())
+        .args(base)
+        .args([
+            "--epochs",
+            "1000000",
+            "--checkpoint-dir",
+            "ck",
+            "--checkpoint-every",
+            "0.05",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let has_ckpt = || {
+        std::fs::read_dir(dir.path("ck"))
+            .map(|d| d.count() >= 2)
+            .unwrap_or(false)
+    };
+    while !has_ckpt() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(has_ckpt(), "no checkpoint written");
+
+    let resume = |extra: &[&str]| {
+        dir.asyb(
+            &[
+                &base[..],
+                &[
+                    "--resume",
+                    "ck",
+                    "--epochs",
+                    "1000000",
+                    "--target-objective",
+                    &target_s,
+                ],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    let o = resume(&["--log", "r.jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("target objective reached"),
+        "{}",
+        stdout(&o)
+    );
+    let (psi, first_k) = last_psi("r.jsonl");
+    assert!(psi <= target, "{psi} > {target}");
+    assert!(first_k > 0, "the resumed run started from scratch");
+
+    let o = dir.asyb(
+        &[
+            &base[..],
+            &[
+                "--epochs",
+                "1000000",
+                "--target-objective",
+                &target_s,
+                "--log",
+                "u.jsonl",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(last_psi("u.jsonl").0 <= target);
+
+    // Another problem: refused.
+    let o = dir.asyb(&[
+        "train", "--train", "d.svm", "--lambda", "2e-3", "--resume", "ck",
+    ]);
+    assert_bad_input(&o, &["ckpt-", "another run"]);
+    // Damaged: the newest file is refused, naming it.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path("ck"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let newest = files.last().unwrap().clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let i = bytes.len() - 12;
+    bytes[i] ^= 0x40;
+    std::fs::write(&newest, &bytes).unwrap();
+    let o = resume(&[]);
+    assert_bad_input(
+        &o,
+        &["checksum", newest.file_name().unwrap().to_str().unwrap()],
+    );
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let o = resume(&[]);
+    assert_bad_input(&o, &["truncated"]);
+}

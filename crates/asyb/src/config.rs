@@ -275,6 +275,12 @@ pub struct TrainConfig {
     pub plot: Option<PathBuf>,
     /// Warm start from a model file.
     pub init_model: Option<PathBuf>,
+    /// Write checkpoints (model, step, samples, training time) into this directory.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Seconds of training between checkpoints.
+    pub checkpoint_every_secs: f64,
+    /// Resume from the newest checkpoint in this directory.
+    pub resume: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -324,6 +330,9 @@ impl Default for TrainConfig {
             log: None,
             plot: None,
             init_model: None,
+            checkpoint_dir: None,
+            checkpoint_every_secs: 60.0,
+            resume: None,
         }
     }
 }
@@ -412,6 +421,21 @@ impl TrainConfig {
     /// Validates every field, one error for the first bad one.
     pub fn check(&self) -> Result<ValidConfig> {
         nonneg_finite("lambda", self.lambda)?;
+        positive_finite("checkpoint-every", self.checkpoint_every_secs)?;
+        if self.resume.is_some() && self.init_model.is_some() {
+            return Err(Error::config(
+                "resume",
+                "give either --resume or --init-model, not both",
+            ));
+        }
+        if self.algorithm == Algorithm::Fista
+            && (self.resume.is_some() || self.checkpoint_dir.is_some())
+        {
+            return Err(Error::config(
+                "checkpoint-dir",
+                "checkpoints are for the stochastic algorithms, not fista",
+            ));
+        }
         nonneg_finite("alpha", self.alpha)?;
         if !(0.0..=1.0).contains(&self.l1_ratio) {
             return Err(Error::config(

@@ -6,6 +6,7 @@
 //! and back for pulls; [`monitor`] reads snapshots beside it. [`model`] is math only.
 //! The library never prints and never exits; the `asyb` binary does both.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint;
 use crate::config::{Algorithm, StepSetting, ValidConfig};
 use crate::data::Dataset;
 use crate::fista::{self, FistaStop};
@@ -541,6 +542,26 @@ impl<'a> Trainer<'a> {
             target_objective: raw.target_objective,
             eval_rows: eval_set.rows(),
         };
+        // A checkpoint to resume from is checked before anything is reported.
+        let ckpt_key =
+            (raw.checkpoint_dir.is_some() || raw.resume.is_some()).then(|| run_key(raw, pb));
+        let resumed = match &raw.resume {
+            Some(dir) => {
+                let (path, cp) = checkpoint::newest(dir)?;
+                let key = ckpt_key.as_deref().unwrap_or_default();
+                if cp.key != key || cp.weights.len() != layout.coords() {
+                    return Err(Error::Data {
+                        path,
+                        reason: format!(
+                            "a checkpoint of another run: it trained [{}], this run trains [{key}]",
+                            cp.key
+                        ),
+                    });
+                }
+                Some(cp)
+            }
+            None => None,
+        };
         for o in self.observers.iter_mut() {
             o.on_start(&info)?;
         }
@@ -548,7 +569,8 @@ impl<'a> Trainer<'a> {
             return self.run_fista(loss, &plan, info, &mut ev);
         }
 
-        let clock = Arc::new(Clock::default());
+        let start_k = resumed.as_ref().map_or(0, |c| c.updates);
+        let clock = Arc::new(Clock::starting_at(start_k));
         let stats = Arc::new(DelayStats::default());
         let partition = BlockPartition::new(
             layout,
@@ -579,10 +601,15 @@ impl<'a> Trainer<'a> {
             .collect();
         // The shards hold each coordinate's step factor; the vector is not needed again.
         plan.metric = None;
-        let mut w0 = self
-            .init
-            .take()
-            .unwrap_or_else(|| vec![0.0; layout.coords()]);
+        let start_samples = resumed.as_ref().map_or(0, |c| c.samples);
+        let start_secs = resumed.as_ref().map_or(0.0, |c| c.train_secs);
+        let mut w0 = match resumed {
+            Some(c) => c.weights,
+            None => self
+                .init
+                .take()
+                .unwrap_or_else(|| vec![0.0; layout.coords()]),
+        };
         if !layout.bias {
             let b = layout.bias_row() * layout.classes;
             w0[b..b + layout.classes].fill(0.0);
@@ -596,13 +623,17 @@ impl<'a> Trainer<'a> {
         });
         // Training time starts here: the first snapshot is part of the algorithm.
         let mut mon = Monitor::new(&plan, raw.eval_every_secs, raw.eval_every_updates);
+        mon.resume_at(start_secs, start_k);
         if let Some(sv) = &svrg {
             sv.snapshot(loss, &pb.train, &partition, &shards, threads);
             control
                 .hold_at
-                .store(sv.every, std::sync::atomic::Ordering::Release);
+                .store(start_k + sv.every, std::sync::atomic::Ordering::Release);
         }
         let counters = Counters::default();
+        counters
+            .samples
+            .store(start_samples, std::sync::atomic::Ordering::Relaxed);
         let mode = match raw.algorithm {
             Algorithm::AsyFull => BlockMode::All,
             _ => BlockMode::OneRandom,
@@ -620,7 +651,7 @@ impl<'a> Trainer<'a> {
         };
         let round = SyncRound::new(plan.workers, plan.blocks);
 
-        let mut rec = mon.record(0, 0, 0, mon.train_secs());
+        let mut rec = mon.record(start_k, start_samples, 0, mon.train_secs());
         let t = Instant::now();
         ev.eval(&w0, &mut rec);
         mon.eval_secs += t.elapsed().as_secs_f64();
@@ -633,6 +664,15 @@ impl<'a> Trainer<'a> {
             ));
         }
 
+        let mut ckpt = match (&raw.checkpoint_dir, &ckpt_key) {
+            (Some(dir), Some(key)) => Some(Checkpointing {
+                dir: dir.clone(),
+                every: raw.checkpoint_every_secs,
+                key: key.clone(),
+                next: mon.train_secs() + raw.checkpoint_every_secs,
+            }),
+            _ => None,
+        };
         let outcome: Result<StopReason> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..plan.workers)
                 .map(|w| {
@@ -662,6 +702,7 @@ impl<'a> Trainer<'a> {
                 raw.max_seconds,
                 raw.target_objective,
                 plan.max_updates.is_some() && self.cfg.epochs.is_some(),
+                ckpt.as_mut(),
             );
             control.stop();
             control.resume();
@@ -701,6 +742,16 @@ impl<'a> Trainer<'a> {
             }
             w
         };
+        if let Some(c) = &ckpt {
+            if reason != StopReason::Diverged {
+                c.write(
+                    &weights,
+                    k,
+                    counters.samples.load(std::sync::atomic::Ordering::Relaxed),
+                    mon.train_secs(),
+                )?;
+            }
+        }
         mon.finish(
             info,
             reason,
@@ -729,8 +780,13 @@ impl<'a> Trainer<'a> {
         max_seconds: Option<f64>,
         target: Option<f64>,
         by_epochs: bool,
+        mut ckpt: Option<&mut Checkpointing>,
     ) -> Result<StopReason> {
         use std::sync::atomic::Ordering::Relaxed;
+        // A model that starts at the target (a resumed run, a warm start) is done.
+        if target.is_some_and(|t| mon.last_psi() <= t) {
+            return Ok(StopReason::TargetObjective);
+        }
         let mut last_progress = Instant::now();
         loop {
             std::thread::sleep(Duration::from_millis(2));
@@ -781,6 +837,22 @@ impl<'a> Trainer<'a> {
                 };
                 for o in self.observers.iter_mut() {
                     o.on_progress(&p);
+                }
+            }
+            if let Some(c) = ckpt.as_deref_mut() {
+                let secs = mon.train_secs();
+                if secs >= c.next {
+                    // Not training: counted with the evaluations.
+                    control.pause();
+                    let t = Instant::now();
+                    let w = crate::ps::gather(partition, shards);
+                    c.write(&w, transport.now(), counters.samples.load(Relaxed), secs)?;
+                    c.next = secs + c.every;
+                    mon.eval_secs += t.elapsed().as_secs_f64();
+                    if !mon.due(transport.now(), mon.train_secs()) {
+                        control.resume();
+                        continue;
+                    }
                 }
             }
             if !mon.due(transport.now(), mon.train_secs()) {
@@ -922,6 +994,54 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// Periodic checkpoints of a run (`checkpoint-dir`).
+struct Checkpointing {
+    dir: std::path::PathBuf,
+    every: f64,
+    key: String,
+    /// Training time of the next checkpoint.
+    next: f64,
+}
+
+impl Checkpointing {
+    fn write(&self, w: &[f64], updates: u64, samples: u64, train_secs: f64) -> Result<()> {
+        checkpoint::write(
+            &self.dir,
+            &checkpoint::Checkpoint {
+                updates,
+                samples,
+                train_secs,
+                key: self.key.clone(),
+                weights: w.to_vec(),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// What a checkpoint must match to be resumed: the data (its fingerprint) and every
+/// setting that changes the objective or the model's layout. Workers, blocks, steps and
+/// the stop criteria may change between the parts of a run.
+fn run_key(raw: &crate::config::TrainConfig, pb: &Problem) -> String {
+    let l = pb.layout;
+    format!(
+        "data {:016x} ({} rows) | {} features x {} classes, intercept {} | {} + {} lambda {} l1-ratio {} box [{}, {}] group {} alpha {}",
+        pb.train.fingerprint(),
+        pb.train.rows(),
+        l.features,
+        l.classes,
+        l.bias,
+        raw.loss.name(),
+        raw.reg.name(),
+        raw.lambda,
+        raw.l1_ratio,
+        raw.lower,
+        raw.upper,
+        raw.group_size,
+        raw.alpha
+    )
+}
+
 /// SVRG state of a run: the snapshot interval and the margins of every row at the
 /// last snapshot, which the workers read.
 struct Svrg {
@@ -980,6 +1100,8 @@ impl Svrg {
 /// Evaluation timing and the record list of a run.
 struct Monitor {
     start: Instant,
+    /// Training time before this process's part of the run (resumed runs).
+    offset: f64,
     eval_secs: f64,
     every_secs: f64,
     every_updates: Option<u64>,
@@ -993,6 +1115,7 @@ impl Monitor {
     fn new(plan: &Plan, every_secs: f64, every_updates: Option<u64>) -> Self {
         Monitor {
             start: Instant::now(),
+            offset: 0.0,
             eval_secs: 0.0,
             every_secs,
             every_updates,
@@ -1003,8 +1126,15 @@ impl Monitor {
         }
     }
 
+    /// Continues a run that had trained `secs` seconds and `k` updates.
+    fn resume_at(&mut self, secs: f64, k: u64) {
+        self.offset = secs;
+        self.next_secs = secs + self.every_secs;
+        self.next_updates = self.every_updates.map(|u| (k / u + 1) * u);
+    }
+
     fn train_secs(&self) -> f64 {
-        (self.start.elapsed().as_secs_f64() - self.eval_secs).max(0.0)
+        self.offset + (self.start.elapsed().as_secs_f64() - self.eval_secs).max(0.0)
     }
 
     fn due(&self, k: u64, secs: f64) -> bool {
