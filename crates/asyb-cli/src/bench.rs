@@ -506,29 +506,9 @@ struct CachedOptimum {
     secs: f64,
 }
 
-/// What identifies a problem: the data and the objective's settings.
-fn problem_key(vc: &ValidConfig, pb: &Problem) -> String {
-    let r = &vc.raw;
-    format!(
-        "data {:016x} ({} rows, {} features) | {} + {} lambda {} l1-ratio {} box [{}, {}] group {} alpha {} intercept {}",
-        pb.train.fingerprint(),
-        pb.train.rows(),
-        pb.layout.features,
-        r.loss.name(),
-        r.reg.name(),
-        r.lambda,
-        r.l1_ratio,
-        r.lower,
-        r.upper,
-        r.group_size,
-        r.alpha,
-        pb.layout.bias
-    )
-}
-
 /// Psi* from `cache` for this problem, or from the `fista` solver (then cached).
 fn cached_optimum(vc: &ValidConfig, pb: &Problem, cache: &Path) -> Result<f64> {
-    let key = problem_key(vc, pb);
+    let key = asyb::train::problem_key(&vc.raw, pb);
     let mut entries: Vec<CachedOptimum> = read_json(cache).unwrap_or_default();
     if let Some(o) = entries
         .iter()
@@ -623,22 +603,30 @@ fn reached_at(records: &[EvalRecord], psi: f64) -> Option<&EvalRecord> {
     records.iter().find(|r| r.psi <= psi)
 }
 
-pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
-    let t = &a.train;
-    for (flag, given) in [
+/// Refuses the train flags a bench sets itself or has no use for.
+fn refuse_flags(flags: &[(&str, bool)], why: &str) -> Result<()> {
+    match flags.iter().find(|f| f.1) {
+        Some((flag, _)) => Err(asyb::Error::config(*flag, why).into()),
+        None => Ok(()),
+    }
+}
+
+/// The train flags no bench uses: it writes no model, log or checkpoint of its runs.
+fn output_flags(t: &crate::args::TrainArgs) -> [(&'static str, bool); 5] {
+    [
         ("model", t.model.is_some()),
         ("log", t.log.is_some()),
         ("init-model", t.init_model.is_some()),
-        ("target-objective", t.target_objective.is_some()),
-    ] {
-        if given {
-            return Err(asyb::Error::config(
-                flag,
-                "not used by bench speedup (it sets the target from --target and Psi*)",
-            )
-            .into());
-        }
-    }
+        ("checkpoint-dir", t.checkpoint_dir.is_some()),
+        ("resume", t.resume.is_some()),
+    ]
+}
+
+pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
+    let t = &a.train;
+    let why = "not used by bench speedup (it sets the target from --target and Psi*)";
+    refuse_flags(&output_flags(t), why)?;
+    refuse_flags(&[("target-objective", t.target_objective.is_some())], why)?;
     if !(a.target.is_finite() && a.target > 0.0) {
         return Err(asyb::Error::config("target", "must be a finite number > 0").into());
     }
@@ -963,23 +951,17 @@ fn mean_after_start(records: &[EvalRecord], budget: u64) -> f64 {
 pub fn rate(a: &crate::args::BenchRateArgs) -> Result<()> {
     use asyb::config::{StepScaling, StepSetting, VarianceReduction};
     let t = &a.train;
-    for (flag, given) in [
-        ("model", t.model.is_some()),
-        ("log", t.log.is_some()),
-        ("init-model", t.init_model.is_some()),
-        ("step", t.step.is_some()),
-        ("epochs", t.epochs.is_some()),
-        ("max-updates", t.max_updates.is_some()),
-        ("target-objective", t.target_objective.is_some()),
-    ] {
-        if given {
-            return Err(asyb::Error::config(
-                flag,
-                "not used by bench rate (each run is K updates at the step c / sqrt(K))",
-            )
-            .into());
-        }
-    }
+    let why = "not used by bench rate (each run is K updates at the step c / sqrt(K))";
+    refuse_flags(&output_flags(t), why)?;
+    refuse_flags(
+        &[
+            ("step", t.step.is_some()),
+            ("epochs", t.epochs.is_some()),
+            ("max-updates", t.max_updates.is_some()),
+            ("target-objective", t.target_objective.is_some()),
+        ],
+        why,
+    )?;
     let mut budgets = a.budgets.clone();
     budgets.sort_unstable();
     budgets.dedup();

@@ -64,8 +64,12 @@ pub fn write_svg(
     series: &[Series],
     psi_star: Option<f64>,
 ) -> anyhow::Result<()> {
-    let svg = render_svg(title, series, psi_star)
-        .with_context(|| format!("cannot draw the plot {}", path.display()))?;
+    save(path, render_svg(title, series, psi_star))
+}
+
+/// Writes a rendered figure atomically, or says which figure could not be drawn.
+fn save(path: &Path, svg: anyhow::Result<String>) -> anyhow::Result<()> {
+    let svg = svg.with_context(|| format!("cannot draw the plot {}", path.display()))?;
     asyb::io::atomic_write(path, |w| {
         w.write_all(svg.as_bytes()).map_err(asyb::io::io_err(path))
     })?;
@@ -81,12 +85,7 @@ pub fn write_speedup_svg(
     base: usize,
     points: &[(f64, f64)],
 ) -> anyhow::Result<()> {
-    let svg = render_speedup_svg(title, base, points)
-        .with_context(|| format!("cannot draw the plot {}", path.display()))?;
-    asyb::io::atomic_write(path, |w| {
-        w.write_all(svg.as_bytes()).map_err(asyb::io::io_err(path))
-    })?;
-    Ok(())
+    save(path, render_speedup_svg(title, base, points))
 }
 
 fn render_speedup_svg(title: &str, base: usize, points: &[(f64, f64)]) -> anyhow::Result<String> {
@@ -141,12 +140,7 @@ pub fn write_rate_svg(
     title: &str,
     curves: &[(String, Vec<(f64, f64)>)],
 ) -> anyhow::Result<()> {
-    let svg = render_rate_svg(title, curves)
-        .with_context(|| format!("cannot draw the plot {}", path.display()))?;
-    asyb::io::atomic_write(path, |w| {
-        w.write_all(svg.as_bytes()).map_err(asyb::io::io_err(path))
-    })?;
-    Ok(())
+    save(path, render_rate_svg(title, curves))
 }
 
 fn render_rate_svg(title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<String> {

@@ -738,11 +738,9 @@ fn bench_perf_end_to_end_on_a_small_workload() {
     assert!(stderr(&o).contains("cached in"), "{}", stderr(&o));
 }
 
-/// `bench speedup`: one row per worker count, speedup relative to the first, the
-/// optimum cached per problem (a new lambda is a new problem), the figures written.
-#[test]
-fn bench_speedup_table_json_and_cached_optimum() {
-    let dir = Dir::new();
+/// 3,000 CTR rows with 4,096 features as `d.svm` in `dir`: small enough for a fista
+/// optimum in a fraction of a second.
+fn small_ctr_file(dir: &Dir) {
     let o = dir.asyb(&[
         "gen",
         "ctr",
@@ -756,6 +754,14 @@ fn bench_speedup_table_json_and_cached_optimum() {
         "d.svm",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `bench speedup`: one row per worker count, speedup relative to the first, the
+/// optimum cached per problem (a new lambda is a new problem), the figures written.
+#[test]
+fn bench_speedup_table_json_and_cached_optimum() {
+    let dir = Dir::new();
+    small_ctr_file(&dir);
     let run = |lambda: &str| {
         dir.asyb(&[
             "bench",
@@ -906,19 +912,7 @@ fn worker_lists_are_for_bench_speedup_only() {
 #[test]
 fn bench_rate_fits_the_slope() {
     let dir = Dir::new();
-    let o = dir.asyb(&[
-        "gen",
-        "ctr",
-        "--rows",
-        "3000",
-        "--features",
-        "4096",
-        "--seed",
-        "4",
-        "--out",
-        "d.svm",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    small_ctr_file(&dir);
     let rate = |extra: &[&str]| {
         let args = [
             &[
@@ -965,19 +959,7 @@ fn bench_rate_fits_the_slope() {
 #[test]
 fn killed_run_resumes_from_its_checkpoint() {
     let dir = Dir::new();
-    let o = dir.asyb(&[
-        "gen",
-        "ctr",
-        "--rows",
-        "3000",
-        "--features",
-        "4096",
-        "--seed",
-        "4",
-        "--out",
-        "d.svm",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    small_ctr_file(&dir);
     let base = ["train", "--train", "d.svm", "--lambda", "1e-3", "--quiet"];
     let o = dir.asyb(&[&base[..], &["--algorithm", "fista", "--log", "f.jsonl"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));

@@ -544,7 +544,7 @@ impl<'a> Trainer<'a> {
         };
         // A checkpoint to resume from is checked before anything is reported.
         let ckpt_key =
-            (raw.checkpoint_dir.is_some() || raw.resume.is_some()).then(|| run_key(raw, pb));
+            (raw.checkpoint_dir.is_some() || raw.resume.is_some()).then(|| problem_key(raw, pb));
         let resumed = match &raw.resume {
             Some(dir) => {
                 let (path, cp) = checkpoint::newest(dir)?;
@@ -1019,10 +1019,11 @@ impl Checkpointing {
     }
 }
 
-/// What a checkpoint must match to be resumed: the data (its fingerprint) and every
-/// setting that changes the objective or the model's layout. Workers, blocks, steps and
-/// the stop criteria may change between the parts of a run.
-fn run_key(raw: &crate::config::TrainConfig, pb: &Problem) -> String {
+/// What names a problem: the data (its fingerprint) and every setting that changes the
+/// objective or the model's layout, so that a checkpoint or a cached optimum is only
+/// used for the problem it belongs to. Workers, blocks, steps and the stop criteria are
+/// not part of it.
+pub fn problem_key(raw: &crate::config::TrainConfig, pb: &Problem) -> String {
     let l = pb.layout;
     format!(
         "data {:016x} ({} rows) | {} features x {} classes, intercept {} | {} + {} lambda {} l1-ratio {} box [{}, {}] group {} alpha {}",
