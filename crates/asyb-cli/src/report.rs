@@ -218,6 +218,13 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
             last.epochs
         );
     }
+    for f in &s.failed_workers {
+        let _ = writeln!(
+            o,
+            "  failed      worker {} of {}: {} (the others went on)",
+            f.worker, i.workers, f.reason
+        );
+    }
     let _ = writeln!(
         o,
         "  time        training {:.2} s, evaluation {:.2} s, wall {:.2} s",
@@ -335,6 +342,43 @@ pub fn parse_memory_line(summary: &str) -> Option<u64> {
 #[cfg(test)]
 mod memory_tests {
     use super::*;
+
+    #[test]
+    fn failed_workers_are_listed_in_the_summary() {
+        use asyb::model::reg::RegSpec;
+        use asyb::model::Layout;
+        use asyb::monitor::{EvalRecord, RunInfo};
+        use asyb::train::{RunSummary, StopReason, WorkerFailure};
+        let s = RunSummary {
+            info: RunInfo {
+                workers: 2,
+                algorithm: "asyb".into(),
+                ..RunInfo::default()
+            },
+            stop_reason: StopReason::Epochs,
+            records: vec![EvalRecord::default()],
+            delays: Default::default(),
+            weights: vec![0.0, 0.0],
+            layout: Layout {
+                features: 1,
+                classes: 1,
+                bias: false,
+            },
+            reg: RegSpec::NONE,
+            wall_secs: 1.0,
+            train_secs: 1.0,
+            eval_secs: 0.0,
+            failed_workers: vec![WorkerFailure {
+                worker: 1,
+                reason: "out of data".into(),
+            }],
+        };
+        let text = summary(&s, "d.svm", None);
+        assert!(
+            text.contains("failed      worker 1 of 2: out of data (the others went on)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn vm_hwm_is_read_in_bytes() {

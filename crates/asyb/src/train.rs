@@ -114,6 +114,23 @@ pub struct RunSummary {
     pub wall_secs: f64,
     pub train_secs: f64,
     pub eval_secs: f64,
+    /// Workers that failed (panicked) while the others went on.
+    pub failed_workers: Vec<WorkerFailure>,
+}
+
+/// A worker lost during a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerFailure {
+    pub worker: usize,
+    pub reason: String,
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".into())
 }
 
 impl RunSummary {
@@ -673,6 +690,7 @@ impl<'a> Trainer<'a> {
             }),
             _ => None,
         };
+        let mut failures: Vec<WorkerFailure> = Vec::new();
         let outcome: Result<StopReason> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..plan.workers)
                 .map(|w| {
@@ -680,11 +698,16 @@ impl<'a> Trainer<'a> {
                     let seed = raw.seed;
                     let workers = plan.workers;
                     s.spawn(move || {
-                        if raw.algorithm == Algorithm::Sync {
-                            worker::run_sync(loss, ctx, round, w, workers, seed)
-                        } else {
-                            worker::run_async(loss, ctx, w, workers, seed)
-                        }
+                        // An asynchronous worker that fails is reported and the others
+                        // go on (asynchronous training needs no particular worker).
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            if raw.algorithm == Algorithm::Sync {
+                                worker::run_sync(loss, ctx, round, w, workers, seed)
+                            } else {
+                                worker::run_async(loss, ctx, w, workers, seed)
+                            }
+                        }))
+                        .map_err(|p| panic_message(p.as_ref()))
                     })
                 })
                 .collect();
@@ -706,20 +729,35 @@ impl<'a> Trainer<'a> {
             );
             control.stop();
             control.resume();
-            let mut failed = None;
             for (w, h) in handles.into_iter().enumerate() {
-                if h.join().is_err() && failed.is_none() {
-                    failed = Some(w);
+                let failure = match h.join() {
+                    Ok(Ok(())) => None,
+                    Ok(Err(msg)) => Some(msg),
+                    Err(p) => Some(panic_message(p.as_ref())),
+                };
+                if let Some(reason) = failure {
+                    failures.push(WorkerFailure { worker: w, reason });
                 }
             }
-            match (reason, failed) {
-                (Err(e), _) => Err(e),
-                (Ok(_), Some(w)) => Err(Error::Runtime {
-                    role: "worker",
-                    id: w,
-                    reason: "panicked".into(),
-                }),
-                (Ok(r), None) => Ok(r),
+            match reason {
+                Err(e) => Err(e),
+                // Synchronous rounds need every worker; with none left nothing trained.
+                Ok(_)
+                    if !failures.is_empty()
+                        && (raw.algorithm == Algorithm::Sync || failures.len() == plan.workers) =>
+                {
+                    Err(Error::Runtime {
+                        role: "worker",
+                        id: failures[0].worker,
+                        reason: format!(
+                            "{} ({} of {} workers failed)",
+                            failures[0].reason,
+                            failures.len(),
+                            plan.workers
+                        ),
+                    })
+                }
+                Ok(r) => Ok(r),
             }
         });
         let reason = outcome?;
@@ -752,7 +790,7 @@ impl<'a> Trainer<'a> {
                 )?;
             }
         }
-        mon.finish(
+        let mut summary = mon.finish(
             info,
             reason,
             weights,
@@ -760,7 +798,9 @@ impl<'a> Trainer<'a> {
             plan.reg,
             stats.summary(),
             &mut self.observers,
-        )
+        )?;
+        summary.failed_workers = failures;
+        Ok(summary)
     }
 
     /// The monitor loop: runs on the trainer's thread while the workers train.
@@ -1200,10 +1240,61 @@ impl Monitor {
             weights,
             layout,
             reg,
+            failed_workers: Vec::new(),
         };
         for o in observers.iter_mut() {
             o.on_finish(summary.last())?;
         }
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+    use crate::data::gen::{ctr, CtrSpec};
+
+    /// A worker that panics is reported and the other one finishes the run: every
+    /// update of the budget is applied and the objective reaches that of a run that
+    /// kept both workers.
+    #[test]
+    fn a_failed_worker_is_reported_and_the_run_goes_on() {
+        let data = ctr(&CtrSpec {
+            rows: 2000,
+            features: 1024,
+            seed: 3,
+            ..CtrSpec::default()
+        })
+        .unwrap();
+        let cfg = TrainConfig {
+            workers: Some(2),
+            epochs: Some(20.0),
+            lambda: 1e-3,
+            seed: crate::ps::worker::FAIL_SEED,
+            eval_every_secs: 0.05,
+            eval_threads: Some(1),
+            ..TrainConfig::default()
+        };
+        let vc = cfg.check().unwrap();
+        let pb = Problem::from_datasets(&vc, data, "d.svm".as_ref(), None, None).unwrap();
+        let s = Trainer::new(&vc, &pb).run().unwrap();
+        let whole = TrainConfig { seed: 1, ..cfg }.check().unwrap();
+        let reference = Trainer::new(&whole, &pb).run().unwrap();
+        assert!(reference.failed_workers.is_empty());
+        assert_eq!(s.failed_workers.len(), 1);
+        assert_eq!(s.failed_workers[0].worker, 1);
+        assert!(s.failed_workers[0].reason.contains("injected"));
+        assert_eq!(s.stop_reason, StopReason::Epochs);
+        let budget = (20.0 * s.info.updates_per_epoch).ceil() as u64;
+        assert!(
+            s.last().updates >= budget,
+            "{} < {budget}",
+            s.last().updates
+        );
+        // The surviving worker reaches what two workers reach.
+        let (a, b) = (s.last().psi, reference.last().psi);
+        assert!((a - b).abs() <= 1e-2 * b, "{a} vs {b}");
+        assert!(a < 0.9 * s.first().psi);
     }
 }

@@ -391,6 +391,10 @@ fn merge_sorted(g: &mut Vec<(u32, f64)>) {
     g.truncate(w);
 }
 
+/// Tests only: a run with this seed loses worker 1 (a panic) after 20 updates.
+#[cfg(test)]
+pub(crate) const FAIL_SEED: u64 = 0x5eed_0bad_f00d;
+
 /// Runs asynchronous worker `w` of `workers` until the run stops.
 pub fn run_async<L: Loss>(loss: L, ctx: &WorkerContext, w: usize, workers: usize, seed: u64) {
     let _exit = ExitGuard(ctx.control);
@@ -414,6 +418,10 @@ pub fn run_async<L: Loss>(loss: L, ctx: &WorkerContext, w: usize, workers: usize
         if ctx.control.pause_requested() {
             ctx.control.park();
             continue;
+        }
+        #[cfg(test)]
+        if seed == FAIL_SEED && w == 1 && ctx.transport.now() >= 20 {
+            panic!("injected failure of worker 1");
         }
         sampler.fill(&mut rng, &mut s.batch, ctx.batch);
         match ctx.mode {
