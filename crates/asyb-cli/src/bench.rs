@@ -127,16 +127,8 @@ fn run_quiet(vc: &ValidConfig, pb: &Problem) -> Result<RunSummary> {
     Ok(Trainer::new(vc, pb).run()?)
 }
 
-/// Training seconds and epochs at the first evaluation at or below `psi`.
-fn first_reaching(records: &[EvalRecord], psi: f64) -> Option<(f64, f64)> {
-    records
-        .iter()
-        .find(|r| r.psi <= psi)
-        .map(|r| (r.train_secs, r.epochs))
-}
-
 /// The reference optimum from the cache in the workdir, or from the `fista` solver.
-fn optimum(dir: &Path, w: &Workload, cache: &Path, a: &BenchPerfArgs) -> Result<f64> {
+fn optimum(dir: &Path, w: &Workload, cache: &Path, pb: &Problem, a: &BenchPerfArgs) -> Result<f64> {
     if let Some(p) = a.psi_star {
         return Ok(p);
     }
@@ -162,9 +154,8 @@ fn optimum(dir: &Path, w: &Workload, cache: &Path, a: &BenchPerfArgs) -> Result<
     vc.raw.algorithm = Algorithm::Fista;
     vc.raw.epochs = None;
     let vc = vc.raw.clone().check()?;
-    let pb = Problem::load(&vc)?;
     let t = Instant::now();
-    let s = run_quiet(&vc, &pb)?;
+    let s = run_quiet(&vc, pb)?;
     let o = Optimum {
         workload: w.clone(),
         fista_tol: a.fista_tol,
@@ -281,15 +272,13 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
     let load_cache_secs = t.elapsed().as_secs_f64();
     let csr_plus_model_bytes =
         (pb.train.heap_bytes() + pb.layout.coords() * std::mem::size_of::<f64>()) as u64;
-    drop(pb);
+    let nonzeros = pb.train.nnz();
 
     // 5. The optimum.
-    let psi_star = optimum(dir, &w, &cache, a)?;
+    let psi_star = optimum(dir, &w, &cache, &pb, a)?;
     let goal = |rel: f64| psi_star * (1.0 + rel);
 
     // 6. Train to the targets from the cache.
-    let vc0 = config(&cache, &w, 1, None, a)?;
-    let pb = Problem::load(&vc0)?;
     let mut runs = Vec::new();
     for &workers in &a.workers {
         eprintln!("training with {workers} worker(s) to 1e-4 ...");
@@ -300,7 +289,10 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
             workers,
             reached: TARGETS
                 .iter()
-                .map(|&r| (r, first_reaching(&s.records, goal(r))))
+                .map(|&r| {
+                    let hit = reached_at(&s.records, goal(r));
+                    (r, hit.map(|h| (h.train_secs, h.epochs)))
+                })
                 .collect(),
             updates_per_sec: last.updates_per_sec,
             samples_per_sec: last.samples_per_sec,
@@ -319,10 +311,6 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
         (rss, Some(wall))
     };
 
-    let nonzeros = {
-        let vc = config(&cache, &w, 1, None, a)?;
-        Problem::load(&vc)?.train.nnz()
-    };
     let report = PerfReport {
         rows: w.rows,
         features: w.features,
@@ -490,8 +478,8 @@ mod tests {
             record(2.0, 0.25),
             record(3.0, 0.2),
         ];
-        assert_eq!(first_reaching(&recs, 0.25), Some((2.0, 1.0)));
-        assert_eq!(first_reaching(&recs, 0.1), None);
+        assert_eq!(reached_at(&recs, 0.25).map(|r| r.train_secs), Some(2.0));
+        assert!(reached_at(&recs, 0.1).is_none());
     }
 }
 
