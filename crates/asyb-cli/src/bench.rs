@@ -30,23 +30,13 @@ const DATA_SEED: u64 = 1;
 /// Relative suboptimality targets.
 const TARGETS: [f64; 2] = [1e-3, 1e-4];
 
-/// What identifies the generated data and its optimum.
+/// The generated data and the problem of `bench perf` (the data stamp of the workdir).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Workload {
     rows: usize,
     features: usize,
     data_seed: u64,
     lambda: f64,
-}
-
-/// The cached reference optimum.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Optimum {
-    workload: Workload,
-    fista_tol: f64,
-    psi_star: f64,
-    iterations: u64,
-    secs: f64,
 }
 
 /// One training run to the targets.
@@ -125,53 +115,6 @@ fn config(
 
 fn run_quiet(vc: &ValidConfig, pb: &Problem) -> Result<RunSummary> {
     Ok(Trainer::new(vc, pb).run()?)
-}
-
-/// The reference optimum from the cache in the workdir, or from the `fista` solver.
-fn optimum(dir: &Path, w: &Workload, cache: &Path, pb: &Problem, a: &BenchPerfArgs) -> Result<f64> {
-    if let Some(p) = a.psi_star {
-        return Ok(p);
-    }
-    let path = dir.join("optimum.json");
-    if let Some(o) = read_json::<Optimum>(&path) {
-        if o.workload == *w && o.fista_tol <= a.fista_tol {
-            eprintln!(
-                "reference optimum Psi* = {:.11} (cached in {}: fista, {} iterations, {:.0} s)",
-                o.psi_star,
-                path.display(),
-                o.iterations,
-                o.secs
-            );
-            return Ok(o.psi_star);
-        }
-    }
-    eprintln!(
-        "computing the reference optimum with fista (tolerance {:e}; once, cached in {}) ...",
-        a.fista_tol,
-        path.display()
-    );
-    let mut vc = config(cache, w, 1, None, a)?;
-    vc.raw.algorithm = Algorithm::Fista;
-    vc.raw.epochs = None;
-    let vc = vc.raw.clone().check()?;
-    let t = Instant::now();
-    let s = run_quiet(&vc, pb)?;
-    let o = Optimum {
-        workload: w.clone(),
-        fista_tol: a.fista_tol,
-        psi_star: s.last().psi,
-        iterations: s.last().updates,
-        secs: t.elapsed().as_secs_f64(),
-    };
-    eprintln!(
-        "  Psi* = {:.11} after {} iterations, {:.0} s ({})",
-        o.psi_star,
-        o.iterations,
-        o.secs,
-        s.stop_reason.describe()
-    );
-    write_json_atomic(&path, &o)?;
-    Ok(o.psi_star)
 }
 
 /// `asyb train` from the text with 2 workers to `psi`, in a child process: its peak RSS
@@ -275,7 +218,14 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
     let nonzeros = pb.train.nnz();
 
     // 5. The optimum.
-    let psi_star = optimum(dir, &w, &cache, &pb, a)?;
+    let psi_star = match a.psi_star {
+        Some(p) => p,
+        None => cached_optimum(
+            &config(&cache, &w, 1, None, a)?,
+            &pb,
+            &dir.join("optimum.json"),
+        )?,
+    };
     let goal = |rel: f64| psi_star * (1.0 + rel);
 
     // 6. Train to the targets from the cache.
