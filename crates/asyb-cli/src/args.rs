@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use asyb::config::{
-    Algorithm, IndexBaseSetting, Sampling, StepScaling, StepSetting, TrainConfig, VarianceReduction,
+    Algorithm, Backend, IndexBaseSetting, Sampling, StepScaling, StepSetting, TrainConfig,
+    VarianceReduction,
 };
 use asyb::model::loss::LossKind;
 use asyb::model::reg::RegKind;
@@ -294,6 +295,15 @@ fn parse_partition(s: &str) -> Result<PartitionKind, String> {
         )),
     }
 }
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    match s {
+        "local" => Ok(Backend::Local),
+        "mpi" => Ok(Backend::Mpi),
+        _ => Err(format!(
+            "unknown backend '{s}' (expected one of: local, mpi)"
+        )),
+    }
+}
 fn parse_sampling(s: &str) -> Result<Sampling, String> {
     match s {
         "shuffle" => Ok(Sampling::Shuffle),
@@ -391,9 +401,17 @@ pub struct TrainArgs {
     /// Block partition: contiguous or hashed. [default: contiguous]
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<PartitionKind>,
-    /// Shards the blocks are spread over. [default: 1]
+    /// Shards the blocks are spread over; with --backend mpi, ranks 0..S-1 serve them
+    /// and the other ranks are workers. [default: 1]
     #[arg(long)]
     pub servers: Option<usize>,
+    /// local (threads) or mpi (launched by mpirun or srun; needs an asyb built with
+    /// --features mpi). [default: local]
+    #[arg(long, value_parser = parse_backend)]
+    pub backend: Option<Backend>,
+    /// With --backend mpi: every rank serves its share of the blocks and runs a worker.
+    #[arg(long)]
+    pub colocate: bool,
     /// Minibatch size N. [default: 256]
     #[arg(long)]
     pub batch: Option<usize>,
@@ -522,6 +540,7 @@ impl TrainArgs {
             algorithm,
             partition,
             servers,
+            backend,
             batch,
             step,
             variance_reduction,
@@ -574,6 +593,9 @@ impl TrainArgs {
         }
         if self.step_decay {
             cfg.step_decay = true;
+        }
+        if self.colocate {
+            cfg.colocate = true;
         }
     }
 }

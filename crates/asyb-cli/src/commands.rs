@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
-use asyb::config::{IndexBaseSetting, TrainConfig, ValidConfig};
+use asyb::config::{Backend, IndexBaseSetting, TrainConfig, ValidConfig};
 use asyb::data::gen::{self, CtrSpec, RegressionSpec};
 use asyb::data::libsvm::{IndexBase, ReadReport};
 use asyb::model_file::{self, ModelMeta, SavedModel};
@@ -130,14 +130,29 @@ pub fn train_config(a: &TrainArgs) -> Result<ValidConfig> {
     Ok(vc)
 }
 
+/// What the model file records of the training data.
+struct TrainLabels {
+    class_labels: Vec<f32>,
+    index_base_one: bool,
+}
+
+impl TrainLabels {
+    fn of(pb: &Problem) -> Self {
+        TrainLabels {
+            class_labels: pb.class_labels.clone(),
+            index_base_one: pb.train_report.as_ref().map_or(true, |r| r.index_base_one),
+        }
+    }
+}
+
 /// The trained model with everything `predict`, `eval` and `--init-model` need.
-fn saved_model(vc: &ValidConfig, pb: &Problem, s: &RunSummary) -> SavedModel {
+fn saved_model(vc: &ValidConfig, labels: &TrainLabels, s: &RunSummary) -> SavedModel {
     let mut extra = std::collections::BTreeMap::new();
     extra.insert("algorithm".into(), s.info.algorithm.clone());
     extra.insert("updates".into(), s.last().updates.to_string());
     extra.insert("train_psi".into(), format!("{:e}", s.last().psi));
     extra.insert("stop_reason".into(), s.stop_reason.describe().into());
-    let one_based = pb.train_report.as_ref().map_or(true, |r| r.index_base_one);
+    let one_based = labels.index_base_one;
     extra.insert(
         predict::INDEX_BASE_KEY.into(),
         if one_based { "1" } else { "0" }.into(),
@@ -148,7 +163,7 @@ fn saved_model(vc: &ValidConfig, pb: &Problem, s: &RunSummary) -> SavedModel {
             reg: s.reg,
             blocks: s.info.blocks,
             layout: s.layout,
-            class_labels: pb.class_labels.clone(),
+            class_labels: labels.class_labels.clone(),
             alpha: vc.raw.alpha,
             extra,
         },
@@ -202,13 +217,13 @@ fn run(
 
 fn write_outputs(
     vc: &ValidConfig,
-    pb: &Problem,
+    labels: &TrainLabels,
     s: &RunSummary,
     plot_path: Option<&Path>,
     psi_star: Option<f64>,
 ) -> Result<()> {
     if let Some(p) = &vc.raw.model {
-        model_file::save(p, &saved_model(vc, pb, s))?;
+        model_file::save(p, &saved_model(vc, labels, s))?;
     }
     if let Some(p) = plot_path {
         let title = format!(
@@ -248,6 +263,9 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         .into());
     }
     let vc = train_config(a)?;
+    if vc.raw.backend == Backend::Mpi {
+        return train_mpi(a, &vc);
+    }
     let pb = Problem::load(&vc)?;
     skipped_note(&pb.train_path, &pb.train_report);
     if let Some(p) = &pb.test_path {
@@ -258,10 +276,72 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         None => None,
     };
     let s = run(&vc, &pb, init, a.quiet, a.psi_star)?;
-    write_outputs(&vc, &pb, &s, vc.raw.plot.as_deref(), a.psi_star)?;
+    write_outputs(
+        &vc,
+        &TrainLabels::of(&pb),
+        &s,
+        vc.raw.plot.as_deref(),
+        a.psi_star,
+    )?;
     print_summary(&s, &pb.train_path.display().to_string(), a.psi_star)?;
     list_outputs(&vc);
     interrupted_status(&s)
+}
+
+/// `asyb train --backend mpi`, on every rank: rank 0 reports and writes the outputs.
+#[cfg(feature = "mpi")]
+fn train_mpi(a: &TrainArgs, vc: &ValidConfig) -> Result<()> {
+    let cluster = asyb::cluster::Cluster::init()?;
+    let rank0 = cluster.rank() == 0;
+    let roles = match cluster.roles(vc) {
+        Ok(r) => r,
+        // Every rank finds the same fault; rank 0 says it.
+        Err(_) if !rank0 => return Err(crate::Silent.into()),
+        Err(e) => return Err(e.into()),
+    };
+    if !rank0 {
+        cluster.train(vc, &roles, &mut [], None)?;
+        return Ok(());
+    }
+    let mut reporter = Reporter::new(a.psi_star);
+    let mut log = match &vc.raw.log {
+        Some(p) => Some(JsonLinesSink::create(p)?),
+        None => None,
+    };
+    let mut observers: Vec<&mut dyn Observe> = Vec::new();
+    if !a.quiet {
+        observers.push(&mut reporter);
+    }
+    if let Some(l) = log.as_mut() {
+        observers.push(l);
+    }
+    let run = cluster
+        .train(vc, &roles, &mut observers, Some(interrupt_flag()))?
+        .expect("rank 0 gets the run");
+    drop(observers);
+    let labels = TrainLabels {
+        class_labels: run.class_labels,
+        index_base_one: run.index_base_one,
+    };
+    let s = run.summary;
+    write_outputs(vc, &labels, &s, vc.raw.plot.as_deref(), a.psi_star)?;
+    let name = vc
+        .raw
+        .train
+        .as_ref()
+        .map_or(String::new(), |p| p.display().to_string());
+    print_summary(&s, &name, a.psi_star)?;
+    list_outputs(vc);
+    interrupted_status(&s)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn train_mpi(_: &TrainArgs, _: &ValidConfig) -> Result<()> {
+    Err(Error::config(
+        "backend",
+        "this asyb was built without MPI: build it with 'cargo build --release --features mpi' (needs Open MPI and libclang)",
+    )
+    .into())
 }
 
 /// An interrupted run wrote its outputs but did not finish: the command says so through
@@ -447,7 +527,7 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
         Some(Path::new("demo CTR test data")),
     )?;
     let s = run(&vc, &pb, None, a.quiet, None)?;
-    write_outputs(&vc, &pb, &s, Some(&a.plot), None)?;
+    write_outputs(&vc, &TrainLabels::of(&pb), &s, Some(&a.plot), None)?;
     print_summary(&s, "generated CTR data", None)?;
     println!("  plot        {}", a.plot.display());
     interrupted_status(&s)?;

@@ -89,7 +89,23 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// An error another process reports (another MPI rank found the same fault): exit
+/// with status 1 without printing it again.
+#[derive(Debug)]
+pub struct Silent;
+
+impl std::fmt::Display for Silent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported by rank 0")
+    }
+}
+
+impl std::error::Error for Silent {}
+
 fn report_error(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<Silent>().is_some() {
+        return ExitCode::from(1);
+    }
     if e.downcast_ref::<Interrupted>().is_some() {
         eprintln!("interrupted: the outputs hold the model as it was when training stopped");
         return ExitCode::from(130);
@@ -118,6 +134,7 @@ fn report_error(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {line}");
     let internal = match e.chain().find_map(|c| c.downcast_ref::<asyb::Error>()) {
         Some(asyb::Error::Runtime { .. }) => true,
+        Some(asyb::Error::Remote { user_input, .. }) => !user_input,
         Some(_) => false,
         None => true,
     };

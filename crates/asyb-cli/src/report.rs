@@ -95,6 +95,9 @@ impl Observe for Reporter {
             );
             eprintln!("step {:.4e} ({})", info.eta0, info.step_note);
         }
+        if let Some(c) = &info.cluster {
+            eprintln!("{c}");
+        }
         if info.eval_rows < info.rows {
             eprintln!(
                 "monitored objective on a fixed subsample of {} rows",

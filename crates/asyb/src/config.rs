@@ -87,6 +87,16 @@ impl std::str::FromStr for Algorithm {
     }
 }
 
+/// Where the shards and workers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// Threads of this process, sharing memory.
+    Local,
+    /// MPI ranks (`mpirun -np N asyb train --backend mpi`; cargo feature `mpi`).
+    Mpi,
+}
+
 /// How a worker draws its minibatches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -231,8 +241,13 @@ pub struct TrainConfig {
     /// Number of blocks M; default: max(2, workers), at most the number of features.
     pub blocks: Option<usize>,
     pub partition: PartitionKind,
-    /// In-process shards the blocks are spread over.
+    /// Shards the blocks are spread over: threads in process; with the MPI backend,
+    /// server ranks 0..S-1.
     pub servers: usize,
+    /// Local threads or MPI ranks.
+    pub backend: Backend,
+    /// MPI backend: every rank hosts a server for its share of the blocks and a worker.
+    pub colocate: bool,
     /// Minibatch size N.
     pub batch: usize,
     pub step: StepSetting,
@@ -305,6 +320,8 @@ impl Default for TrainConfig {
             blocks: None,
             partition: PartitionKind::Contiguous,
             servers: 1,
+            backend: Backend::Local,
+            colocate: false,
             batch: 256,
             step: StepSetting::Named(StepName::Auto),
             step_decay: false,
@@ -477,6 +494,31 @@ impl TrainConfig {
         }
         if self.servers == 0 {
             return Err(Error::config("servers", "must be at least 1"));
+        }
+        if self.backend == Backend::Mpi {
+            if !matches!(self.algorithm, Algorithm::Asyb | Algorithm::AsyFull) {
+                return Err(Error::config(
+                    "backend",
+                    format!(
+                        "the MPI backend runs asyb and asy-full, not {}",
+                        self.algorithm.name()
+                    ),
+                ));
+            }
+            if self.loss == LossKind::Softmax {
+                return Err(Error::config(
+                    "backend",
+                    "the MPI backend does not train softmax yet (its class list would have to be agreed across ranks); use the local backend",
+                ));
+            }
+            if self.workers.is_some() {
+                return Err(Error::config(
+                    "workers",
+                    "with the MPI backend the workers are the ranks (see --servers and --colocate)",
+                ));
+            }
+        } else if self.colocate {
+            return Err(Error::config("colocate", "applies to the MPI backend only"));
         }
         if let Some(b) = self.blocks {
             if self.servers > b {

@@ -39,6 +39,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An error raised on another MPI rank and reported by rank 0.
+    #[error("rank {rank}: {message}")]
+    Remote {
+        rank: usize,
+        /// Whether it was the fault of the user's input there.
+        user_input: bool,
+        message: String,
+    },
     /// A worker or shard failed during training.
     #[error("{role} {id}: {reason}")]
     Runtime {
@@ -68,9 +76,15 @@ impl Error {
     /// True when the error is the fault of the user's input (data, config, model file),
     /// as opposed to the environment (I/O) or an internal failure.
     pub fn is_user_input(&self) -> bool {
-        matches!(
-            self,
-            Error::Parse { .. } | Error::Data { .. } | Error::Config { .. } | Error::Model { .. }
-        )
+        match self {
+            Error::Remote { user_input, .. } => *user_input,
+            _ => matches!(
+                self,
+                Error::Parse { .. }
+                    | Error::Data { .. }
+                    | Error::Config { .. }
+                    | Error::Model { .. }
+            ),
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! The library never prints and never exits; the `asyb` binary does both.
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -71,6 +71,9 @@ pub struct RunInfo {
     pub target_objective: Option<f64>,
     /// Rows the monitored objective is computed on (all, or a fixed subsample).
     pub eval_rows: usize,
+    /// The process layout of a multi-process run (roles and rows per rank).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// A cheap progress report between evaluations.

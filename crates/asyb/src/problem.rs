@@ -182,7 +182,7 @@ fn binary_labels(ds: &Dataset) -> Vec<f32> {
     }
 }
 
-fn normalize_binary(ds: &mut Dataset) {
+pub(crate) fn normalize_binary(ds: &mut Dataset) {
     for y in &mut ds.labels {
         *y = if *y > 0.0 { 1.0 } else { -1.0 };
     }

@@ -126,7 +126,7 @@ pub struct WorkerFailure {
 }
 
 /// The message of a caught panic.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -163,6 +163,20 @@ struct Plan {
     max_updates: Option<u64>,
     max_delay: Option<u64>,
     eval_data: Option<Dataset>,
+}
+
+/// The regularizer as the shards apply it (group lengths in coordinates), and the
+/// feature rows per regularizer group.
+pub(crate) fn reg_spec(cfg: &ValidConfig, classes: usize) -> (RegSpec, usize) {
+    let mut reg = cfg.reg;
+    if reg.kind == RegKind::GroupLasso {
+        let rows = cfg.raw.group_size;
+        reg.group_len = rows * classes;
+        (reg, rows)
+    } else {
+        reg.group_len = 1;
+        (reg, 1)
+    }
 }
 
 /// Runs one training job.
@@ -207,7 +221,7 @@ const AUTO_STEP_TOL: f64 = 1e-4;
 /// smoothness of f and `L_row = c * mean ||x_i||^2` that of an average single row (the
 /// average rather than the maximum, so that a few long rows do not shrink the step).
 /// `c` bounds the loss's second derivative; the nonconvex term adds `2 alpha`.
-fn auto_step(
+pub(crate) fn auto_step(
     loss: LossKind,
     data: &Dataset,
     layout: Layout,
@@ -274,6 +288,11 @@ fn auto_step(
 /// With a separable h the fixed points, hence the optimum, do not depend on the metric
 /// (`model::reg`), and the lazy prox stays exact for the regularizers that allow it.
 fn column_metric(data: &Dataset, layout: Layout, floor: f64) -> Vec<f64> {
+    metric_from_sums(&column_sq_sums(data, layout), data.rows(), floor)
+}
+
+/// `sum_i x_ij^2` of every feature column j.
+pub(crate) fn column_sq_sums(data: &Dataset, layout: Layout) -> Vec<f64> {
     let mut s = vec![0.0f64; layout.features];
     for i in 0..data.rows() {
         for (f, x) in data.row(i).iter() {
@@ -282,7 +301,12 @@ fn column_metric(data: &Dataset, layout: Layout, floor: f64) -> Vec<f64> {
             }
         }
     }
-    let n = data.rows() as f64;
+    s
+}
+
+/// The metric of [`column_metric`] from the column sums of squares of `n` rows.
+pub(crate) fn metric_from_sums(s: &[f64], n: usize, floor: f64) -> Vec<f64> {
+    let n = n as f64;
     let mut d: Vec<f64> = s.iter().map(|&sj| (n + floor) / (sj + floor)).collect();
     d.push(1.0);
     d
@@ -323,7 +347,7 @@ fn scaled_columns(ds: &Dataset, max_rows: usize, d: &[f64]) -> Dataset {
 }
 
 /// Every `stride`-th row, so that the monitored objective costs at most `max_rows` rows.
-fn subsample(ds: &Dataset, max_rows: usize) -> Dataset {
+pub(crate) fn subsample(ds: &Dataset, max_rows: usize) -> Dataset {
     let stride = ds.rows().div_ceil(max_rows);
     let mut out = Dataset::new(ds.features);
     if ds.values.is_none() {
@@ -404,16 +428,7 @@ impl<'a> Trainer<'a> {
 
     /// The regularizer as the shards apply it: group lengths in coordinates.
     fn reg_spec(&self) -> (RegSpec, usize) {
-        let mut reg = self.cfg.reg;
-        let classes = self.problem.layout.classes;
-        if reg.kind == RegKind::GroupLasso {
-            let rows = self.cfg.raw.group_size;
-            reg.group_len = rows * classes;
-            (reg, rows)
-        } else {
-            reg.group_len = 1;
-            (reg, 1)
-        }
+        reg_spec(self.cfg, self.problem.layout.classes)
     }
 
     fn plan(&self) -> Result<Plan> {
@@ -558,6 +573,7 @@ impl<'a> Trainer<'a> {
             max_seconds: raw.max_seconds,
             target_objective: raw.target_objective,
             eval_rows: eval_set.rows(),
+            cluster: None,
         };
         // A checkpoint to resume from is checked before anything is reported.
         let ckpt_key =
@@ -639,7 +655,11 @@ impl<'a> Trainer<'a> {
             margins: RwLock::new(Vec::new()),
         });
         // Training time starts here: the first snapshot is part of the algorithm.
-        let mut mon = Monitor::new(&plan, raw.eval_every_secs, raw.eval_every_updates);
+        let mut mon = Monitor::new(
+            plan.updates_per_epoch,
+            raw.eval_every_secs,
+            raw.eval_every_updates,
+        );
         mon.resume_at(start_secs, start_k);
         if let Some(sv) = &svrg {
             sv.snapshot(loss, &pb.train, &partition, &shards, threads);
@@ -937,7 +957,11 @@ impl<'a> Trainer<'a> {
             .init
             .take()
             .unwrap_or_else(|| vec![0.0; layout.coords()]);
-        let mut mon = Monitor::new(plan, raw.eval_every_secs, raw.eval_every_updates);
+        let mut mon = Monitor::new(
+            plan.updates_per_epoch,
+            raw.eval_every_secs,
+            raw.eval_every_updates,
+        );
         let mut rec = mon.record(0, 0, 0, 0.0);
         let t = Instant::now();
         ev.eval(&x, &mut rec);
@@ -1125,25 +1149,35 @@ impl Svrg {
             grad[b..b + k].fill(0.0);
         }
         drop(margins);
-        let mut blocks: Vec<Vec<f64>> = (0..partition.blocks())
-            .map(|j| vec![0.0; partition.block_coords(j)])
-            .collect();
-        partition.for_each_row(|row, loc| {
-            let dst = &mut blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];
-            dst.copy_from_slice(&grad[row * k..(row + 1) * k]);
-        });
-        for (j, b) in blocks.iter().enumerate() {
-            shards[j % shards.len()].set_drift(BlockId(j as u32), b);
-        }
+        install_drift(partition, shards, &grad);
+    }
+}
+
+/// Installs `grad` (in [`Layout`] order) as every block's SVRG drift.
+pub(crate) fn install_drift(
+    partition: &BlockPartition,
+    shards: &[Arc<dyn ShardApi>],
+    grad: &[f64],
+) {
+    let k = partition.layout().classes;
+    let mut blocks: Vec<Vec<f64>> = (0..partition.blocks())
+        .map(|j| vec![0.0; partition.block_coords(j)])
+        .collect();
+    partition.for_each_row(|row, loc| {
+        let dst = &mut blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];
+        dst.copy_from_slice(&grad[row * k..(row + 1) * k]);
+    });
+    for (j, b) in blocks.iter().enumerate() {
+        shards[j % shards.len()].set_drift(BlockId(j as u32), b);
     }
 }
 
 /// Evaluation timing and the record list of a run.
-struct Monitor {
+pub(crate) struct Monitor {
     start: Instant,
     /// Training time before this process's part of the run (resumed runs).
     offset: f64,
-    eval_secs: f64,
+    pub(crate) eval_secs: f64,
     every_secs: f64,
     every_updates: Option<u64>,
     next_secs: f64,
@@ -1153,7 +1187,7 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn new(plan: &Plan, every_secs: f64, every_updates: Option<u64>) -> Self {
+    pub(crate) fn new(updates_per_epoch: f64, every_secs: f64, every_updates: Option<u64>) -> Self {
         Monitor {
             start: Instant::now(),
             offset: 0.0,
@@ -1162,32 +1196,32 @@ impl Monitor {
             every_updates,
             next_secs: every_secs,
             next_updates: every_updates,
-            updates_per_epoch: plan.updates_per_epoch,
+            updates_per_epoch,
             records: Vec::new(),
         }
     }
 
     /// Continues a run that had trained `secs` seconds and `k` updates.
-    fn resume_at(&mut self, secs: f64, k: u64) {
+    pub(crate) fn resume_at(&mut self, secs: f64, k: u64) {
         self.offset = secs;
         self.next_secs = secs + self.every_secs;
         self.next_updates = self.every_updates.map(|u| (k / u + 1) * u);
     }
 
-    fn train_secs(&self) -> f64 {
+    pub(crate) fn train_secs(&self) -> f64 {
         self.offset + (self.start.elapsed().as_secs_f64() - self.eval_secs).max(0.0)
     }
 
-    fn due(&self, k: u64, secs: f64) -> bool {
+    pub(crate) fn due(&self, k: u64, secs: f64) -> bool {
         secs >= self.next_secs || self.next_updates.is_some_and(|u| k >= u)
     }
 
-    fn schedule_next(&mut self, k: u64, secs: f64) {
+    pub(crate) fn schedule_next(&mut self, k: u64, secs: f64) {
         self.next_secs = secs + self.every_secs;
         self.next_updates = self.every_updates.map(|u| (k / u + 1) * u);
     }
 
-    fn record(&self, k: u64, samples: u64, rejected: u64, secs: f64) -> EvalRecord {
+    pub(crate) fn record(&self, k: u64, samples: u64, rejected: u64, secs: f64) -> EvalRecord {
         let per = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
         EvalRecord {
             updates: k,
@@ -1202,7 +1236,11 @@ impl Monitor {
         }
     }
 
-    fn push(&mut self, rec: EvalRecord, observers: &mut [&mut dyn Observe]) -> Result<()> {
+    pub(crate) fn push(
+        &mut self,
+        rec: EvalRecord,
+        observers: &mut [&mut dyn Observe],
+    ) -> Result<()> {
         for o in observers.iter_mut() {
             o.on_eval(&rec)?;
         }
@@ -1210,16 +1248,16 @@ impl Monitor {
         Ok(())
     }
 
-    fn last_psi(&self) -> f64 {
+    pub(crate) fn last_psi(&self) -> f64 {
         self.records.last().map_or(f64::NAN, |r| r.psi)
     }
 
-    fn last_updates(&self) -> u64 {
+    pub(crate) fn last_updates(&self) -> u64 {
         self.records.last().map_or(0, |r| r.updates)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn finish(
+    pub(crate) fn finish(
         self,
         info: RunInfo,
         stop_reason: StopReason,

@@ -11,7 +11,7 @@
 //! line-by-line read whatever the thread count.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::mpsc;
@@ -109,6 +109,100 @@ pub fn read_libsvm_with_threads(
 ) -> Result<(Dataset, ReadReport)> {
     let (source, compression) = open(path)?;
     read_parallel(source, compression, path, opts, READ_CHUNK_BYTES, threads)
+}
+
+/// Reads the lines of an uncompressed LIBSVM file that start in bytes `[start, end)`:
+/// the range is moved to line breaks (a line belongs to the range holding its first
+/// byte), so ranges that cut a file into pieces read every line exactly once. Errors
+/// name the line by its number in the whole file.
+pub fn read_libsvm_range(
+    path: &Path,
+    start: u64,
+    end: u64,
+    opts: &ReadOptions,
+) -> Result<(Dataset, ReadReport)> {
+    let (_, compression) = open(path)?;
+    if compression != Compression::Plain {
+        return Err(Error::Data {
+            path: path.into(),
+            reason: format!(
+                "a {} file cannot be split by byte ranges: give an uncompressed file, a cache, or one file per rank",
+                compression.name()
+            ),
+        });
+    }
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let a = line_start_at_or_after(&mut file, path, start.min(len), len)?;
+    let b = line_start_at_or_after(&mut file, path, end.min(len), len)?.max(a);
+    file.seek(SeekFrom::Start(a))
+        .map_err(|e| Error::io(path, e))?;
+    let piece = file.take(b - a);
+    let r = read_parallel(
+        piece,
+        Compression::Plain,
+        path,
+        opts,
+        READ_CHUNK_BYTES,
+        default_read_threads(),
+    );
+    match r {
+        Err(Error::Parse {
+            path,
+            line,
+            col,
+            reason,
+        }) => {
+            // Only on error: count the lines before the range.
+            let before = count_lines(&path, a)?;
+            Err(Error::Parse {
+                path,
+                line: line + before,
+                col,
+                reason,
+            })
+        }
+        other => other,
+    }
+}
+
+/// The first position `>= pos` that starts a line (`len` if none).
+fn line_start_at_or_after(file: &mut File, path: &Path, pos: u64, len: u64) -> Result<u64> {
+    if pos == 0 || pos >= len {
+        return Ok(pos);
+    }
+    file.seek(SeekFrom::Start(pos - 1))
+        .map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at = pos - 1;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(len),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+            return Ok(at + i as u64 + 1);
+        }
+        at += n as u64;
+    }
+}
+
+/// Line breaks in the first `bytes` bytes of `path`.
+fn count_lines(path: &Path, bytes: u64) -> Result<u64> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file.take(bytes));
+    let mut lines = 0u64;
+    loop {
+        let buf = r.fill_buf().map_err(|e| Error::io(path, e))?;
+        if buf.is_empty() {
+            return Ok(lines);
+        }
+        lines += memchr::memchr_iter(b'\n', buf).count() as u64;
+        let n = buf.len();
+        r.consume(n);
+    }
 }
 
 /// Writes `ds` as LIBSVM text, atomically: 1-based indices, labels and values in their

@@ -84,6 +84,18 @@ impl Dataset {
         self.labels.push(label);
     }
 
+    /// A copy of rows `lo..hi`.
+    pub fn slice_rows(&self, lo: usize, hi: usize) -> Dataset {
+        let (a, b) = (self.indptr[lo], self.indptr[hi]);
+        Dataset {
+            indptr: self.indptr[lo..=hi].iter().map(|&p| p - a).collect(),
+            indices: self.indices[a..b].to_vec().into(),
+            values: self.values.as_ref().map(|v| v[a..b].to_vec().into()),
+            labels: self.labels[lo..hi].to_vec().into(),
+            features: self.features,
+        }
+    }
+
     /// Number of rows n.
     pub fn rows(&self) -> usize {
         self.labels.len()
@@ -189,6 +201,7 @@ pub mod cache;
 pub mod gen;
 pub mod idx;
 pub mod libsvm;
+pub mod part;
 
 pub use array::Array;
 pub use gen::{CtrSpec, RegressionSpec};

@@ -160,6 +160,42 @@ impl DelayStats {
         self.delay_max.fetch_max(delay, Ordering::Relaxed);
     }
 
+    /// The counters as plain numbers (buckets, then applied, rejected, delay sum and
+    /// maximum), to send to another process and [`DelayStats::add_raw`] there.
+    pub fn raw(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        for c in [
+            &self.applied,
+            &self.rejected,
+            &self.delay_sum,
+            &self.delay_max,
+        ] {
+            v.push(c.load(Ordering::Relaxed));
+        }
+        v
+    }
+
+    /// Adds another shard's [`DelayStats::raw`] counters; false if `raw` has the wrong
+    /// length.
+    pub fn add_raw(&self, raw: &[u64]) -> bool {
+        if raw.len() != DELAY_BUCKETS + 4 {
+            return false;
+        }
+        for (b, &x) in self.buckets.iter().zip(raw) {
+            b.fetch_add(x, Ordering::Relaxed);
+        }
+        let t = &raw[DELAY_BUCKETS..];
+        self.applied.fetch_add(t[0], Ordering::Relaxed);
+        self.rejected.fetch_add(t[1], Ordering::Relaxed);
+        self.delay_sum.fetch_add(t[2], Ordering::Relaxed);
+        self.delay_max.fetch_max(t[3], Ordering::Relaxed);
+        true
+    }
+
     /// Pushes rejected so far.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)

@@ -1,8 +1,11 @@
 //! Transports move pull and push requests between workers and shards; they hold no
-//! algorithm. [`local::LocalTransport`] calls the shards in process; an MPI transport
-//! (cargo feature `mpi`) will carry the same requests between ranks.
+//! algorithm. [`local::LocalTransport`] calls the shards in process; [`mpi`] (cargo
+//! feature `mpi`) carries the same requests between ranks, in the byte form of [`wire`].
 
 pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod wire;
 
 use crate::ps::blocks::{BlockId, Loc};
 use crate::ps::shard::PushOutcome;

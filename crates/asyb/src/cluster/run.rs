@@ -1,0 +1,1076 @@
+//! The MPI run. Rank 0's main thread is the coordinator; every rank (rank 0 in a
+//! thread of its own) runs an agent that answers the coordinator's commands, one at a
+//! time, in this order:
+//!
+//! 1. `INFO`: a worker rank reads its part of the training data
+//!    ([`crate::data::part`]) and reports rows, nonzeros, features and label form; a
+//!    rank that fails reports the error, and the coordinator ends the run on every rank
+//!    with that error (one line, on rank 0).
+//! 2. `LAYOUT`: the agreed feature count, rows and blocks; with per-column steps each
+//!    worker answers its column sums of squares, which the coordinator adds up.
+//! 3. `METRIC`: the column metric; with `--step auto` each worker answers the step its
+//!    part gives and the coordinator keeps the smallest.
+//! 4. `START`: server ranks build their [`Shard`] and serve requests in a thread.
+//! 5. `WORK`: worker ranks start the worker loop ([`worker::run_async`]) with an
+//!    [`MpiTransport`]. While they train, the coordinator polls the servers' step
+//!    counters; to evaluate (or take an SVRG snapshot) it `PAUSE`s the workers,
+//!    gathers the model from the servers, sends it to every agent (`EVAL` / `SNAP`),
+//!    which compute their rows' loss and gradient (and margins), adds the answers up
+//!    weighted by rows, and `RESUME`s.
+//! 6. `STOP`, a final evaluation, the servers' delay statistics, `EXIT`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use super::RoleMap;
+use crate::checkpoint;
+use crate::config::{IndexBaseSetting, StepSetting, ValidConfig};
+use crate::data::libsvm::{IndexBase, LabelRule, ReadOptions};
+use crate::data::part::{read_part, PartSource};
+use crate::data::Dataset;
+use crate::model::loss::{Loss, LossKind};
+use crate::model::objective::{AnyReg, Objective};
+use crate::model::reg::RegSpec;
+use crate::model::Layout;
+use crate::monitor::{EvalRecord, Observe, Progress, RunInfo};
+use crate::ps::blocks::{BlockPartition, ShardId};
+use crate::ps::shard::{Clock, DelayStats, Shard, ShardApi, ShardSettings, StepSchedule};
+use crate::ps::transport::mpi::{
+    recv, send, serve, tag, try_recv, MpiTransport, RemoteShard, Wait,
+};
+use crate::ps::transport::wire::{Dec, Enc};
+use crate::ps::worker::{self, BlockMode, Control, Counters, WorkerContext};
+use crate::train::{self, Monitor, RunSummary, StopReason, WorkerFailure};
+use crate::{with_loss, with_reg, Error, Result};
+
+/// Commands (coordinator to agents) and their answers' kinds.
+mod cmd {
+    pub const INFO: u8 = 1;
+    pub const LAYOUT: u8 = 2;
+    pub const METRIC: u8 = 3;
+    pub const START: u8 = 4;
+    pub const WORK: u8 = 5;
+    pub const PAUSE: u8 = 6;
+    pub const RESUME: u8 = 7;
+    pub const EVAL: u8 = 8;
+    pub const SNAP: u8 = 9;
+    pub const STOP: u8 = 10;
+    pub const EXIT: u8 = 11;
+    /// An answer that is an error.
+    pub const FAILED: u8 = 255;
+    /// A note: the rank's worker exited.
+    pub const EXITED: u8 = 20;
+}
+
+/// MPI, initialized for threads.
+pub struct Cluster {
+    _universe: mpi::environment::Universe,
+    rank: usize,
+    size: usize,
+}
+
+/// What rank 0 gets from a run besides the summary.
+pub struct ClusterRun {
+    pub summary: RunSummary,
+    /// The training files' labels for the two classes (`[-1, 1]` or `[0, 1]`).
+    pub class_labels: Vec<f32>,
+    /// Whether the training text was read as 1-based.
+    pub index_base_one: bool,
+}
+
+impl Cluster {
+    /// Initializes MPI with full thread support (every rank runs several threads that
+    /// send and receive).
+    pub fn init() -> Result<Cluster> {
+        use mpi::topology::Communicator;
+        let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
+            .ok_or_else(|| Error::config("backend", "MPI was already initialized"))?;
+        if level < mpi::Threading::Multiple {
+            return Err(Error::config(
+                "backend",
+                format!("this MPI library offers thread level {level:?}; asyb needs Multiple"),
+            ));
+        }
+        let world = universe.world();
+        Ok(Cluster {
+            rank: world.rank() as usize,
+            size: world.size() as usize,
+            _universe: universe,
+        })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The roles of this launch; the same answer (and the same error) on every rank.
+    pub fn roles(&self, cfg: &ValidConfig) -> Result<RoleMap> {
+        RoleMap::new(self.size, cfg.raw.servers, cfg.raw.colocate)
+    }
+
+    /// Runs the training job of `cfg` on every rank. Rank 0 returns the run (its
+    /// observers see the same events as in process); the other ranks return `None`.
+    pub fn train(
+        &self,
+        cfg: &ValidConfig,
+        roles: &RoleMap,
+        observers: &mut [&mut dyn Observe],
+        interrupt: Option<Arc<AtomicBool>>,
+    ) -> Result<Option<ClusterRun>> {
+        if self.rank != 0 {
+            agent(cfg, roles, self.rank)?;
+            return Ok(None);
+        }
+        std::thread::scope(|s| {
+            let a = s.spawn(|| agent(cfg, roles, 0));
+            let r = with_loss!(cfg.raw.loss, |l| Coordinator {
+                cfg,
+                roles,
+                ranks: self.size,
+                loss: l,
+                interrupt: interrupt.clone(),
+                servers_started: false,
+                workers_started: false,
+            }
+            .run(observers));
+            let a = a
+                .join()
+                .unwrap_or_else(|p| Err(runtime(train::panic_message(p.as_ref()))));
+            match (r, a) {
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                (Ok(run), Ok(())) => Ok(Some(run)),
+            }
+        })
+    }
+}
+
+fn runtime(reason: String) -> Error {
+    Error::Runtime {
+        role: "rank",
+        id: 0,
+        reason,
+    }
+}
+
+fn read_options(cfg: &ValidConfig) -> ReadOptions {
+    let raw = &cfg.raw;
+    ReadOptions {
+        index_base: match raw.index_base {
+            IndexBaseSetting::Auto => IndexBase::Auto,
+            IndexBaseSetting::Zero => IndexBase::Zero,
+            IndexBaseSetting::One => IndexBase::One,
+        },
+        features: raw.features,
+        skip_bad_lines: raw.skip_bad_lines,
+        labels: match raw.loss {
+            LossKind::Logistic | LossKind::SquaredHinge => LabelRule::Binary,
+            _ => LabelRule::Any,
+        },
+    }
+}
+
+fn binary(loss: LossKind) -> bool {
+    matches!(loss, LossKind::Logistic | LossKind::SquaredHinge)
+}
+
+/// The next command for this rank's agent.
+fn next_command() -> Vec<u8> {
+    recv(Some(0), tag::COMMAND, Wait::Command).0
+}
+
+fn answer(msg: Enc) {
+    send(0, tag::ANSWER, &msg.bytes());
+}
+
+fn answer_error(e: &Error) {
+    answer(
+        Enc::new(cmd::FAILED, 0)
+            .u8(u8::from(e.is_user_input()))
+            .str(&e.to_string()),
+    );
+}
+
+/// A worker rank's part of the data and what was read.
+struct Part {
+    data: Dataset,
+    eval: Option<Dataset>,
+}
+
+/// One rank's agent: see the module doc. Returns when told to exit.
+fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
+    let raw = &cfg.raw;
+    let worker_ix = roles.worker_of(rank);
+    let server_ix = roles.server_of(rank);
+    // INFO
+    let msg = next_command();
+    let (kind, _) = Dec::new(&msg)?;
+    if kind == cmd::EXIT {
+        return Ok(());
+    }
+    let mut part: Option<Part> = None;
+    match worker_ix {
+        Some(w) => {
+            let path = raw
+                .train
+                .as_deref()
+                .ok_or_else(|| Error::config("train", "no training data given"));
+            let read = path.and_then(|p| read_part(p, w, roles.workers(), &read_options(cfg)));
+            match read {
+                Ok((mut ds, rep, src)) => {
+                    let has_zero = ds.labels.contains(&0.0);
+                    if binary(raw.loss) {
+                        crate::problem::normalize_binary(&mut ds);
+                    }
+                    let source = match src {
+                        PartSource::File(p) => p.display().to_string(),
+                        PartSource::Bytes { start, end } => format!("bytes {start}..{end}"),
+                        PartSource::Rows { lo, hi } => format!("rows {lo}..{hi}"),
+                    };
+                    answer(
+                        Enc::new(cmd::INFO, 64)
+                            .u64(ds.rows() as u64)
+                            .u64(ds.nnz() as u64)
+                            .u64(ds.features as u64)
+                            .u8(u8::from(rep.index_base_one))
+                            .u8(u8::from(has_zero))
+                            .u64(ds.fingerprint())
+                            .str(&source),
+                    );
+                    part = Some(Part {
+                        data: ds,
+                        eval: None,
+                    });
+                }
+                Err(e) => answer_error(&e),
+            }
+        }
+        None => answer(
+            Enc::new(cmd::INFO, 64)
+                .u64(0)
+                .u64(0)
+                .u64(0)
+                .u8(1)
+                .u8(0)
+                .u64(0)
+                .str(""),
+        ),
+    }
+    // LAYOUT
+    let msg = next_command();
+    let (kind, mut d) = Dec::new(&msg)?;
+    if kind != cmd::LAYOUT {
+        return Ok(());
+    }
+    let features = d.u64()? as usize;
+    let _rows_in_all = d.u64()?;
+    let blocks = d.u64()? as usize;
+    let layout = Layout {
+        features,
+        classes: 1,
+        bias: raw.bias,
+    };
+    let (reg, group_rows) = train::reg_spec(cfg, 1);
+    let partition = BlockPartition::new(
+        layout,
+        group_rows,
+        blocks,
+        roles.servers,
+        raw.partition,
+        raw.seed,
+    );
+    if let Some(p) = part.as_mut() {
+        p.data.features = features;
+        let share = (raw.eval_rows / roles.workers()).max(1);
+        p.eval = (p.data.rows() > share).then(|| train::subsample(&p.data, share));
+    }
+    let sums = match (&part, cfg.scaled_steps) {
+        (Some(p), true) => train::column_sq_sums(&p.data, layout),
+        _ => Vec::new(),
+    };
+    answer(Enc::new(cmd::LAYOUT, 8 + sums.len() * 8).f64s(&sums));
+    // METRIC
+    let msg = next_command();
+    let (kind, mut d) = Dec::new(&msg)?;
+    if kind != cmd::METRIC {
+        return Ok(());
+    }
+    let metric = d.f64s()?;
+    let metric = (!metric.is_empty()).then_some(metric);
+    let (eta, note) = match (&part, raw.step) {
+        (Some(p), StepSetting::Named(_)) => train::auto_step(
+            raw.loss,
+            &p.data,
+            layout,
+            raw.alpha,
+            raw.batch,
+            metric.as_deref(),
+            cfg.eval_threads,
+        ),
+        _ => (f64::NAN, String::new()),
+    };
+    answer(Enc::new(cmd::METRIC, 16 + note.len()).f64(eta).str(&note));
+    // START
+    let msg = next_command();
+    let (kind, mut d) = Dec::new(&msg)?;
+    if kind != cmd::START {
+        return Ok(());
+    }
+    let eta0 = d.f64()?;
+    let t0 = d.f64()?;
+    let start_k = d.u64()?;
+    let schedule = if raw.step_decay {
+        StepSchedule::Decay { eta0, t0 }
+    } else {
+        StepSchedule::Constant { eta: eta0 }
+    };
+    let settings = ShardSettings {
+        max_delay: raw.max_delay,
+        schedule,
+        alpha: raw.alpha,
+        drift: cfg.svrg,
+    };
+    let clock = Arc::new(Clock::starting_at(start_k));
+    let stats = Arc::new(DelayStats::default());
+    let shard: Option<Arc<dyn ShardApi>> = server_ix.map(|s| {
+        with_reg!(reg, |r| Arc::new(Shard::with_metric(
+            ShardId(s as u32),
+            &partition,
+            r,
+            settings,
+            clock.clone(),
+            stats.clone(),
+            metric.as_deref(),
+        )) as Arc<dyn ShardApi>)
+    });
+    drop(metric);
+    let transport = MpiTransport::new((0..roles.servers).map(|s| s as i32).collect());
+    let control = Control::new(usize::from(worker_ix.is_some()), u64::MAX);
+    let counters = Counters::default();
+    let margins = RwLock::new(Vec::new());
+    let empty = Dataset::new(features);
+    let data = part.as_ref().map_or(&empty, |p| &p.data);
+    let eval_data = part
+        .as_ref()
+        .map_or(&empty, |p| p.eval.as_ref().unwrap_or(&p.data));
+    let ctx = WorkerContext {
+        data,
+        partition: &partition,
+        transport: &transport,
+        control: &control,
+        counters: &counters,
+        batch: raw.batch,
+        sampling: raw.sampling,
+        mode: match raw.algorithm {
+            crate::config::Algorithm::AsyFull => BlockMode::All,
+            _ => BlockMode::OneRandom,
+        },
+        snapshot: cfg.svrg.then_some(&margins),
+    };
+    answer(Enc::new(cmd::START, 0));
+    std::thread::scope(|s| -> Result<()> {
+        if let Some(sh) = &shard {
+            let (clock, stats, servers) = (&clock, &stats, roles.servers);
+            s.spawn(move || {
+                if let Err(e) = serve(&**sh, clock, stats, blocks, servers, 1) {
+                    // A server that cannot go on takes the whole job down: its blocks
+                    // are gone, and the workers would wait for it forever.
+                    eprintln!("error: server on rank {rank}: {e}");
+                    use mpi::topology::Communicator;
+                    mpi::topology::SimpleCommunicator::world().abort(2);
+                }
+            });
+        }
+        let mut worker_thread = None;
+        loop {
+            let msg = next_command();
+            let (kind, mut d) = Dec::new(&msg)?;
+            match kind {
+                cmd::WORK => {
+                    if let Some(w) = worker_ix {
+                        let (ctx, loss) = (&ctx, raw.loss);
+                        let seed = raw.seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        worker_thread = Some(s.spawn(move || {
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                with_loss!(loss, |l| worker::run_async(l, ctx, 0, 1, seed))
+                            }))
+                            .map_err(|p| train::panic_message(p.as_ref()));
+                            let why = r.as_ref().err().cloned().unwrap_or_default();
+                            send(0, tag::NOTE, &Enc::new(cmd::EXITED, 8).str(&why).bytes());
+                            r
+                        }));
+                    }
+                }
+                cmd::PAUSE => {
+                    control.pause();
+                    answer(Enc::new(cmd::PAUSE, 8).u64(counters.samples.load(Ordering::Relaxed)));
+                }
+                cmd::RESUME => control.resume(),
+                cmd::EVAL | cmd::SNAP => {
+                    let w = d.f64s()?;
+                    if w.len() != layout.coords() {
+                        return Err(runtime("model of the wrong length".into()));
+                    }
+                    let mut grad = vec![0.0; layout.coords()];
+                    let (rows, f) = with_loss!(raw.loss, |l| {
+                        let on = if kind == cmd::EVAL { eval_data } else { data };
+                        let obj = Objective {
+                            data: on,
+                            loss: l,
+                            reg: AnyReg(RegSpec::NONE),
+                            layout,
+                            alpha: if kind == cmd::EVAL { raw.alpha } else { 0.0 },
+                            threads: cfg.eval_threads,
+                        };
+                        if on.rows() == 0 {
+                            (0, 0.0)
+                        } else if kind == cmd::EVAL {
+                            (on.rows(), obj.f_and_grad(&w, Some(&mut grad)))
+                        } else {
+                            let mut m = margins.write();
+                            m.clear();
+                            m.resize(on.rows(), 0.0);
+                            (on.rows(), obj.loss_pass(&w, Some(&mut grad), Some(&mut m)))
+                        }
+                    });
+                    if rows == 0 {
+                        grad.clear();
+                    }
+                    answer(
+                        Enc::new(kind, 24 + grad.len() * 8)
+                            .u64(rows as u64)
+                            .f64(f)
+                            .f64s(&grad),
+                    );
+                }
+                cmd::STOP => {
+                    control.stop();
+                    control.resume();
+                    let failure = match worker_thread.take().map(|h| h.join()) {
+                        Some(Ok(Err(why))) => why,
+                        Some(Err(p)) => train::panic_message(p.as_ref()),
+                        _ => String::new(),
+                    };
+                    answer(
+                        Enc::new(cmd::STOP, 16)
+                            .u64(counters.samples.load(Ordering::Relaxed))
+                            .str(&failure),
+                    );
+                }
+                cmd::EXIT => {
+                    control.stop();
+                    control.resume();
+                    return Ok(());
+                }
+                other => return Err(runtime(format!("unknown command {other}"))),
+            }
+        }
+    })
+}
+
+/// Rank 0's side of the run.
+struct Coordinator<'a, L: Loss> {
+    cfg: &'a ValidConfig,
+    roles: &'a RoleMap,
+    ranks: usize,
+    loss: L,
+    interrupt: Option<Arc<AtomicBool>>,
+    servers_started: bool,
+    workers_started: bool,
+}
+
+/// One evaluation's answers added up.
+struct Reduced {
+    rows: u64,
+    f: f64,
+    grad: Vec<f64>,
+}
+
+impl<L: Loss> Coordinator<'_, L> {
+    fn command_all(&self, msg: Enc) {
+        let bytes = msg.bytes();
+        for r in 0..self.ranks {
+            send(r as i32, tag::COMMAND, &bytes);
+        }
+    }
+
+    /// Every rank's answer to the last command, by rank; the first error (by rank)
+    /// if any rank failed.
+    fn answers(&self, kind: u8) -> Result<Vec<Vec<u8>>> {
+        let mut got: Vec<Option<Vec<u8>>> = vec![None; self.ranks];
+        for _ in 0..self.ranks {
+            let (msg, src) = recv(None, tag::ANSWER, Wait::Reply);
+            got[src as usize] = Some(msg);
+        }
+        let got: Vec<Vec<u8>> = got.into_iter().map(|m| m.unwrap_or_default()).collect();
+        for (rank, m) in got.iter().enumerate() {
+            let (k, mut d) = Dec::new(m)?;
+            if k == cmd::FAILED {
+                let user_input = d.u8()? == 1;
+                return Err(Error::Remote {
+                    rank,
+                    user_input,
+                    message: d.str()?,
+                });
+            }
+            if k != kind {
+                return Err(runtime(format!(
+                    "rank {rank} answered {k} to command {kind}"
+                )));
+            }
+        }
+        Ok(got)
+    }
+
+    fn shards(&self) -> Vec<Arc<dyn ShardApi>> {
+        (0..self.roles.servers)
+            .map(|s| {
+                Arc::new(RemoteShard::new(
+                    ShardId(s as u32),
+                    self.roles.servers,
+                    s as i32,
+                )) as Arc<dyn ShardApi>
+            })
+            .collect()
+    }
+
+    /// Step counter (the sum of the servers') and rejected pushes.
+    fn status(&self) -> (u64, u64) {
+        (0..self.roles.servers)
+            .map(|s| RemoteShard::new(ShardId(s as u32), self.roles.servers, s as i32).status())
+            .fold((0, 0), |(k, r), (a, b)| (k + a, r + b))
+    }
+
+    /// Pauses every worker; returns the rows pushed so far.
+    fn pause(&self) -> Result<u64> {
+        self.command_all(Enc::new(cmd::PAUSE, 0));
+        let mut samples = 0;
+        for m in self.answers(cmd::PAUSE)? {
+            samples += Dec::new(&m)?.1.u64()?;
+        }
+        Ok(samples)
+    }
+
+    fn resume(&self) {
+        self.command_all(Enc::new(cmd::RESUME, 0));
+    }
+
+    /// Sends `w` with `kind` (EVAL or SNAP) and adds the answers up, weighted by rows.
+    fn reduce(&self, kind: u8, w: &[f64]) -> Result<Reduced> {
+        self.command_all(Enc::new(kind, 8 + w.len() * 8).f64s(w));
+        let mut out = Reduced {
+            rows: 0,
+            f: 0.0,
+            grad: vec![0.0; w.len()],
+        };
+        for m in self.answers(kind)? {
+            let mut d = Dec::new(&m)?.1;
+            let rows = d.u64()?;
+            let f = d.f64()?;
+            let g = d.f64s()?;
+            if rows == 0 {
+                continue;
+            }
+            out.rows += rows;
+            out.f += rows as f64 * f;
+            for (a, b) in out.grad.iter_mut().zip(&g) {
+                *a += rows as f64 * b;
+            }
+        }
+        let n = out.rows.max(1) as f64;
+        out.f /= n;
+        for g in &mut out.grad {
+            *g /= n;
+        }
+        Ok(out)
+    }
+
+    /// Ends the run on every rank, whatever state it is in: stops the servers if they
+    /// run, then tells every agent to exit.
+    fn exit_all(&self) {
+        if self.workers_started {
+            // Workers first: one may be waiting for a server's reply.
+            self.command_all(Enc::new(cmd::RESUME, 0));
+            self.command_all(Enc::new(cmd::STOP, 0));
+            let _ = self.answers(cmd::STOP);
+        }
+        if self.servers_started {
+            for s in 0..self.roles.servers {
+                RemoteShard::new(ShardId(s as u32), self.roles.servers, s as i32).stop();
+            }
+        }
+        self.command_all(Enc::new(cmd::EXIT, 0));
+    }
+
+    fn run(mut self, observers: &mut [&mut dyn Observe]) -> Result<ClusterRun> {
+        let r = self.run_inner(observers);
+        if r.is_err() {
+            self.exit_all();
+        }
+        r
+    }
+
+    fn run_inner(&mut self, observers: &mut [&mut dyn Observe]) -> Result<ClusterRun> {
+        let cfg = self.cfg;
+        let raw = &cfg.raw;
+        let roles = self.roles;
+        // 1. What every worker read.
+        self.command_all(Enc::new(cmd::INFO, 0));
+        let mut rows_of = Vec::new();
+        let (mut n, mut nnz, mut features, mut has_zero) = (0usize, 0usize, 0usize, false);
+        let mut bases = Vec::new();
+        let mut fingerprints = Vec::new();
+        for (rank, m) in self.answers(cmd::INFO)?.iter().enumerate() {
+            let mut d = Dec::new(m)?.1;
+            let (r, z, f) = (d.u64()? as usize, d.u64()? as usize, d.u64()? as usize);
+            let one = d.u8()? == 1;
+            let zero = d.u8()? == 1;
+            let fp = d.u64()?;
+            let source = d.str()?;
+            if roles.worker_of(rank).is_some() {
+                if r == 0 {
+                    return Err(Error::Data {
+                        path: raw.train.clone().unwrap_or_default(),
+                        reason: format!(
+                            "worker rank {rank} got no rows ({source}): fewer rows than workers?"
+                        ),
+                    });
+                }
+                rows_of.push(format!("rank {rank} {r} rows ({source})"));
+                n += r;
+                nnz += z;
+                features = features.max(f);
+                has_zero |= zero;
+                bases.push(one);
+                fingerprints.push(fp);
+            }
+        }
+        if raw.index_base == IndexBaseSetting::Auto && bases.iter().any(|&b| b != bases[0]) {
+            return Err(Error::config(
+                "index-base",
+                "the ranks' parts of the data read as differently based (some hold feature index 0, some do not): pass --index-base 0 or 1",
+            ));
+        }
+        let index_base_one = bases[0];
+        let features = raw.features.unwrap_or(features);
+        // 2. Layout and blocks.
+        let layout = Layout {
+            features,
+            classes: 1,
+            bias: raw.bias,
+        };
+        let (reg, group_rows) = train::reg_spec(cfg, 1);
+        let feature_groups = features.div_ceil(group_rows);
+        let blocks = raw
+            .blocks
+            .unwrap_or_else(|| roles.workers().max(2).min(feature_groups))
+            .max(roles.servers);
+        if blocks > feature_groups {
+            return Err(Error::config(
+                "blocks",
+                format!("{blocks} blocks for {features} features: at most {feature_groups}"),
+            ));
+        }
+        self.command_all(
+            Enc::new(cmd::LAYOUT, 24)
+                .u64(features as u64)
+                .u64(n as u64)
+                .u64(blocks as u64),
+        );
+        let mut sums = vec![0.0; if cfg.scaled_steps { features } else { 0 }];
+        for m in self.answers(cmd::LAYOUT)? {
+            let s = Dec::new(&m)?.1.f64s()?;
+            if s.len() == sums.len() {
+                for (a, b) in sums.iter_mut().zip(&s) {
+                    *a += b;
+                }
+            }
+        }
+        // 3. Metric and step.
+        let metric = if cfg.scaled_steps {
+            train::metric_from_sums(&sums, n, raw.step_scaling_floor)
+        } else {
+            Vec::new()
+        };
+        drop(sums);
+        self.command_all(Enc::new(cmd::METRIC, 8 + metric.len() * 8).f64s(&metric));
+        drop(metric);
+        let mut eta0 = f64::INFINITY;
+        let mut step_note = String::new();
+        for m in self.answers(cmd::METRIC)? {
+            let mut d = Dec::new(&m)?.1;
+            let eta = d.f64()?;
+            let note = d.str()?;
+            if eta < eta0 {
+                eta0 = eta;
+                step_note = note;
+            }
+        }
+        match raw.step {
+            StepSetting::Fixed(eta) => {
+                eta0 = eta;
+                step_note = "given".into();
+            }
+            StepSetting::Named(_) => {
+                step_note = format!("{step_note} (the smallest over the workers' parts)")
+            }
+        }
+        if cfg.scaled_steps {
+            step_note.push_str(&format!(
+                "; coordinate j steps eta * (n + r0) / (s_j + r0), s_j its column's sum of squares, r0 = {}",
+                raw.step_scaling_floor
+            ));
+        }
+        let updates_per_epoch = n as f64 * blocks as f64 / raw.batch as f64;
+        let by_epochs = cfg
+            .epochs
+            .map(|e| (e * updates_per_epoch).ceil().max(1.0) as u64);
+        let max_updates = match (by_epochs, raw.max_updates) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Checkpoint to resume from.
+        let key = format!(
+            "mpi data {:016x} ({n} rows in {} parts) | {} features, intercept {} | {} + {} lambda {} l1-ratio {} box [{}, {}] group {} alpha {}",
+            fingerprints
+                .iter()
+                .fold(0u64, |h, &f| crate::ps::blocks::splitmix64(h ^ f)),
+            fingerprints.len(),
+            features,
+            raw.bias,
+            raw.loss.name(),
+            raw.reg.name(),
+            raw.lambda,
+            raw.l1_ratio,
+            raw.lower,
+            raw.upper,
+            raw.group_size,
+            raw.alpha
+        );
+        let resumed = match &raw.resume {
+            Some(dir) => {
+                let (path, cp) = checkpoint::newest(dir)?;
+                if cp.key != key || cp.weights.len() != layout.coords() {
+                    return Err(Error::Data {
+                        path,
+                        reason: format!(
+                            "a checkpoint of another run: it trained [{}], this run trains [{key}]",
+                            cp.key
+                        ),
+                    });
+                }
+                Some(cp)
+            }
+            None => None,
+        };
+        let start_k = resumed.as_ref().map_or(0, |c| c.updates);
+        // 4. Servers: each counts its own updates (about k / S).
+        let s_count = roles.servers as f64;
+        let t0 = raw.step_t0.unwrap_or(updates_per_epoch) / s_count;
+        self.command_all(
+            Enc::new(cmd::START, 24)
+                .f64(eta0)
+                .f64(t0)
+                .u64(start_k / roles.servers as u64),
+        );
+        self.answers(cmd::START)?;
+        self.servers_started = true;
+        let info = RunInfo {
+            algorithm: raw.algorithm.name().into(),
+            loss: raw.loss.name().into(),
+            reg: raw.reg.name().into(),
+            lambda: raw.lambda,
+            workers: roles.workers(),
+            blocks,
+            batch: raw.batch,
+            rows: n,
+            features,
+            classes: 1,
+            nnz,
+            eta0,
+            step_note,
+            updates_per_epoch,
+            max_updates,
+            max_seconds: raw.max_seconds,
+            target_objective: raw.target_objective,
+            eval_rows: n.min(raw.eval_rows),
+            cluster: Some(format!("mpi, {}; {}", roles.describe(), rows_of.join(", "))),
+        };
+        for o in observers.iter_mut() {
+            o.on_start(&info)?;
+        }
+        // Test data, read here only.
+        let test = match &raw.test {
+            Some(p) => {
+                let opts = ReadOptions {
+                    features: None,
+                    index_base: if index_base_one {
+                        IndexBase::One
+                    } else {
+                        IndexBase::Zero
+                    },
+                    ..read_options(cfg)
+                };
+                let (mut t, _) = crate::data::read(p, &opts)?;
+                if binary(raw.loss) {
+                    crate::problem::normalize_binary(&mut t);
+                }
+                Some(t)
+            }
+            None => None,
+        };
+        let empty = Dataset::new(features);
+        let obj = Objective {
+            data: &empty,
+            loss: self.loss,
+            reg: AnyReg(reg),
+            layout,
+            alpha: raw.alpha,
+            threads: cfg.eval_threads,
+        };
+        let test_obj = test.as_ref().map(|t| Objective { data: t, ..obj });
+        let partition = BlockPartition::new(
+            layout,
+            group_rows,
+            blocks,
+            roles.servers,
+            raw.partition,
+            raw.seed,
+        );
+        let shards = self.shards();
+        let start_samples = resumed.as_ref().map_or(0, |c| c.samples);
+        let start_secs = resumed.as_ref().map_or(0.0, |c| c.train_secs);
+        if let Some(c) = &resumed {
+            crate::ps::scatter(&partition, &shards, &c.weights);
+        }
+        drop(resumed);
+        let mut mon = Monitor::new(
+            updates_per_epoch,
+            raw.eval_every_secs,
+            raw.eval_every_updates,
+        );
+        mon.resume_at(start_secs, start_k);
+        let svrg_every = (raw.svrg_epochs * updates_per_epoch).ceil().max(1.0) as u64;
+        let mut next_snapshot = start_k + svrg_every;
+        let snapshot = |this: &Self| -> Result<()> {
+            let w = crate::ps::gather(&partition, &shards);
+            let mut r = this.reduce(cmd::SNAP, &w)?;
+            if !layout.bias {
+                let b = layout.bias_row();
+                r.grad[b] = 0.0;
+            }
+            train::install_drift(&partition, &shards, &r.grad);
+            Ok(())
+        };
+        let evaluate = |this: &Self, w: &[f64], rec: &mut EvalRecord| -> Result<()> {
+            let r = this.reduce(cmd::EVAL, w)?;
+            rec.psi = r.f + obj.h(w);
+            rec.pgm_sq_norm = obj.pgm_sq_norm(w, &r.grad, eta0);
+            rec.nnz = Objective::<L>::nnz(w, layout);
+            rec.test = test_obj
+                .as_ref()
+                .map(|t| crate::predict::test_metrics(t, raw.loss, w));
+            Ok(())
+        };
+        if cfg.svrg {
+            snapshot(self)?;
+        }
+        let mut rec = mon.record(start_k, start_samples, 0, mon.train_secs());
+        let t = Instant::now();
+        let w0 = crate::ps::gather(&partition, &shards);
+        evaluate(self, &w0, &mut rec)?;
+        mon.eval_secs += t.elapsed().as_secs_f64();
+        mon.push(rec, observers)?;
+        let mut last_good = w0;
+        if !mon.last_psi().is_finite() {
+            return Err(Error::config(
+                "init-model",
+                "the objective at the initial model is not finite",
+            ));
+        }
+        let ckpt_every = raw.checkpoint_every_secs;
+        let mut next_ckpt = mon.train_secs() + ckpt_every;
+        let write_ckpt = |w: &[f64], k: u64, samples: u64, secs: f64| -> Result<()> {
+            if let Some(dir) = &raw.checkpoint_dir {
+                checkpoint::write(
+                    dir,
+                    &checkpoint::Checkpoint {
+                        updates: k,
+                        samples,
+                        train_secs: secs,
+                        key: key.clone(),
+                        weights: w.to_vec(),
+                    },
+                )?;
+            }
+            Ok(())
+        };
+        // 5. Train.
+        self.command_all(Enc::new(cmd::WORK, 0));
+        self.workers_started = true;
+        let workers = roles.workers();
+        let mut exited = 0;
+        let mut last_progress = Instant::now();
+        let target = raw.target_objective;
+        let reason = 'watch: {
+            if target.is_some_and(|t| mon.last_psi() <= t) {
+                break 'watch StopReason::TargetObjective;
+            }
+            loop {
+                std::thread::sleep(Duration::from_millis(5));
+                while try_recv(None, tag::NOTE).is_some() {
+                    exited += 1;
+                }
+                let (k, _) = self.status();
+                let secs = mon.train_secs();
+                if exited == workers || max_updates.is_some_and(|m| k >= m) {
+                    break 'watch if by_epochs.is_some() {
+                        StopReason::Epochs
+                    } else {
+                        StopReason::MaxUpdates
+                    };
+                }
+                if raw.max_seconds.is_some_and(|m| secs >= m) {
+                    break 'watch StopReason::MaxSeconds;
+                }
+                if self
+                    .interrupt
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed))
+                {
+                    break 'watch StopReason::Interrupted;
+                }
+                if cfg.svrg && k >= next_snapshot {
+                    // Part of the algorithm: counted as training time.
+                    self.pause()?;
+                    snapshot(self)?;
+                    next_snapshot = self.status().0 + svrg_every;
+                    self.resume();
+                }
+                if last_progress.elapsed() >= Duration::from_millis(100) {
+                    last_progress = Instant::now();
+                    let p = Progress {
+                        updates: k,
+                        epochs: k as f64 / updates_per_epoch,
+                        train_secs: secs,
+                        psi: mon.last_psi(),
+                    };
+                    for o in observers.iter_mut() {
+                        o.on_progress(&p);
+                    }
+                }
+                let ckpt_due = raw.checkpoint_dir.is_some() && secs >= next_ckpt;
+                if !ckpt_due && !mon.due(k, secs) {
+                    continue;
+                }
+                let t = Instant::now();
+                let samples = start_samples + self.pause()?;
+                let (k, rejected) = self.status();
+                let secs = mon.train_secs();
+                let w = crate::ps::gather(&partition, &shards);
+                if ckpt_due {
+                    write_ckpt(&w, k, samples, secs)?;
+                    next_ckpt = secs + ckpt_every;
+                }
+                if mon.due(k, secs) {
+                    let mut rec = mon.record(k, samples, rejected, secs);
+                    evaluate(self, &w, &mut rec)?;
+                    let psi = rec.psi;
+                    mon.eval_secs += t.elapsed().as_secs_f64();
+                    mon.push(rec, observers)?;
+                    if !psi.is_finite() {
+                        break 'watch StopReason::Diverged;
+                    }
+                    last_good = w;
+                    if target.is_some_and(|t| psi <= t) {
+                        break 'watch StopReason::TargetObjective;
+                    }
+                    mon.schedule_next(k, secs);
+                } else {
+                    mon.eval_secs += t.elapsed().as_secs_f64();
+                }
+                self.resume();
+            }
+        };
+        // 6. Stop the workers, evaluate the final model, stop the servers.
+        self.resume();
+        self.command_all(Enc::new(cmd::STOP, 0));
+        let mut failures = Vec::new();
+        let mut samples = start_samples;
+        for (rank, m) in self.answers(cmd::STOP)?.iter().enumerate() {
+            let mut d = Dec::new(m)?.1;
+            samples += d.u64()?;
+            let why = d.str()?;
+            if !why.is_empty() {
+                failures.push(WorkerFailure {
+                    worker: roles.worker_of(rank).unwrap_or(rank),
+                    reason: why,
+                });
+            }
+        }
+        self.workers_started = false;
+        let (k, rejected) = self.status();
+        let weights = if reason == StopReason::Diverged {
+            last_good
+        } else {
+            let w = crate::ps::gather(&partition, &shards);
+            if mon.last_updates() != k {
+                let mut rec = mon.record(k, samples, rejected, mon.train_secs());
+                let t = Instant::now();
+                evaluate(self, &w, &mut rec)?;
+                mon.eval_secs += t.elapsed().as_secs_f64();
+                mon.push(rec, observers)?;
+            }
+            w
+        };
+        if reason != StopReason::Diverged {
+            write_ckpt(&weights, k, samples, mon.train_secs())?;
+        }
+        let stats = DelayStats::default();
+        for s in 0..roles.servers {
+            let raw_stats = RemoteShard::new(ShardId(s as u32), roles.servers, s as i32).stop();
+            if !stats.add_raw(&raw_stats) {
+                return Err(runtime("malformed delay statistics".into()));
+            }
+        }
+        self.servers_started = false;
+        self.command_all(Enc::new(cmd::EXIT, 0));
+        while try_recv(None, tag::NOTE).is_some() {}
+        if failures.len() == workers {
+            return Err(Error::Runtime {
+                role: "worker",
+                id: failures[0].worker,
+                reason: format!("{} (every worker failed)", failures[0].reason),
+            });
+        }
+        let mut summary = mon.finish(
+            info,
+            reason,
+            weights,
+            layout,
+            reg,
+            stats.summary(),
+            observers,
+        )?;
+        summary.failed_workers = failures;
+        Ok(ClusterRun {
+            summary,
+            class_labels: if binary(raw.loss) {
+                if has_zero {
+                    vec![0.0, 1.0]
+                } else {
+                    vec![-1.0, 1.0]
+                }
+            } else {
+                Vec::new()
+            },
+            index_base_one,
+        })
+    }
+}
