@@ -39,7 +39,8 @@ use crate::monitor::{EvalRecord, Observe, Progress, RunInfo};
 use crate::ps::blocks::{BlockPartition, ShardId};
 use crate::ps::shard::{Clock, DelayStats, Shard, ShardApi, ShardSettings, StepSchedule};
 use crate::ps::transport::mpi::{
-    recv, send, serve, tag, try_recv, MpiTransport, RemoteShard, Wait,
+    recv, send, serve, set_local_server, tag, try_recv, LocalServer, MpiTransport, RemoteShard,
+    Wait,
 };
 use crate::ps::transport::wire::{Dec, Enc};
 use crate::ps::worker::{self, BlockMode, Control, Counters, WorkerContext};
@@ -86,6 +87,14 @@ impl Cluster {
     /// send and receive).
     pub fn init() -> Result<Cluster> {
         use mpi::topology::Communicator;
+        // Open MPI sends shared-memory messages above 4 KB by a rendezvous, a handshake
+        // that waits for the receiver's next probe: a pull's reply is larger, and the
+        // handshake halved the update rate of two colocated ranks here. Raised unless
+        // the user set it.
+        const EAGER: &str = "OMPI_MCA_btl_vader_eager_limit";
+        if std::env::var_os(EAGER).is_none() {
+            std::env::set_var(EAGER, "65536");
+        }
         let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .ok_or_else(|| Error::config("backend", "MPI was already initialized"))?;
         if level < mpi::Threading::Multiple {
@@ -350,6 +359,14 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
         )) as Arc<dyn ShardApi>)
     });
     drop(metric);
+    if let (Some(s), Some(sh)) = (server_ix, &shard) {
+        set_local_server(Some(LocalServer {
+            id: s,
+            shard: sh.clone(),
+            clock: clock.clone(),
+            stats: stats.clone(),
+        }));
+    }
     let transport = MpiTransport::new((0..roles.servers).map(|s| s as i32).collect());
     let control = Control::new(usize::from(worker_ix.is_some()), u64::MAX);
     let counters = Counters::default();
@@ -466,6 +483,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
                 cmd::EXIT => {
                     control.stop();
                     control.resume();
+                    set_local_server(None);
                     return Ok(());
                 }
                 other => return Err(runtime(format!("unknown command {other}"))),

@@ -1149,6 +1149,30 @@ mod tests {
         );
     }
 
+    /// Statistics sent between processes add up to those of one shared counter.
+    #[test]
+    fn delay_statistics_merge_across_processes() {
+        let (a, b, both) = (
+            DelayStats::default(),
+            DelayStats::default(),
+            DelayStats::default(),
+        );
+        for (d, applied) in [(0, true), (3, true), (9, false), (17, true)] {
+            a.record(d, applied);
+            both.record(d, applied);
+        }
+        for (d, applied) in [(1, true), (40, true), (2, false)] {
+            b.record(d, applied);
+            both.record(d, applied);
+        }
+        let merged = DelayStats::default();
+        assert!(merged.add_raw(&a.raw()));
+        assert!(merged.add_raw(&b.raw()));
+        assert_eq!(merged.summary(), both.summary());
+        assert_eq!(merged.summary().max, 40);
+        assert!(!merged.add_raw(&[1, 2, 3]));
+    }
+
     #[test]
     fn stale_pushes_are_rejected_and_counted() {
         let layout = Layout {

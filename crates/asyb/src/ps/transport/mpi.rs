@@ -17,10 +17,11 @@
 //! server's updates (about k/S), and the global k reported is the sum of the counters.
 //!
 //! Waiting: Open MPI's blocking receive spins on a core. Every receive here probes
-//! without blocking and backs off (spin, then yield, then short sleeps for the threads
-//! that are idle for long), so that a rank's server, worker and control threads share
-//! the cores of a small machine.
+//! without blocking and sleeps a few microseconds between probes once the message is
+//! late, so that a rank's server, worker and control threads share the cores of a
+//! small machine.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
@@ -32,6 +33,29 @@ use super::Transport;
 use crate::ps::blocks::{BlockId, Loc, ShardId};
 use crate::ps::shard::{Clock, DelayStats, PushOutcome, ShardApi};
 use crate::{Error, Result};
+
+/// The server this process hosts, if any, for requests from its own threads: they call
+/// it directly instead of sending MPI messages to their own rank (which Open MPI
+/// delivers slowly between threads: about 4 ms per request measured here).
+#[derive(Clone)]
+pub struct LocalServer {
+    pub id: usize,
+    pub shard: Arc<dyn ShardApi>,
+    pub clock: Arc<Clock>,
+    pub stats: Arc<DelayStats>,
+}
+
+static LOCAL: Mutex<Option<LocalServer>> = Mutex::new(None);
+
+/// Registers this process's server (before any worker or the coordinator uses it), or
+/// clears it with `None`.
+pub fn set_local_server(server: Option<LocalServer>) {
+    *LOCAL.lock() = server;
+}
+
+fn local_server(id: usize) -> Option<LocalServer> {
+    LOCAL.lock().as_ref().filter(|l| l.id == id).cloned()
+}
 
 /// Message tags.
 pub mod tag {
@@ -85,24 +109,49 @@ fn probe(world: &SimpleCommunicator, from: Option<i32>, tag: i32) -> Option<(Vec
     })
 }
 
+/// Asks the kernel to wake this thread's short sleeps on time (the default slack of
+/// 50 us would make every wait for a reply at least that long).
+fn tight_sleeps() {
+    thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    DONE.with(|d| {
+        if !d.get() {
+            #[cfg(target_os = "linux")]
+            // SAFETY: PR_SET_TIMERSLACK only sets this thread's timer slack.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);
+            }
+            d.set(true);
+        }
+    });
+}
+
 /// Receives the next message with `tag` (from `from`, or from any rank), waiting as
 /// `wait` says. Returns the message and its source rank.
+///
+/// A waiting thread sleeps rather than spins or yields once the message is late: on a
+/// machine with as many busy threads as cores, a spinning thread holds the core that
+/// the thread it waits for needs, for a whole time slice.
 pub fn recv(from: Option<i32>, tag: i32, wait: Wait) -> (Vec<u8>, i32) {
     let world = SimpleCommunicator::world();
+    tight_sleeps();
     let mut tries: u32 = 0;
     loop {
         if let Some(m) = probe(&world, from, tag) {
             return m;
         }
         tries = tries.saturating_add(1);
-        match wait {
-            Wait::Reply if tries < 64 => std::hint::spin_loop(),
-            Wait::Reply => std::thread::yield_now(),
-            Wait::Idle if tries < 64 => std::hint::spin_loop(),
-            Wait::Idle if tries < 2048 => std::thread::yield_now(),
-            Wait::Idle => std::thread::sleep(Duration::from_micros(20)),
-            Wait::Command if tries < 16 => std::thread::yield_now(),
-            Wait::Command => std::thread::sleep(Duration::from_millis(1)),
+        let nap = match wait {
+            Wait::Reply if tries < 16 => 0,
+            Wait::Reply => 2,
+            Wait::Idle if tries < 16 => 0,
+            Wait::Idle if tries < 256 => 5,
+            Wait::Idle => 50,
+            Wait::Command => 1000,
+        };
+        if nap == 0 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(Duration::from_micros(nap));
         }
     }
 }
@@ -276,15 +325,20 @@ struct PullState {
 pub struct MpiTransport {
     /// Rank of server s.
     servers: Vec<i32>,
+    /// The server on this rank, called directly.
+    local: Option<LocalServer>,
     state: Mutex<PullState>,
 }
 
 impl MpiTransport {
-    /// Block j lives on server `j mod S`, hosted by rank `servers[j mod S]`.
+    /// Block j lives on server `j mod S`, hosted by rank `servers[j mod S]`; the server
+    /// registered with [`set_local_server`], if any, is called directly.
     pub fn new(servers: Vec<i32>) -> Self {
         let s = servers.len();
+        let local = LOCAL.lock().clone();
         MpiTransport {
             servers,
+            local,
             state: Mutex::new(PullState {
                 clocks: vec![0; s],
                 rows: vec![Vec::new(); s],
@@ -313,8 +367,9 @@ impl Transport for MpiTransport {
             st.rows[s].push((l.block, l.offset));
             st.index[s].push(i);
         }
+        let local = self.local.as_ref().map(|l| l.id);
         for s in 0..s_count {
-            if st.rows[s].is_empty() {
+            if st.rows[s].is_empty() || local == Some(s) {
                 continue;
             }
             let msg = Enc::new(req::PULL, 9 + st.rows[s].len() * 8)
@@ -322,8 +377,17 @@ impl Transport for MpiTransport {
                 .u32_pairs(st.rows[s].iter().copied());
             send(self.servers[s], tag::REQUEST, &msg.bytes());
         }
+        if let Some(l) = &self.local {
+            // Its share is read while the other servers answer.
+            let s = l.id;
+            if !st.rows[s].is_empty() {
+                let k = l.clock.now();
+                l.shard.read_rows(rows, classes, out);
+                st.clocks[s] = k;
+            }
+        }
         for s in 0..s_count {
-            if st.rows[s].is_empty() {
+            if st.rows[s].is_empty() || local == Some(s) {
                 continue;
             }
             let (msg, _) = recv(Some(self.servers[s]), tag::TO_WORKER, Wait::Reply);
@@ -350,6 +414,9 @@ impl Transport for MpiTransport {
     fn push(&self, block: BlockId, _pulled_at: u64, grad: &[(u32, f64)]) -> PushOutcome {
         let s = block.0 as usize % self.servers.len();
         let pulled_at = self.state.lock().clocks[s];
+        if let Some(l) = self.local.as_ref().filter(|l| l.id == s) {
+            return l.shard.apply(block, pulled_at, grad);
+        }
         let msg = Enc::new(req::PUSH, 22 + grad.len() * 12)
             .u8(0)
             .u32(block.0)
@@ -372,12 +439,18 @@ pub struct RemoteShard {
     id: ShardId,
     servers: usize,
     rank: i32,
+    local: Option<LocalServer>,
 }
 
 impl RemoteShard {
     /// Server `id` of `servers`, on `rank`.
     pub fn new(id: ShardId, servers: usize, rank: i32) -> Self {
-        RemoteShard { id, servers, rank }
+        RemoteShard {
+            id,
+            servers,
+            rank,
+            local: local_server(id.0 as usize),
+        }
     }
 
     fn call(&self, msg: Enc, kind: u8) -> Vec<u8> {
@@ -391,6 +464,9 @@ impl RemoteShard {
 
     /// The server's step counter and rejected pushes.
     pub fn status(&self) -> (u64, u64) {
+        if let Some(l) = &self.local {
+            return (l.clock.now(), l.stats.rejected());
+        }
         let r = self.call(Enc::new(req::STATUS, 1).u8(1), req::STATUS);
         let mut d = expect_reply(&r, req::STATUS).expect("checked");
         (d.u64().expect("status"), d.u64().expect("status"))
@@ -415,6 +491,9 @@ impl ShardApi for RemoteShard {
     }
 
     fn read_rows(&self, rows: &[Loc], classes: usize, out: &mut [f64]) {
+        if let Some(l) = &self.local {
+            return l.shard.read_rows(rows, classes, out);
+        }
         let mine: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].block as usize % self.servers == self.id.0 as usize)
             .collect();
@@ -431,6 +510,9 @@ impl ShardApi for RemoteShard {
     }
 
     fn apply(&self, block: BlockId, pulled_at: u64, grad: &[(u32, f64)]) -> PushOutcome {
+        if let Some(l) = &self.local {
+            return l.shard.apply(block, pulled_at, grad);
+        }
         let msg = Enc::new(req::PUSH, 22 + grad.len() * 12)
             .u8(1)
             .u32(block.0)
@@ -440,6 +522,9 @@ impl ShardApi for RemoteShard {
     }
 
     fn snapshot(&self, block: BlockId) -> Vec<f64> {
+        if let Some(l) = &self.local {
+            return l.shard.snapshot(block);
+        }
         let r = self.call(
             Enc::new(req::READ_BLOCK, 5).u8(1).u32(block.0),
             req::READ_BLOCK,
@@ -449,6 +534,9 @@ impl ShardApi for RemoteShard {
     }
 
     fn load(&self, block: BlockId, values: &[f64]) {
+        if let Some(l) = &self.local {
+            return l.shard.load(block, values);
+        }
         let msg = Enc::new(req::LOAD_BLOCK, 13 + values.len() * 8)
             .u8(1)
             .u32(block.0)
@@ -457,6 +545,9 @@ impl ShardApi for RemoteShard {
     }
 
     fn set_drift(&self, block: BlockId, drift: &[f64]) {
+        if let Some(l) = &self.local {
+            return l.shard.set_drift(block, drift);
+        }
         let msg = Enc::new(req::DRIFT_BLOCK, 13 + drift.len() * 8)
             .u8(1)
             .u32(block.0)
