@@ -228,6 +228,15 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
             f.worker, i.workers, f.reason
         );
     }
+    if let Some(t) = s.traffic {
+        let u = last.updates.saturating_sub(first.updates).max(1) as f64;
+        let _ = writeln!(
+            o,
+            "  messages    {:.2} per update, {:.1} KB per update (worker <-> server, both ways, same-rank calls excluded)",
+            t.messages as f64 / u,
+            t.bytes as f64 / u / 1e3
+        );
+    }
     let _ = writeln!(
         o,
         "  time        training {:.2} s, evaluation {:.2} s, wall {:.2} s",
@@ -371,6 +380,7 @@ mod memory_tests {
             wall_secs: 1.0,
             train_secs: 1.0,
             eval_secs: 0.0,
+            traffic: None,
             failed_workers: vec![WorkerFailure {
                 worker: 1,
                 reason: "out of data".into(),

@@ -163,6 +163,22 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
 
 /// The newest checkpoint in `dir`, checked; an error if there is none or if the newest
 /// is damaged (a complete file never is: they are renamed into place).
+/// The newest checkpoint in `dir`, if it belongs to the run named `key` with `coords`
+/// weights; otherwise a one-line error naming the file and both runs.
+pub fn resume(dir: &Path, key: &str, coords: usize) -> Result<Checkpoint> {
+    let (path, cp) = newest(dir)?;
+    if cp.key != key || cp.weights.len() != coords {
+        return Err(Error::Data {
+            path,
+            reason: format!(
+                "a checkpoint of another run: it trained [{}], this run trains [{key}]",
+                cp.key
+            ),
+        });
+    }
+    Ok(cp)
+}
+
 pub fn newest(dir: &Path) -> Result<(PathBuf, Checkpoint)> {
     let mut all = list(dir)?;
     all.sort_by_key(|(k, _)| std::cmp::Reverse(*k));

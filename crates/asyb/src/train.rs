@@ -116,6 +116,15 @@ pub struct RunSummary {
     pub eval_secs: f64,
     /// Workers that failed (panicked) while the others went on.
     pub failed_workers: Vec<WorkerFailure>,
+    /// Messages between workers and servers (MPI backend).
+    pub traffic: Option<Traffic>,
+}
+
+/// Worker <-> server messages of a multi-process run, both directions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub messages: u64,
+    pub bytes: u64,
 }
 
 /// A worker lost during a run.
@@ -579,20 +588,11 @@ impl<'a> Trainer<'a> {
         let ckpt_key =
             (raw.checkpoint_dir.is_some() || raw.resume.is_some()).then(|| problem_key(raw, pb));
         let resumed = match &raw.resume {
-            Some(dir) => {
-                let (path, cp) = checkpoint::newest(dir)?;
-                let key = ckpt_key.as_deref().unwrap_or_default();
-                if cp.key != key || cp.weights.len() != layout.coords() {
-                    return Err(Error::Data {
-                        path,
-                        reason: format!(
-                            "a checkpoint of another run: it trained [{}], this run trains [{key}]",
-                            cp.key
-                        ),
-                    });
-                }
-                Some(cp)
-            }
+            Some(dir) => Some(checkpoint::resume(
+                dir,
+                ckpt_key.as_deref().unwrap_or_default(),
+                layout.coords(),
+            )?),
             None => None,
         };
         for o in self.observers.iter_mut() {
@@ -1088,11 +1088,18 @@ impl Checkpointing {
 /// used for the problem it belongs to. Workers, blocks, steps and the stop criteria are
 /// not part of it.
 pub fn problem_key(raw: &crate::config::TrainConfig, pb: &Problem) -> String {
-    let l = pb.layout;
     format!(
-        "data {:016x} ({} rows) | {} features x {} classes, intercept {} | {} + {} lambda {} l1-ratio {} box [{}, {}] group {} alpha {}",
+        "data {:016x} ({} rows) | {}",
         pb.train.fingerprint(),
         pb.train.rows(),
+        objective_key(raw, pb.layout)
+    )
+}
+
+/// The settings part of [`problem_key`]: the layout and the objective.
+pub(crate) fn objective_key(raw: &crate::config::TrainConfig, l: Layout) -> String {
+    format!(
+        "{} features x {} classes, intercept {} | {} + {} lambda {} l1-ratio {} box [{}, {}] group {} alpha {}",
         l.features,
         l.classes,
         l.bias,
@@ -1159,15 +1166,7 @@ pub(crate) fn install_drift(
     shards: &[Arc<dyn ShardApi>],
     grad: &[f64],
 ) {
-    let k = partition.layout().classes;
-    let mut blocks: Vec<Vec<f64>> = (0..partition.blocks())
-        .map(|j| vec![0.0; partition.block_coords(j)])
-        .collect();
-    partition.for_each_row(|row, loc| {
-        let dst = &mut blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];
-        dst.copy_from_slice(&grad[row * k..(row + 1) * k]);
-    });
-    for (j, b) in blocks.iter().enumerate() {
+    for (j, b) in crate::ps::to_blocks(partition, grad).iter().enumerate() {
         shards[j % shards.len()].set_drift(BlockId(j as u32), b);
     }
 }
@@ -1279,6 +1278,7 @@ impl Monitor {
             layout,
             reg,
             failed_workers: Vec::new(),
+            traffic: None,
         };
         for o in observers.iter_mut() {
             o.on_finish(summary.last())?;

@@ -44,7 +44,7 @@ use crate::ps::transport::mpi::{
 };
 use crate::ps::transport::wire::{Dec, Enc};
 use crate::ps::worker::{self, BlockMode, Control, Counters, WorkerContext};
-use crate::train::{self, Monitor, RunSummary, StopReason, WorkerFailure};
+use crate::train::{self, Monitor, RunSummary, StopReason, Traffic, WorkerFailure};
 use crate::{with_loss, with_reg, Error, Result};
 
 /// Commands (coordinator to agents) and their answers' kinds.
@@ -474,9 +474,12 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
                         Some(Err(p)) => train::panic_message(p.as_ref()),
                         _ => String::new(),
                     };
+                    let (messages, bytes) = transport.traffic();
                     answer(
-                        Enc::new(cmd::STOP, 16)
+                        Enc::new(cmd::STOP, 32)
                             .u64(counters.samples.load(Ordering::Relaxed))
+                            .u64(messages)
+                            .u64(bytes)
                             .str(&failure),
                     );
                 }
@@ -755,36 +758,15 @@ impl<L: Loss> Coordinator<'_, L> {
         };
         // Checkpoint to resume from.
         let key = format!(
-            "mpi data {:016x} ({n} rows in {} parts) | {} features, intercept {} | {} + {} lambda {} l1-ratio {} box [{}, {}] group {} alpha {}",
+            "mpi data {:016x} ({n} rows in {} parts) | {}",
             fingerprints
                 .iter()
                 .fold(0u64, |h, &f| crate::ps::blocks::splitmix64(h ^ f)),
             fingerprints.len(),
-            features,
-            raw.bias,
-            raw.loss.name(),
-            raw.reg.name(),
-            raw.lambda,
-            raw.l1_ratio,
-            raw.lower,
-            raw.upper,
-            raw.group_size,
-            raw.alpha
+            train::objective_key(raw, layout)
         );
         let resumed = match &raw.resume {
-            Some(dir) => {
-                let (path, cp) = checkpoint::newest(dir)?;
-                if cp.key != key || cp.weights.len() != layout.coords() {
-                    return Err(Error::Data {
-                        path,
-                        reason: format!(
-                            "a checkpoint of another run: it trained [{}], this run trains [{key}]",
-                            cp.key
-                        ),
-                    });
-                }
-                Some(cp)
-            }
+            Some(dir) => Some(checkpoint::resume(dir, &key, layout.coords())?),
             None => None,
         };
         let start_k = resumed.as_ref().map_or(0, |c| c.updates);
@@ -1021,9 +1003,12 @@ impl<L: Loss> Coordinator<'_, L> {
         self.command_all(Enc::new(cmd::STOP, 0));
         let mut failures = Vec::new();
         let mut samples = start_samples;
+        let mut traffic = Traffic::default();
         for (rank, m) in self.answers(cmd::STOP)?.iter().enumerate() {
             let mut d = Dec::new(m)?.1;
             samples += d.u64()?;
+            traffic.messages += d.u64()?;
+            traffic.bytes += d.u64()?;
             let why = d.str()?;
             if !why.is_empty() {
                 failures.push(WorkerFailure {
@@ -1077,6 +1062,7 @@ impl<L: Loss> Coordinator<'_, L> {
             observers,
         )?;
         summary.failed_workers = failures;
+        summary.traffic = Some(traffic);
         Ok(ClusterRun {
             summary,
             class_labels: if binary(raw.loss) {

@@ -27,8 +27,8 @@ pub fn gather(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>]) -> Vec<f
     w
 }
 
-/// Loads a dense model vector (as from [`gather`]) into the shards.
-pub fn scatter(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>], w: &[f64]) {
+/// A dense vector in [`crate::model::Layout`] order cut into its blocks' local arrays.
+pub fn to_blocks(partition: &BlockPartition, w: &[f64]) -> Vec<Vec<f64>> {
     let k = partition.layout().classes;
     let mut blocks: Vec<Vec<f64>> = (0..partition.blocks())
         .map(|j| vec![0.0; partition.block_coords(j)])
@@ -37,7 +37,12 @@ pub fn scatter(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>], w: &[f6
         let dst = &mut blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];
         dst.copy_from_slice(&w[row * k..(row + 1) * k]);
     });
-    for (j, b) in blocks.iter().enumerate() {
+    blocks
+}
+
+/// Loads a dense model vector (as from [`gather`]) into the shards.
+pub fn scatter(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>], w: &[f64]) {
+    for (j, b) in to_blocks(partition, w).iter().enumerate() {
         shards[j % shards.len()].load(BlockId(j as u32), b);
     }
 }

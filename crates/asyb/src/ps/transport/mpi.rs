@@ -21,6 +21,7 @@
 //! late, so that a rank's server, worker and control threads share the cores of a
 //! small machine.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -328,6 +329,9 @@ pub struct MpiTransport {
     /// The server on this rank, called directly.
     local: Option<LocalServer>,
     state: Mutex<PullState>,
+    /// Messages sent and received, and their bytes.
+    messages: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl MpiTransport {
@@ -337,6 +341,8 @@ impl MpiTransport {
         let s = servers.len();
         let local = LOCAL.lock().clone();
         MpiTransport {
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             servers,
             local,
             state: Mutex::new(PullState {
@@ -345,6 +351,19 @@ impl MpiTransport {
                 index: vec![Vec::new(); s],
             }),
         }
+    }
+
+    /// Messages sent and received so far, and their bytes.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.messages.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn count(&self, bytes: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     fn fail(e: Error) -> ! {
@@ -374,8 +393,10 @@ impl Transport for MpiTransport {
             }
             let msg = Enc::new(req::PULL, 9 + st.rows[s].len() * 8)
                 .u8(0)
-                .u32_pairs(st.rows[s].iter().copied());
-            send(self.servers[s], tag::REQUEST, &msg.bytes());
+                .u32_pairs(st.rows[s].iter().copied())
+                .bytes();
+            self.count(msg.len());
+            send(self.servers[s], tag::REQUEST, &msg);
         }
         if let Some(l) = &self.local {
             // Its share is read while the other servers answer.
@@ -391,6 +412,7 @@ impl Transport for MpiTransport {
                 continue;
             }
             let (msg, _) = recv(Some(self.servers[s]), tag::TO_WORKER, Wait::Reply);
+            self.count(msg.len());
             let r = expect_reply(&msg, req::PULL).and_then(|mut d| {
                 let k = d.u64()?;
                 let vals = d.f64s()?;
@@ -421,9 +443,12 @@ impl Transport for MpiTransport {
             .u8(0)
             .u32(block.0)
             .u64(pulled_at)
-            .sparse(grad);
-        send(self.servers[s], tag::REQUEST, &msg.bytes());
+            .sparse(grad)
+            .bytes();
+        self.count(msg.len());
+        send(self.servers[s], tag::REQUEST, &msg);
         let (reply, _) = recv(Some(self.servers[s]), tag::TO_WORKER, Wait::Reply);
+        self.count(reply.len());
         push_outcome(&reply).unwrap_or_else(|e| Self::fail(e))
     }
 
