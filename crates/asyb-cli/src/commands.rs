@@ -262,7 +262,14 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         )
         .into());
     }
-    let vc = train_config(a)?;
+    let vc = match train_config(a) {
+        Ok(vc) => vc,
+        // Under mpirun every rank finds the same fault in the flags; rank 0 says it.
+        Err(_) if a.backend == Some(Backend::Mpi) && launcher_rank().is_some_and(|r| r > 0) => {
+            return Err(crate::Silent.into())
+        }
+        Err(e) => return Err(e),
+    };
     if vc.raw.backend == Backend::Mpi {
         return train_mpi(a, &vc);
     }
@@ -286,6 +293,18 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     print_summary(&s, &pb.train_path.display().to_string(), a.psi_star)?;
     list_outputs(&vc);
     interrupted_status(&s)
+}
+
+/// This process's rank as the MPI launcher (mpirun, srun) set it, before MPI starts.
+fn launcher_rank() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_RANK",
+        "PMIX_RANK",
+        "PMI_RANK",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 /// `asyb train --backend mpi`, on every rank: rank 0 reports and writes the outputs.

@@ -134,7 +134,8 @@ fn report_error(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {line}");
     let internal = match e.chain().find_map(|c| c.downcast_ref::<asyb::Error>()) {
         Some(asyb::Error::Runtime { .. }) => true,
-        Some(asyb::Error::Remote { user_input, .. }) => !user_input,
+        // As in process: a file that cannot be read or parsed on another rank is input.
+        Some(asyb::Error::Remote { .. }) => false,
         Some(_) => false,
         None => true,
     };

@@ -271,6 +271,24 @@ fn mpi_errors_are_one_line_and_end_every_rank() {
     let err = text(&o.stderr);
     assert_eq!(err.matches("error: invalid servers").count(), 1, "{err}");
     assert!(err.contains("leave no worker"), "{err}");
+    // A flag refused before MPI starts: also said once.
+    let o = dir.run(
+        bin,
+        Some(2),
+        &[
+            "train",
+            "--train",
+            "ok.svm",
+            "--backend",
+            "mpi",
+            "--workers",
+            "2",
+        ],
+        60,
+    );
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert_eq!(err.matches("error: invalid workers").count(), 1, "{err}");
 
     // A bad value on line 90 (in the second rank's half).
     let mut t = "1 1:1\n-1 2:1\n".repeat(45);
