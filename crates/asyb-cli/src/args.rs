@@ -60,6 +60,63 @@ pub enum Command {
     /// Benchmarks that check the project's claims on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Simulate W workers (up to hundreds) in virtual time: the real algorithm on the
+    /// real data, with modelled compute, server and network times; time to a target
+    /// and speedup per worker count.
+    Sim(Box<SimArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Target relative suboptimality (Psi - Psi*) / Psi*.
+    #[arg(long, default_value_t = 1e-3)]
+    pub target: f64,
+    /// Where reference optima are cached (shared with bench speedup).
+    #[arg(long, value_name = "FILE", default_value = "asyb-optimum.json")]
+    pub optimum_cache: PathBuf,
+    /// Measure the compute, push and snapshot times of real one-worker updates on this
+    /// machine first, and simulate with them (flags given below override them).
+    #[arg(long)]
+    pub calibrate: bool,
+    /// Real updates the calibration times.
+    #[arg(long, default_value_t = 500)]
+    pub calibrate_updates: u64,
+    /// Median seconds per minibatch gradient on a worker (its pull included).
+    #[arg(long)]
+    pub compute_secs: Option<f64>,
+    /// Log-normal spread of the compute time (sigma of its log); 0: constant.
+    #[arg(long)]
+    pub compute_sigma: Option<f64>,
+    /// Probability that a minibatch is slowed down by a straggler.
+    #[arg(long, default_value_t = 0.0)]
+    pub straggler_prob: f64,
+    /// How many times longer a straggler's minibatch takes.
+    #[arg(long, default_value_t = 10.0)]
+    pub straggler_slowdown: f64,
+    /// Server seconds per pull.
+    #[arg(long)]
+    pub pull_service_secs: Option<f64>,
+    /// Server seconds per push.
+    #[arg(long)]
+    pub push_service_secs: Option<f64>,
+    /// One-way network latency, seconds. [default: 0]
+    #[arg(long, default_value_t = 0.0)]
+    pub latency_secs: f64,
+    /// Link bandwidth in bytes per second. [default: unlimited]
+    #[arg(long)]
+    pub bandwidth: Option<f64>,
+    /// Virtual seconds of an SVRG snapshot (a full pass).
+    #[arg(long)]
+    pub snapshot_secs: Option<f64>,
+    /// Write the results as a JSON array, one object per worker count (the form of
+    /// bench speedup, times in virtual seconds).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the speedup figure (SVG); `--plot` writes the convergence figure.
+    #[arg(long, value_name = "FILE")]
+    pub speedup_plot: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

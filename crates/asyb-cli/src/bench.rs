@@ -73,7 +73,7 @@ pub struct PerfReport {
     pub csr_plus_model_bytes: u64,
 }
 
-fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     asyb::io::atomic_write(path, |w| {
         w.write_all(text.as_bytes())
@@ -445,7 +445,7 @@ struct CachedOptimum {
 }
 
 /// Psi* from `cache` for this problem, or from the `fista` solver (then cached).
-fn cached_optimum(vc: &ValidConfig, pb: &Problem, cache: &Path) -> Result<f64> {
+pub(crate) fn cached_optimum(vc: &ValidConfig, pb: &Problem, cache: &Path) -> Result<f64> {
     let key = asyb::train::problem_key(&vc.raw, pb);
     let mut entries: Vec<CachedOptimum> = read_json(cache).unwrap_or_default();
     if let Some(o) = entries
@@ -542,7 +542,7 @@ fn reached_at(records: &[EvalRecord], psi: f64) -> Option<&EvalRecord> {
 }
 
 /// Refuses the train flags a bench sets itself or has no use for.
-fn refuse_flags(flags: &[(&str, bool)], why: &str) -> Result<()> {
+pub(crate) fn refuse_flags(flags: &[(&str, bool)], why: &str) -> Result<()> {
     match flags.iter().find(|f| f.1) {
         Some((flag, _)) => Err(asyb::Error::config(*flag, why).into()),
         None => Ok(()),
@@ -550,7 +550,7 @@ fn refuse_flags(flags: &[(&str, bool)], why: &str) -> Result<()> {
 }
 
 /// The train flags no bench uses: it writes no model, log or checkpoint of its runs.
-fn output_flags(t: &crate::args::TrainArgs) -> [(&'static str, bool); 5] {
+pub(crate) fn output_flags(t: &crate::args::TrainArgs) -> [(&'static str, bool); 5] {
     [
         ("model", t.model.is_some()),
         ("log", t.log.is_some()),
@@ -643,7 +643,7 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
     }
 
     let mut out = std::io::stdout().lock();
-    out.write_all(speedup_table(&rows, &pb.train_path, cores).as_bytes())?;
+    out.write_all(speedup_table("asyb bench speedup", &rows, &pb.train_path, cores).as_bytes())?;
     out.flush()?;
     if let Some(p) = &a.json {
         write_json_atomic(p, &rows)?;
@@ -763,11 +763,11 @@ fn speedup_row(
 }
 
 /// The table `bench speedup` prints.
-pub fn speedup_table(rows: &[SpeedupRow], data: &Path, cores: usize) -> String {
+pub fn speedup_table(title: &str, rows: &[SpeedupRow], data: &Path, cores: usize) -> String {
     let mut s = String::new();
     if let Some(r) = rows.first() {
         s.push_str(&format!(
-            "\nasyb bench speedup: {}, target (Psi - Psi*) / Psi* <= {:e}, Psi* = {:.10}, {} seed(s) per count, {cores} cores\n\n",
+            "\n{title}: {}, target (Psi - Psi*) / Psi* <= {:e}, Psi* = {:.10}, {} seed(s) per count, {cores} cores\n\n",
             data.display(),
             r.target,
             r.psi_star,

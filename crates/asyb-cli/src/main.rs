@@ -9,6 +9,7 @@ mod bench;
 mod commands;
 mod plot;
 mod report;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Perf(a)) => bench::perf(&a),
         Command::Bench(BenchCommand::Speedup(a)) => bench::speedup(&a),
         Command::Bench(BenchCommand::Rate(a)) => bench::rate(&a),
+        Command::Sim(a) => sim::sim(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1078,3 +1078,76 @@ fn killed_run_resumes_from_its_checkpoint() {
     let o = resume(&[]);
     assert_bad_input(&o, &["truncated"]);
 }
+
+/// `asyb sim`: the table and JSON of bench speedup in virtual seconds. With a constant
+/// compute time and no server or network cost, one worker's time to the target is its
+/// updates times the compute time, and two workers apply two updates per compute time,
+/// but for the SVRG snapshots (every 24 updates here), each of which can idle one
+/// worker for one compute time while the other finishes; `--calibrate` measures the
+/// times here; a missing compute time is refused.
+#[test]
+fn sim_speedup_in_virtual_time() {
+    let dir = Dir::new();
+    small_ctr_file(&dir);
+    let o = dir.asyb(&[
+        "sim",
+        "--train",
+        "d.svm",
+        "--lambda",
+        "1e-3",
+        "--workers",
+        "1,2",
+        "--compute-secs",
+        "0.001",
+        "--optimum-cache",
+        "opt.json",
+        "--json",
+        "sim.json",
+        "--speedup-plot",
+        "sim.svg",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("asyb sim (virtual seconds)"),
+        "{}",
+        stdout(&o)
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("sim.json")).unwrap()).unwrap();
+    assert_eq!(rows.len(), 2);
+    let t1 = rows[0]["time_to_target_secs"].as_f64().unwrap();
+    let u1 = rows[0]["updates_to_target"].as_u64().unwrap() as f64;
+    assert!((t1 - u1 * 1e-3).abs() < 1e-9, "{t1} vs {u1} updates");
+    let t2 = rows[1]["time_to_target_secs"].as_f64().unwrap();
+    let u2 = rows[1]["updates_to_target"].as_u64().unwrap() as f64;
+    let rounds = (u2 / 2.0).ceil();
+    assert!(
+        t2 >= rounds * 1e-3 - 1e-9 && t2 <= (rounds + (u2 / 24.0).ceil()) * 1e-3 + 1e-9,
+        "{t2} vs {u2} updates"
+    );
+    assert!(rows[1]["speedup"].as_f64().unwrap() > 1.5);
+    assert!(rows[1]["max_delay"].as_u64().unwrap() >= 1);
+    assert!(std::fs::read_to_string(dir.path("sim.svg"))
+        .unwrap()
+        .contains("<svg"));
+
+    let o = dir.asyb(&[
+        "sim",
+        "--train",
+        "d.svm",
+        "--lambda",
+        "1e-3",
+        "--workers",
+        "1",
+        "--calibrate",
+        "--calibrate-updates",
+        "50",
+        "--optimum-cache",
+        "opt.json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("per minibatch"), "{}", stderr(&o));
+
+    let o = dir.asyb(&["sim", "--train", "d.svm", "--optimum-cache", "opt.json"]);
+    assert_bad_input(&o, &["compute-secs", "--calibrate"]);
+}

@@ -20,6 +20,7 @@ pub mod monitor;
 pub mod predict;
 pub mod problem;
 pub mod ps;
+pub mod sim;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -158,20 +158,20 @@ impl RunSummary {
 
 /// The resolved plan of a run.
 #[derive(Clone, Debug)]
-struct Plan {
-    workers: usize,
-    blocks: usize,
-    group_rows: usize,
-    reg: RegSpec,
-    eta0: f64,
-    step_note: String,
+pub(crate) struct Plan {
+    pub(crate) workers: usize,
+    pub(crate) blocks: usize,
+    pub(crate) group_rows: usize,
+    pub(crate) reg: RegSpec,
+    pub(crate) eta0: f64,
+    pub(crate) step_note: String,
     /// Per-row step factors of the diagonal metric (intercept last), if scaled.
-    metric: Option<Vec<f64>>,
-    schedule: StepSchedule,
-    updates_per_epoch: f64,
-    max_updates: Option<u64>,
-    max_delay: Option<u64>,
-    eval_data: Option<Dataset>,
+    pub(crate) metric: Option<Vec<f64>>,
+    pub(crate) schedule: StepSchedule,
+    pub(crate) updates_per_epoch: f64,
+    pub(crate) max_updates: Option<u64>,
+    pub(crate) max_delay: Option<u64>,
+    pub(crate) eval_data: Option<Dataset>,
 }
 
 /// The regularizer as the shards apply it (group lengths in coordinates), and the
@@ -440,7 +440,7 @@ impl<'a> Trainer<'a> {
         reg_spec(self.cfg, self.problem.layout.classes)
     }
 
-    fn plan(&self) -> Result<Plan> {
+    pub(crate) fn plan(&self) -> Result<Plan> {
         let raw = &self.cfg.raw;
         let layout = self.problem.layout;
         let data = &self.problem.train;
@@ -1116,10 +1116,10 @@ pub(crate) fn objective_key(raw: &crate::config::TrainConfig, l: Layout) -> Stri
 
 /// SVRG state of a run: the snapshot interval and the margins of every row at the
 /// last snapshot, which the workers read.
-struct Svrg {
+pub(crate) struct Svrg {
     /// Block updates between snapshots.
-    every: u64,
-    margins: RwLock<Vec<f64>>,
+    pub(crate) every: u64,
+    pub(crate) margins: RwLock<Vec<f64>>,
 }
 
 impl Svrg {
@@ -1127,7 +1127,7 @@ impl Svrg {
     /// `z~_i` of every row, and the full gradient `grad f(x~)` of the loss part (the
     /// nonconvex term is applied exactly by the shards) as every block's drift: one
     /// pass over the data, counted as training time.
-    fn snapshot<L: Loss>(
+    pub(crate) fn snapshot<L: Loss>(
         &self,
         loss: L,
         data: &Dataset,

@@ -165,7 +165,7 @@ pub struct WorkerContext<'a> {
 }
 
 /// Draws minibatches.
-struct Sampler {
+pub(crate) struct Sampler {
     rows: Vec<u32>,
     pos: usize,
     iid: bool,
@@ -175,7 +175,7 @@ struct Sampler {
 impl Sampler {
     /// Worker `w` of `workers`: shuffled passes over the rows `i = w (mod workers)`, or
     /// i.i.d. draws from all rows.
-    fn new(n: usize, w: usize, workers: usize, sampling: Sampling) -> Self {
+    pub(crate) fn new(n: usize, w: usize, workers: usize, sampling: Sampling) -> Self {
         match sampling {
             Sampling::Shuffle => Sampler {
                 rows: (w..n).step_by(workers).map(|i| i as u32).collect(),
@@ -192,7 +192,7 @@ impl Sampler {
         }
     }
 
-    fn fill(&mut self, rng: &mut Xoshiro256PlusPlus, out: &mut Vec<u32>, size: usize) {
+    pub(crate) fn fill(&mut self, rng: &mut Xoshiro256PlusPlus, out: &mut Vec<u32>, size: usize) {
         out.clear();
         if self.iid {
             out.extend((0..size).map(|_| rng.random_range(0..self.n) as u32));

@@ -1,0 +1,203 @@
+//! `asyb sim`: the simulator's speedup table, in the form of `asyb bench speedup` with
+//! times in virtual seconds. The simulation itself is the library's (`asyb::sim`).
+
+use std::io::Write;
+
+use anyhow::Result;
+use asyb::monitor::EvalRecord;
+use asyb::problem::Problem;
+use asyb::sim::{self, ComputeTime, Machine};
+
+use crate::args::SimArgs;
+use crate::bench::{
+    cached_optimum, output_flags, refuse_flags, speedup_table, write_json_atomic, SpeedupRow,
+};
+
+fn positive(field: &str, v: Option<f64>) -> Result<()> {
+    match v {
+        Some(x) if !(x.is_finite() && x >= 0.0) => {
+            Err(asyb::Error::config(field, format!("{x} must be a finite number >= 0")).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn sim(a: &SimArgs) -> Result<()> {
+    let t = &a.train;
+    let why = "not used by sim (it sets the target from --target and Psi*)";
+    refuse_flags(&output_flags(t), why)?;
+    refuse_flags(&[("target-objective", t.target_objective.is_some())], why)?;
+    if !(a.target.is_finite() && a.target > 0.0) {
+        return Err(asyb::Error::config("target", "must be a finite number > 0").into());
+    }
+    for (f, v) in [
+        ("compute-secs", a.compute_secs),
+        ("compute-sigma", a.compute_sigma),
+        ("pull-service-secs", a.pull_service_secs),
+        ("push-service-secs", a.push_service_secs),
+        ("latency-secs", Some(a.latency_secs)),
+        ("snapshot-secs", a.snapshot_secs),
+        ("straggler-prob", Some(a.straggler_prob)),
+    ] {
+        positive(f, v)?;
+    }
+    if a.straggler_prob > 1.0 || a.straggler_slowdown.is_nan() || a.straggler_slowdown < 1.0 {
+        return Err(asyb::Error::config(
+            "straggler-prob",
+            "needs a probability in [0, 1] and a slowdown >= 1",
+        )
+        .into());
+    }
+    if a.bandwidth.is_some_and(|b| b.is_nan() || b <= 0.0) {
+        return Err(asyb::Error::config("bandwidth", "must be > 0 bytes per second").into());
+    }
+    if !a.calibrate && a.compute_secs.is_none() {
+        return Err(asyb::Error::config(
+            "compute-secs",
+            "give the compute time per minibatch, or --calibrate to measure it here",
+        )
+        .into());
+    }
+    let mut counts = t
+        .workers
+        .as_ref()
+        .map_or_else(|| vec![1, 2, 4, 8, 16, 32, 64], |w| w.0.clone());
+    if counts.contains(&0) {
+        return Err(asyb::Error::config("workers", "every count must be at least 1").into());
+    }
+    counts.sort_unstable();
+    counts.dedup();
+    let mut raw = crate::commands::train_config(t)?.raw;
+    raw.workers = Some(1);
+    let vc = raw.clone().check()?;
+    let pb = Problem::load(&vc)?;
+    raw.eval_rows = pb.train.rows();
+    let vc = raw.clone().check()?;
+    let psi_star = match t.psi_star {
+        Some(p) => p,
+        None => cached_optimum(&vc, &pb, &a.optimum_cache)?,
+    };
+    let goal = psi_star + a.target * psi_star.abs();
+
+    let cal = if a.calibrate {
+        eprintln!(
+            "calibrating: {} real one-worker updates ...",
+            a.calibrate_updates
+        );
+        let c = sim::calibrate(&vc, &pb, a.calibrate_updates)?;
+        eprintln!(
+            "  compute {:.3e} s per minibatch (median; log-normal sigma {:.2}), push {:.3e} s, snapshot {:.3e} s",
+            c.compute.median_secs, c.compute.sigma, c.push_service_secs, c.snapshot_secs
+        );
+        Some(c)
+    } else {
+        None
+    };
+    let machine = Machine {
+        compute: ComputeTime {
+            median_secs: a
+                .compute_secs
+                .or(cal.map(|c| c.compute.median_secs))
+                .unwrap_or(0.0),
+            sigma: a
+                .compute_sigma
+                .or(cal.map(|c| c.compute.sigma))
+                .unwrap_or(0.0),
+            straggler_prob: a.straggler_prob,
+            straggler_slowdown: a.straggler_slowdown,
+        },
+        pull_service_secs: a.pull_service_secs.unwrap_or(0.0),
+        push_service_secs: a
+            .push_service_secs
+            .or(cal.map(|c| c.push_service_secs))
+            .unwrap_or(0.0),
+        latency_secs: a.latency_secs,
+        bandwidth_bytes_per_sec: a.bandwidth.unwrap_or(f64::INFINITY),
+        snapshot_secs: a
+            .snapshot_secs
+            .or(cal.map(|c| c.snapshot_secs))
+            .unwrap_or(0.0),
+    };
+    let budget = sim::Budget {
+        eval_every_epochs: 0.125,
+        max_epochs: vc.raw.epochs.unwrap_or(50.0),
+        max_virtual_secs: vc.raw.max_seconds.unwrap_or(f64::INFINITY),
+    };
+    let mut rows = Vec::new();
+    let mut curves: Vec<(String, Vec<EvalRecord>)> = Vec::new();
+    let mut base = None;
+    for &w in &counts {
+        let r = sim::simulate(&vc, &pb, &machine, w, goal, budget)?;
+        eprintln!(
+            "W = {w}: {} ({:.1} s of simulation)",
+            match (r.time_to_target_secs, r.updates_to_target) {
+                (Some(t), Some(u)) => format!("target reached at {t:.3} virtual s, {u} updates"),
+                _ => "target not reached".into(),
+            },
+            r.wall_secs
+        );
+        let b = *base.get_or_insert(r.time_to_target_secs);
+        rows.push(SpeedupRow {
+            algorithm: vc.raw.algorithm.name().to_string(),
+            workers: w,
+            oversubscribed: false,
+            seeds: 1,
+            reached: u64::from(r.time_to_target_secs.is_some()),
+            time_to_target_secs: r.time_to_target_secs,
+            time_min_secs: r.time_to_target_secs,
+            time_max_secs: r.time_to_target_secs,
+            speedup: match (b, r.time_to_target_secs) {
+                (Some(b), Some(x)) if x > 0.0 => Some(b / x),
+                _ => None,
+            },
+            updates_to_target: r.updates_to_target,
+            mean_delay: r.delays.mean,
+            max_delay: r.delays.max,
+            rejected: r.delays.rejected,
+            test_accuracy: None,
+            test_auc: None,
+            target: a.target,
+            psi_star,
+        });
+        curves.push((format!("W={w}"), r.records));
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(
+        speedup_table(
+            "asyb sim (virtual seconds)",
+            &rows,
+            &pb.train_path,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )
+        .as_bytes(),
+    )?;
+    out.flush()?;
+    if let Some(p) = &a.json {
+        write_json_atomic(p, &rows)?;
+    }
+    let title = format!(
+        "simulated: {} + {} (lambda {}), target {:e} relative",
+        vc.raw.loss.name(),
+        vc.raw.reg.name(),
+        vc.raw.lambda,
+        a.target
+    );
+    if let Some(p) = &vc.raw.plot {
+        let series: Vec<crate::plot::Series> = curves
+            .iter()
+            .map(|(label, records)| crate::plot::Series {
+                label: label.clone(),
+                records,
+            })
+            .collect();
+        crate::plot::write_svg(p, &title, &series, Some(psi_star))?;
+    }
+    if let Some(p) = &a.speedup_plot {
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| r.speedup.map(|s| (r.workers as f64, s)))
+            .collect();
+        crate::plot::write_speedup_svg(p, &title, counts[0], &points)?;
+    }
+    Ok(())
+}

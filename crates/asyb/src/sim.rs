@@ -1,0 +1,700 @@
+//! A discrete-event simulator of AsyB-ProxSGD on a cluster larger than the machine at
+//! hand. It runs the REAL algorithm (the same shards, the same minibatch gradients, the
+//! same SVRG snapshots, real data) on one thread, and only the clock is virtual: W
+//! workers take a compute time per minibatch drawn from a distribution, one server
+//! takes a service time per request, and every message takes a latency plus its bytes
+//! over a bandwidth. Deterministic for a seed.
+//!
+//! The life of an update, in virtual time: a worker's pull request travels to the
+//! server and waits its turn (the server serves one request at a time, first come
+//! first served); the model is read when the server serves it, so the worker sees
+//! exactly the pushes applied before that instant; the reply travels back, the worker
+//! computes for its drawn time and sends the push, which waits its turn at the server
+//! and is applied (or rejected as too stale) when served; the worker pulls again once
+//! the acknowledgement is back. The delay of a push is the number of updates applied
+//! between its pull and its own. Events are processed in virtual-time order, so the
+//! model each gradient is computed on is the one the timeline says.
+//!
+//! SVRG holds as in process: once the step counter reaches the next snapshot, no new
+//! pull starts; when the pushes in flight are applied, the snapshot is taken (a full
+//! pass, which costs `snapshot_secs` of virtual time) and every worker starts again.
+//!
+//! Evaluations (Psi over the monitored rows) cost no virtual time.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Algorithm, ValidConfig};
+use crate::model::loss::Loss;
+use crate::model::objective::{AnyReg, Objective};
+use crate::monitor::EvalRecord;
+use crate::problem::Problem;
+use crate::ps::blocks::{BlockId, BlockPartition, ShardId};
+use crate::ps::shard::{
+    Clock, DelayStats, DelaySummary, PushOutcome, Shard, ShardApi, ShardSettings,
+};
+use crate::ps::transport::local::LocalTransport;
+use crate::ps::transport::Transport;
+use crate::ps::worker::{BlockMode, Control, Counters, MinibatchGradient, Sampler, WorkerContext};
+use crate::train::{Svrg, Trainer};
+use crate::{with_loss, with_reg, Error, Result};
+
+/// A worker's compute time per minibatch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComputeTime {
+    /// Median seconds per minibatch gradient (pull included on the worker's side).
+    pub median_secs: f64,
+    /// Log-normal spread (sigma of the log); 0 for a constant time.
+    pub sigma: f64,
+    /// Probability that a minibatch is a straggler's ...
+    pub straggler_prob: f64,
+    /// ... which takes this many times longer.
+    pub straggler_slowdown: f64,
+}
+
+/// The simulated machine.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub compute: ComputeTime,
+    /// Server seconds to serve one pull.
+    pub pull_service_secs: f64,
+    /// Server seconds to apply one push.
+    pub push_service_secs: f64,
+    /// One-way message latency, seconds.
+    pub latency_secs: f64,
+    /// Bytes per second of every link (infinite: no transfer time).
+    pub bandwidth_bytes_per_sec: f64,
+    /// Virtual seconds of an SVRG snapshot (a full pass over the data).
+    pub snapshot_secs: f64,
+}
+
+/// What a simulated run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SimRun {
+    pub workers: usize,
+    /// Virtual seconds to the goal, if reached.
+    pub time_to_target_secs: Option<f64>,
+    pub updates_to_target: Option<u64>,
+    pub records: Vec<EvalRecord>,
+    pub delays: DelaySummary,
+    /// Real seconds the simulation took.
+    pub wall_secs: f64,
+}
+
+/// Timings measured on this machine by [`calibrate`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub updates: u64,
+    pub compute: ComputeTime,
+    pub push_service_secs: f64,
+    pub pull_service_secs: f64,
+    pub snapshot_secs: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// The server serves worker w's pull (the model is read now).
+    ServePull,
+    /// The server applies worker w's push.
+    ApplyPush,
+    /// Worker w's pull request reaches the server.
+    PullArrives,
+    /// Worker w's push reaches the server.
+    PushArrives,
+}
+
+/// An event: virtual time (as ordered bits of a non-negative f64), then a sequence
+/// number, so that ties keep their order of creation.
+type Event = Reverse<(u64, u64, Kind, usize)>;
+
+struct Sched {
+    heap: BinaryHeap<Event>,
+    seq: u64,
+}
+
+impl Sched {
+    fn at(&mut self, t: f64, kind: Kind, w: usize) {
+        debug_assert!(t >= 0.0 && t.is_finite());
+        self.seq += 1;
+        self.heap.push(Reverse((t.to_bits(), self.seq, kind, w)));
+    }
+}
+
+/// A worker's state between events.
+struct SimWorker {
+    rng: Xoshiro256PlusPlus,
+    sampler: Sampler,
+    batch: Vec<u32>,
+    grad: MinibatchGradient,
+    block: u32,
+    pulled_at: u64,
+    /// Bytes of its pull request, and of the reply: 8 per parameter row read.
+    pull_bytes: f64,
+    /// Held by an SVRG snapshot: its next pull waits.
+    held: bool,
+}
+
+fn transfer(m: &Machine, bytes: f64) -> f64 {
+    m.latency_secs
+        + if m.bandwidth_bytes_per_sec.is_finite() {
+            bytes / m.bandwidth_bytes_per_sec
+        } else {
+            0.0
+        }
+}
+
+/// 8 bytes per parameter row a minibatch reads (its rows' entries and the intercept).
+fn pull_bytes(data: &crate::data::Dataset, batch: &[u32]) -> f64 {
+    8.0 * (batch
+        .iter()
+        .map(|&i| data.row(i as usize).nnz())
+        .sum::<usize>()
+        + 1) as f64
+}
+
+/// How long a simulation goes and how often it evaluates, in epochs (the run's
+/// updates per epoch depend on its blocks, which default to the worker count).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    pub eval_every_epochs: f64,
+    pub max_epochs: f64,
+    pub max_virtual_secs: f64,
+}
+
+/// Simulates `cfg` (an asynchronous algorithm: asyb or asy-full) with `workers`
+/// workers on `machine` until Psi reaches `goal` or the budget is used.
+pub fn simulate(
+    cfg: &ValidConfig,
+    pb: &Problem,
+    machine: &Machine,
+    workers: usize,
+    goal: f64,
+    budget: Budget,
+) -> Result<SimRun> {
+    if !matches!(cfg.raw.algorithm, Algorithm::Asyb | Algorithm::AsyFull) {
+        return Err(Error::config(
+            "algorithm",
+            "the simulator runs the asynchronous algorithms asyb and asy-full",
+        ));
+    }
+    with_loss!(cfg.raw.loss, |l| run(
+        l, cfg, pb, machine, workers, goal, budget, None
+    ))
+}
+
+/// Measures on this machine, with one worker and no network, the times [`Machine`]
+/// needs: each minibatch gradient (its pull included), each push's application, each
+/// SVRG snapshot, over `updates` real updates.
+pub fn calibrate(cfg: &ValidConfig, pb: &Problem, updates: u64) -> Result<Calibration> {
+    let mut cal = Calibration {
+        updates: 0,
+        compute: ComputeTime {
+            median_secs: 0.0,
+            sigma: 0.0,
+            straggler_prob: 0.0,
+            straggler_slowdown: 1.0,
+        },
+        push_service_secs: 0.0,
+        pull_service_secs: 0.0,
+        snapshot_secs: 0.0,
+    };
+    let m = Machine {
+        compute: cal.compute,
+        pull_service_secs: 0.0,
+        push_service_secs: 0.0,
+        latency_secs: 0.0,
+        bandwidth_bytes_per_sec: f64::INFINITY,
+        snapshot_secs: 0.0,
+    };
+    let budget = Budget {
+        eval_every_epochs: f64::INFINITY,
+        max_epochs: f64::INFINITY,
+        max_virtual_secs: f64::INFINITY,
+    };
+    with_loss!(cfg.raw.loss, |l| run(
+        l,
+        cfg,
+        pb,
+        &m,
+        1,
+        f64::NEG_INFINITY,
+        budget,
+        Some((updates, &mut cal))
+    ))?;
+    Ok(cal)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<L: Loss>(
+    loss: L,
+    cfg: &ValidConfig,
+    pb: &Problem,
+    machine: &Machine,
+    workers: usize,
+    goal: f64,
+    budget: Budget,
+    mut cal: Option<(u64, &mut Calibration)>,
+) -> Result<SimRun> {
+    let wall = Instant::now();
+    let raw = &cfg.raw;
+    let layout = pb.layout;
+    let mut vc = cfg.clone();
+    vc.workers = workers;
+    let plan = Trainer::new(&vc, pb).plan()?;
+    let in_updates = |epochs: f64| -> u64 {
+        if epochs.is_finite() {
+            (epochs * plan.updates_per_epoch).ceil().max(1.0) as u64
+        } else {
+            u64::MAX
+        }
+    };
+    let eval_every = in_updates(budget.eval_every_epochs);
+    let max_updates = match &cal {
+        Some((n, _)) => *n,
+        None => in_updates(budget.max_epochs),
+    };
+    let max_virtual_secs = budget.max_virtual_secs;
+    let clock = Arc::new(Clock::default());
+    let stats = Arc::new(DelayStats::default());
+    let partition = BlockPartition::new(
+        layout,
+        plan.group_rows,
+        plan.blocks,
+        1,
+        raw.partition,
+        raw.seed,
+    );
+    let settings = ShardSettings {
+        max_delay: plan.max_delay,
+        schedule: plan.schedule,
+        alpha: raw.alpha,
+        drift: cfg.svrg,
+    };
+    let shard: Arc<dyn ShardApi> = with_reg!(plan.reg, |r| Arc::new(Shard::with_metric(
+        ShardId(0),
+        &partition,
+        r,
+        settings,
+        clock.clone(),
+        stats.clone(),
+        plan.metric.as_deref(),
+    )) as Arc<dyn ShardApi>);
+    let shards = vec![shard];
+    let transport = LocalTransport::new(shards.clone(), clock.clone());
+    let control = Control::new(0, u64::MAX);
+    let counters = Counters::default();
+    let svrg = cfg.svrg.then(|| Svrg {
+        every: (raw.svrg_epochs * plan.updates_per_epoch).ceil().max(1.0) as u64,
+        margins: RwLock::new(Vec::new()),
+    });
+    let ctx = WorkerContext {
+        data: &pb.train,
+        partition: &partition,
+        transport: &transport,
+        control: &control,
+        counters: &counters,
+        batch: raw.batch,
+        sampling: raw.sampling,
+        mode: if raw.algorithm == Algorithm::AsyFull {
+            BlockMode::All
+        } else {
+            BlockMode::OneRandom
+        },
+        snapshot: svrg.as_ref().map(|s| &s.margins),
+    };
+    let eval_set = plan.eval_data.as_ref().unwrap_or(&pb.train);
+    let obj = Objective {
+        data: eval_set,
+        loss,
+        reg: AnyReg(plan.reg),
+        layout,
+        alpha: raw.alpha,
+        threads: cfg.eval_threads,
+    };
+    let mut grad_buf = vec![0.0; layout.coords()];
+    let mut evaluate = |k: u64, t: f64, samples: u64| -> EvalRecord {
+        let w = crate::ps::gather(&partition, &shards);
+        let f = obj.f_and_grad(&w, Some(&mut grad_buf));
+        EvalRecord {
+            updates: k,
+            epochs: k as f64 / plan.updates_per_epoch,
+            samples,
+            train_secs: t,
+            wall_secs: wall.elapsed().as_secs_f64(),
+            psi: f + obj.h(&w),
+            pgm_sq_norm: obj.pgm_sq_norm(&w, &grad_buf, plan.eta0),
+            nnz: Objective::<L>::nnz(&w, layout),
+            rejected: stats.rejected(),
+            samples_per_sec: if t > 0.0 { samples as f64 / t } else { 0.0 },
+            updates_per_sec: if t > 0.0 { k as f64 / t } else { 0.0 },
+            ..Default::default()
+        }
+    };
+
+    let snap_timer = Instant::now();
+    if let Some(sv) = &svrg {
+        sv.snapshot(loss, &pb.train, &partition, &shards, cfg.eval_threads);
+    }
+    let first_snapshot_secs = snap_timer.elapsed().as_secs_f64();
+    let mut hold_at = svrg.as_ref().map_or(u64::MAX, |s| s.every);
+    let lognormal = (machine.compute.sigma > 0.0)
+        .then(|| LogNormal::new(machine.compute.median_secs.ln(), machine.compute.sigma))
+        .transpose()
+        .map_err(|e| Error::config("compute-sigma", e.to_string()))?;
+    let blocks = partition.blocks();
+    let mut ws: Vec<SimWorker> = (0..workers)
+        .map(|w| SimWorker {
+            rng: Xoshiro256PlusPlus::seed_from_u64(
+                raw.seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ),
+            sampler: Sampler::new(pb.train.rows(), w, workers, raw.sampling),
+            batch: Vec::new(),
+            grad: MinibatchGradient::new(blocks),
+            block: 0,
+            pulled_at: 0,
+            pull_bytes: 0.0,
+            held: false,
+        })
+        .collect();
+    let mut sched = Sched {
+        heap: BinaryHeap::new(),
+        seq: 0,
+    };
+    // First pulls: each worker's request leaves at time 0.
+    for (w, sw) in ws.iter_mut().enumerate() {
+        sw.sampler.fill(&mut sw.rng, &mut sw.batch, raw.batch);
+        sw.pull_bytes = pull_bytes(&pb.train, &sw.batch);
+        sched.at(transfer(machine, sw.pull_bytes), Kind::PullArrives, w);
+    }
+    let mut server_free = 0.0f64;
+    let mut in_flight = workers;
+    let mut samples = 0u64;
+    let mut records = vec![evaluate(0, 0.0, 0)];
+    let mut next_eval = eval_every;
+    if cal.is_some() {
+        // Calibration times the updates, not the evaluations.
+        next_eval = u64::MAX;
+    }
+    let mut reached: Option<(f64, u64)> = None;
+    let mut now = 0.0;
+    let mut compute_times = Vec::new();
+    let mut push_times = Vec::new();
+    let mut snapshot_times = vec![first_snapshot_secs];
+    while let Some(Reverse((tb, _, kind, w))) = sched.heap.pop() {
+        now = f64::from_bits(tb);
+        if now > max_virtual_secs {
+            break;
+        }
+        match kind {
+            Kind::PullArrives => {
+                let start = server_free.max(now);
+                server_free = start + machine.pull_service_secs;
+                sched.at(server_free, Kind::ServePull, w);
+            }
+            Kind::ServePull => {
+                let sw = &mut ws[w];
+                let block = match ctx.mode {
+                    BlockMode::OneRandom => Some(sw.rng.random_range(0..blocks) as u32),
+                    BlockMode::All => None,
+                };
+                let t = Instant::now();
+                sw.pulled_at = sw.grad.compute(loss, &ctx, &sw.batch, block.map(BlockId));
+                compute_times.push(t.elapsed().as_secs_f64());
+                sw.block = block.unwrap_or(0);
+                let nnz = match block {
+                    Some(j) => sw.grad.block(BlockId(j)).len(),
+                    None => (0..blocks)
+                        .map(|j| sw.grad.block(BlockId(j as u32)).len())
+                        .sum(),
+                };
+                let mut c = match &lognormal {
+                    Some(d) => d.sample(&mut sw.rng),
+                    None => machine.compute.median_secs,
+                };
+                if machine.compute.straggler_prob > 0.0
+                    && sw.rng.random::<f64>() < machine.compute.straggler_prob
+                {
+                    c *= machine.compute.straggler_slowdown;
+                }
+                let arrive = now
+                    + transfer(machine, sw.pull_bytes)
+                    + c
+                    + transfer(machine, 12.0 * nnz as f64);
+                sched.at(arrive, Kind::PushArrives, w);
+            }
+            Kind::PushArrives => {
+                let start = server_free.max(now);
+                server_free = start + machine.push_service_secs;
+                sched.at(server_free, Kind::ApplyPush, w);
+            }
+            Kind::ApplyPush => {
+                let sw = &mut ws[w];
+                let t = Instant::now();
+                let targets: Vec<u32> = match ctx.mode {
+                    BlockMode::OneRandom => vec![sw.block],
+                    BlockMode::All => (0..blocks as u32).collect(),
+                };
+                for j in targets {
+                    let out = transport.push(BlockId(j), sw.pulled_at, sw.grad.block(BlockId(j)));
+                    if matches!(out, PushOutcome::Applied { .. }) {
+                        samples += sw.batch.len() as u64;
+                    }
+                }
+                push_times.push(t.elapsed().as_secs_f64());
+                in_flight -= 1;
+                let k = transport.now();
+                if k >= max_updates.min(next_eval) {
+                    let rec = evaluate(k, now, samples);
+                    let psi = rec.psi;
+                    records.push(rec);
+                    next_eval = k.saturating_add(eval_every);
+                    if !psi.is_finite() {
+                        break;
+                    }
+                    if psi <= goal {
+                        reached = Some((now, k));
+                        break;
+                    }
+                    if k >= max_updates {
+                        break;
+                    }
+                }
+                // The acknowledgement returns; the worker draws its next minibatch.
+                let sw = &mut ws[w];
+                sw.sampler.fill(&mut sw.rng, &mut sw.batch, raw.batch);
+                sw.pull_bytes = pull_bytes(&pb.train, &sw.batch);
+                if k >= hold_at {
+                    sw.held = true;
+                } else {
+                    in_flight += 1;
+                    let leave = now + machine.latency_secs;
+                    sched.at(
+                        leave + transfer(machine, sw.pull_bytes),
+                        Kind::PullArrives,
+                        w,
+                    );
+                }
+                if in_flight == 0 {
+                    if let Some(sv) = &svrg {
+                        // Every push is in: the snapshot, then everyone goes on.
+                        let t = Instant::now();
+                        sv.snapshot(loss, &pb.train, &partition, &shards, cfg.eval_threads);
+                        snapshot_times.push(t.elapsed().as_secs_f64());
+                        hold_at = k + sv.every;
+                        let resume = now + machine.snapshot_secs;
+                        server_free = server_free.max(resume);
+                        for (v, sw) in ws.iter_mut().enumerate() {
+                            if sw.held {
+                                sw.held = false;
+                                in_flight += 1;
+                                sched.at(
+                                    resume + transfer(machine, sw.pull_bytes),
+                                    Kind::PullArrives,
+                                    v,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let k = transport.now();
+    if records.last().is_some_and(|r| r.updates != k) && reached.is_none() {
+        records.push(evaluate(k, now, samples));
+    }
+    if let Some((_, c)) = cal.as_mut() {
+        let med = |v: &mut Vec<f64>| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let logs: Vec<f64> = compute_times
+            .iter()
+            .filter(|&&x| x > 0.0)
+            .map(|x| x.ln())
+            .collect();
+        let mean = logs.iter().sum::<f64>() / logs.len().max(1) as f64;
+        let var = logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / logs.len().max(1) as f64;
+        c.updates = k;
+        c.compute.median_secs = med(&mut compute_times);
+        c.compute.sigma = var.sqrt();
+        c.push_service_secs = med(&mut push_times);
+        c.snapshot_secs = med(&mut snapshot_times);
+    }
+    Ok(SimRun {
+        workers,
+        time_to_target_secs: reached.map(|r| r.0),
+        updates_to_target: reached.map(|r| r.1),
+        records,
+        delays: stats.summary(),
+        wall_secs: wall.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+    use crate::data::gen::{ctr, CtrSpec};
+
+    fn problem() -> (ValidConfig, Problem) {
+        let ds = ctr(&CtrSpec {
+            rows: 4000,
+            features: 1024,
+            seed: 2,
+            ..CtrSpec::default()
+        })
+        .unwrap();
+        let cfg = TrainConfig {
+            lambda: 1e-4,
+            workers: Some(1),
+            ..TrainConfig::default()
+        }
+        .check()
+        .unwrap();
+        let pb = Problem::from_datasets(&cfg, ds, std::path::Path::new("gen"), None, None).unwrap();
+        (cfg, pb)
+    }
+
+    /// A budget of exactly `k` updates, evaluated at the end.
+    fn updates(cfg: &ValidConfig, pb: &Problem, workers: usize, k: u64) -> Budget {
+        let mut vc = cfg.clone();
+        vc.workers = workers;
+        let per_epoch = Trainer::new(&vc, pb).plan().unwrap().updates_per_epoch;
+        let e = (k as f64 - 0.5) / per_epoch;
+        Budget {
+            eval_every_epochs: e,
+            max_epochs: e,
+            max_virtual_secs: f64::INFINITY,
+        }
+    }
+
+    fn machine(compute: f64) -> Machine {
+        Machine {
+            compute: ComputeTime {
+                median_secs: compute,
+                sigma: 0.0,
+                straggler_prob: 0.0,
+                straggler_slowdown: 1.0,
+            },
+            pull_service_secs: 0.0,
+            push_service_secs: 0.0,
+            latency_secs: 0.0,
+            bandwidth_bytes_per_sec: f64::INFINITY,
+            snapshot_secs: 0.0,
+        }
+    }
+
+    /// Closed forms of the timeline: with constant compute c, no service time and no
+    /// network, W workers apply W updates every c seconds, in rounds: all pull the same
+    /// model, and the i-th push of a round has delay i (mean (W-1)/2, max W-1).
+    #[test]
+    fn the_timeline_matches_closed_forms() {
+        let (mut cfg, pb) = problem();
+        cfg.svrg = false;
+        for w in [1usize, 4] {
+            let r = simulate(
+                &cfg,
+                &pb,
+                &machine(1e-3),
+                w,
+                f64::NEG_INFINITY,
+                updates(&cfg, &pb, w, 400),
+            )
+            .unwrap();
+            let last = r.records.last().unwrap();
+            assert_eq!(last.updates, 400);
+            let expect = 400.0 / w as f64 * 1e-3;
+            assert!(
+                (last.train_secs - expect).abs() < 1e-9,
+                "{w}: {}",
+                last.train_secs
+            );
+            assert_eq!(r.delays.max, w as u64 - 1);
+            assert!(
+                (r.delays.mean - (w - 1) as f64 / 2.0).abs() < 1e-9,
+                "{}",
+                r.delays.mean
+            );
+        }
+        // One worker, a server and a network: each update is one cycle of compute,
+        // pull and push service and four one-way latencies (request, reply, push,
+        // acknowledgement); the first apply comes one latency early.
+        let mut m = machine(1e-3);
+        m.pull_service_secs = 2e-4;
+        m.push_service_secs = 3e-4;
+        m.latency_secs = 5e-5;
+        let r = simulate(
+            &cfg,
+            &pb,
+            &m,
+            1,
+            f64::NEG_INFINITY,
+            updates(&cfg, &pb, 1, 400),
+        )
+        .unwrap();
+        let cycle = 1e-3 + 2e-4 + 3e-4 + 4.0 * 5e-5;
+        let t = r.records.last().unwrap().train_secs;
+        assert!((t - (400.0 * cycle - 5e-5)).abs() < 1e-9, "{t}");
+        // A server slower than the workers' combined rate is the bottleneck: 8 workers
+        // go no faster than one push per service time.
+        let mut m = machine(1e-3);
+        m.push_service_secs = 1e-3;
+        let r = simulate(
+            &cfg,
+            &pb,
+            &m,
+            8,
+            f64::NEG_INFINITY,
+            updates(&cfg, &pb, 8, 400),
+        )
+        .unwrap();
+        let t = r.records.last().unwrap().train_secs;
+        assert!((0.4..0.5).contains(&t), "{t}");
+    }
+
+    /// The simulated run is the real algorithm: with one worker and the same seed it
+    /// applies the same updates as a real single-worker run, so the objective after N
+    /// updates matches; and it is deterministic.
+    #[test]
+    fn one_worker_follows_the_real_run() {
+        let (mut cfg, pb) = problem();
+        cfg.raw.max_updates = Some(300);
+        cfg.epochs = None;
+        cfg.raw.eval_every_secs = 1e9;
+        let real = Trainer::new(&cfg, &pb).run().unwrap();
+        let sim = simulate(
+            &cfg,
+            &pb,
+            &machine(1e-3),
+            1,
+            f64::NEG_INFINITY,
+            updates(&cfg, &pb, 1, 300),
+        )
+        .unwrap();
+        let (a, b) = (real.last().psi, sim.records.last().unwrap().psi);
+        assert_eq!(sim.records.last().unwrap().updates, 300);
+        assert!((a - b).abs() <= 1e-12 * a.abs(), "{a} vs {b}");
+        let again = simulate(
+            &cfg,
+            &pb,
+            &machine(1e-3),
+            1,
+            f64::NEG_INFINITY,
+            updates(&cfg, &pb, 1, 300),
+        )
+        .unwrap();
+        assert_eq!(again.records.last().unwrap().psi, b);
+    }
+}
