@@ -132,7 +132,15 @@ pub fn sim(a: &SimArgs) -> Result<()> {
             "W = {w}: {} ({:.1} s of simulation)",
             match (r.time_to_target_secs, r.updates_to_target) {
                 (Some(t), Some(u)) => format!("target reached at {t:.3} virtual s, {u} updates"),
-                _ => "target not reached".into(),
+                _ => {
+                    let last = r.records.last();
+                    format!(
+                        "target not reached: Psi {:.6e} after {} updates ({:.1} epochs)",
+                        last.map_or(f64::NAN, |l| l.psi),
+                        last.map_or(0, |l| l.updates),
+                        last.map_or(0.0, |l| l.epochs)
+                    )
+                }
             },
             r.wall_secs
         );
