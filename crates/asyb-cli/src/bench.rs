@@ -645,9 +645,6 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(speedup_table("asyb bench speedup", &rows, &pb.train_path, cores).as_bytes())?;
     out.flush()?;
-    if let Some(p) = &a.json {
-        write_json_atomic(p, &rows)?;
-    }
     let title = format!(
         "{} + {} (lambda {}), target {:e} relative",
         vc.raw.loss.name(),
@@ -655,33 +652,63 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
         vc.raw.lambda,
         a.target
     );
-    if let Some(p) = &vc.raw.plot {
-        let series: Vec<crate::plot::Series> = curves
-            .iter()
-            .map(|(label, records)| crate::plot::Series {
-                label: label.clone(),
-                records,
-            })
-            .collect();
-        crate::plot::write_svg(p, &title, &series, Some(psi_star))?;
-    }
-    if let Some(p) = &a.speedup_plot {
-        let first_alg = rows.first().map(|r| r.algorithm.clone());
-        let points: Vec<(f64, f64)> = rows
-            .iter()
-            .filter(|r| Some(&r.algorithm) == first_alg.as_ref())
-            .filter_map(|r| r.speedup.map(|s| (r.workers as f64, s)))
-            .collect();
-        let base = rows.first().map_or(1, |r| r.workers);
-        crate::plot::write_speedup_svg(p, &title, base, &points)?;
-        if several {
-            eprintln!(
-                "note: the speedup figure shows the first algorithm, {}",
-                rows.first().map_or("", |r| r.algorithm.as_str())
-            );
-        }
+    let outputs = SpeedupOutputs {
+        json: a.json.as_deref(),
+        plot: vc.raw.plot.as_deref(),
+        speedup_plot: a.speedup_plot.as_deref(),
+    };
+    outputs.write(&title, &rows, &curves, psi_star)?;
+    if several && a.speedup_plot.is_some() {
+        eprintln!(
+            "note: the speedup figure shows the first algorithm, {}",
+            rows.first().map_or("", |r| r.algorithm.as_str())
+        );
     }
     Ok(())
+}
+
+/// Where `bench speedup` and `sim` write their results.
+pub(crate) struct SpeedupOutputs<'a> {
+    pub json: Option<&'a Path>,
+    pub plot: Option<&'a Path>,
+    pub speedup_plot: Option<&'a Path>,
+}
+
+impl SpeedupOutputs<'_> {
+    /// The rows as JSON, the convergence curves, and the speedup of the first
+    /// algorithm against the smallest worker count.
+    pub fn write(
+        &self,
+        title: &str,
+        rows: &[SpeedupRow],
+        curves: &[(String, Vec<EvalRecord>)],
+        psi_star: f64,
+    ) -> Result<()> {
+        if let Some(p) = self.json {
+            write_json_atomic(p, &rows)?;
+        }
+        if let Some(p) = self.plot {
+            let series: Vec<crate::plot::Series> = curves
+                .iter()
+                .map(|(label, records)| crate::plot::Series {
+                    label: label.clone(),
+                    records,
+                })
+                .collect();
+            crate::plot::write_svg(p, title, &series, Some(psi_star))?;
+        }
+        if let Some(p) = self.speedup_plot {
+            let first_alg = rows.first().map(|r| r.algorithm.clone());
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| Some(&r.algorithm) == first_alg.as_ref())
+                .filter_map(|r| r.speedup.map(|s| (r.workers as f64, s)))
+                .collect();
+            let base = rows.first().map_or(1, |r| r.workers);
+            crate::plot::write_speedup_svg(p, title, base, &points)?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs of one algorithm with `w` workers, one per seed, to `goal`.

@@ -10,7 +10,7 @@ use asyb::sim::{self, ComputeTime, Machine};
 
 use crate::args::SimArgs;
 use crate::bench::{
-    cached_optimum, output_flags, refuse_flags, speedup_table, write_json_atomic, SpeedupRow,
+    cached_optimum, output_flags, refuse_flags, speedup_table, SpeedupOutputs, SpeedupRow,
 };
 
 fn positive(field: &str, v: Option<f64>) -> Result<()> {
@@ -180,9 +180,6 @@ pub fn sim(a: &SimArgs) -> Result<()> {
         .as_bytes(),
     )?;
     out.flush()?;
-    if let Some(p) = &a.json {
-        write_json_atomic(p, &rows)?;
-    }
     let title = format!(
         "simulated: {} + {} (lambda {}), target {:e} relative",
         vc.raw.loss.name(),
@@ -190,22 +187,11 @@ pub fn sim(a: &SimArgs) -> Result<()> {
         vc.raw.lambda,
         a.target
     );
-    if let Some(p) = &vc.raw.plot {
-        let series: Vec<crate::plot::Series> = curves
-            .iter()
-            .map(|(label, records)| crate::plot::Series {
-                label: label.clone(),
-                records,
-            })
-            .collect();
-        crate::plot::write_svg(p, &title, &series, Some(psi_star))?;
+    SpeedupOutputs {
+        json: a.json.as_deref(),
+        plot: vc.raw.plot.as_deref(),
+        speedup_plot: a.speedup_plot.as_deref(),
     }
-    if let Some(p) = &a.speedup_plot {
-        let points: Vec<(f64, f64)> = rows
-            .iter()
-            .filter_map(|r| r.speedup.map(|s| (r.workers as f64, s)))
-            .collect();
-        crate::plot::write_speedup_svg(p, &title, counts[0], &points)?;
-    }
+    .write(&title, &rows, &curves, psi_star)?;
     Ok(())
 }

@@ -37,15 +37,13 @@ use crate::model::loss::Loss;
 use crate::model::objective::{AnyReg, Objective};
 use crate::monitor::EvalRecord;
 use crate::problem::Problem;
-use crate::ps::blocks::{BlockId, BlockPartition, ShardId};
-use crate::ps::shard::{
-    Clock, DelayStats, DelaySummary, PushOutcome, Shard, ShardApi, ShardSettings,
-};
+use crate::ps::blocks::BlockId;
+use crate::ps::shard::{Clock, DelayStats, DelaySummary, PushOutcome};
 use crate::ps::transport::local::LocalTransport;
 use crate::ps::transport::Transport;
 use crate::ps::worker::{BlockMode, Control, Counters, MinibatchGradient, Sampler, WorkerContext};
 use crate::train::{Svrg, Trainer};
-use crate::{with_loss, with_reg, Error, Result};
+use crate::{with_loss, Error, Result};
 
 /// A worker's compute time per minibatch.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -264,30 +262,7 @@ fn run<L: Loss>(
     let max_virtual_secs = budget.max_virtual_secs;
     let clock = Arc::new(Clock::default());
     let stats = Arc::new(DelayStats::default());
-    let partition = BlockPartition::new(
-        layout,
-        plan.group_rows,
-        plan.blocks,
-        1,
-        raw.partition,
-        raw.seed,
-    );
-    let settings = ShardSettings {
-        max_delay: plan.max_delay,
-        schedule: plan.schedule,
-        alpha: raw.alpha,
-        drift: cfg.svrg,
-    };
-    let shard: Arc<dyn ShardApi> = with_reg!(plan.reg, |r| Arc::new(Shard::with_metric(
-        ShardId(0),
-        &partition,
-        r,
-        settings,
-        clock.clone(),
-        stats.clone(),
-        plan.metric.as_deref(),
-    )) as Arc<dyn ShardApi>);
-    let shards = vec![shard];
+    let (partition, shards) = plan.shards(cfg, layout, 1, clock.clone(), stats.clone());
     let transport = LocalTransport::new(shards.clone(), clock.clone());
     let control = Control::new(0, u64::MAX);
     let counters = Counters::default();

@@ -174,6 +174,48 @@ pub(crate) struct Plan {
     pub(crate) eval_data: Option<Dataset>,
 }
 
+impl Plan {
+    /// The block partition over `servers` shards and the shards, all coordinates zero.
+    pub(crate) fn shards(
+        &self,
+        cfg: &ValidConfig,
+        layout: Layout,
+        servers: usize,
+        clock: Arc<Clock>,
+        stats: Arc<DelayStats>,
+    ) -> (BlockPartition, Vec<Arc<dyn ShardApi>>) {
+        let raw = &cfg.raw;
+        let partition = BlockPartition::new(
+            layout,
+            self.group_rows,
+            self.blocks,
+            servers,
+            raw.partition,
+            raw.seed,
+        );
+        let settings = ShardSettings {
+            max_delay: self.max_delay,
+            schedule: self.schedule,
+            alpha: raw.alpha,
+            drift: cfg.svrg,
+        };
+        let shards = (0..servers)
+            .map(|s| {
+                with_reg!(self.reg, |r| Arc::new(Shard::with_metric(
+                    ShardId(s as u32),
+                    &partition,
+                    r,
+                    settings,
+                    clock.clone(),
+                    stats.clone(),
+                    self.metric.as_deref(),
+                )) as Arc<dyn ShardApi>)
+            })
+            .collect();
+        (partition, shards)
+    }
+}
+
 /// The regularizer as the shards apply it (group lengths in coordinates), and the
 /// feature rows per regularizer group.
 pub(crate) fn reg_spec(cfg: &ValidConfig, classes: usize) -> (RegSpec, usize) {
@@ -605,33 +647,8 @@ impl<'a> Trainer<'a> {
         let start_k = resumed.as_ref().map_or(0, |c| c.updates);
         let clock = Arc::new(Clock::starting_at(start_k));
         let stats = Arc::new(DelayStats::default());
-        let partition = BlockPartition::new(
-            layout,
-            plan.group_rows,
-            plan.blocks,
-            raw.servers,
-            raw.partition,
-            raw.seed,
-        );
-        let settings = ShardSettings {
-            max_delay: plan.max_delay,
-            schedule: plan.schedule,
-            alpha: raw.alpha,
-            drift: self.cfg.svrg,
-        };
-        let shards: Vec<Arc<dyn ShardApi>> = (0..raw.servers)
-            .map(|s| {
-                with_reg!(plan.reg, |r| Arc::new(Shard::with_metric(
-                    ShardId(s as u32),
-                    &partition,
-                    r,
-                    settings,
-                    clock.clone(),
-                    stats.clone(),
-                    plan.metric.as_deref(),
-                )) as Arc<dyn ShardApi>)
-            })
-            .collect();
+        let (partition, shards) =
+            plan.shards(self.cfg, layout, raw.servers, clock.clone(), stats.clone());
         // The shards hold each coordinate's step factor; the vector is not needed again.
         plan.metric = None;
         let start_samples = resumed.as_ref().map_or(0, |c| c.samples);
