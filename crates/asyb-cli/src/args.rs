@@ -233,6 +233,10 @@ pub struct ConvertArgs {
     /// With `--from idx`: the IDX labels file.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
+    /// Label rows of this class 1 and all others 0 (a binary task from a multi-class
+    /// file, e.g. one Fashion-MNIST class against the rest).
+    #[arg(long, value_name = "LABEL")]
+    pub positive_class: Option<f32>,
     /// Feature index base of the text: auto, 0 or 1.
     #[arg(long, value_parser = parse_index_base, default_value = "auto")]
     pub index_base: IndexBaseSetting,

@@ -604,6 +604,18 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
         };
         asyb::data::read_libsvm(&a.input, &opts)?
     };
+    if let Some(c) = a.positive_class {
+        if !ds.labels.contains(&c) {
+            return Err(Error::Data {
+                path: a.labels.clone().unwrap_or_else(|| a.input.clone()),
+                reason: format!("no row has label {c} (--positive-class)"),
+            }
+            .into());
+        }
+        for y in ds.labels.iter_mut() {
+            *y = if *y == c { 1.0 } else { 0.0 };
+        }
+    }
     ds.compact_binary();
     skipped_note(&a.input, &Some(rep.clone()));
     let parse_secs = t.elapsed().as_secs_f64();

@@ -594,6 +594,39 @@ fn convert_idx_to_libsvm_and_cache() {
     ]);
     assert_bad_input(&o, &["lab3", "3 labels for 2 images"]);
     assert!(!d.path("x.cache").exists());
+    // One class against the rest.
+    let o = d.asyb(&[
+        "convert",
+        "img",
+        "--from",
+        "idx",
+        "--labels",
+        "lab",
+        "--positive-class",
+        "9",
+        "--to",
+        "libsvm",
+        "--out",
+        "b.svm",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(d.path("b.svm")).unwrap(),
+        "0 2:1 3:0.2\n1\n"
+    );
+    let o = d.asyb(&[
+        "convert",
+        "img",
+        "--from",
+        "idx",
+        "--labels",
+        "lab",
+        "--positive-class",
+        "7",
+        "--out",
+        "b.cache",
+    ]);
+    assert_bad_input(&o, &["lab", "no row has label 7"]);
 }
 
 #[cfg(unix)]
