@@ -278,11 +278,7 @@ fn run<L: Loss>(
         counters: &counters,
         batch: raw.batch,
         sampling: raw.sampling,
-        mode: if raw.algorithm == Algorithm::AsyFull {
-            BlockMode::All
-        } else {
-            BlockMode::OneRandom
-        },
+        mode: BlockMode::of(raw.algorithm),
         snapshot: svrg.as_ref().map(|s| &s.margins),
     };
     let eval_set = plan.eval_data.as_ref().unwrap_or(&pb.train);

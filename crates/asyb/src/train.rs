@@ -688,10 +688,7 @@ impl<'a> Trainer<'a> {
         counters
             .samples
             .store(start_samples, std::sync::atomic::Ordering::Relaxed);
-        let mode = match raw.algorithm {
-            Algorithm::AsyFull => BlockMode::All,
-            _ => BlockMode::OneRandom,
-        };
+        let mode = BlockMode::of(raw.algorithm);
         let ctx = WorkerContext {
             data: &pb.train,
             partition: &partition,

@@ -189,6 +189,31 @@ fn binary(loss: LossKind) -> bool {
     matches!(loss, LossKind::Logistic | LossKind::SquaredHinge)
 }
 
+/// The layout, the regularizer as the shards apply it, and the block partition of a
+/// run: one function, so that the coordinator and every agent build the same.
+fn plan_blocks(
+    cfg: &ValidConfig,
+    roles: &RoleMap,
+    features: usize,
+    blocks: usize,
+) -> (Layout, RegSpec, BlockPartition) {
+    let layout = Layout {
+        features,
+        classes: 1,
+        bias: cfg.raw.bias,
+    };
+    let (reg, group_rows) = train::reg_spec(cfg, 1);
+    let partition = BlockPartition::new(
+        layout,
+        group_rows,
+        blocks,
+        roles.servers,
+        cfg.raw.partition,
+        cfg.raw.seed,
+    );
+    (layout, reg, partition)
+}
+
 /// The next command for this rank's agent.
 fn next_command() -> Vec<u8> {
     recv(Some(0), tag::COMMAND, Wait::Command).0
@@ -280,20 +305,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
     let features = d.u64()? as usize;
     let _rows_in_all = d.u64()?;
     let blocks = d.u64()? as usize;
-    let layout = Layout {
-        features,
-        classes: 1,
-        bias: raw.bias,
-    };
-    let (reg, group_rows) = train::reg_spec(cfg, 1);
-    let partition = BlockPartition::new(
-        layout,
-        group_rows,
-        blocks,
-        roles.servers,
-        raw.partition,
-        raw.seed,
-    );
+    let (layout, reg, partition) = plan_blocks(cfg, roles, features, blocks);
     if let Some(p) = part.as_mut() {
         p.data.features = features;
         let share = (raw.eval_rows / roles.workers()).max(1);
@@ -384,10 +396,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
         counters: &counters,
         batch: raw.batch,
         sampling: raw.sampling,
-        mode: match raw.algorithm {
-            crate::config::Algorithm::AsyFull => BlockMode::All,
-            _ => BlockMode::OneRandom,
-        },
+        mode: BlockMode::of(raw.algorithm),
         snapshot: cfg.svrg.then_some(&margins),
     };
     answer(Enc::new(cmd::START, 0));
@@ -835,14 +844,7 @@ impl<L: Loss> Coordinator<'_, L> {
             threads: cfg.eval_threads,
         };
         let test_obj = test.as_ref().map(|t| Objective { data: t, ..obj });
-        let partition = BlockPartition::new(
-            layout,
-            group_rows,
-            blocks,
-            roles.servers,
-            raw.partition,
-            raw.seed,
-        );
+        let (_, _, partition) = plan_blocks(cfg, roles, features, blocks);
         let shards = self.shards();
         let start_samples = resumed.as_ref().map_or(0, |c| c.samples);
         let start_secs = resumed.as_ref().map_or(0.0, |c| c.train_secs);

@@ -22,7 +22,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::config::Sampling;
+use crate::config::{Algorithm, Sampling};
 use crate::data::Dataset;
 use crate::hint::prefetch;
 use crate::model::loss::Loss;
@@ -147,6 +147,17 @@ pub enum BlockMode {
     OneRandom,
     /// Every block (Asy-ProxSGD with full updates).
     All,
+}
+
+impl BlockMode {
+    /// The pushes of `algorithm`: all blocks for asy-full, one random block otherwise.
+    pub fn of(algorithm: Algorithm) -> Self {
+        if algorithm == Algorithm::AsyFull {
+            BlockMode::All
+        } else {
+            BlockMode::OneRandom
+        }
+    }
 }
 
 /// What a worker needs that is the same for all workers of a run.
