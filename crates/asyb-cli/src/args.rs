@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use asyb::config::{
-    Algorithm, Backend, IndexBaseSetting, Sampling, StepScaling, StepSetting, TrainConfig,
-    VarianceReduction,
+    Algorithm, Backend, CompactFeatures, IndexBaseSetting, Sampling, StepScaling, StepSetting,
+    TrainConfig, VarianceReduction,
 };
 use asyb::model::loss::LossKind;
 use asyb::model::reg::RegKind;
@@ -344,6 +344,9 @@ fn parse_variance_reduction(s: &str) -> Result<VarianceReduction, String> {
 fn parse_step_scaling(s: &str) -> Result<StepScaling, String> {
     s.parse()
 }
+fn parse_compact_features(s: &str) -> Result<CompactFeatures, String> {
+    s.parse()
+}
 fn parse_step(s: &str) -> Result<StepSetting, String> {
     s.parse()
 }
@@ -443,6 +446,11 @@ pub struct TrainArgs {
     /// Number of features (default: from the data).
     #[arg(long)]
     pub features: Option<usize>,
+    /// Hold only the features that occur in the training data (exact: the others stay
+    /// at 0): auto (on for more than 2^24 coordinates with at most half of the features
+    /// used), on, off. [default: auto]
+    #[arg(long, value_parser = parse_compact_features)]
+    pub compact_features: Option<CompactFeatures>,
     /// Feature index base of the files: auto, 0 or 1. [default: auto]
     #[arg(long, value_parser = parse_index_base)]
     pub index_base: Option<IndexBaseSetting>,
@@ -597,6 +605,7 @@ impl TrainArgs {
             upper,
             group_size,
             alpha,
+            compact_features,
             index_base,
             algorithm,
             partition,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use asyb::config::{Backend, IndexBaseSetting, TrainConfig, ValidConfig};
+use asyb::data::columns::ColumnMap;
 use asyb::data::gen::{self, CtrSpec, RegressionSpec};
 use asyb::data::libsvm::{IndexBase, ReadReport};
 use asyb::model_file::{self, ModelMeta, SavedModel};
@@ -134,6 +135,8 @@ pub fn train_config(a: &TrainArgs) -> Result<ValidConfig> {
 struct TrainLabels {
     class_labels: Vec<f32>,
     index_base_one: bool,
+    /// The original feature ids when they were compacted.
+    columns: Option<ColumnMap>,
 }
 
 impl TrainLabels {
@@ -141,6 +144,7 @@ impl TrainLabels {
         TrainLabels {
             class_labels: pb.class_labels.clone(),
             index_base_one: pb.train_report.as_ref().map_or(true, |r| r.index_base_one),
+            columns: pb.columns.clone(),
         }
     }
 }
@@ -157,17 +161,39 @@ fn saved_model(vc: &ValidConfig, labels: &TrainLabels, s: &RunSummary) -> SavedM
         predict::INDEX_BASE_KEY.into(),
         if one_based { "1" } else { "0" }.into(),
     );
+    // A model trained on compacted feature ids is written sparse: the rows of its
+    // nonzero features under their original ids.
+    let (layout, weights, feature_ids) = match &labels.columns {
+        None => (s.layout, s.weights.clone(), None),
+        Some(cols) => {
+            let k = s.layout.classes;
+            let (mut ids, mut w) = (Vec::new(), Vec::new());
+            for (r, row) in s.weights.chunks(k).take(cols.used()).enumerate() {
+                if row.iter().any(|&x| x != 0.0) {
+                    ids.push(cols.ids[r]);
+                    w.extend_from_slice(row);
+                }
+            }
+            w.extend_from_slice(&s.weights[cols.used() * k..]);
+            let layout = asyb::model::Layout {
+                features: cols.features,
+                ..s.layout
+            };
+            (layout, w, Some(ids))
+        }
+    };
     SavedModel {
         meta: ModelMeta {
             loss: vc.raw.loss,
             reg: s.reg,
             blocks: s.info.blocks,
-            layout: s.layout,
+            layout,
             class_labels: labels.class_labels.clone(),
             alpha: vc.raw.alpha,
             extra,
         },
-        weights: s.weights.clone(),
+        weights,
+        feature_ids,
     }
 }
 
@@ -341,6 +367,7 @@ fn train_mpi(a: &TrainArgs, vc: &ValidConfig) -> Result<()> {
     let labels = TrainLabels {
         class_labels: run.class_labels,
         index_base_one: run.index_base_one,
+        columns: None,
     };
     let s = run.summary;
     write_outputs(vc, &labels, &s, vc.raw.plot.as_deref(), a.psi_star)?;
@@ -399,7 +426,14 @@ fn init_weights(path: &Path, vc: &ValidConfig, pb: &Problem) -> Result<Vec<f64>>
         ))
         .into());
     }
-    if m.meta.layout != pb.layout {
+    let layout = asyb::model::Layout {
+        features: pb
+            .columns
+            .as_ref()
+            .map_or(pb.layout.features, |c| c.features),
+        ..pb.layout
+    };
+    if m.meta.layout != layout {
         let l = |x: asyb::model::Layout| {
             format!(
                 "{} features x {} outputs{}",
@@ -411,11 +445,11 @@ fn init_weights(path: &Path, vc: &ValidConfig, pb: &Problem) -> Result<Vec<f64>>
         return Err(bad(format!(
             "model has {}, the data needs {}",
             l(m.meta.layout),
-            l(pb.layout)
+            l(layout)
         ))
         .into());
     }
-    Ok(m.weights)
+    Ok(m.weights_for(pb.columns.as_ref()).map_err(bad)?)
 }
 
 fn index_base(s: Option<IndexBaseSetting>) -> Option<IndexBase> {

@@ -70,15 +70,23 @@ fn test_brief(t: &TestMetrics) -> String {
     s
 }
 
+/// ", N used" when the feature ids were compacted.
+fn used_note(info: &RunInfo) -> String {
+    info.used_features
+        .map(|u| format!(" ({u} used: ids compacted)"))
+        .unwrap_or_default()
+}
+
 impl Observe for Reporter {
     fn on_start(&mut self, info: &RunInfo) -> asyb::Result<()> {
         eprintln!(
-            "training {} + {} (lambda {}) on {} rows x {} features ({} nonzeros{})",
+            "training {} + {} (lambda {}) on {} rows x {} features{} ({} nonzeros{})",
             info.loss,
             info.reg,
             info.lambda,
             info.rows,
             info.features,
+            used_note(info),
             info.nnz,
             if info.classes > 1 {
                 format!(", {} classes", info.classes)
@@ -176,8 +184,11 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
     let _ = writeln!(o, "\nsummary");
     let _ = writeln!(
         o,
-        "  data        {data_name}: {} rows, {} features, {} nonzeros",
-        i.rows, i.features, i.nnz
+        "  data        {data_name}: {} rows, {} features{}, {} nonzeros",
+        i.rows,
+        i.features,
+        used_note(i),
+        i.nnz
     );
     let _ = writeln!(
         o,

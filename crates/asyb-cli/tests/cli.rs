@@ -1184,3 +1184,133 @@ fn sim_speedup_in_virtual_time() {
     let o = dir.asyb(&["sim", "--train", "d.svm", "--optimum-cache", "opt.json"]);
     assert_bad_input(&o, &["compute-secs", "--calibrate"]);
 }
+
+/// Feature ids spread over 2^30: the run holds only the used ids, the model file is
+/// sparse and `eval`, `predict` and `--init-model` read it; a dense model of that size,
+/// or a warm start that would lose weights, is refused in one line.
+#[test]
+fn billion_feature_ids_train_compacted_into_a_sparse_model() {
+    let d = Dir::new();
+    let gen = |rows: &str, seed: &str, out: &str| {
+        let o = d.asyb(&[
+            "gen",
+            "ctr",
+            "--rows",
+            rows,
+            "--features",
+            "1073741824",
+            "--seed",
+            seed,
+            "--out",
+            out,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    gen("3000", "4", "wide.svm");
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "wide.svm",
+        "--features",
+        "1073741824",
+        "--algorithm",
+        "fista",
+        "--lambda",
+        "1e-3",
+        "--model",
+        "m.safetensors",
+        "--log",
+        "run.jsonl",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("1073741824 features ("), "{out}");
+    assert!(out.contains("used: ids compacted"), "{out}");
+    let recs = log_records(&d.path("run.jsonl"));
+    let used = recs[0]["info"]["used_features"].as_u64().unwrap();
+    assert!(used > 1000 && used <= 45_000, "{used} used features");
+    let psi = recs.last().unwrap()["psi"].as_f64().unwrap();
+    // A sparse file: only the nonzero rows, a few kilobytes, not 4 GB.
+    let size = std::fs::metadata(d.path("m.safetensors")).unwrap().len();
+    assert!(size < 1 << 20, "{size} bytes");
+
+    let o = d.asyb(&[
+        "eval",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "wide.svm",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let got = e["psi"].as_f64().unwrap();
+    assert!((got - psi).abs() / psi < 1e-5, "eval psi {got} vs {psi}");
+    let o = d.asyb(&["predict", "--model", "m.safetensors", "--data", "wide.svm"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 3000);
+
+    // A warm start from the optimum, on the same data, stays there.
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "wide.svm",
+        "--features",
+        "1073741824",
+        "--algorithm",
+        "fista",
+        "--lambda",
+        "1e-3",
+        "--init-model",
+        "m.safetensors",
+        "--log",
+        "warm.jsonl",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warm = log_records(&d.path("warm.jsonl"));
+    let first = warm[1]["psi"].as_f64().unwrap();
+    assert!((first - psi).abs() / psi < 1e-5, "{first} vs {psi}");
+
+    // Other rows lack some of the model's features: the warm start would lose them.
+    gen("300", "9", "other.svm");
+    train_fails(
+        &d,
+        &[
+            "--train",
+            "other.svm",
+            "--features",
+            "1073741824",
+            "--lambda",
+            "1e-3",
+            "--init-model",
+            "m.safetensors",
+        ],
+        &["m.safetensors", "does not occur in the training data"],
+    );
+    // Uncompacted, 2^32 - 2 features cannot be held; group lasso cannot be compacted.
+    train_fails(
+        &d,
+        &[
+            "--train",
+            "wide.svm",
+            "--features",
+            "4294967294",
+            "--compact-features",
+            "off",
+        ],
+        &["features", "GB of parameter state", "--compact-features on"],
+    );
+    train_fails(
+        &d,
+        &[
+            "--train",
+            "wide.svm",
+            "--reg",
+            "group-lasso",
+            "--compact-features",
+            "on",
+        ],
+        &["compact-features", "group-lasso"],
+    );
+}

@@ -182,6 +182,58 @@ impl std::str::FromStr for StepScaling {
     }
 }
 
+/// Feature-id compaction (see `data::columns`): the shards hold only the features that
+/// occur in the training data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompactFeatures {
+    /// `on` when the dense model would have more than [`AUTO_COMPACT_COORDS`]
+    /// coordinates, at most half of the features occur, and the run allows it (see
+    /// [`compaction_exact`]); `off` otherwise.
+    Auto,
+    On,
+    Off,
+}
+
+impl CompactFeatures {
+    pub const ALL: [(&'static str, CompactFeatures); 3] = [
+        ("auto", CompactFeatures::Auto),
+        ("on", CompactFeatures::On),
+        ("off", CompactFeatures::Off),
+    ];
+}
+
+impl std::str::FromStr for CompactFeatures {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| format!("unknown setting '{s}' (expected one of: auto, on, off)"))
+    }
+}
+
+/// Coordinates of a dense model above which `--compact-features auto` compacts (2^24:
+/// 512 MB of shard cells).
+pub const AUTO_COMPACT_COORDS: usize = 1 << 24;
+
+/// Why compaction would not be exact for this configuration (a feature absent from the
+/// training data must keep weight 0 on every iterate: the prox must map 0 to 0, and
+/// group-lasso groups are runs of consecutive original features), or `None` when it is.
+pub fn compaction_exact(cfg: &TrainConfig) -> Option<&'static str> {
+    match cfg.reg {
+        RegKind::GroupLasso => Some("group-lasso groups are runs of consecutive features"),
+        RegKind::Box if !(cfg.lower <= 0.0 && 0.0 <= cfg.upper) => {
+            Some("the box does not contain 0, so unused features would not stay at 0")
+        }
+        _ if cfg.backend == Backend::Mpi => {
+            Some("the MPI backend does not compact feature ids yet")
+        }
+        _ => None,
+    }
+}
+
 /// A step size: a number, or `"auto"` (chosen from the data's smoothness).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -232,6 +284,8 @@ pub struct TrainConfig {
     pub bias: bool,
     /// Number of features; default: from the data.
     pub features: Option<usize>,
+    /// Feature-id compaction.
+    pub compact_features: CompactFeatures,
     pub index_base: IndexBaseSetting,
     /// Count and skip malformed lines instead of failing.
     pub skip_bad_lines: bool,
@@ -313,6 +367,7 @@ impl Default for TrainConfig {
             alpha: 0.0,
             bias: true,
             features: None,
+            compact_features: CompactFeatures::Auto,
             index_base: IndexBaseSetting::Auto,
             skip_bad_lines: false,
             algorithm: Algorithm::Asyb,
@@ -485,6 +540,11 @@ impl TrainConfig {
                 "features",
                 format!("must be below {} (feature ids are 32-bit)", u32::MAX),
             ));
+        }
+        if self.compact_features == CompactFeatures::On {
+            if let Some(why) = compaction_exact(self) {
+                return Err(Error::config("compact-features", why));
+            }
         }
         if self.workers == Some(0) {
             return Err(Error::config("workers", "must be at least 1"));

@@ -13,6 +13,11 @@
 //!   the in-memory vector minus its intercept row, in the same order.
 //! - tensor `bias`, F32, shape `[1]` (`[]` is accepted on load) or `[K]`: the intercept
 //!   row, present only when the model trains one.
+//! - sparse files (format version 2, written for models trained with compacted feature
+//!   ids): tensor `feature_ids`, I64, shape `[n]`, strictly increasing 0-based feature
+//!   rows; `weights` then has shape `[n]` or `[n, K]`, row `r` holding feature
+//!   `feature_ids[r]`, and every feature not listed has weight 0. Dense weights are
+//!   `w = zeros(d); w[feature_ids] = weights`.
 //! - `__metadata__` (string to string): `format` = `asyb`, `format_version`, `loss`,
 //!   `regularizer`, `lambda`, `l1_ratio`, `lower`, `upper`, `group_len`, `alpha`,
 //!   `blocks`, `features`, `classes`, `bias` (`true`/`false`), `class_labels` (a JSON
@@ -37,9 +42,13 @@ use crate::model::reg::{RegKind, RegSpec};
 use crate::model::Layout;
 use crate::{Error, Result};
 
-/// Version of the file layout written by [`save`]. [`load`] reads this version and
-/// older ones, and refuses newer ones rather than misread them.
-pub const FORMAT_VERSION: u32 = 1;
+/// Newest version of the file layout: [`load`] reads it and older ones, and refuses
+/// newer ones rather than misread them. [`save`] writes version 1 for dense models (so
+/// that readers of version 1 still read them) and version 2 for sparse ones.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The first version with the `feature_ids` tensor.
+const SPARSE_VERSION: u32 = 2;
 
 /// Value of the `format` metadata field, telling asyb model files from other
 /// safetensors files.
@@ -47,6 +56,7 @@ const FORMAT_NAME: &str = "asyb";
 
 const WEIGHTS: &str = "weights";
 const BIAS: &str = "bias";
+const FEATURE_IDS: &str = "feature_ids";
 
 /// Metadata keys written by [`save`] itself; [`ModelMeta::extra`] may not use them.
 pub const RESERVED_KEYS: [&str; 15] = [
@@ -89,9 +99,73 @@ pub struct ModelMeta {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SavedModel {
     pub meta: ModelMeta,
-    /// `meta.layout.coords()` values in the in-memory layout, intercept row last (zeros
-    /// when the layout has no intercept).
+    /// The feature rows in the in-memory layout, intercept row last (zeros when the
+    /// layout has no intercept): every feature's row (`meta.layout.coords()` values), or
+    /// with `feature_ids` only the rows of those features.
     pub weights: Vec<f64>,
+    /// A sparse model: the features whose rows `weights` holds (0-based, strictly
+    /// increasing); all other features have weight 0.
+    pub feature_ids: Option<Vec<u32>>,
+}
+
+impl SavedModel {
+    /// Number of feature rows held in [`SavedModel::weights`].
+    pub fn stored_features(&self) -> usize {
+        self.feature_ids
+            .as_ref()
+            .map_or(self.meta.layout.features, Vec::len)
+    }
+
+    /// The weights in the layout of a training run on these features: every feature row
+    /// (`columns` = `None`), or the rows of the features of `columns` (compacted ids),
+    /// each followed by the intercept row. Fails when a nonzero weight belongs to a
+    /// feature that `columns` does not hold (it would be lost).
+    pub fn weights_for(
+        &self,
+        columns: Option<&crate::data::columns::ColumnMap>,
+    ) -> std::result::Result<Vec<f64>, String> {
+        let k = self.meta.layout.classes;
+        let row = |r: usize| &self.weights[r * k..(r + 1) * k];
+        let bias = row(self.stored_features());
+        // The stored row of feature f, if any.
+        let stored = |f: u32| match &self.feature_ids {
+            None => Some(f as usize),
+            Some(ids) => ids.binary_search(&f).ok(),
+        };
+        let mut out = Vec::new();
+        match columns {
+            None => {
+                out.resize(self.meta.layout.features * k, 0.0);
+                for r in 0..self.stored_features() {
+                    let f = self.feature_ids.as_ref().map_or(r, |ids| ids[r] as usize);
+                    out[f * k..(f + 1) * k].copy_from_slice(row(r));
+                }
+            }
+            Some(cols) => {
+                for &f in &cols.ids {
+                    match stored(f) {
+                        Some(r) => out.extend_from_slice(row(r)),
+                        None => out.extend(std::iter::repeat(0.0).take(k)),
+                    }
+                }
+                let kept: usize = cols.ids.iter().filter_map(|&f| stored(f)).count();
+                if kept < self.stored_features() {
+                    for r in 0..self.stored_features() {
+                        let f = self.feature_ids.as_ref().map_or(r as u32, |ids| ids[r]);
+                        if cols.compact_id(f).is_none() && row(r).iter().any(|&w| w != 0.0) {
+                            return Err(format!(
+                                "feature {f} (0-based) has a nonzero weight but does not \
+                                 occur in the training data, whose feature ids are \
+                                 compacted (--compact-features off keeps every feature)"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(bias);
+        Ok(out)
+    }
 }
 
 /// Writes `model` to `path` atomically: on any error an existing file at `path` is left
@@ -119,15 +193,16 @@ fn model_err(path: &Path, reason: String) -> Error {
     }
 }
 
-/// An owned F32 tensor for [`safetensors::serialize`].
-struct F32Tensor {
+/// An owned tensor (F32 values or I64 ids) for [`safetensors::serialize`].
+struct OwnedTensor {
+    dtype: Dtype,
     shape: Vec<usize>,
     bytes: Vec<u8>,
 }
 
-impl View for &F32Tensor {
+impl View for &OwnedTensor {
     fn dtype(&self) -> Dtype {
-        Dtype::F32
+        self.dtype
     }
     fn shape(&self) -> &[usize] {
         &self.shape
@@ -184,24 +259,50 @@ fn encode(model: &SavedModel) -> std::result::Result<Encoded, String> {
     }
     let layout = meta.layout;
     let (d, k) = (layout.features, layout.classes);
-    // check_meta has made sure these products do not overflow.
-    let coords = layout.coords();
+    let n = model.stored_features();
+    if model.feature_ids.is_some() {
+        sparse_allowed(meta)?;
+    }
+    if let Some(ids) = &model.feature_ids {
+        if let Some(i) = ids
+            .iter()
+            .enumerate()
+            .position(|(i, &f)| f as usize >= d || (i > 0 && ids[i - 1] >= f))
+        {
+            return Err(format!(
+                "feature_ids[{i}] = {}: ids must be strictly increasing and below {d}",
+                ids[i]
+            ));
+        }
+    }
+    // check_meta has made sure these products do not overflow, and n <= d.
+    let coords = (n + 1) * k;
     if model.weights.len() != coords {
         return Err(format!(
-            "weights has {} values, the layout ({d} features + intercept) x {k} classes \
+            "weights has {} values, the layout ({n} features + intercept) x {k} classes \
              needs {coords}",
             model.weights.len()
         ));
     }
-    let (feature_part, bias_part) = model.weights.split_at(d * k);
+    let (feature_part, bias_part) = model.weights.split_at(n * k);
 
-    let weights = F32Tensor {
-        shape: if k == 1 { vec![d] } else { vec![d, k] },
+    let weights = OwnedTensor {
+        dtype: Dtype::F32,
+        shape: if k == 1 { vec![n] } else { vec![n, k] },
         bytes: to_f32_bytes(WEIGHTS, feature_part, k)?,
     };
+    let ids = model.feature_ids.as_ref().map(|ids| OwnedTensor {
+        dtype: Dtype::I64,
+        shape: vec![ids.len()],
+        bytes: ids
+            .iter()
+            .flat_map(|&f| i64::from(f).to_le_bytes())
+            .collect(),
+    });
     // Without an intercept the bias row is not part of the model and is not written.
     let bias = if layout.bias {
-        Some(F32Tensor {
+        Some(OwnedTensor {
+            dtype: Dtype::F32,
             shape: vec![k],
             bytes: to_f32_bytes(BIAS, bias_part, k)?,
         })
@@ -212,8 +313,11 @@ fn encode(model: &SavedModel) -> std::result::Result<Encoded, String> {
     if let Some(bias) = &bias {
         tensors.push((BIAS, bias));
     }
-
-    let metadata: HashMap<String, String> = meta_fields(meta).into_iter().collect();
+    if let Some(ids) = &ids {
+        tensors.push((FEATURE_IDS, ids));
+    }
+    let version = if ids.is_some() { SPARSE_VERSION } else { 1 };
+    let metadata: HashMap<String, String> = meta_fields(meta, version).into_iter().collect();
     let raw = safetensors::serialize(tensors, Some(metadata))
         .map_err(|e| format!("cannot encode safetensors: {e}"))?;
     sort_header(raw)
@@ -247,7 +351,7 @@ fn index_text(name: &str, i: usize, k: usize) -> String {
 }
 
 /// The metadata entries of `meta`, reserved keys and extras together.
-fn meta_fields(meta: &ModelMeta) -> BTreeMap<String, String> {
+fn meta_fields(meta: &ModelMeta, version: u32) -> BTreeMap<String, String> {
     // `{:?}` prints the shortest string that parses back to the same f64, in exponent
     // form for very small or large values, and `inf` for infinite box bounds; both Rust
     // and Python's float() read it.
@@ -255,7 +359,7 @@ fn meta_fields(meta: &ModelMeta) -> BTreeMap<String, String> {
     let mut m: BTreeMap<String, String> = meta.extra.clone();
     let fields = [
         ("format", FORMAT_NAME.to_string()),
-        ("format_version", FORMAT_VERSION.to_string()),
+        ("format_version", version.to_string()),
         ("loss", meta.loss.name().to_string()),
         ("regularizer", reg.kind.name().to_string()),
         ("lambda", format!("{:?}", reg.lambda)),
@@ -491,7 +595,8 @@ fn decode(bytes: &[u8]) -> std::result::Result<SavedModel, String> {
     check_meta(&meta)?;
 
     for (name, _) in tensors.iter() {
-        if name != WEIGHTS && name != BIAS {
+        let sparse_ok = version >= SPARSE_VERSION && name == FEATURE_IDS;
+        if name != WEIGHTS && name != BIAS && !sparse_ok {
             return Err(format!(
                 "unexpected tensor '{}' (an asyb model has '{WEIGHTS}' and '{BIAS}')",
                 shown(name)
@@ -499,16 +604,28 @@ fn decode(bytes: &[u8]) -> std::result::Result<SavedModel, String> {
         }
     }
     let (d, k) = (layout.features, layout.classes);
-    let shape_rule = if k == 1 {
-        format!("[{d}] for features = {d}, classes = 1")
-    } else {
-        format!("[{d}, {k}] for features = {d}, classes = {k}")
+    let feature_ids = match tensors.tensor(FEATURE_IDS) {
+        Ok(t) => {
+            sparse_allowed(&meta)?;
+            Some(read_ids(&t, d)?)
+        }
+        Err(_) => None,
     };
-    let weights_shape: &[usize] = if k == 1 { &[d] } else { &[d, k] };
+    let (n, what) = match &feature_ids {
+        Some(ids) => (ids.len(), format!("{} feature_ids", ids.len())),
+        None => (d, format!("features = {d}")),
+    };
+    let shape_rule = if k == 1 {
+        format!("[{n}] for {what}, classes = 1")
+    } else {
+        format!("[{n}, {k}] for {what}, classes = {k}")
+    };
+    let weights_shape: &[usize] = if k == 1 { &[n] } else { &[n, k] };
     let w = tensor_f32(&tensors, WEIGHTS, &[weights_shape], &shape_rule)?;
     // Only now is the size claimed by the metadata known to be backed by data in the
     // file (check_meta has ruled out overflow), so allocating it is safe.
-    let mut weights = Vec::with_capacity(layout.coords());
+    let coords = (n + 1) * k;
+    let mut weights = Vec::with_capacity(coords);
     read_f32(WEIGHTS, w.data(), k, &mut weights)?;
     match (layout.bias, tensors.tensor(BIAS).is_ok()) {
         (true, _) => {
@@ -522,9 +639,63 @@ fn decode(bytes: &[u8]) -> std::result::Result<SavedModel, String> {
                 "tensor '{BIAS}' is present but metadata field 'bias' = false"
             ));
         }
-        (false, false) => weights.resize(layout.coords(), 0.0),
+        (false, false) => weights.resize(coords, 0.0),
     }
-    Ok(SavedModel { meta, weights })
+    Ok(SavedModel {
+        meta,
+        weights,
+        feature_ids,
+    })
+}
+
+/// A sparse model leaves the features it does not list at 0: only regularizers that
+/// give 0 no cost and that treat features one by one allow that.
+fn sparse_allowed(meta: &ModelMeta) -> std::result::Result<(), String> {
+    let reg = meta.reg;
+    if reg.kind == RegKind::Box && !(reg.lower <= 0.0 && 0.0 <= reg.upper) {
+        return Err(format!(
+            "tensor '{FEATURE_IDS}' with a box [{:?}, {:?}] that does not hold 0: the \
+             features it leaves out would be outside the box",
+            reg.lower, reg.upper
+        ));
+    }
+    if reg.kind == RegKind::GroupLasso && reg.group_len > 1 {
+        return Err(format!(
+            "tensor '{FEATURE_IDS}' with group lasso: groups are runs of consecutive features"
+        ));
+    }
+    Ok(())
+}
+
+/// The `feature_ids` tensor: I64 of shape `[n]`, strictly increasing, in `0..d`.
+fn read_ids(
+    t: &safetensors::tensor::TensorView<'_>,
+    d: usize,
+) -> std::result::Result<Vec<u32>, String> {
+    if t.dtype() != Dtype::I64 || t.shape().len() != 1 {
+        return Err(format!(
+            "tensor '{FEATURE_IDS}' has dtype {} and shape {:?}, expected I64 [n]",
+            t.dtype(),
+            t.shape()
+        ));
+    }
+    let mut ids = Vec::with_capacity(t.shape()[0]);
+    for (i, chunk) in t.data().chunks_exact(8).enumerate() {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        let f = i64::from_le_bytes(le);
+        let ok = (0..=i64::from(u32::MAX)).contains(&f)
+            && (f as u64) < d as u64
+            && ids.last().map_or(true, |&p| i64::from(p) < f);
+        if !ok {
+            return Err(format!(
+                "tensor '{FEATURE_IDS}' holds {f} at [{i}]: ids must be strictly increasing \
+                 and in 0..{d}"
+            ));
+        }
+        ids.push(f as u32);
+    }
+    Ok(ids)
 }
 
 /// The `__metadata__` map with typed, error-naming accessors.
@@ -661,7 +832,11 @@ mod tests {
         let weights = (0..meta.layout.coords())
             .map(|i| (i as f64 * 0.37).sin())
             .collect();
-        SavedModel { meta, weights }
+        SavedModel {
+            meta,
+            weights,
+            feature_ids: None,
+        }
     }
 
     fn encode_err(m: &SavedModel) -> String {

@@ -56,7 +56,11 @@ pub struct RunInfo {
     pub blocks: usize,
     pub batch: usize,
     pub rows: usize,
+    /// Number of features d of the data (before any compaction).
     pub features: usize,
+    /// Features held by the shards when the ids were compacted (`--compact-features`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_features: Option<usize>,
     pub classes: usize,
     pub nnz: usize,
     /// Initial step size eta0.

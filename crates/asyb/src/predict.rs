@@ -6,7 +6,11 @@
 //! `z`; squared hinge gives the margin `z` (the sign is the class); softmax gives the
 //! original label of the arg-max class, or with `raw` the K margins.
 
+use std::borrow::Cow;
 use std::path::Path;
+
+use crate::data::columns::ColumnMap;
+use crate::model::Layout;
 
 use crate::data::libsvm::{IndexBase, LabelRule, ReadOptions, ReadReport};
 use crate::data::Dataset;
@@ -85,12 +89,37 @@ pub fn read_for_model(
     Ok((ds, rep))
 }
 
-fn objective<'a, L: Loss>(model: &'a SavedModel, data: &'a Dataset, loss: L) -> Objective<'a, L> {
+/// The rows `model.weights` applies to: `data` itself, or for a sparse model `data`
+/// renumbered to the model's stored features (the others have weight 0), with the
+/// layout of the stored features.
+fn view<'a>(model: &SavedModel, data: &'a Dataset) -> (Cow<'a, Dataset>, Layout) {
+    match &model.feature_ids {
+        None => (Cow::Borrowed(data), model.meta.layout),
+        Some(ids) => {
+            let map = ColumnMap {
+                features: model.meta.layout.features,
+                ids: ids.clone(),
+            };
+            let layout = Layout {
+                features: ids.len(),
+                ..model.meta.layout
+            };
+            (Cow::Owned(map.restricted(data).0), layout)
+        }
+    }
+}
+
+fn objective<'a, L: Loss>(
+    model: &SavedModel,
+    data: &'a Dataset,
+    layout: Layout,
+    loss: L,
+) -> Objective<'a, L> {
     Objective {
         data,
         loss,
         reg: AnyReg(model.meta.reg),
-        layout: model.meta.layout,
+        layout,
         alpha: model.meta.alpha,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
@@ -98,7 +127,8 @@ fn objective<'a, L: Loss>(model: &'a SavedModel, data: &'a Dataset, loss: L) -> 
 
 /// Margins of every row, `classes` per row.
 pub fn margins(model: &SavedModel, data: &Dataset) -> Vec<f64> {
-    with_loss!(model.meta.loss, |l| objective(model, data, l)
+    let (data, layout) = view(model, data);
+    with_loss!(model.meta.loss, |l| objective(model, &data, layout, l)
         .margins(&model.weights))
 }
 
@@ -140,14 +170,15 @@ pub struct Evaluation {
 
 /// Evaluates `model` on `data` (labels normalized by [`read_for_model`]).
 pub fn evaluate(model: &SavedModel, data: &Dataset) -> Evaluation {
+    let (data, layout) = view(model, data);
     with_loss!(model.meta.loss, |l| {
-        let obj = objective(model, data, l);
+        let obj = objective(model, &data, layout, l);
         let w = &model.weights;
         Evaluation {
             rows: data.rows(),
             psi: obj.f_and_grad(w, None) + obj.h(w),
             metrics: test_metrics(&obj, model.meta.loss, w),
-            nnz: Objective::<crate::model::loss::Logistic>::nnz(w, model.meta.layout),
+            nnz: Objective::<crate::model::loss::Logistic>::nnz(w, layout),
         }
     })
 }
@@ -225,6 +256,7 @@ mod tests {
                 extra: Default::default(),
             },
             weights,
+            feature_ids: None,
         }
     }
 
@@ -263,5 +295,33 @@ mod tests {
         let s = scores(&m, &ds, false);
         assert_eq!(s, vec![vec![5.0], vec![3.0]]);
         assert_eq!(scores(&m, &ds, true)[1], vec![3.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_sparse_model_scores_like_its_dense_weights() {
+        // Softmax, 6 features x 2 classes; features 1, 2 and 4 have zero rows.
+        let dense = vec![
+            0.5, -1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.25, 0.0, 0.0, -0.75, 1.5, 0.1, -0.2,
+        ];
+        let mut m = model(LossKind::Softmax, 2, dense.clone(), vec![0.0, 1.0]);
+        m.meta.layout.features = 6;
+        let mut sparse = m.clone();
+        sparse.feature_ids = Some(vec![0, 3, 5]);
+        sparse.weights = vec![0.5, -1.0, 2.0, 0.25, -0.75, 1.5, 0.1, -0.2];
+        // Rows with listed features, unlisted ones, and ids beyond the model's features.
+        let ds = Dataset::from_rows(
+            9,
+            &[
+                (0.0, vec![(0, 1.0), (1, 2.0), (5, 0.5)]),
+                (1.0, vec![(2, 1.0), (3, -1.5), (8, 4.0)]),
+                (1.0, vec![(4, 3.0)]),
+                (0.0, vec![(0, 0.25), (3, 1.0), (4, 1.0), (5, 2.0), (7, 1.0)]),
+            ],
+        );
+        assert_eq!(margins(&sparse, &ds), margins(&m, &ds));
+        assert_eq!(scores(&sparse, &ds, false), scores(&m, &ds, false));
+        let (a, b) = (evaluate(&sparse, &ds), evaluate(&m, &ds));
+        assert!((a.psi - b.psi).abs() < 1e-12, "{} vs {}", a.psi, b.psi);
+        assert_eq!((a.metrics, a.nnz, a.rows), (b.metrics, b.nnz, b.rows));
     }
 }

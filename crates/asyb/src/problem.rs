@@ -7,7 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{IndexBaseSetting, ValidConfig};
+use crate::config::{
+    compaction_exact, CompactFeatures, IndexBaseSetting, ValidConfig, AUTO_COMPACT_COORDS,
+};
+use crate::data::columns::ColumnMap;
 use crate::data::libsvm::{IndexBase, LabelRule, ReadOptions, ReadReport};
 use crate::data::Dataset;
 use crate::model::loss::LossKind;
@@ -31,6 +34,9 @@ pub struct Problem {
     pub test_path: Option<PathBuf>,
     pub train_report: Option<ReadReport>,
     pub test_report: Option<ReadReport>,
+    /// The original feature ids when the data were compacted (`--compact-features`):
+    /// `train`, `test` and `layout` then number features `0..used`.
+    pub columns: Option<ColumnMap>,
 }
 
 fn label_rule(loss: LossKind) -> LabelRule {
@@ -146,6 +152,7 @@ impl Problem {
                 (distinct.len().max(2), distinct)
             }
         };
+        let columns = compact(cfg, &mut train, test.as_mut(), classes);
         if cfg.workers > train.rows() {
             return Err(Error::config(
                 "workers",
@@ -158,7 +165,7 @@ impl Problem {
         }
         Ok(Problem {
             layout: Layout {
-                features,
+                features: train.features,
                 classes,
                 bias: raw.bias,
             },
@@ -169,8 +176,43 @@ impl Problem {
             test_path: test_path.map(Into::into),
             train_report: None,
             test_report: None,
+            columns,
         })
     }
+}
+
+/// Compacts the feature ids of `train` (and `test`) when the config asks for it; see
+/// [`CompactFeatures`].
+fn compact(
+    cfg: &ValidConfig,
+    train: &mut Dataset,
+    test: Option<&mut Dataset>,
+    classes: usize,
+) -> Option<ColumnMap> {
+    let raw = &cfg.raw;
+    let auto = raw.compact_features == CompactFeatures::Auto;
+    let wanted = match raw.compact_features {
+        CompactFeatures::Off => false,
+        // The config check refused the runs that compaction would change.
+        CompactFeatures::On => true,
+        CompactFeatures::Auto => {
+            compaction_exact(raw).is_none()
+                && train.features.saturating_mul(classes) > AUTO_COMPACT_COORDS
+        }
+    };
+    if !wanted {
+        return None;
+    }
+    let map = ColumnMap::of(train);
+    if auto && map.used() * 2 > train.features {
+        return None;
+    }
+    let compacted = map.compact(train);
+    debug_assert!(compacted, "the map was built from these rows");
+    if let Some(t) = test {
+        *t = map.restricted(t).0;
+    }
+    Some(map)
 }
 
 /// The file's own names for the two classes: 0/1 or -1/+1.

@@ -230,6 +230,39 @@ pub(crate) fn reg_spec(cfg: &ValidConfig, classes: usize) -> (RegSpec, usize) {
     }
 }
 
+/// Bytes per coordinate that any run holds at least: a shard cell (value, drift, step
+/// factor, currency) and one dense copy of the model.
+const MIN_BYTES_PER_COORD: u64 = 40;
+
+/// Refuses, in one line, a model whose parameter state cannot fit in `total` bytes of
+/// memory (allocating it would end the process without a word).
+pub(crate) fn check_memory(layout: Layout, total: Option<u64>) -> Result<()> {
+    let need = (layout.coords() as u64).saturating_mul(MIN_BYTES_PER_COORD);
+    match total {
+        Some(total) if need > total => Err(Error::config(
+            "features",
+            format!(
+                "{} features x {} outputs need at least {:.1} GB of parameter state, more \
+                 than this machine's {:.1} GB of memory (--compact-features on holds only \
+                 the features that occur in the training data)",
+                layout.features,
+                layout.classes,
+                need as f64 / 1e9,
+                total as f64 / 1e9
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The machine's memory in bytes (`MemTotal` of /proc/meminfo), where it can be read.
+pub(crate) fn total_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Runs one training job.
 pub struct Trainer<'a> {
     cfg: &'a ValidConfig,
@@ -485,6 +518,7 @@ impl<'a> Trainer<'a> {
     pub(crate) fn plan(&self) -> Result<Plan> {
         let raw = &self.cfg.raw;
         let layout = self.problem.layout;
+        check_memory(layout, total_memory())?;
         let data = &self.problem.train;
         let (reg, group_rows) = self.reg_spec();
         let feature_groups = layout.features.div_ceil(group_rows);
@@ -614,7 +648,8 @@ impl<'a> Trainer<'a> {
             blocks: plan.blocks,
             batch: raw.batch,
             rows: pb.train.rows(),
-            features: layout.features,
+            features: pb.columns.as_ref().map_or(layout.features, |c| c.features),
+            used_features: pb.columns.as_ref().map(|c| c.used()),
             classes: layout.classes,
             nnz: pb.train.nnz(),
             eta0: plan.eta0,
@@ -1306,6 +1341,27 @@ mod tests {
     use super::*;
     use crate::config::TrainConfig;
     use crate::data::gen::{ctr, CtrSpec};
+
+    #[test]
+    fn a_model_larger_than_memory_is_refused_in_one_line() {
+        let l = |features| Layout {
+            features,
+            classes: 1,
+            bias: true,
+        };
+        // 2^30 + 1 coordinates at 40 bytes: 42.9 GB.
+        let e = check_memory(l(1 << 30), Some(24 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("42.9 GB") && e.contains("25.8 GB"), "{e}");
+        assert!(
+            e.contains("--compact-features on") && !e.contains('\n'),
+            "{e}"
+        );
+        assert!(check_memory(l(1 << 20), Some(24 << 30)).is_ok());
+        assert!(check_memory(l(1 << 30), None).is_ok());
+        assert!(total_memory().map_or(true, |b| b > 1 << 20));
+    }
 
     /// A worker that panics is reported and the other one finishes the run: every
     /// update of the budget is applied and the objective reaches that of a run that

@@ -56,6 +56,7 @@ fn model(loss: LossKind, features: usize, classes: usize, bias: bool) -> SavedMo
             extra,
         },
         weights,
+        feature_ids: None,
     }
 }
 
@@ -317,7 +318,9 @@ fn rejects_newer_or_unreadable_versions() {
     let newer = (FORMAT_VERSION + 1).to_string();
     Case::new("newer")
         .set("format_version", &newer)
-        .rejected_with("'format_version' = 2: written by a newer asyb");
+        .rejected_with(&format!(
+            "'format_version' = {newer}: written by a newer asyb"
+        ));
     Case::new("zero")
         .set("format_version", "0")
         .rejected_with("'format_version' = 0");
@@ -636,6 +639,166 @@ fn python_safetensors_reads_the_file() {
 
     let out = Command::new("python3")
         .arg(&script)
+        .arg(&path)
+        .arg(&expected_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python check failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A sparse softmax model of 1000 features holding the rows of features 3, 70 and 999.
+fn sparse_model() -> SavedModel {
+    let mut m = model(LossKind::Softmax, 3, 2, true);
+    m.meta.layout.features = 1000;
+    m.feature_ids = Some(vec![3, 70, 999]);
+    m
+}
+
+#[test]
+fn sparse_models_round_trip_and_expand_to_their_dense_weights() {
+    let m = sparse_model();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.safetensors");
+    save(&path, &m).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(header.metadata().as_ref().unwrap()["format_version"], "2");
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    let ids = tensors.tensor("feature_ids").unwrap();
+    assert_eq!((ids.dtype(), ids.shape()), (Dtype::I64, &[3][..]));
+    assert_eq!(tensors.tensor("weights").unwrap().shape(), &[3, 2]);
+
+    let back = load(&path).unwrap();
+    assert_eq!(back.meta, m.meta);
+    assert_eq!(back.feature_ids, m.feature_ids);
+    assert_eq!(back.weights, rounded(&m.weights));
+
+    // Dense: feature f's row is the stored row of f, or zeros; the intercept last.
+    let dense = back.weights_for(None).unwrap();
+    assert_eq!(dense.len(), 1001 * 2);
+    for f in 0..1000 {
+        let want = match [3, 70, 999].iter().position(|&g| g == f) {
+            Some(r) => back.weights[r * 2..r * 2 + 2].to_vec(),
+            None => vec![0.0, 0.0],
+        };
+        assert_eq!(dense[f * 2..f * 2 + 2], want[..], "feature {f}");
+    }
+    assert_eq!(dense[2000..], back.weights[6..]);
+    // A dense model saved from it is read back as the same function.
+    let mut d = back.clone();
+    d.weights = dense.clone();
+    d.feature_ids = None;
+    save(&path, &d).unwrap();
+    assert_eq!(load(&path).unwrap().weights_for(None).unwrap(), dense);
+}
+
+#[test]
+fn sparse_weights_follow_compacted_columns_and_refuse_to_lose_weights() {
+    use asyb::data::columns::ColumnMap;
+    let m = sparse_model();
+    let cols = ColumnMap {
+        features: 1000,
+        ids: vec![2, 3, 70, 500, 999],
+    };
+    let w = m.weights_for(Some(&cols)).unwrap();
+    let r = |i: usize| m.weights[i * 2..i * 2 + 2].to_vec();
+    let want: Vec<f64> = [vec![0.0; 2], r(0), r(1), vec![0.0; 2], r(2), r(3)].concat();
+    assert_eq!(w, want);
+    let fewer = ColumnMap {
+        features: 1000,
+        ids: vec![3, 999],
+    };
+    let err = m.weights_for(Some(&fewer)).unwrap_err();
+    assert!(err.contains("feature 70"), "{err}");
+    // A zero row may be dropped.
+    let mut z = m.clone();
+    z.weights[2] = 0.0;
+    z.weights[3] = 0.0;
+    assert_eq!(z.weights_for(Some(&fewer)).unwrap().len(), 3 * 2);
+}
+
+#[test]
+fn rejects_malformed_feature_ids() {
+    let (meta, tensors) = parts(&sparse_model());
+    let case = |name: &'static str, ids: &[i64], dtype: Dtype| {
+        Case {
+            name,
+            dir: tempfile::tempdir().unwrap(),
+            meta: meta.clone(),
+            tensors: tensors.clone(),
+        }
+        .tensor(
+            "feature_ids",
+            dtype,
+            vec![ids.len()],
+            ids.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+    };
+    case("unsorted", &[3, 999, 70], Dtype::I64).rejected_with("strictly increasing");
+    case("repeated", &[3, 3, 70], Dtype::I64).rejected_with("strictly increasing");
+    case("negative", &[-1, 3, 70], Dtype::I64).rejected_with("holds -1 at [0]");
+    case("beyond", &[3, 70, 1000], Dtype::I64).rejected_with("in 0..1000");
+    case("dtype", &[3, 70, 999], Dtype::F64).rejected_with("expected I64");
+    case("count", &[3, 70], Dtype::I64).rejected_with("[2, 2] for 2 feature_ids");
+    // A version 1 file has no such tensor.
+    Case {
+        name: "old",
+        dir: tempfile::tempdir().unwrap(),
+        meta: meta.clone(),
+        tensors: tensors.clone(),
+    }
+    .set("format_version", "1")
+    .rejected_with("unexpected tensor 'feature_ids'");
+    // Features left out must cost nothing at 0.
+    Case {
+        name: "box",
+        dir: tempfile::tempdir().unwrap(),
+        meta,
+        tensors,
+    }
+    .set("regularizer", "box")
+    .set("lower", "0.5")
+    .set("upper", "1.0")
+    .rejected_with("does not hold 0");
+}
+
+#[test]
+fn python_expands_a_sparse_file_as_documented() {
+    if !python_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.safetensors");
+    let m = sparse_model();
+    save(&path, &m).unwrap();
+    let dense = load(&path).unwrap().weights_for(None).unwrap();
+    let expected_path = dir.path().join("dense.json");
+    std::fs::write(&expected_path, serde_json::to_string(&dense).unwrap()).unwrap();
+    // The module doc's recipe: w = zeros(d, K); w[feature_ids] = weights.
+    let script = r#"
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+from safetensors import safe_open
+t = load_file(sys.argv[1])
+with safe_open(sys.argv[1], "np") as f:
+    meta = f.metadata()
+d, k = int(meta["features"]), int(meta["classes"])
+w = np.zeros((d, k), dtype=np.float32)
+w[t["feature_ids"]] = t["weights"]
+got = np.concatenate([w.ravel(), t["bias"]])
+want = np.array(json.load(open(sys.argv[2])), dtype=np.float32)
+assert got.shape == want.shape, (got.shape, want.shape)
+assert np.array_equal(got, want)
+print("python sparse check ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
         .arg(&path)
         .arg(&expected_path)
         .output()

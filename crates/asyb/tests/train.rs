@@ -281,3 +281,73 @@ fn an_interrupt_stops_the_run_and_keeps_the_model() {
         assert!(s.wall_secs < 10.0, "{algorithm:?}: {}", s.wall_secs);
     }
 }
+
+/// Features spread over 2^30 ids train as the same problem on their used ids: the
+/// trainer holds 200 coordinates, not 2^30, and reaches the optimum of the dense
+/// problem (FISTA on the features numbered 0..200) with its support.
+#[test]
+fn compacted_feature_ids_train_the_same_problem() {
+    use asyb::config::CompactFeatures;
+    let dense = planted_logistic(3000, 200, 8, 11);
+    // Feature f becomes id 5_000_000 f + 17 in a 2^30 space.
+    let spread_id = |f: u32| f * 5_000_000 + 17;
+    let mut spread = dense.clone();
+    spread.features = 1 << 30;
+    for f in spread.indices.iter_mut() {
+        *f = spread_id(*f);
+    }
+    let reference = fista(&dense);
+    let psi_star = reference.last().psi;
+
+    let mut c = config(Algorithm::Fista, 1);
+    c.fista_tol = 1e-14;
+    let v = c.check().unwrap();
+    let pb = Problem::from_datasets(&v, spread.clone(), "s.svm".as_ref(), None, None).unwrap();
+    let cols = pb
+        .columns
+        .as_ref()
+        .expect("auto compacts 200 used ids of 2^30");
+    assert_eq!(cols.features, 1 << 30);
+    let used: Vec<u32> = (0..200).filter(|&f| dense.indices.contains(&f)).collect();
+    assert_eq!(
+        cols.ids,
+        used.iter().map(|&f| spread_id(f)).collect::<Vec<_>>()
+    );
+    assert_eq!(pb.layout.features, used.len());
+    let s = Trainer::new(&v, &pb).run().unwrap();
+    assert_eq!(s.info.features, 1 << 30);
+    assert_eq!(s.info.used_features, Some(used.len()));
+    assert!(
+        ((s.last().psi - psi_star) / psi_star).abs() < 1e-12,
+        "fista on compacted ids: {} against {psi_star}",
+        s.last().psi
+    );
+
+    let mut c = config(Algorithm::Asyb, 2);
+    c.epochs = Some(60.0);
+    let s = run(&c, &spread);
+    let rel = (s.last().psi - psi_star) / psi_star;
+    assert!(rel.abs() < 1e-6, "asyb on compacted ids: rel {rel}");
+    // The same support, feature by feature through the map.
+    for (c_id, &f) in used.iter().enumerate() {
+        assert_eq!(
+            s.weights[c_id] != 0.0,
+            reference.weights[f as usize] != 0.0,
+            "feature {f}"
+        );
+    }
+
+    // Switched off, the same small problem is trained on its 2^8 ids uncompacted.
+    let mut small = dense.clone();
+    small.features = 256;
+    let mut c = config(Algorithm::Fista, 1);
+    c.fista_tol = 1e-14;
+    c.compact_features = CompactFeatures::On;
+    let on = run(&c, &small);
+    c.compact_features = CompactFeatures::Off;
+    let off = run(&c, &small);
+    assert_eq!(on.info.used_features, Some(used.len()));
+    assert_eq!(off.info.used_features, None);
+    assert_eq!(off.layout.features, 256);
+    assert!(((on.last().psi - off.last().psi) / psi_star).abs() < 1e-12);
+}

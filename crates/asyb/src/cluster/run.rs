@@ -707,6 +707,12 @@ impl<L: Loss> Coordinator<'_, L> {
                 format!("{blocks} blocks for {features} features: at most {feature_groups}"),
             ));
         }
+        let dense = Layout {
+            features,
+            classes: 1,
+            bias: raw.bias,
+        };
+        train::check_memory(dense, train::total_memory())?;
         self.command_all(
             Enc::new(cmd::LAYOUT, 24)
                 .u64(features as u64)
@@ -800,6 +806,7 @@ impl<L: Loss> Coordinator<'_, L> {
             batch: raw.batch,
             rows: n,
             features,
+            used_features: None,
             classes: 1,
             nnz,
             eta0,

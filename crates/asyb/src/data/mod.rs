@@ -198,6 +198,7 @@ impl Dataset {
 
 pub mod array;
 pub mod cache;
+pub mod columns;
 pub mod gen;
 pub mod idx;
 pub mod libsvm;
