@@ -95,7 +95,8 @@ pub struct SimArgs {
     /// How many times longer a straggler's minibatch takes.
     #[arg(long, default_value_t = 10.0)]
     pub straggler_slowdown: f64,
-    /// Server seconds per pull.
+    /// Server seconds per pull (paid at each of the --servers S servers, each holding
+    /// part of the weights a minibatch reads; a push goes to its block's server).
     #[arg(long)]
     pub pull_service_secs: Option<f64>,
     /// Server seconds per push.
@@ -471,7 +472,7 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<PartitionKind>,
     /// Shards the blocks are spread over; with --backend mpi, ranks 0..S-1 serve them
-    /// and the other ranks are workers. [default: 1]
+    /// and the other ranks are workers; in asyb sim, the simulated servers. [default: 1]
     #[arg(long)]
     pub servers: Option<usize>,
     /// local (threads) or mpi (launched by mpirun or srun; needs an asyb built with

@@ -1,17 +1,20 @@
 //! A discrete-event simulator of AsyB-ProxSGD on a cluster larger than the machine at
 //! hand. It runs the REAL algorithm (the same shards, the same minibatch gradients, the
 //! same SVRG snapshots, real data) on one thread, and only the clock is virtual: W
-//! workers take a compute time per minibatch drawn from a distribution, one server
-//! takes a service time per request, and every message takes a latency plus its bytes
-//! over a bandwidth. Deterministic for a seed.
+//! workers take a compute time per minibatch drawn from a distribution, S servers
+//! (`--servers`; block j on server j mod S, as in process) take a service time per
+//! request, and every message takes a latency plus its bytes over a bandwidth.
+//! Deterministic for a seed.
 //!
-//! The life of an update, in virtual time: a worker's pull request travels to the
-//! server and waits its turn (the server serves one request at a time, first come
-//! first served); the model is read when the server serves it, so the worker sees
-//! exactly the pushes applied before that instant; the reply travels back, the worker
-//! computes for its drawn time and sends the push, which waits its turn at the server
-//! and is applied (or rejected as too stale) when served; the worker pulls again once
-//! the acknowledgement is back. The delay of a push is the number of updates applied
+//! The life of an update, in virtual time: a worker's pull request travels to every
+//! server (each holds part of the weights the minibatch reads: 1/S of the bytes each)
+//! and waits its turn there (a server serves one request at a time, first come first
+//! served); the model is read when the last server serves it, so the worker sees
+//! exactly the pushes applied before that instant; the replies travel back, the worker
+//! computes for its drawn time and sends the push to the server of its block, where it
+//! waits its turn and is applied (or rejected as too stale) when served; the worker
+//! pulls again once the acknowledgement is back (with `asy-full`, once every server
+//! has applied its blocks). The delay of a push is the number of updates applied
 //! between its pull and its own. Events are processed in virtual-time order, so the
 //! model each gradient is computed on is the one the timeline says.
 //!
@@ -110,8 +113,8 @@ enum Kind {
 }
 
 /// An event: virtual time (as ordered bits of a non-negative f64), then a sequence
-/// number, so that ties keep their order of creation.
-type Event = Reverse<(u64, u64, Kind, usize)>;
+/// number, so that ties keep their order of creation; the kind, the worker, the server.
+type Event = Reverse<(u64, u64, Kind, usize, usize)>;
 
 struct Sched {
     heap: BinaryHeap<Event>,
@@ -119,10 +122,21 @@ struct Sched {
 }
 
 impl Sched {
-    fn at(&mut self, t: f64, kind: Kind, w: usize) {
+    fn at(&mut self, t: f64, kind: Kind, w: usize, server: usize) {
         debug_assert!(t >= 0.0 && t.is_finite());
         self.seq += 1;
-        self.heap.push(Reverse((t.to_bits(), self.seq, kind, w)));
+        self.heap
+            .push(Reverse((t.to_bits(), self.seq, kind, w, server)));
+    }
+
+    /// Worker w's pull requests, sent at `t`, reach every server.
+    fn pull_requests(&mut self, t: f64, m: &Machine, w: &mut SimWorker, w_id: usize) {
+        let servers = w.server_pushes.len();
+        w.waiting = servers;
+        let arrive = t + transfer(m, w.pull_bytes / servers as f64);
+        for s in 0..servers {
+            self.at(arrive, Kind::PullArrives, w_id, s);
+        }
     }
 }
 
@@ -132,12 +146,15 @@ struct SimWorker {
     sampler: Sampler,
     batch: Vec<u32>,
     grad: MinibatchGradient,
-    block: u32,
     pulled_at: u64,
     /// Bytes of its pull request, and of the reply: 8 per parameter row read.
     pull_bytes: f64,
     /// Held by an SVRG snapshot: its next pull waits.
     held: bool,
+    /// Servers whose reply (to a pull) or acknowledgement (of a push) is still due.
+    waiting: usize,
+    /// Per server: the blocks of the current push it applies.
+    server_pushes: Vec<Vec<u32>>,
 }
 
 fn transfer(m: &Machine, bytes: f64) -> f64 {
@@ -262,7 +279,8 @@ fn run<L: Loss>(
     let max_virtual_secs = budget.max_virtual_secs;
     let clock = Arc::new(Clock::default());
     let stats = Arc::new(DelayStats::default());
-    let (partition, shards) = plan.shards(cfg, layout, 1, clock.clone(), stats.clone());
+    let servers = raw.servers;
+    let (partition, shards) = plan.shards(cfg, layout, servers, clock.clone(), stats.clone());
     let transport = LocalTransport::new(shards.clone(), clock.clone());
     let control = Control::new(0, u64::MAX);
     let counters = Counters::default();
@@ -329,10 +347,11 @@ fn run<L: Loss>(
             sampler: Sampler::new(pb.train.rows(), w, workers, raw.sampling),
             batch: Vec::new(),
             grad: MinibatchGradient::new(blocks),
-            block: 0,
             pulled_at: 0,
             pull_bytes: 0.0,
             held: false,
+            waiting: 0,
+            server_pushes: vec![Vec::new(); servers],
         })
         .collect();
     let mut sched = Sched {
@@ -343,9 +362,9 @@ fn run<L: Loss>(
     for (w, sw) in ws.iter_mut().enumerate() {
         sw.sampler.fill(&mut sw.rng, &mut sw.batch, raw.batch);
         sw.pull_bytes = pull_bytes(&pb.train, &sw.batch);
-        sched.at(transfer(machine, sw.pull_bytes), Kind::PullArrives, w);
+        sched.pull_requests(0.0, machine, sw, w);
     }
-    let mut server_free = 0.0f64;
+    let mut server_free = vec![0.0f64; servers];
     let mut in_flight = workers;
     let mut samples = 0u64;
     let mut records = vec![evaluate(0, 0.0, 0)];
@@ -359,19 +378,23 @@ fn run<L: Loss>(
     let mut compute_times = Vec::new();
     let mut push_times = Vec::new();
     let mut snapshot_times = vec![first_snapshot_secs];
-    while let Some(Reverse((tb, _, kind, w))) = sched.heap.pop() {
+    while let Some(Reverse((tb, _, kind, w, s))) = sched.heap.pop() {
         now = f64::from_bits(tb);
         if now > max_virtual_secs {
             break;
         }
         match kind {
             Kind::PullArrives => {
-                let start = server_free.max(now);
-                server_free = start + machine.pull_service_secs;
-                sched.at(server_free, Kind::ServePull, w);
+                let start = server_free[s].max(now);
+                server_free[s] = start + machine.pull_service_secs;
+                sched.at(server_free[s], Kind::ServePull, w, s);
             }
             Kind::ServePull => {
                 let sw = &mut ws[w];
+                sw.waiting -= 1;
+                if sw.waiting > 0 {
+                    continue;
+                }
                 let block = match ctx.mode {
                     BlockMode::OneRandom => Some(sw.rng.random_range(0..blocks) as u32),
                     BlockMode::All => None,
@@ -379,13 +402,6 @@ fn run<L: Loss>(
                 let t = Instant::now();
                 sw.pulled_at = sw.grad.compute(loss, &ctx, &sw.batch, block.map(BlockId));
                 compute_times.push(t.elapsed().as_secs_f64());
-                sw.block = block.unwrap_or(0);
-                let nnz = match block {
-                    Some(j) => sw.grad.block(BlockId(j)).len(),
-                    None => (0..blocks)
-                        .map(|j| sw.grad.block(BlockId(j as u32)).len())
-                        .sum(),
-                };
                 let mut c = match &lognormal {
                     Some(d) => d.sample(&mut sw.rng),
                     None => machine.compute.median_secs,
@@ -395,31 +411,51 @@ fn run<L: Loss>(
                 {
                     c *= machine.compute.straggler_slowdown;
                 }
-                let arrive = now
-                    + transfer(machine, sw.pull_bytes)
-                    + c
-                    + transfer(machine, 12.0 * nnz as f64);
-                sched.at(arrive, Kind::PushArrives, w);
+                for p in sw.server_pushes.iter_mut() {
+                    p.clear();
+                }
+                let targets: Vec<u32> = match block {
+                    Some(j) => vec![j],
+                    None => (0..blocks as u32).collect(),
+                };
+                for j in targets {
+                    sw.server_pushes[partition.shard_of(BlockId(j)).0 as usize].push(j);
+                }
+                let reply = now + transfer(machine, sw.pull_bytes / servers as f64) + c;
+                sw.waiting = 0;
+                for (v, p) in sw.server_pushes.iter().enumerate() {
+                    if !p.is_empty() {
+                        sw.waiting += 1;
+                        let entries: usize =
+                            p.iter().map(|&j| sw.grad.block(BlockId(j)).len()).sum();
+                        sched.at(
+                            reply + transfer(machine, 12.0 * entries as f64),
+                            Kind::PushArrives,
+                            w,
+                            v,
+                        );
+                    }
+                }
             }
             Kind::PushArrives => {
-                let start = server_free.max(now);
-                server_free = start + machine.push_service_secs;
-                sched.at(server_free, Kind::ApplyPush, w);
+                let start = server_free[s].max(now);
+                server_free[s] = start + machine.push_service_secs;
+                sched.at(server_free[s], Kind::ApplyPush, w, s);
             }
             Kind::ApplyPush => {
                 let sw = &mut ws[w];
                 let t = Instant::now();
-                let targets: Vec<u32> = match ctx.mode {
-                    BlockMode::OneRandom => vec![sw.block],
-                    BlockMode::All => (0..blocks as u32).collect(),
-                };
-                for j in targets {
+                for &j in &sw.server_pushes[s] {
                     let out = transport.push(BlockId(j), sw.pulled_at, sw.grad.block(BlockId(j)));
                     if matches!(out, PushOutcome::Applied { .. }) {
                         samples += sw.batch.len() as u64;
                     }
                 }
                 push_times.push(t.elapsed().as_secs_f64());
+                sw.waiting -= 1;
+                if sw.waiting > 0 {
+                    continue;
+                }
                 in_flight -= 1;
                 let k = transport.now();
                 if k >= max_updates.min(next_eval) {
@@ -446,12 +482,7 @@ fn run<L: Loss>(
                     sw.held = true;
                 } else {
                     in_flight += 1;
-                    let leave = now + machine.latency_secs;
-                    sched.at(
-                        leave + transfer(machine, sw.pull_bytes),
-                        Kind::PullArrives,
-                        w,
-                    );
+                    sched.pull_requests(now + machine.latency_secs, machine, sw, w);
                 }
                 if in_flight == 0 {
                     if let Some(sv) = &svrg {
@@ -461,16 +492,14 @@ fn run<L: Loss>(
                         snapshot_times.push(t.elapsed().as_secs_f64());
                         hold_at = k + sv.every;
                         let resume = now + machine.snapshot_secs;
-                        server_free = server_free.max(resume);
+                        for f in server_free.iter_mut() {
+                            *f = f.max(resume);
+                        }
                         for (v, sw) in ws.iter_mut().enumerate() {
                             if sw.held {
                                 sw.held = false;
                                 in_flight += 1;
-                                sched.at(
-                                    resume + transfer(machine, sw.pull_bytes),
-                                    Kind::PullArrives,
-                                    v,
-                                );
+                                sched.pull_requests(resume, machine, sw, v);
                             }
                         }
                     }
@@ -633,6 +662,36 @@ mod tests {
         .unwrap();
         let t = r.records.last().unwrap().train_secs;
         assert!((0.4..0.5).contains(&t), "{t}");
+    }
+
+    /// S servers share the pushes (block j on server j mod S) but every one of them
+    /// serves every pull (each holds part of the weights a minibatch reads).
+    #[test]
+    fn several_servers_share_pushes_but_each_serves_every_pull() {
+        let (mut cfg, pb) = problem();
+        cfg.svrg = false;
+        cfg.raw.blocks = Some(4);
+        let time = |cfg: &ValidConfig, m: &Machine| {
+            let r = simulate(cfg, &pb, m, 8, f64::NEG_INFINITY, updates(cfg, &pb, 8, 400)).unwrap();
+            assert_eq!(r.records.last().unwrap().updates, 400);
+            r.records.last().unwrap().train_secs
+        };
+        let mut push_bound = machine(1e-3);
+        push_bound.push_service_secs = 1e-3;
+        let mut pull_bound = machine(1e-3);
+        pull_bound.pull_service_secs = 1e-3;
+        cfg.raw.servers = 1;
+        let one = time(&cfg, &push_bound);
+        assert!((0.4..0.5).contains(&one), "{one}");
+        cfg.raw.servers = 4;
+        // 400 pushes over 4 servers of one push per ms: at least 0.1 s, more by the
+        // imbalance of random blocks and by pulls, which wait at every server (first
+        // come, first served) behind its pushes.
+        let four = time(&cfg, &push_bound);
+        assert!(four >= 0.1 && four < 0.6 * one, "{four} against {one}");
+        // Pulls: 400 at every server, one per ms.
+        let pulls = time(&cfg, &pull_bound);
+        assert!((0.4..0.5).contains(&pulls), "{pulls}");
     }
 
     /// The simulated run is the real algorithm: with one worker and the same seed it
