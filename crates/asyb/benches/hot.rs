@@ -148,6 +148,7 @@ fn passes(c: &mut Criterion, s: &Setup) {
     });
     let obj = Objective {
         data: &s.data,
+        rows: None,
         loss: Logistic,
         reg: AnyReg(RegSpec::NONE),
         layout: s.layout,

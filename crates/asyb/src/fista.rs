@@ -190,6 +190,7 @@ mod tests {
         let lambda = 0.1;
         let obj = Objective {
             data: &ds,
+            rows: None,
             loss: Squared,
             reg: AnyReg(spec(RegKind::L1, lambda)),
             layout,
@@ -233,6 +234,7 @@ mod tests {
         };
         let obj = Objective {
             data: &ds,
+            rows: None,
             loss: Logistic,
             reg: AnyReg(spec(RegKind::L1, 0.01)),
             layout,
@@ -292,6 +294,7 @@ mod tests {
         };
         let obj = Objective {
             data: &ds,
+            rows: None,
             loss: Logistic,
             reg: AnyReg(spec(RegKind::L1, 2e-3)),
             layout,

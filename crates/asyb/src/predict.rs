@@ -117,6 +117,7 @@ fn objective<'a, L: Loss>(
 ) -> Objective<'a, L> {
     Objective {
         data,
+        rows: None,
         loss,
         reg: AnyReg(model.meta.reg),
         layout,
@@ -188,7 +189,7 @@ pub fn evaluate(model: &SavedModel, data: &Dataset) -> Evaluation {
 /// and accuracy for multiclass.
 pub fn test_metrics<L: Loss>(t: &Objective<L>, loss: LossKind, w: &[f64]) -> TestMetrics {
     let z = t.margins(w);
-    let y = &t.data.labels;
+    let y = &*t.labels();
     let k = t.layout.classes;
     let mean_loss = || {
         let sum: f64 = z

@@ -299,9 +299,9 @@ fn run<L: Loss>(
         mode: BlockMode::of(raw.algorithm),
         snapshot: svrg.as_ref().map(|s| &s.margins),
     };
-    let eval_set = plan.eval_data.as_ref().unwrap_or(&pb.train);
     let obj = Objective {
-        data: eval_set,
+        data: &pb.train,
+        rows: plan.eval_rows.as_deref(),
         loss,
         reg: AnyReg(plan.reg),
         layout,

@@ -34,7 +34,6 @@
 //! epochs); SVRG with scaling at r0 = 2048 reaches 1e-3 in about 5 epochs and 1e-4 in
 //! about 12, with about 5.3k nonzeros.
 
-use std::borrow::Cow;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -171,7 +170,9 @@ pub(crate) struct Plan {
     pub(crate) updates_per_epoch: f64,
     pub(crate) max_updates: Option<u64>,
     pub(crate) max_delay: Option<u64>,
-    pub(crate) eval_data: Option<Dataset>,
+    /// The training rows of the monitored objective when not all of them (a fixed
+    /// stride, see [`stride_rows`]).
+    pub(crate) eval_rows: Option<Vec<u32>>,
 }
 
 impl Plan {
@@ -330,6 +331,7 @@ pub(crate) fn auto_step(
     let reg = AnyReg(RegSpec::NONE);
     let gram = with_loss!(loss, |l| Objective {
         data: est,
+        rows: None,
         loss: l,
         reg,
         layout,
@@ -430,7 +432,14 @@ fn scaled_columns(ds: &Dataset, max_rows: usize, d: &[f64]) -> Dataset {
     out
 }
 
-/// Every `stride`-th row, so that the monitored objective costs at most `max_rows` rows.
+/// Every `stride`-th row number of `n`, so that the monitored objective costs at most
+/// `max_rows` rows.
+pub(crate) fn stride_rows(n: usize, max_rows: usize) -> Vec<u32> {
+    let stride = n.div_ceil(max_rows.max(1)).max(1);
+    (0..n).step_by(stride).map(|i| i as u32).collect()
+}
+
+/// Every `stride`-th row, so that the result has at most `max_rows` rows.
 pub(crate) fn subsample(ds: &Dataset, max_rows: usize) -> Dataset {
     let stride = ds.rows().div_ceil(max_rows);
     let mut out = Dataset::new(ds.features);
@@ -592,7 +601,8 @@ impl<'a> Trainer<'a> {
         } else {
             raw.max_delay
         };
-        let eval_data = (data.rows() > raw.eval_rows).then(|| subsample(data, raw.eval_rows));
+        let eval_rows =
+            (data.rows() > raw.eval_rows).then(|| stride_rows(data.rows(), raw.eval_rows));
         Ok(Plan {
             workers,
             blocks,
@@ -605,7 +615,7 @@ impl<'a> Trainer<'a> {
             updates_per_epoch,
             max_updates,
             max_delay,
-            eval_data,
+            eval_rows,
         })
     }
 
@@ -619,13 +629,10 @@ impl<'a> Trainer<'a> {
         let raw = &self.cfg.raw;
         let pb = self.problem;
         let layout = pb.layout;
-        let eval_set: Cow<Dataset> = match &plan.eval_data {
-            Some(d) => Cow::Borrowed(d),
-            None => Cow::Borrowed(&pb.train),
-        };
         let threads = self.cfg.eval_threads;
         let obj = Objective {
-            data: &eval_set,
+            data: &pb.train,
+            rows: plan.eval_rows.as_deref(),
             loss,
             reg: AnyReg(plan.reg),
             layout,
@@ -634,7 +641,11 @@ impl<'a> Trainer<'a> {
         };
         let mut ev = Evaluator {
             obj,
-            test: pb.test.as_ref().map(|t| Objective { data: t, ..obj }),
+            test: pb.test.as_ref().map(|t| Objective {
+                data: t,
+                rows: None,
+                ..obj
+            }),
             loss: raw.loss,
             eta: plan.eta0,
             grad: vec![0.0; layout.coords()],
@@ -658,7 +669,7 @@ impl<'a> Trainer<'a> {
             max_updates: plan.max_updates,
             max_seconds: raw.max_seconds,
             target_objective: raw.target_objective,
-            eval_rows: eval_set.rows(),
+            eval_rows: obj.n(),
             cluster: None,
         };
         // A checkpoint to resume from is checked before anything is reported.
@@ -1000,6 +1011,7 @@ impl<'a> Trainer<'a> {
         let layout = self.problem.layout;
         let full = Objective {
             data: &self.problem.train,
+            rows: None,
             ..ev.obj
         };
         let mut x = self
@@ -1189,6 +1201,7 @@ impl Svrg {
         let w = crate::ps::gather(partition, shards);
         let obj = Objective {
             data,
+            rows: None,
             loss,
             reg: AnyReg(RegSpec::NONE),
             layout,

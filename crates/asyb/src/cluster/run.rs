@@ -234,7 +234,8 @@ fn answer_error(e: &Error) {
 /// A worker rank's part of the data and what was read.
 struct Part {
     data: Dataset,
-    eval: Option<Dataset>,
+    /// The rows of its share of the monitored objective, when not all of them.
+    eval: Option<Vec<u32>>,
 }
 
 /// One rank's agent: see the module doc. Returns when told to exit.
@@ -309,7 +310,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
     if let Some(p) = part.as_mut() {
         p.data.features = features;
         let share = (raw.eval_rows / roles.workers()).max(1);
-        p.eval = (p.data.rows() > share).then(|| train::subsample(&p.data, share));
+        p.eval = (p.data.rows() > share).then(|| train::stride_rows(p.data.rows(), share));
     }
     let sums = match (&part, cfg.scaled_steps) {
         (Some(p), true) => train::column_sq_sums(&p.data, layout),
@@ -385,9 +386,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
     let margins = RwLock::new(Vec::new());
     let empty = Dataset::new(features);
     let data = part.as_ref().map_or(&empty, |p| &p.data);
-    let eval_data = part
-        .as_ref()
-        .map_or(&empty, |p| p.eval.as_ref().unwrap_or(&p.data));
+    let eval_rows = part.as_ref().and_then(|p| p.eval.as_deref());
     let ctx = WorkerContext {
         data,
         partition: &partition,
@@ -445,24 +444,25 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
                     }
                     let mut grad = vec![0.0; layout.coords()];
                     let (rows, f) = with_loss!(raw.loss, |l| {
-                        let on = if kind == cmd::EVAL { eval_data } else { data };
                         let obj = Objective {
-                            data: on,
+                            data,
+                            rows: if kind == cmd::EVAL { eval_rows } else { None },
                             loss: l,
                             reg: AnyReg(RegSpec::NONE),
                             layout,
                             alpha: if kind == cmd::EVAL { raw.alpha } else { 0.0 },
                             threads: cfg.eval_threads,
                         };
-                        if on.rows() == 0 {
+                        let n = obj.n();
+                        if n == 0 {
                             (0, 0.0)
                         } else if kind == cmd::EVAL {
-                            (on.rows(), obj.f_and_grad(&w, Some(&mut grad)))
+                            (n, obj.f_and_grad(&w, Some(&mut grad)))
                         } else {
                             let mut m = margins.write();
                             m.clear();
-                            m.resize(on.rows(), 0.0);
-                            (on.rows(), obj.loss_pass(&w, Some(&mut grad), Some(&mut m)))
+                            m.resize(n, 0.0);
+                            (n, obj.loss_pass(&w, Some(&mut grad), Some(&mut m)))
                         }
                     });
                     if rows == 0 {
@@ -844,13 +844,18 @@ impl<L: Loss> Coordinator<'_, L> {
         let empty = Dataset::new(features);
         let obj = Objective {
             data: &empty,
+            rows: None,
             loss: self.loss,
             reg: AnyReg(reg),
             layout,
             alpha: raw.alpha,
             threads: cfg.eval_threads,
         };
-        let test_obj = test.as_ref().map(|t| Objective { data: t, ..obj });
+        let test_obj = test.as_ref().map(|t| Objective {
+            data: t,
+            rows: None,
+            ..obj
+        });
         let (_, _, partition) = plan_blocks(cfg, roles, features, blocks);
         let shards = self.shards();
         let start_samples = resumed.as_ref().map_or(0, |c| c.samples);

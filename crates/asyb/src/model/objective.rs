@@ -10,6 +10,8 @@
 //! Row loops are split over `threads` scoped threads: evaluation runs while the workers
 //! are paused, so it may use every core.
 
+use std::borrow::Cow;
+
 use super::loss::Loss;
 use super::reg::{RegSpec, Regularizer};
 use super::{nonconvex_deriv, nonconvex_value, Layout};
@@ -42,6 +44,9 @@ impl Regularizer for AnyReg {
 #[derive(Clone, Copy)]
 pub struct Objective<'a, L: Loss> {
     pub data: &'a Dataset,
+    /// The rows the objective is over: every row of `data`, or these (a fixed
+    /// subsample, held as row numbers instead of a copy of the rows).
+    pub rows: Option<&'a [u32]>,
     pub loss: L,
     pub reg: AnyReg,
     pub layout: Layout,
@@ -58,10 +63,33 @@ fn ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
 }
 
 impl<'a, L: Loss> Objective<'a, L> {
+    /// Number of rows the objective is over.
+    #[inline]
+    pub fn n(&self) -> usize {
+        self.rows.map_or(self.data.rows(), <[u32]>::len)
+    }
+
+    /// The data row of the objective's i-th row.
+    #[inline]
+    fn at(&self, i: usize) -> usize {
+        match self.rows {
+            Some(r) => r[i] as usize,
+            None => i,
+        }
+    }
+
+    /// Labels of the objective's rows, in order.
+    pub fn labels(&self) -> Cow<'a, [f32]> {
+        match self.rows {
+            Some(r) => Cow::Owned(r.iter().map(|&i| self.data.labels[i as usize]).collect()),
+            None => Cow::Borrowed(&self.data.labels[..]),
+        }
+    }
+
     /// Margins of every row: `n * classes` values, row-major.
     pub fn margins(&self, w: &[f64]) -> Vec<f64> {
         let k = self.layout.classes;
-        let n = self.data.rows();
+        let n = self.n();
         let mut z = vec![0.0; n * k];
         let rs = ranges(n, self.threads);
         std::thread::scope(|s| {
@@ -84,9 +112,9 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// touches in `w`, if row `i` exists.
     #[inline]
     fn prefetch_row(&self, w: &[f64], i: usize) {
-        if i < self.data.rows() {
+        if i < self.n() {
             let k = self.layout.classes;
-            for &f in self.data.row(i).indices {
+            for &f in self.data.row(self.at(i)).indices {
                 if let Some(x) = w.get(f as usize * k) {
                     prefetch(x);
                 }
@@ -100,7 +128,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         let d = self.layout.features;
         let b = self.layout.bias_row() * k;
         zi.copy_from_slice(&w[b..b + k]);
-        let row = self.data.row(i);
+        let row = self.data.row(self.at(i));
         for (f, v) in row.iter() {
             let f = f as usize;
             if f >= d {
@@ -124,7 +152,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         margins: Option<&mut [f64]>,
     ) -> f64 {
         let k = self.layout.classes;
-        let n = self.data.rows();
+        let n = self.n();
         let coords = self.layout.coords();
         let want_grad = grad.is_some();
         if let Some(g) = grad.as_deref_mut() {
@@ -211,13 +239,13 @@ impl<'a, L: Loss> Objective<'a, L> {
                 None => &mut zbuf[..],
             };
             self.row_margins(w, i, zi);
-            let y = self.data.labels[i];
+            let y = self.data.labels[self.at(i)];
             let Some(g) = g.as_deref_mut() else {
                 sum += self.loss.value(zi, y);
                 continue;
             };
             sum += self.loss.grad(zi, y, &mut dz);
-            for (f, v) in self.data.row(i).iter() {
+            for (f, v) in self.data.row(self.at(i)).iter() {
                 let f = f as usize;
                 if f >= self.layout.features {
                     continue;
@@ -322,7 +350,7 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// sparse data.
     pub fn gram_top_eigenvalue(&self, iters: usize, tol: f64) -> f64 {
         let d = self.layout.features;
-        let n = self.data.rows().max(1);
+        let n = self.n().max(1);
         let cols = d + usize::from(self.layout.bias);
         // A positive start overlaps the dominant (nonnegative) eigenvector of count data.
         let mut v: Vec<f64> = (0..cols)
@@ -337,7 +365,7 @@ impl<'a, L: Loss> Objective<'a, L> {
             v.iter_mut().for_each(|x| *x /= norm);
             let parts: Vec<Vec<f64>> = std::thread::scope(|s| {
                 let v = &v;
-                let handles: Vec<_> = ranges(self.data.rows(), self.threads)
+                let handles: Vec<_> = ranges(self.n(), self.threads)
                     .into_iter()
                     .map(|r| s.spawn(move || self.gram_product(v, r)))
                     .collect();
@@ -370,7 +398,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         let mut next = vec![0.0; v.len()];
         for i in rows {
             if let Some(a) =
-                (i + ROWS_AHEAD < self.data.rows()).then(|| self.data.row(i + ROWS_AHEAD))
+                (i + ROWS_AHEAD < self.n()).then(|| self.data.row(self.at(i + ROWS_AHEAD)))
             {
                 for &f in a.indices {
                     if let (Some(x), Some(y)) = (v.get(f as usize), next.get(f as usize)) {
@@ -379,7 +407,7 @@ impl<'a, L: Loss> Objective<'a, L> {
                     }
                 }
             }
-            let row = self.data.row(i);
+            let row = self.data.row(self.at(i));
             let mut u = if bias { v[d] } else { 0.0 };
             for (f, x) in row.iter() {
                 if (f as usize) < d {
@@ -437,6 +465,52 @@ mod tests {
         )
     }
 
+    /// An objective over chosen rows (held as row numbers) is the objective of a copy
+    /// of those rows: margins, loss, gradient, labels and the top eigenvalue.
+    #[test]
+    fn selected_rows_equal_a_copy_of_them() {
+        let ds = toy();
+        let pick: Vec<u32> = vec![0, 2, 3];
+        let copy = Dataset::from_rows(
+            4,
+            &pick
+                .iter()
+                .map(|&i| (ds.labels[i as usize], ds.row(i as usize).iter().collect()))
+                .collect::<Vec<_>>(),
+        );
+        let layout = Layout {
+            features: 4,
+            classes: 1,
+            bias: true,
+        };
+        let w = vec![0.3, -0.7, 1.1, 0.2, -0.4];
+        for threads in [1, 2, 3] {
+            let on = |data, rows| Objective {
+                data,
+                rows,
+                loss: Logistic,
+                reg: AnyReg(spec(RegKind::L1, 0.1)),
+                layout,
+                alpha: 0.01,
+                threads,
+            };
+            let (sel, full) = (on(&ds, Some(&pick[..])), on(&copy, None));
+            assert_eq!(sel.n(), 3);
+            assert_eq!(sel.labels(), full.labels());
+            assert_eq!(sel.margins(&w), full.margins(&w));
+            let (mut g1, mut g2) = (vec![0.0; 5], vec![0.0; 5]);
+            let (mut z1, mut z2) = (vec![0.0; 3], vec![0.0; 3]);
+            let f1 = sel.loss_pass(&w, Some(&mut g1), Some(&mut z1));
+            let f2 = full.loss_pass(&w, Some(&mut g2), Some(&mut z2));
+            assert_eq!((f1, &g1, &z1), (f2, &g2, &z2));
+            assert_eq!(sel.psi(&w), full.psi(&w));
+            assert_eq!(
+                sel.gram_top_eigenvalue(50, 0.0),
+                full.gram_top_eigenvalue(50, 0.0)
+            );
+        }
+    }
+
     /// The full gradient agrees with central differences of f, for several thread counts.
     #[test]
     fn gradient_matches_finite_differences() {
@@ -480,6 +554,7 @@ mod tests {
                 if classes == 1 {
                     let o = Objective {
                         data: &ds,
+                        rows: None,
                         loss: Logistic,
                         reg: AnyReg(spec(RegKind::None, 0.0)),
                         layout,
@@ -490,6 +565,7 @@ mod tests {
                 } else {
                     let o = Objective {
                         data: &ds3,
+                        rows: None,
                         loss: Softmax,
                         reg: AnyReg(spec(RegKind::None, 0.0)),
                         layout,
@@ -515,6 +591,7 @@ mod tests {
         let w = vec![0.5, -1.0, 0.0, 0.25, 0.3];
         let o = Objective {
             data: &ds,
+            rows: None,
             loss: Logistic,
             reg: AnyReg(spec(RegKind::L1, 0.1)),
             layout,
