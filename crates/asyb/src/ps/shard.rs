@@ -50,6 +50,13 @@ const BUSY: u32 = u32::MAX;
 /// Largest history before a rebase, in steps.
 const MAX_HISTORY: usize = 1 << 24;
 
+/// A block's history holds one step per this many groups (at least 1024 steps): a
+/// rebase visits every group, so it costs this many group updates per step in the
+/// long run (a push touches about a thousand), while the history's 32 bytes per step
+/// stay a small fraction of the cells' 32 bytes per coordinate. With SVRG the history
+/// is emptied at every snapshot anyway.
+const GROUPS_PER_HISTORY_STEP: usize = 8;
+
 /// Rebase once the squared-L2 decay sum exceeds this, so that `exp(log_decay)` in the
 /// elastic-net closed form stays far from overflow and cancellation.
 const MAX_LOG_DECAY: f64 = 40.0;
@@ -345,7 +352,7 @@ impl Block {
         drift: bool,
     ) -> Self {
         let groups = coords / gl;
-        let cap = groups.clamp(1024, MAX_HISTORY);
+        let cap = (groups / GROUPS_PER_HISTORY_STEP).clamp(1024, MAX_HISTORY);
         // A metric or a drift is kept per coordinate and read as a group of one.
         assert!(gl == 1 || (scale.is_none() && !drift));
         let cells = (0..coords)
