@@ -498,7 +498,8 @@ pub struct TrainArgs {
     /// svrg. [default: auto]
     #[arg(long, value_parser = parse_variance_reduction)]
     pub variance_reduction: Option<VarianceReduction>,
-    /// SVRG: epochs between full-gradient snapshots. [default: 1]
+    /// SVRG: epochs between full-gradient snapshots. [default: 1, or 2^19 rows per
+    /// block when that comes sooner]
     #[arg(long, allow_hyphen_values = true)]
     pub svrg_epochs: Option<f64>,
     /// Per-coordinate steps: auto (columns with svrg), none, columns (eta scaled by
@@ -615,7 +616,6 @@ impl TrainArgs {
             batch,
             step,
             variance_reduction,
-            svrg_epochs,
             step_scaling,
             step_scaling_floor,
             sampling,
@@ -625,6 +625,7 @@ impl TrainArgs {
             eval_rows
         );
         set_some!(
+            svrg_epochs,
             train,
             test,
             features,

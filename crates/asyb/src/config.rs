@@ -315,8 +315,9 @@ pub struct TrainConfig {
     /// factor of a never-seen one, which caps the step of the rarest columns.
     pub step_scaling_floor: f64,
     pub variance_reduction: VarianceReduction,
-    /// SVRG: epochs between snapshots (full gradients).
-    pub svrg_epochs: f64,
+    /// SVRG: epochs between snapshots (full gradients); `None`: one epoch, or
+    /// [`SVRG_AUTO_ROWS`] rows per block when that comes sooner.
+    pub svrg_epochs: Option<f64>,
     pub sampling: Sampling,
     /// tau: reject pushes computed at a model more than this many updates old.
     pub max_delay: Option<u64>,
@@ -384,7 +385,7 @@ impl Default for TrainConfig {
             step_scaling: StepScaling::Auto,
             step_scaling_floor: DEFAULT_SCALING_FLOOR,
             variance_reduction: VarianceReduction::Auto,
-            svrg_epochs: 1.0,
+            svrg_epochs: None,
             sampling: Sampling::Shuffle,
             max_delay: None,
             epochs: None,
@@ -408,6 +409,13 @@ impl Default for TrainConfig {
         }
     }
 }
+
+/// With the default `svrg-epochs`, a snapshot comes after at most this many rows'
+/// gradients per block (about half a million), even within an epoch: SVRG's inner loop
+/// must be long against the problem's conditioning, not against the data set, and on
+/// millions of rows a snapshot per epoch leaves the control variate stale (see
+/// docs/defaults.md).
+pub const SVRG_AUTO_ROWS: usize = 1 << 19;
 
 /// Default `step-scaling-floor` (rows).
 pub const DEFAULT_SCALING_FLOOR: f64 = 2048.0;
@@ -601,7 +609,9 @@ impl TrainConfig {
             positive_finite("step-t0", t0)?;
         }
         positive_finite("step-scaling-floor", self.step_scaling_floor)?;
-        positive_finite("svrg-epochs", self.svrg_epochs)?;
+        if let Some(e) = self.svrg_epochs {
+            positive_finite("svrg-epochs", e)?;
+        }
         if self.variance_reduction == VarianceReduction::Svrg {
             if !exact_with_drift(self.reg) {
                 return Err(Error::config(
@@ -786,7 +796,7 @@ mod tests {
                     c.variance_reduction = VarianceReduction::Svrg
                 }),
             ),
-            ("svrg-epochs", Box::new(|c| c.svrg_epochs = -1.0)),
+            ("svrg-epochs", Box::new(|c| c.svrg_epochs = Some(-1.0))),
         ];
         for (field, set) in cases {
             let mut c = TrainConfig::default();

@@ -285,7 +285,7 @@ fn run<L: Loss>(
     let control = Control::new(0, u64::MAX);
     let counters = Counters::default();
     let svrg = cfg.svrg.then(|| Svrg {
-        every: (raw.svrg_epochs * plan.updates_per_epoch).ceil().max(1.0) as u64,
+        every: crate::train::svrg_every(raw, plan.updates_per_epoch, pb.train.rows()),
         margins: RwLock::new(Vec::new()),
     });
     let ctx = WorkerContext {

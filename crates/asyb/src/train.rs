@@ -231,6 +231,19 @@ pub(crate) fn reg_spec(cfg: &ValidConfig, classes: usize) -> (RegSpec, usize) {
     }
 }
 
+/// Block updates between SVRG snapshots: `svrg-epochs` epochs, by default one epoch or
+/// [`crate::config::SVRG_AUTO_ROWS`] rows per block if sooner (of `rows` rows in all).
+pub(crate) fn svrg_every(
+    raw: &crate::config::TrainConfig,
+    updates_per_epoch: f64,
+    rows: usize,
+) -> u64 {
+    let epochs = raw
+        .svrg_epochs
+        .unwrap_or_else(|| (crate::config::SVRG_AUTO_ROWS as f64 / rows.max(1) as f64).min(1.0));
+    (epochs * updates_per_epoch).ceil().max(1.0) as u64
+}
+
 /// Bytes per coordinate that any run holds at least: a shard cell (value, drift, step
 /// factor, currency) and one dense copy of the model.
 const MIN_BYTES_PER_COORD: u64 = 40;
@@ -714,7 +727,7 @@ impl<'a> Trainer<'a> {
         let transport = LocalTransport::new(shards.clone(), clock.clone());
         let control = Control::new(plan.workers, plan.max_updates.unwrap_or(u64::MAX));
         let svrg = self.cfg.svrg.then(|| Svrg {
-            every: (raw.svrg_epochs * plan.updates_per_epoch).ceil().max(1.0) as u64,
+            every: svrg_every(raw, plan.updates_per_epoch, pb.train.rows()),
             margins: RwLock::new(Vec::new()),
         });
         // Training time starts here: the first snapshot is part of the algorithm.
@@ -1354,6 +1367,20 @@ mod tests {
     use super::*;
     use crate::config::TrainConfig;
     use crate::data::gen::{ctr, CtrSpec};
+
+    #[test]
+    fn snapshots_come_every_epoch_or_every_half_million_rows_per_block() {
+        let mut raw = crate::config::TrainConfig::default();
+        // 200k rows, 2 blocks, batch 256: an epoch is 1562.5 updates.
+        assert_eq!(svrg_every(&raw, 1562.5, 200_000), 1563);
+        // 2M rows: an epoch is 15625 updates; 2^19 rows per block is 0.262 of it.
+        let upe = 2_000_000.0 * 2.0 / 256.0;
+        assert_eq!(svrg_every(&raw, upe, 2_000_000), 4096);
+        raw.svrg_epochs = Some(1.0);
+        assert_eq!(svrg_every(&raw, upe, 2_000_000), 15625);
+        raw.svrg_epochs = Some(1e-9);
+        assert_eq!(svrg_every(&raw, upe, 2_000_000), 1);
+    }
 
     #[test]
     fn a_model_larger_than_memory_is_refused_in_one_line() {

@@ -870,7 +870,7 @@ impl<L: Loss> Coordinator<'_, L> {
             raw.eval_every_updates,
         );
         mon.resume_at(start_secs, start_k);
-        let svrg_every = (raw.svrg_epochs * updates_per_epoch).ceil().max(1.0) as u64;
+        let svrg_every = train::svrg_every(raw, updates_per_epoch, n);
         let mut next_snapshot = start_k + svrg_every;
         let snapshot = |this: &Self| -> Result<()> {
             let w = crate::ps::gather(&partition, &shards);
