@@ -73,17 +73,7 @@ impl Algorithm {
 impl std::str::FromStr for Algorithm {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|(_, a)| *a)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
-                format!(
-                    "unknown algorithm '{s}' (expected one of: {})",
-                    names.join(", ")
-                )
-            })
+        crate::parse_name(&Self::ALL, s, "algorithm")
     }
 }
 
@@ -172,13 +162,7 @@ impl StepScaling {
 impl std::str::FromStr for StepScaling {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|(_, k)| *k)
-            .ok_or_else(|| {
-                format!("unknown step scaling '{s}' (expected one of: auto, none, columns)")
-            })
+        crate::parse_name(&Self::ALL, s, "step scaling")
     }
 }
 
@@ -206,11 +190,7 @@ impl CompactFeatures {
 impl std::str::FromStr for CompactFeatures {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|(_, k)| *k)
-            .ok_or_else(|| format!("unknown setting '{s}' (expected one of: auto, on, off)"))
+        crate::parse_name(&Self::ALL, s, "compact-features setting")
     }
 }
 

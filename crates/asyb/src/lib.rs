@@ -24,3 +24,20 @@ pub mod sim;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// The value named `s` in a table of names, or the error every flag and config key
+/// gives: "unknown {what} '{s}' (expected one of: a, b, c)".
+pub(crate) fn parse_name<T: Copy>(
+    names: &[(&'static str, T)],
+    s: &str,
+    what: &str,
+) -> std::result::Result<T, String> {
+    names
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let all: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+            format!("unknown {what} '{s}' (expected one of: {})", all.join(", "))
+        })
+}

@@ -634,13 +634,15 @@ fn python_safetensors_reads_the_file() {
     });
     let expected_path = dir.path().join("expected.json");
     std::fs::write(&expected_path, expected.to_string()).unwrap();
-    let script = dir.path().join("check.py");
-    std::fs::write(&script, PYTHON_CHECK).unwrap();
+    run_python(PYTHON_CHECK, &path, &expected_path);
+}
 
+/// Runs a Python check script on a model file and a JSON file of what it must hold.
+fn run_python(script: &str, model: &Path, expected: &Path) {
     let out = Command::new("python3")
-        .arg(&script)
-        .arg(&path)
-        .arg(&expected_path)
+        .args(["-c", script])
+        .arg(model)
+        .arg(expected)
         .output()
         .unwrap();
     assert!(
@@ -797,16 +799,5 @@ assert got.shape == want.shape, (got.shape, want.shape)
 assert np.array_equal(got, want)
 print("python sparse check ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&path)
-        .arg(&expected_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python check failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(script, &path, &expected_path);
 }

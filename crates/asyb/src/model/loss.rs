@@ -47,15 +47,8 @@ impl LossKind {
 
 impl std::str::FromStr for LossKind {
     type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|(_, k)| *k)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
-                format!("unknown loss '{s}' (expected one of: {})", names.join(", "))
-            })
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        crate::parse_name(&Self::ALL, s, "loss")
     }
 }
 

@@ -91,18 +91,8 @@ impl RegKind {
 
 impl std::str::FromStr for RegKind {
     type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|(_, k)| *k)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
-                format!(
-                    "unknown regularizer '{s}' (expected one of: {})",
-                    names.join(", ")
-                )
-            })
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        crate::parse_name(&Self::ALL, s, "regularizer")
     }
 }
 
