@@ -269,7 +269,8 @@ pub trait ShardApi: Send + Sync {
     /// coordinate without duplicates, computed at a model pulled at global step
     /// `pulled_at`.
     fn apply(&self, block: BlockId, pulled_at: u64, grad: &[(u32, f64)]) -> PushOutcome;
-    /// All coordinates of `block`, up to date.
+    /// All coordinates of `block`, up to date (a local shard brings the block up to
+    /// date in place, so a push to it waits meanwhile).
     fn snapshot(&self, block: BlockId) -> Vec<f64>;
     /// Overwrites all coordinates of `block` (warm start, resume). Not concurrent with
     /// pushes.
@@ -831,12 +832,14 @@ impl<R: Regularizer> ShardApi for Shard<R> {
     }
 
     fn snapshot(&self, block: BlockId) -> Vec<f64> {
+        // Brought up to date in place (a rebase, under the writer lock) rather than
+        // read through the closed form: the same work once, after which the reads
+        // below, an SVRG drift's rebase and the next pulls skip no steps.
         let blk = self.block(block);
-        let mut out = vec![0.0; blk.cells.len()];
-        for (g, chunk) in out.chunks_mut(blk.gl).enumerate() {
-            blk.read_group(&self.reg, g, chunk);
-        }
-        out
+        let mut buf = blk.writer.lock();
+        let t = blk.hist_len.load(Ordering::Relaxed) as usize;
+        blk.rebase(&self.reg, t, &mut buf);
+        blk.cells.iter().map(|c| ld(&c.x)).collect()
     }
 
     fn set_drift(&self, block: BlockId, drift: &[f64]) {
