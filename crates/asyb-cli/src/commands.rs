@@ -304,6 +304,8 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     if let Some(p) = &pb.test_path {
         skipped_note(p, &pb.test_report);
     }
+    // Before a warm start, which would allocate the dense weights.
+    asyb::train::check_memory(&pb, &vc.raw)?;
     let init = match &vc.raw.init_model {
         Some(p) => Some(init_weights(p, &vc, &pb)?),
         None => None,

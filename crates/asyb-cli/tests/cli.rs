@@ -1301,6 +1301,13 @@ fn billion_feature_ids_train_compacted_into_a_sparse_model() {
         ],
         &["features", "GB of parameter state", "--compact-features on"],
     );
+    // Rows without features: nothing to compact, and the dense model is refused.
+    d.write("empty.svm", "1\n0\n1\n");
+    train_fails(
+        &d,
+        &["--train", "empty.svm", "--features", "4294967294"],
+        &["features", "GB of parameter state"],
+    );
     train_fails(
         &d,
         &[

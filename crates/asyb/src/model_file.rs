@@ -141,6 +141,12 @@ impl SavedModel {
                     out[f * k..(f + 1) * k].copy_from_slice(row(r));
                 }
             }
+            Some(cols) if cols.features != self.meta.layout.features => {
+                return Err(format!(
+                    "model has {} features, the data {}",
+                    self.meta.layout.features, cols.features
+                ));
+            }
             Some(cols) => {
                 for &f in &cols.ids {
                     match stored(f) {
@@ -152,7 +158,7 @@ impl SavedModel {
                 if kept < self.stored_features() {
                     for r in 0..self.stored_features() {
                         let f = self.feature_ids.as_ref().map_or(r as u32, |ids| ids[r]);
-                        if cols.compact_id(f).is_none() && row(r).iter().any(|&w| w != 0.0) {
+                        if row(r).iter().any(|&w| w != 0.0) && cols.compact_id(f).is_none() {
                             return Err(format!(
                                 "feature {f} (0-based) has a nonzero weight but does not \
                                  occur in the training data, whose feature ids are \

@@ -204,7 +204,8 @@ fn compact(
         return None;
     }
     let map = ColumnMap::of(train);
-    if auto && map.used() * 2 > train.features {
+    // Rows without features leave nothing to compact (the intercept alone is trained).
+    if map.used() == 0 || (auto && map.used() * 2 > train.features) {
         return None;
     }
     let compacted = map.compact(train);

@@ -244,25 +244,54 @@ pub(crate) fn svrg_every(
     (epochs * updates_per_epoch).ceil().max(1.0) as u64
 }
 
-/// Bytes per coordinate that any run holds at least: a shard cell (value, drift, step
-/// factor, currency) and one dense copy of the model.
-const MIN_BYTES_PER_COORD: u64 = 40;
+/// Bytes per coordinate of a shard cell (value, drift, step factor, currency).
+pub(crate) const CELL_BYTES: u64 = 32;
 
-/// Refuses, in one line, a model whose parameter state cannot fit in `total` bytes of
-/// memory (allocating it would end the process without a word).
-pub(crate) fn check_memory(layout: Layout, total: Option<u64>) -> Result<()> {
-    let need = (layout.coords() as u64).saturating_mul(MIN_BYTES_PER_COORD);
+/// Bytes of one dense copy of the model, per coordinate.
+pub(crate) const COPY_BYTES: u64 = 8;
+
+/// What a run on `pb` holds at least per coordinate, here: the shard cells and one
+/// dense copy of the model.
+pub fn check_memory(pb: &Problem, raw: &crate::config::TrainConfig) -> Result<()> {
+    let hint = pb.columns.is_none() && crate::config::compaction_exact(raw).is_none();
+    memory_guard(
+        pb.layout,
+        CELL_BYTES + COPY_BYTES,
+        pb.columns.is_some(),
+        hint,
+        total_memory(),
+    )
+}
+
+/// Refuses, in one line, a model whose parameter state (`bytes_per_coord` per
+/// coordinate) cannot fit in `total` bytes of memory: allocating it would end the
+/// process without a word. `compacted`: the layout counts used features; `hint`: say
+/// that compaction would help.
+pub(crate) fn memory_guard(
+    layout: Layout,
+    bytes_per_coord: u64,
+    compacted: bool,
+    hint: bool,
+    total: Option<u64>,
+) -> Result<()> {
+    let need = (layout.coords() as u64).saturating_mul(bytes_per_coord);
     match total {
         Some(total) if need > total => Err(Error::config(
             "features",
             format!(
-                "{} features x {} outputs need at least {:.1} GB of parameter state, more \
-                 than this machine's {:.1} GB of memory (--compact-features on holds only \
-                 the features that occur in the training data)",
+                "{} {}features x {} outputs need at least {:.1} GB of parameter state, more \
+                 than this machine's {:.1} GB of memory{}",
                 layout.features,
+                if compacted { "used " } else { "" },
                 layout.classes,
                 need as f64 / 1e9,
-                total as f64 / 1e9
+                total as f64 / 1e9,
+                if hint {
+                    " (--compact-features on holds only the features that occur in the \
+                     training data)"
+                } else {
+                    ""
+                }
             ),
         )),
         _ => Ok(()),
@@ -540,7 +569,7 @@ impl<'a> Trainer<'a> {
     pub(crate) fn plan(&self) -> Result<Plan> {
         let raw = &self.cfg.raw;
         let layout = self.problem.layout;
-        check_memory(layout, total_memory())?;
+        check_memory(self.problem, raw)?;
         let data = &self.problem.train;
         let (reg, group_rows) = self.reg_spec();
         let feature_groups = layout.features.div_ceil(group_rows);
@@ -551,8 +580,13 @@ impl<'a> Trainer<'a> {
                 return Err(Error::config(
                     "blocks",
                     format!(
-                        "{m} blocks for {} features{}: at most {feature_groups}",
+                        "{m} blocks for {} {}features{}: at most {feature_groups}",
                         layout.features,
+                        if self.problem.columns.is_some() {
+                            "used "
+                        } else {
+                            ""
+                        },
                         if group_rows > 1 {
                             format!(" in groups of {group_rows}")
                         } else {
@@ -1390,7 +1424,7 @@ mod tests {
             bias: true,
         };
         // 2^30 + 1 coordinates at 40 bytes: 42.9 GB.
-        let e = check_memory(l(1 << 30), Some(24 << 30))
+        let e = memory_guard(l(1 << 30), 40, false, true, Some(24 << 30))
             .unwrap_err()
             .to_string();
         assert!(e.contains("42.9 GB") && e.contains("25.8 GB"), "{e}");
@@ -1398,8 +1432,15 @@ mod tests {
             e.contains("--compact-features on") && !e.contains('\n'),
             "{e}"
         );
-        assert!(check_memory(l(1 << 20), Some(24 << 30)).is_ok());
-        assert!(check_memory(l(1 << 30), None).is_ok());
+        assert!(memory_guard(l(1 << 20), 40, false, true, Some(24 << 30)).is_ok());
+        assert!(memory_guard(l(1 << 30), 40, false, true, None).is_ok());
+        let e = memory_guard(l(1 << 30), 40, true, false, Some(24 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1073741824 used features") && !e.contains("--compact"),
+            "{e}"
+        );
         assert!(total_memory().map_or(true, |b| b > 1 << 20));
     }
 

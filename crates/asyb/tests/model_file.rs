@@ -717,6 +717,12 @@ fn sparse_weights_follow_compacted_columns_and_refuse_to_lose_weights() {
     };
     let err = m.weights_for(Some(&fewer)).unwrap_err();
     assert!(err.contains("feature 70"), "{err}");
+    let other = ColumnMap {
+        features: 2000,
+        ids: vec![3],
+    };
+    let err = m.weights_for(Some(&other)).unwrap_err();
+    assert!(err.contains("1000 features, the data 2000"), "{err}");
     // A zero row may be dropped.
     let mut z = m.clone();
     z.weights[2] = 0.0;

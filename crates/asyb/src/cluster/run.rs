@@ -712,7 +712,9 @@ impl<L: Loss> Coordinator<'_, L> {
             classes: 1,
             bias: raw.bias,
         };
-        train::check_memory(dense, train::total_memory())?;
+        // Rank 0 holds a dense model and at most its share of the cells.
+        let per_coord = train::COPY_BYTES + train::CELL_BYTES.div_ceil(roles.servers as u64);
+        train::memory_guard(dense, per_coord, false, false, train::total_memory())?;
         self.command_all(
             Enc::new(cmd::LAYOUT, 24)
                 .u64(features as u64)
