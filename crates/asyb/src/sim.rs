@@ -29,7 +29,6 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::RwLock;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -284,10 +283,7 @@ fn run<L: Loss>(
     let transport = LocalTransport::new(shards.clone(), clock.clone());
     let control = Control::new(0, u64::MAX);
     let counters = Counters::default();
-    let svrg = cfg.svrg.then(|| Svrg {
-        every: crate::train::svrg_every(raw, plan.updates_per_epoch, pb.train.rows()),
-        margins: RwLock::new(Vec::new()),
-    });
+    let svrg = Svrg::of(cfg, plan.updates_per_epoch, pb.train.rows());
     let ctx = WorkerContext {
         data: &pb.train,
         partition: &partition,

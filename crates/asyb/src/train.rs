@@ -760,10 +760,7 @@ impl<'a> Trainer<'a> {
         crate::ps::scatter(&partition, &shards, &w0);
         let transport = LocalTransport::new(shards.clone(), clock.clone());
         let control = Control::new(plan.workers, plan.max_updates.unwrap_or(u64::MAX));
-        let svrg = self.cfg.svrg.then(|| Svrg {
-            every: svrg_every(raw, plan.updates_per_epoch, pb.train.rows()),
-            margins: RwLock::new(Vec::new()),
-        });
+        let svrg = Svrg::of(self.cfg, plan.updates_per_epoch, pb.train.rows());
         // Training time starts here: the first snapshot is part of the algorithm.
         let mut mon = Monitor::new(
             plan.updates_per_epoch,
@@ -1231,6 +1228,15 @@ pub(crate) struct Svrg {
 }
 
 impl Svrg {
+    /// The run's SVRG state when `cfg` uses it: snapshots every [`svrg_every`] updates,
+    /// no margins yet.
+    pub(crate) fn of(cfg: &ValidConfig, updates_per_epoch: f64, rows: usize) -> Option<Svrg> {
+        cfg.svrg.then(|| Svrg {
+            every: svrg_every(&cfg.raw, updates_per_epoch, rows),
+            margins: RwLock::new(Vec::new()),
+        })
+    }
+
     /// Takes a snapshot at the shards' current model x~ (workers paused): the margins
     /// `z~_i` of every row, and the full gradient `grad f(x~)` of the loss part (the
     /// nonconvex term is applied exactly by the shards) as every block's drift: one
