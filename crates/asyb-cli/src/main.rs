@@ -106,6 +106,9 @@ impl std::error::Error for Silent {}
 
 fn report_error(e: &anyhow::Error) -> ExitCode {
     if e.downcast_ref::<Silent>().is_some() {
+        // mpirun ends every rank once one exits with an error: leave rank 0 the time to
+        // print the error (its exit ends this rank sooner).
+        std::thread::sleep(std::time::Duration::from_secs(3));
         return ExitCode::from(1);
     }
     if e.downcast_ref::<Interrupted>().is_some() {
