@@ -293,7 +293,7 @@ fn run<L: Loss>(
         batch: raw.batch,
         sampling: raw.sampling,
         mode: BlockMode::of(raw.algorithm),
-        snapshot: svrg.as_ref().map(|s| &s.margins),
+        snapshot: svrg.as_ref().map(|s| &s.derivs),
     };
     let obj = Objective {
         data: &pb.train,

@@ -788,7 +788,7 @@ impl<'a> Trainer<'a> {
             batch: raw.batch,
             sampling: raw.sampling,
             mode,
-            snapshot: svrg.as_ref().map(|sv| &sv.margins),
+            snapshot: svrg.as_ref().map(|sv| &sv.derivs),
         };
         let round = SyncRound::new(plan.workers, plan.blocks);
 
@@ -1219,28 +1219,28 @@ pub(crate) fn objective_key(raw: &crate::config::TrainConfig, l: Layout) -> Stri
     )
 }
 
-/// SVRG state of a run: the snapshot interval and the margins of every row at the
-/// last snapshot, which the workers read.
+/// SVRG state of a run: the snapshot interval and the loss derivatives of every row at
+/// the last snapshot, which the workers read.
 pub(crate) struct Svrg {
     /// Block updates between snapshots.
     pub(crate) every: u64,
-    pub(crate) margins: RwLock<Vec<f64>>,
+    pub(crate) derivs: RwLock<Vec<f64>>,
 }
 
 impl Svrg {
     /// The run's SVRG state when `cfg` uses it: snapshots every [`svrg_every`] updates,
-    /// no margins yet.
+    /// no derivatives yet.
     pub(crate) fn of(cfg: &ValidConfig, updates_per_epoch: f64, rows: usize) -> Option<Svrg> {
         cfg.svrg.then(|| Svrg {
             every: svrg_every(&cfg.raw, updates_per_epoch, rows),
-            margins: RwLock::new(Vec::new()),
+            derivs: RwLock::new(Vec::new()),
         })
     }
 
-    /// Takes a snapshot at the shards' current model x~ (workers paused): the margins
-    /// `z~_i` of every row, and the full gradient `grad f(x~)` of the loss part (the
-    /// nonconvex term is applied exactly by the shards) as every block's drift: one
-    /// pass over the data, counted as training time.
+    /// Takes a snapshot at the shards' current model x~ (workers paused): the loss
+    /// derivatives `l'(z~_i)` of every row at its margins, and the full gradient
+    /// `grad f(x~)` of the loss part (the nonconvex term is applied exactly by the
+    /// shards) as every block's drift: one pass over the data, counted as training time.
     pub(crate) fn snapshot<L: Loss>(
         &self,
         loss: L,
@@ -1261,16 +1261,16 @@ impl Svrg {
             alpha: 0.0,
             threads,
         };
-        let mut margins = self.margins.write();
-        margins.clear();
-        margins.resize(data.rows() * k, 0.0);
+        let mut derivs = self.derivs.write();
+        derivs.clear();
+        derivs.resize(data.rows() * k, 0.0);
         let mut grad = vec![0.0; layout.coords()];
-        obj.loss_pass(&w, Some(&mut grad), Some(&mut margins));
+        obj.gradient_pass(&w, &mut grad, Some(&mut derivs));
         if !layout.bias {
             let b = layout.bias_row() * k;
             grad[b..b + k].fill(0.0);
         }
-        drop(margins);
+        drop(derivs);
         install_drift(partition, shards, &grad);
     }
 }

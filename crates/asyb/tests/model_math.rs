@@ -126,6 +126,32 @@ proptest! {
         prop_assert!(close(grad_of(SquaredHinge, &[z], y)[0], -2.0 * yf * hinge, 1e-12));
     }
 
+    /// `grad` returns what `value` computes, `deriv` writes what `grad` writes, bit for
+    /// bit, and the logistic loss is the stable `log1pexp` and `sigmoid` it shares one
+    /// exponential for, over margins far into both tails.
+    #[test]
+    fn grad_deriv_and_value_agree(z in -800.0f64..800.0, y in binary_label(), t in -10.0f32..10.0) {
+        fn same<L: Loss>(loss: L, z: &[f64], y: f32) -> Result<(), TestCaseError> {
+            let mut a = vec![f64::NAN; z.len()];
+            let mut b = vec![f64::NAN; z.len()];
+            let v = loss.grad(z, y, &mut a);
+            loss.deriv(z, y, &mut b);
+            prop_assert_eq!(v.to_bits(), loss.value(z, y).to_bits());
+            prop_assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            Ok(())
+        }
+        for zz in [z, z / 1000.0, 0.0, -0.0] {
+            same(Logistic, &[zz], y)?;
+            same(SquaredHinge, &[zz], y)?;
+            same(Squared, &[zz], t)?;
+            same(Softmax, &[zz, -zz, 0.5 * zz], (t.abs() as usize % 3) as f32)?;
+            let yf = f64::from(y);
+            prop_assert_eq!(grad_of(Logistic, &[zz], y)[0].to_bits(), (-yf * sigmoid(-yf * zz)).to_bits());
+            prop_assert_eq!(Logistic.value(&[zz], y).to_bits(), log1pexp(-yf * zz).to_bits());
+        }
+    }
+
     #[test]
     fn squared_matches_formula(z in -20.0f64..20.0, y in -10.0f32..10.0) {
         let r = z - f64::from(y);

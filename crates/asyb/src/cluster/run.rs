@@ -383,7 +383,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
     let transport = MpiTransport::new((0..roles.servers).map(|s| s as i32).collect());
     let control = Control::new(usize::from(worker_ix.is_some()), u64::MAX);
     let counters = Counters::default();
-    let margins = RwLock::new(Vec::new());
+    let derivs = RwLock::new(Vec::new());
     let empty = Dataset::new(features);
     let data = part.as_ref().map_or(&empty, |p| &p.data);
     let eval_rows = part.as_ref().and_then(|p| p.eval.as_deref());
@@ -396,7 +396,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
         batch: raw.batch,
         sampling: raw.sampling,
         mode: BlockMode::of(raw.algorithm),
-        snapshot: cfg.svrg.then_some(&margins),
+        snapshot: cfg.svrg.then_some(&derivs),
     };
     answer(Enc::new(cmd::START, 0));
     std::thread::scope(|s| -> Result<()> {
@@ -459,10 +459,13 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
                         } else if kind == cmd::EVAL {
                             (n, obj.f_and_grad(&w, Some(&mut grad)))
                         } else {
-                            let mut m = margins.write();
+                            // The loss is not needed: the coordinator uses the
+                            // gradient only.
+                            let mut m = derivs.write();
                             m.clear();
-                            m.resize(n, 0.0);
-                            (n, obj.loss_pass(&w, Some(&mut grad), Some(&mut m)))
+                            m.resize(n * layout.classes, 0.0);
+                            obj.gradient_pass(&w, &mut grad, Some(&mut m));
+                            (n, 0.0)
                         }
                     });
                     if rows == 0 {
@@ -878,8 +881,8 @@ impl<L: Loss> Coordinator<'_, L> {
             let w = crate::ps::gather(&partition, &shards);
             let mut r = this.reduce(cmd::SNAP, &w)?;
             if !layout.bias {
-                let b = layout.bias_row();
-                r.grad[b] = 0.0;
+                let b = layout.bias_row() * layout.classes;
+                r.grad[b..b + layout.classes].fill(0.0);
             }
             train::install_drift(&partition, &shards, &r.grad);
             Ok(())

@@ -58,6 +58,12 @@ pub trait Loss: Copy + Send + Sync + 'static {
     fn value(&self, z: &[f64], y: f32) -> f64;
     /// Writes d loss / d z into `dz` (same length as `z`) and returns the loss value.
     fn grad(&self, z: &[f64], y: f32, dz: &mut [f64]) -> f64;
+    /// Writes d loss / d z into `dz` without the loss value (cheaper where the value
+    /// needs a logarithm).
+    #[inline]
+    fn deriv(&self, z: &[f64], y: f32, dz: &mut [f64]) {
+        self.grad(z, y, dz);
+    }
 }
 
 /// log(1 + exp(-y z)).
@@ -104,11 +110,23 @@ impl Loss for Logistic {
     }
     #[inline]
     fn grad(&self, z: &[f64], y: f32, dz: &mut [f64]) -> f64 {
+        // d/dz log(1 + exp(-y z)) = -y sigmoid(-y z). One exponential for both, the
+        // same values as `sigmoid` and `log1pexp`.
         let y = f64::from(y);
         let t = -y * z[0];
-        // d/dz log(1 + exp(-y z)) = -y sigmoid(-y z)
-        dz[0] = -y * sigmoid(t);
-        log1pexp(t)
+        let e = (-t.abs()).exp();
+        if t > 0.0 {
+            dz[0] = -y / (1.0 + e);
+            t + e.ln_1p()
+        } else {
+            dz[0] = -y * (e / (1.0 + e));
+            e.ln_1p()
+        }
+    }
+    #[inline]
+    fn deriv(&self, z: &[f64], y: f32, dz: &mut [f64]) {
+        let y = f64::from(y);
+        dz[0] = -y * sigmoid(-y * z[0]);
     }
 }
 

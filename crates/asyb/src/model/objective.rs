@@ -143,13 +143,30 @@ impl<'a, L: Loss> Objective<'a, L> {
 
     /// One threaded pass over the rows: returns the mean loss `(1/n) sum_i loss_i`; with
     /// `grad`, writes the mean loss gradient (the intercept row included, whatever
-    /// `layout.bias`; no nonconvex term); with `margins`, writes every row's margins
-    /// (`n * classes` values).
+    /// `layout.bias`; no nonconvex term); with `derivs`, writes every row's loss
+    /// derivatives `d loss_i / d z_i` (`n * classes` values).
     pub fn loss_pass(
         &self,
         w: &[f64],
+        grad: Option<&mut [f64]>,
+        derivs: Option<&mut [f64]>,
+    ) -> f64 {
+        self.pass(w, grad, derivs, true)
+    }
+
+    /// [`Objective::loss_pass`] without the loss: the mean loss gradient into `grad`
+    /// and the rows' loss derivatives into `derivs` (an SVRG snapshot), without the
+    /// logarithms the loss value needs.
+    pub fn gradient_pass(&self, w: &[f64], grad: &mut [f64], derivs: Option<&mut [f64]>) {
+        self.pass(w, Some(grad), derivs, false);
+    }
+
+    fn pass(
+        &self,
+        w: &[f64],
         mut grad: Option<&mut [f64]>,
-        margins: Option<&mut [f64]>,
+        derivs: Option<&mut [f64]>,
+        want_loss: bool,
     ) -> f64 {
         let k = self.layout.classes;
         let n = self.n();
@@ -160,7 +177,7 @@ impl<'a, L: Loss> Objective<'a, L> {
             g.fill(0.0);
         }
         let rs = ranges(n, self.threads);
-        let mut zs: Vec<Option<&mut [f64]>> = match margins {
+        let mut zs: Vec<Option<&mut [f64]>> = match derivs {
             Some(m) => {
                 assert_eq!(m.len(), n * k);
                 let mut rest = m;
@@ -185,13 +202,13 @@ impl<'a, L: Loss> Objective<'a, L> {
                 .map(|(t, (r, zout))| {
                     let mine = if t == 0 { first.take() } else { None };
                     s.spawn(move || match mine {
-                        Some(g) => (self.pass_rows(w, r, zout, Some(g)), None),
+                        Some(g) => (self.pass_rows(w, r, zout, Some(g), want_loss), None),
                         None if want_grad => {
                             let mut own = vec![0.0; coords];
-                            let sum = self.pass_rows(w, r, zout, Some(&mut own));
+                            let sum = self.pass_rows(w, r, zout, Some(&mut own), want_loss);
                             (sum, Some(own))
                         }
-                        None => (self.pass_rows(w, r, zout, None), None),
+                        None => (self.pass_rows(w, r, zout, None, want_loss), None),
                     })
                 })
                 .collect();
@@ -214,18 +231,24 @@ impl<'a, L: Loss> Objective<'a, L> {
         parts.iter().map(|p| p.0).sum::<f64>() * inv_n
     }
 
-    /// One thread's share of [`Objective::loss_pass`]: the rows `rows`, their margins
-    /// into `zout` (indexed from `rows.start`) when given, their unscaled loss gradient
-    /// added to `g` when given; returns their summed loss.
+    /// One thread's share of [`Objective::loss_pass`]: the rows `rows`, their loss
+    /// derivatives into `dzout` (indexed from `rows.start`) when given, their unscaled
+    /// loss gradient added to `g` when given; returns their summed loss (0 when
+    /// `want_loss` is false: the derivatives alone skip the logarithms).
     fn pass_rows(
         &self,
         w: &[f64],
         rows: std::ops::Range<usize>,
-        mut zout: Option<&mut [f64]>,
-        mut g: Option<&mut [f64]>,
+        dzout: Option<&mut [f64]>,
+        g: Option<&mut [f64]>,
+        want_loss: bool,
     ) -> f64 {
+        if self.layout.classes == 1 {
+            return self.pass_rows_single(w, rows, dzout, g, want_loss);
+        }
         let k = self.layout.classes;
-        let mut zbuf = vec![0.0; k];
+        let (mut dzout, mut g) = (dzout, g);
+        let mut zi = vec![0.0; k];
         let mut dz = vec![0.0; k];
         let mut sum = 0.0;
         let start = rows.start;
@@ -234,17 +257,19 @@ impl<'a, L: Loss> Objective<'a, L> {
             if let Some(g) = g.as_deref() {
                 self.prefetch_row(g, i + ROWS_AHEAD);
             }
-            let zi = match zout.as_deref_mut() {
-                Some(z) => &mut z[(i - start) * k..(i - start + 1) * k],
-                None => &mut zbuf[..],
-            };
-            self.row_margins(w, i, zi);
+            self.row_margins(w, i, &mut zi);
             let y = self.data.labels[self.at(i)];
+            if g.is_none() && dzout.is_none() {
+                sum += self.loss.value(&zi, y);
+                continue;
+            }
+            sum += self.loss.grad(&zi, y, &mut dz);
+            if let Some(out) = dzout.as_deref_mut() {
+                out[(i - start) * k..(i - start + 1) * k].copy_from_slice(&dz);
+            }
             let Some(g) = g.as_deref_mut() else {
-                sum += self.loss.value(zi, y);
                 continue;
             };
-            sum += self.loss.grad(zi, y, &mut dz);
             for (f, v) in self.data.row(self.at(i)).iter() {
                 let f = f as usize;
                 if f >= self.layout.features {
@@ -259,6 +284,95 @@ impl<'a, L: Loss> Objective<'a, L> {
             for (gc, d) in g[b..b + k].iter_mut().zip(&dz) {
                 *gc += d;
             }
+        }
+        sum
+    }
+
+    /// [`Objective::pass_rows`] with one output per row (binary and regression losses):
+    /// the same sums without the per-class loops, one prefetch loop per row for the
+    /// weights and the gradient, and no value loads for binary rows. The snapshot of
+    /// every SVRG run is such a pass.
+    fn pass_rows_single(
+        &self,
+        w: &[f64],
+        rows: std::ops::Range<usize>,
+        mut dzout: Option<&mut [f64]>,
+        mut g: Option<&mut [f64]>,
+        want_loss: bool,
+    ) -> f64 {
+        let d = self.layout.features;
+        let bias_at = self.layout.bias_row();
+        // Only a test set wider than the model has features to skip.
+        let clip = self.data.features > d;
+        let keep = |f: u32| !clip || (f as usize) < d;
+        let n = self.n();
+        let need_dz = g.is_some() || dzout.is_some();
+        let mut sum = 0.0;
+        let mut dz = [0.0];
+        let start = rows.start;
+        for i in rows {
+            if i + ROWS_AHEAD < n {
+                for &f in self.data.row(self.at(i + ROWS_AHEAD)).indices {
+                    if let Some(x) = w.get(f as usize) {
+                        prefetch(x);
+                    }
+                    if let Some(x) = g.as_deref().and_then(|g| g.get(f as usize)) {
+                        prefetch(x);
+                    }
+                }
+            }
+            let row = self.data.row(self.at(i));
+            let mut z = w[bias_at];
+            match row.values {
+                None => {
+                    for &f in row.indices {
+                        if keep(f) {
+                            z += w[f as usize];
+                        }
+                    }
+                }
+                Some(vals) => {
+                    for (&f, &v) in row.indices.iter().zip(vals) {
+                        if keep(f) {
+                            z += f64::from(v) * w[f as usize];
+                        }
+                    }
+                }
+            }
+            let y = self.data.labels[self.at(i)];
+            if !need_dz {
+                sum += self.loss.value(&[z], y);
+                continue;
+            }
+            if want_loss {
+                sum += self.loss.grad(&[z], y, &mut dz);
+            } else {
+                self.loss.deriv(&[z], y, &mut dz);
+            }
+            let dz = dz[0];
+            if let Some(out) = dzout.as_deref_mut() {
+                out[i - start] = dz;
+            }
+            let Some(g) = g.as_deref_mut() else {
+                continue;
+            };
+            match row.values {
+                None => {
+                    for &f in row.indices {
+                        if keep(f) {
+                            g[f as usize] += dz;
+                        }
+                    }
+                }
+                Some(vals) => {
+                    for (&f, &v) in row.indices.iter().zip(vals) {
+                        if keep(f) {
+                            g[f as usize] += f64::from(v) * dz;
+                        }
+                    }
+                }
+            }
+            g[bias_at] += dz;
         }
         sum
     }
@@ -508,6 +622,81 @@ mod tests {
                 sel.gram_top_eigenvalue(50, 0.0),
                 full.gram_top_eigenvalue(50, 0.0)
             );
+        }
+    }
+
+    /// The one-output pass (rows with values, binary rows without stored values, a
+    /// dataset wider than the model, selected rows) equals the sums written out row by
+    /// row: loss, gradient and every row's loss derivative, with and without the loss.
+    #[test]
+    fn single_output_pass_equals_the_sums_by_hand() {
+        use crate::model::loss::{log1pexp, sigmoid};
+        let valued = toy();
+        let mut binary = Dataset::from_rows(
+            6,
+            &[
+                (1.0, vec![(0, 1.0), (2, 1.0), (5, 1.0)]),
+                (-1.0, vec![(1, 1.0), (3, 1.0)]),
+                (1.0, vec![(4, 1.0)]),
+                (-1.0, vec![]),
+                (-1.0, vec![(0, 1.0), (1, 1.0), (3, 1.0)]),
+            ],
+        );
+        binary.compact_binary();
+        assert!(binary.values.is_none());
+        let layout = Layout {
+            features: 4,
+            classes: 1,
+            bias: true,
+        };
+        let w = vec![0.3, -0.7, 1.1, 0.2, -0.4];
+        let pick: Vec<u32> = vec![2, 0, 3];
+        for data in [&valued, &binary] {
+            for rows in [None, Some(&pick[..])] {
+                for threads in [1, 2, 3] {
+                    let o = Objective {
+                        data,
+                        rows,
+                        loss: Logistic,
+                        reg: AnyReg(spec(RegKind::None, 0.0)),
+                        layout,
+                        alpha: 0.0,
+                        threads,
+                    };
+                    let n = o.n();
+                    let (mut f_ref, mut g_ref, mut d_ref) = (0.0, vec![0.0; 5], vec![]);
+                    for r in 0..n {
+                        let i = rows.map_or(r, |p| p[r] as usize);
+                        let row = data.row(i);
+                        let z = w[4]
+                            + row
+                                .iter()
+                                .filter(|&(f, _)| f < 4)
+                                .map(|(f, v)| f64::from(v) * w[f as usize])
+                                .sum::<f64>();
+                        let y = f64::from(data.labels[i]);
+                        let d = -y * sigmoid(-y * z);
+                        f_ref += log1pexp(-y * z) / n as f64;
+                        for (f, v) in row.iter().filter(|&(f, _)| f < 4) {
+                            g_ref[f as usize] += f64::from(v) * d / n as f64;
+                        }
+                        g_ref[4] += d / n as f64;
+                        d_ref.push(d);
+                    }
+                    let close = |a: &[f64], b: &[f64]| {
+                        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
+                    };
+                    let (mut g, mut d) = (vec![0.0; 5], vec![0.0; n]);
+                    let f = o.loss_pass(&w, Some(&mut g), Some(&mut d));
+                    assert!((f - f_ref).abs() < 1e-12, "{f} vs {f_ref}");
+                    assert!(close(&g, &g_ref), "{g:?} vs {g_ref:?}");
+                    assert!(close(&d, &d_ref), "{d:?} vs {d_ref:?}");
+                    assert!((o.loss_pass(&w, None, None) - f_ref).abs() < 1e-12);
+                    let (mut g2, mut d2) = (vec![1.0; 5], vec![0.0; n]);
+                    o.gradient_pass(&w, &mut g2, Some(&mut d2));
+                    assert_eq!((&g2, &d2), (&g, &d));
+                }
+            }
         }
     }
 

@@ -7,8 +7,9 @@
 //! intercept. The loop is monomorphized per loss and allocates nothing per update.
 //!
 //! Variance reduction (SVRG): with a snapshot, a row's loss derivative is replaced by
-//! its difference from the derivative at the snapshot's margins, `l'(z_i) - l'(z~_i)`,
-//! so that a push carries `G_j - G~_j`; the shard adds the snapshot's full gradient.
+//! its difference from the derivative at the snapshot's margins, `l'(z_i) - l'(z~_i)`
+//! (the latter computed once per snapshot), so that a push carries `G_j - G~_j`; the
+//! shard adds the snapshot's full gradient.
 //! The pushed vector is exactly as sparse as before.
 //!
 //! Pausing: the trainer pauses all workers to evaluate the model; workers park between
@@ -170,8 +171,8 @@ pub struct WorkerContext<'a> {
     pub batch: usize,
     pub sampling: Sampling,
     pub mode: BlockMode,
-    /// SVRG: the margins of every row at the snapshot (`classes` per row), written only
-    /// while the workers are paused.
+    /// SVRG: the loss derivatives of every row at the snapshot's margins (`classes` per
+    /// row), written only while the workers are paused.
     pub snapshot: Option<&'a RwLock<Vec<f64>>>,
 }
 
@@ -228,7 +229,6 @@ struct Scratch {
     vals: Vec<f64>,
     z: Vec<f64>,
     dz: Vec<f64>,
-    dz_snap: Vec<f64>,
     grads: Vec<Vec<(u32, f64)>>,
 }
 
@@ -240,7 +240,6 @@ impl Scratch {
             vals: Vec::new(),
             z: Vec::new(),
             dz: Vec::new(),
-            dz_snap: Vec::new(),
             grads: vec![Vec::new(); blocks],
         }
     }
@@ -262,7 +261,7 @@ fn gradient<L: Loss>(
     s.locs.clear();
     let snapshot = ctx.snapshot.map(|m| m.read());
     for (r, &i) in s.batch.iter().enumerate() {
-        // Rows are drawn at random: fetch the bounds (and label, and snapshot margins)
+        // Rows are drawn at random: fetch the bounds (and label, and snapshot derivatives)
         // of a row well ahead, and its entries a little ahead, so misses overlap.
         if let Some(&a) = s.batch.get(r + 2 * ROW_AHEAD) {
             ctx.data.prefetch_row_start(a as usize);
@@ -285,7 +284,6 @@ fn gradient<L: Loss>(
     let nb = s.batch.len();
     s.z.resize(nb * k, 0.0);
     s.dz.resize(nb * k, 0.0);
-    s.dz_snap.resize(k, 0.0);
     let mut pos = 0;
     for (r, &i) in s.batch.iter().enumerate() {
         let row = ctx.data.row(i as usize);
@@ -300,11 +298,10 @@ fn gradient<L: Loss>(
         pos += row.nnz();
         let y = ctx.data.labels[i as usize];
         let dz = &mut s.dz[r * k..(r + 1) * k];
-        loss.grad(z, y, dz);
+        loss.deriv(z, y, dz);
         if let Some(m) = &snapshot {
             let i = i as usize;
-            loss.grad(&m[i * k..(i + 1) * k], y, &mut s.dz_snap);
-            for (d, ds) in dz.iter_mut().zip(&s.dz_snap) {
+            for (d, ds) in dz.iter_mut().zip(&m[i * k..(i + 1) * k]) {
                 *d -= ds;
             }
         }
