@@ -215,7 +215,7 @@ pub trait Regularizer: Copy + Send + Sync + 'static {
         _d: f64,
         _from: usize,
         _to: usize,
-        _eta_sum: &dyn Fn(usize) -> f64,
+        _eta_sum: &impl Fn(usize) -> f64,
     ) -> f64 {
         unreachable!("no closed form of skipped steps with a drift")
     }
@@ -301,7 +301,7 @@ impl Regularizer for NoReg {
         d: f64,
         from: usize,
         to: usize,
-        eta_sum: &dyn Fn(usize) -> f64,
+        eta_sum: &impl Fn(usize) -> f64,
     ) -> f64 {
         drift_unregularized(x, a, d, from, to, eta_sum)
     }
@@ -338,6 +338,7 @@ impl Regularizer for L1 {
         }
     }
     const DRIFT: bool = true;
+    #[inline]
     fn prox_skipped_drift(
         &self,
         x: f64,
@@ -345,7 +346,7 @@ impl Regularizer for L1 {
         d: f64,
         from: usize,
         to: usize,
-        eta_sum: &dyn Fn(usize) -> f64,
+        eta_sum: &impl Fn(usize) -> f64,
     ) -> f64 {
         if from >= to {
             return x;
@@ -545,7 +546,7 @@ pub fn drift_unregularized(
     d: f64,
     from: usize,
     to: usize,
-    eta_sum: &dyn Fn(usize) -> f64,
+    eta_sum: &impl Fn(usize) -> f64,
 ) -> f64 {
     if from >= to || a == 0.0 {
         return x;

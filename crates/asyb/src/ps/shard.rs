@@ -543,18 +543,62 @@ impl Block {
         }
     }
 
+    /// Reads coordinate `c` of a block of one-coordinate groups, up to date, without
+    /// locking: [`Block::read_group`] for one value, with no slices and the closed form
+    /// inlined. This is most of a pull's work.
+    #[inline]
+    fn read_one<R: Regularizer>(&self, reg: &R, c: usize) -> f64 {
+        debug_assert_eq!(self.gl, 1);
+        if R::STEP_LIST && !self.drifting {
+            let mut v = [0.0];
+            self.read_group(reg, c, &mut v);
+            return v[0];
+        }
+        let cell = &self.cells[c];
+        loop {
+            let gen = self.generation.load(Ordering::Acquire);
+            let l1 = cell.last.load(Ordering::Acquire);
+            if gen & 1 == 1 || l1 == BUSY {
+                std::hint::spin_loop();
+                continue;
+            }
+            let t = self.hist_len.load(Ordering::Acquire);
+            let x = ld(&cell.x);
+            let v = if l1 >= t {
+                x
+            } else if self.drifting {
+                // On torn data the closed form computes garbage (never panics) and the
+                // read retries.
+                let (a, d) = (ld(&cell.drift), cell.scale);
+                let (from, to) = (l1 as usize, t as usize);
+                let eta_sum = |t: usize| ld(&self.sums[t][0]);
+                if self.is_bias(c) {
+                    drift_unregularized(x, a, d, from, to, &eta_sum)
+                } else {
+                    reg.prox_skipped_drift(x, a, d, from, to, &eta_sum)
+                }
+            } else {
+                let (a, b) = (self.sums_at(l1 as usize), self.sums_at(t as usize));
+                let mut v = [x];
+                if !self.is_bias(c) {
+                    self.skip(reg, c, &mut v, &[], a, b);
+                }
+                v[0]
+            };
+            fence(Ordering::Acquire);
+            if cell.last.load(Ordering::Relaxed) != l1
+                || self.generation.load(Ordering::Relaxed) != gen
+            {
+                continue;
+            }
+            return v;
+        }
+    }
+
     /// Asks the CPU to fetch the memory that reading coordinate `c` touches.
     #[inline]
     fn prefetch(&self, c: usize) {
         prefetch(&self.cells[c]);
-    }
-
-    /// Reads one coordinate of a group of length 1, up to date, without locking.
-    #[inline]
-    fn read_scalar<R: Regularizer>(&self, reg: &R, c: usize) -> f64 {
-        let mut v = [0.0];
-        self.read_group(reg, c, &mut v);
-        v[0]
     }
 
     /// Writes group `g` as current at history point `t` (writer holds the mutex).
@@ -697,6 +741,16 @@ impl<R: Regularizer> Shard<R> {
         &self.blocks[b.0 as usize / self.shards]
     }
 
+    /// Block `b` if this shard owns it (no division with one shard).
+    #[inline]
+    fn owned(&self, b: u32) -> Option<&Block> {
+        if self.shards == 1 {
+            return self.blocks.get(b as usize);
+        }
+        let b = b as usize;
+        (b % self.shards == self.id.0 as usize).then(|| &self.blocks[b / self.shards])
+    }
+
     /// Dense step: every group of the block, with the nonconvex term's gradient.
     fn apply_dense(&self, blk: &Block, t: usize, eta: f64, grad: &[(u32, f64)], buf: &mut [f64]) {
         let alpha = self.settings.alpha;
@@ -779,7 +833,7 @@ impl<R: Regularizer> ShardApi for Shard<R> {
         let offset = offset as usize;
         if gl == 1 {
             for (i, o) in out.iter_mut().enumerate() {
-                *o = blk.read_scalar(&self.reg, offset + i);
+                *o = blk.read_one(&self.reg, offset + i);
             }
             return;
         }
@@ -796,13 +850,20 @@ impl<R: Regularizer> ShardApi for Shard<R> {
     }
 
     fn read_rows(&self, rows: &[Loc], classes: usize, out: &mut [f64]) {
-        let mine = |l: &Loc| l.block as usize % self.shards == self.id.0 as usize;
         for (i, (loc, o)) in rows.iter().zip(out.chunks_exact_mut(classes)).enumerate() {
-            if let Some(next) = rows.get(i + PREFETCH_AHEAD).filter(|l| mine(l)) {
-                self.block(BlockId(next.block))
-                    .prefetch(next.offset as usize);
+            if let Some(next) = rows.get(i + PREFETCH_AHEAD) {
+                if let Some(b) = self.owned(next.block) {
+                    b.prefetch(next.offset as usize);
+                }
             }
-            if mine(loc) {
+            let Some(blk) = self.owned(loc.block) else {
+                continue;
+            };
+            if blk.gl == 1 {
+                for (c, v) in o.iter_mut().enumerate() {
+                    *v = blk.read_one(&self.reg, loc.offset as usize + c);
+                }
+            } else {
                 self.read(BlockId(loc.block), loc.offset, o);
             }
         }
@@ -1061,6 +1122,27 @@ mod tests {
                     v[0],
                     dense.blocks[jr][c]
                 );
+                // The pull's path: several parameter rows at once.
+                let gl = classes;
+                let g0 = c / gl * gl;
+                let locs = [
+                    Loc {
+                        block: jr as u32,
+                        offset: g0 as u32,
+                    },
+                    Loc {
+                        block: 0,
+                        offset: 0,
+                    },
+                ];
+                let mut out = vec![0.0; 2 * gl];
+                shard.read_rows(&locs, gl, &mut out);
+                let want = dense.blocks[jr][g0..g0 + gl]
+                    .iter()
+                    .chain(&dense.blocks[0][..gl]);
+                for (a, b) in out.iter().zip(want) {
+                    assert!(tol(*a, *b), "step {step} pulled {a} dense {b}");
+                }
             }
         }
         for j in 0..blocks {
