@@ -230,6 +230,8 @@ struct Scratch {
     z: Vec<f64>,
     dz: Vec<f64>,
     grads: Vec<Vec<(u32, f64)>>,
+    /// The radix sort's second buffer.
+    sort_tmp: Vec<(u32, f64)>,
 }
 
 impl Scratch {
@@ -241,6 +243,7 @@ impl Scratch {
             z: Vec::new(),
             dz: Vec::new(),
             grads: vec![Vec::new(); blocks],
+            sort_tmp: Vec::new(),
         }
     }
 }
@@ -340,7 +343,7 @@ fn gradient<L: Loss>(
     }
     for (j, g) in s.grads.iter_mut().enumerate() {
         if want(j as u32) {
-            merge_sorted(g);
+            merge_sorted(g, &mut s.sort_tmp);
         }
     }
     pulled_at
@@ -384,9 +387,18 @@ impl MinibatchGradient {
     }
 }
 
-/// Sorts `(coordinate, value)` pairs by coordinate and sums duplicates.
-fn merge_sorted(g: &mut Vec<(u32, f64)>) {
-    g.sort_unstable_by_key(|e| e.0);
+/// Below this many pairs a comparison sort beats the radix sort's fixed cost.
+const RADIX_MIN: usize = 64;
+
+/// Sorts `(coordinate, value)` pairs by coordinate and sums duplicates (in their order
+/// in `g`). A pushed gradient has a few thousand pairs; a byte-wise radix sort through
+/// `tmp` takes a tenth of the instructions of a comparison sort.
+fn merge_sorted(g: &mut Vec<(u32, f64)>, tmp: &mut Vec<(u32, f64)>) {
+    if g.len() < RADIX_MIN {
+        g.sort_by_key(|e| e.0);
+    } else {
+        radix_sort(g, tmp);
+    }
     let mut w = 0;
     for r in 0..g.len() {
         if w > 0 && g[w - 1].0 == g[r].0 {
@@ -397,6 +409,34 @@ fn merge_sorted(g: &mut Vec<(u32, f64)>) {
         }
     }
     g.truncate(w);
+}
+
+/// Stable least-significant-digit radix sort by coordinate, one pass per byte up to the
+/// largest coordinate's highest; `tmp` is the other buffer (contents undefined after).
+fn radix_sort(g: &mut Vec<(u32, f64)>, tmp: &mut Vec<(u32, f64)>) {
+    let max = g.iter().map(|e| e.0).max().unwrap_or(0);
+    tmp.clear();
+    tmp.resize(g.len(), (0, 0.0));
+    let mut shift = 0;
+    while shift < 32 && max >> shift != 0 {
+        let mut start = [0u32; 256];
+        for e in g.iter() {
+            start[(e.0 >> shift & 0xff) as usize] += 1;
+        }
+        let mut sum = 0;
+        for c in start.iter_mut() {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        for e in g.iter() {
+            let b = (e.0 >> shift & 0xff) as usize;
+            tmp[start[b] as usize] = *e;
+            start[b] += 1;
+        }
+        std::mem::swap(g, tmp);
+        shift += 8;
+    }
 }
 
 /// Tests only: a run with this seed loses worker 1 (a panic) after 20 updates.
@@ -525,7 +565,7 @@ pub fn run_sync<L: Loss>(
         if round.barrier.wait().is_leader() {
             let mut parts = round.parts.lock();
             for (j, g) in parts.iter_mut().enumerate() {
-                merge_sorted(g);
+                merge_sorted(g, &mut s.sort_tmp);
                 let k = ctx.transport.now();
                 push(ctx, BlockId(j as u32), k, g, 0);
                 g.clear();
@@ -707,8 +747,38 @@ mod tests {
     #[test]
     fn merge_sums_duplicates_in_order() {
         let mut g = vec![(5, 1.0), (2, 0.5), (5, 2.0), (0, -1.0), (2, 0.25)];
-        merge_sorted(&mut g);
+        merge_sorted(&mut g, &mut Vec::new());
         assert_eq!(g, vec![(0, -1.0), (2, 0.75), (5, 3.0)]);
+    }
+
+    /// The radix path (long gradients, coordinates over several bytes, duplicates)
+    /// equals a comparison sort and a sum per coordinate in the pairs' order.
+    #[test]
+    fn radix_merge_equals_sort_and_sum() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        let mut tmp = Vec::new();
+        for (len, range) in [
+            (64, 10u32),
+            (500, 1 << 9),
+            (3000, 1 << 19),
+            (2000, u32::MAX),
+        ] {
+            let g: Vec<(u32, f64)> = (0..len)
+                .map(|_| (rng.random_range(0..range), rng.random_range(-1.0..1.0)))
+                .collect();
+            let mut want: Vec<(u32, f64)> = Vec::new();
+            let mut sorted = g.clone();
+            sorted.sort_by_key(|e| e.0);
+            for (c, v) in sorted {
+                match want.last_mut() {
+                    Some(last) if last.0 == c => last.1 += v,
+                    _ => want.push((c, v)),
+                }
+            }
+            let mut got = g.clone();
+            merge_sorted(&mut got, &mut tmp);
+            assert_eq!(got, want, "{len} pairs below {range}");
+        }
     }
 
     #[test]
