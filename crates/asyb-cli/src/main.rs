@@ -4,6 +4,7 @@
 //! A closed standard output (`asyb predict | head`) counts as success. A run stopped by
 //! Ctrl-C writes its outputs and exits with 130.
 
+mod alloc;
 mod args;
 mod bench;
 mod commands;
@@ -16,6 +17,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::args::{BenchCommand, Cli, Command};
+
+#[global_allocator]
+static ALLOC: alloc::HugeAlloc = alloc::HugeAlloc;
 
 /// Large buffers (dense gradients, margins, model copies) are allocated and freed
 /// around every evaluation and snapshot. glibc raises its mmap threshold each time such
