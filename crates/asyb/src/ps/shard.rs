@@ -563,28 +563,9 @@ impl Block {
                 continue;
             }
             let t = self.hist_len.load(Ordering::Acquire);
-            let x = ld(&cell.x);
-            let v = if l1 >= t {
-                x
-            } else if self.drifting {
-                // On torn data the closed form computes garbage (never panics) and the
-                // read retries.
-                let (a, d) = (ld(&cell.drift), cell.scale);
-                let (from, to) = (l1 as usize, t as usize);
-                let eta_sum = |t: usize| ld(&self.sums[t][0]);
-                if self.is_bias(c) {
-                    drift_unregularized(x, a, d, from, to, &eta_sum)
-                } else {
-                    reg.prox_skipped_drift(x, a, d, from, to, &eta_sum)
-                }
-            } else {
-                let (a, b) = (self.sums_at(l1 as usize), self.sums_at(t as usize));
-                let mut v = [x];
-                if !self.is_bias(c) {
-                    self.skip(reg, c, &mut v, &[], a, b);
-                }
-                v[0]
-            };
+            // On torn data the closed form computes garbage (never panics) and the read
+            // retries.
+            let v = self.catch_up_one(reg, c, ld(&cell.x), l1 as usize, t as usize);
             fence(Ordering::Acquire);
             if cell.last.load(Ordering::Relaxed) != l1
                 || self.generation.load(Ordering::Relaxed) != gen
@@ -592,6 +573,40 @@ impl Block {
                 continue;
             }
             return v;
+        }
+    }
+
+    /// Coordinate `c` of a block of one-coordinate groups, value `x` at history point
+    /// `from`, brought to point `to`: [`Block::catch_up`] for one value. Not for a
+    /// regularizer that needs the list of steps without a drift.
+    #[inline(always)]
+    fn catch_up_one<R: Regularizer>(
+        &self,
+        reg: &R,
+        c: usize,
+        x: f64,
+        from: usize,
+        to: usize,
+    ) -> f64 {
+        debug_assert!(self.gl == 1 && (self.drifting || !R::STEP_LIST));
+        if from >= to {
+            return x;
+        }
+        let cell = &self.cells[c];
+        if self.drifting {
+            let (a, d) = (ld(&cell.drift), cell.scale);
+            let eta_sum = |t: usize| ld(&self.sums[t][0]);
+            if self.is_bias(c) {
+                drift_unregularized(x, a, d, from, to, &eta_sum)
+            } else {
+                reg.prox_skipped_drift(x, a, d, from, to, &eta_sum)
+            }
+        } else if self.is_bias(c) {
+            x
+        } else {
+            let mut v = [x];
+            self.skip(reg, c, &mut v, &[], self.sums_at(from), self.sums_at(to));
+            v[0]
         }
     }
 
@@ -790,6 +805,36 @@ impl<R: Regularizer> Shard<R> {
         }
     }
 
+    /// [`Shard::apply_sparse`] for a block of one-coordinate groups (the regularizers
+    /// with a closed form that needs no step list, or any with a drift): one value per
+    /// entry, no slices, the closed form inlined.
+    fn apply_sparse_one(&self, blk: &Block, t: usize, eta: f64, grad: &[(u32, f64)]) {
+        for (i, &(c, gc)) in grad.iter().enumerate() {
+            if let Some(&(n, _)) = grad.get(i + PREFETCH_AHEAD) {
+                blk.prefetch(n as usize);
+            }
+            let c = c as usize;
+            let cell = &blk.cells[c];
+            let last = cell.last.load(Ordering::Relaxed) as usize;
+            let x = blk.catch_up_one(&self.reg, c, ld(&cell.x), last, t);
+            let g = gc + ld(&cell.drift);
+            let mut v = [if blk.scaled {
+                x - eta * cell.scale * g
+            } else {
+                x - eta * g
+            }];
+            if !blk.is_bias(c) {
+                if blk.scaled {
+                    self.reg
+                        .prox_scaled(eta, std::slice::from_ref(&cell.scale), &mut v);
+                } else {
+                    self.reg.prox(eta, &mut v);
+                }
+            }
+            blk.publish(c, &v, (t + 1) as u32);
+        }
+    }
+
     /// Sparse step: only the groups the gradient touches; the rest catch up lazily.
     fn apply_sparse(&self, blk: &Block, t: usize, eta: f64, grad: &[(u32, f64)], buf: &mut [f64]) {
         let gl = blk.gl;
@@ -883,6 +928,8 @@ impl<R: Regularizer> ShardApi for Shard<R> {
         let t = blk.hist_len.load(Ordering::Relaxed) as usize;
         if self.settings.alpha > 0.0 {
             self.apply_dense(blk, t, eta, grad, &mut buf);
+        } else if blk.gl == 1 && (blk.drifting || !R::STEP_LIST) {
+            self.apply_sparse_one(blk, t, eta, grad);
         } else {
             self.apply_sparse(blk, t, eta, grad, &mut buf);
         }
