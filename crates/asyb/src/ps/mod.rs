@@ -16,9 +16,35 @@ use crate::ps::shard::ShardApi;
 /// the shards (block `j` on shard `j mod S`).
 pub fn gather(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>]) -> Vec<f64> {
     let k = partition.layout().classes;
-    let blocks: Vec<Vec<f64>> = (0..partition.blocks())
-        .map(|j| shards[j % shards.len()].snapshot(BlockId(j as u32)))
-        .collect();
+    // Each block's snapshot brings all its coordinates up to date: on every core.
+    let nb = partition.blocks();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(nb);
+    let take = |j: usize| shards[j % shards.len()].snapshot(BlockId(j as u32));
+    let blocks: Vec<Vec<f64>> = if threads <= 1 {
+        (0..nb).map(take).collect()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        (t..nb)
+                            .step_by(threads)
+                            .map(|j| (j, take(j)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut out = vec![Vec::new(); nb];
+            for h in handles {
+                for (j, v) in h.join().expect("snapshot thread") {
+                    out[j] = v;
+                }
+            }
+            out
+        })
+    };
     let mut w = vec![0.0; partition.layout().coords()];
     partition.for_each_row(|row, loc| {
         let src = &blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];

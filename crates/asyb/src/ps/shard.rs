@@ -653,12 +653,20 @@ impl Block {
         let gen = self.generation.load(Ordering::Relaxed);
         self.generation.store(gen + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        for g in 0..self.groups() {
-            self.materialize(reg, g, t, buf);
-            for (a, &v) in self.group(g).iter().zip(buf.iter()) {
-                st(&a.x, v);
+        if self.gl == 1 && (self.drifting || !R::STEP_LIST) {
+            for (c, cell) in self.cells.iter().enumerate() {
+                let last = cell.last.load(Ordering::Relaxed) as usize;
+                st(&cell.x, self.catch_up_one(reg, c, ld(&cell.x), last, t));
+                cell.last.store(0, Ordering::Relaxed);
             }
-            self.last(g).store(0, Ordering::Relaxed);
+        } else {
+            for g in 0..self.groups() {
+                self.materialize(reg, g, t, buf);
+                for (a, &v) in self.group(g).iter().zip(buf.iter()) {
+                    st(&a.x, v);
+                }
+                self.last(g).store(0, Ordering::Relaxed);
+            }
         }
         self.set_sums(0, StepSums::default());
         self.hist_len.store(0, Ordering::Relaxed);
