@@ -4,7 +4,6 @@
 //! A closed standard output (`asyb predict | head`) counts as success. A run stopped by
 //! Ctrl-C writes its outputs and exits with 130.
 
-mod alloc;
 mod args;
 mod bench;
 mod commands;
@@ -19,7 +18,7 @@ use clap::Parser;
 use crate::args::{BenchCommand, Cli, Command};
 
 #[global_allocator]
-static ALLOC: alloc::HugeAlloc = alloc::HugeAlloc;
+static ALLOC: asyb::alloc::HugeAlloc = asyb::alloc::HugeAlloc;
 
 /// Large buffers (dense gradients, margins, model copies) are allocated and freed
 /// around every evaluation and snapshot. glibc raises its mmap threshold each time such

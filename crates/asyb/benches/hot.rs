@@ -33,6 +33,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+// As in the `asyb` command: large blocks on huge pages.
+#[global_allocator]
+static ALLOC: asyb::alloc::HugeAlloc = asyb::alloc::HugeAlloc;
+
 const FEATURES: usize = 1 << 20;
 const BATCH: usize = 256;
 const BLOCKS: usize = 2;

@@ -6,6 +6,7 @@
 //! and back for pulls; [`monitor`] reads snapshots beside it. [`model`] is math only.
 //! The library never prints and never exits; the `asyb` binary does both.
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
