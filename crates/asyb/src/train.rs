@@ -1224,7 +1224,7 @@ pub(crate) fn objective_key(raw: &crate::config::TrainConfig, l: Layout) -> Stri
 pub(crate) struct Svrg {
     /// Block updates between snapshots.
     pub(crate) every: u64,
-    pub(crate) derivs: RwLock<Vec<f64>>,
+    pub(crate) derivs: RwLock<Vec<f32>>,
 }
 
 impl Svrg {
@@ -1238,7 +1238,7 @@ impl Svrg {
     }
 
     /// Takes a snapshot at the shards' current model x~ (workers paused): the loss
-    /// derivatives `l'(z~_i)` of every row at its margins, and the full gradient
+    /// derivatives `l'(z~_i)` of every row at its margins (as f32), and the full gradient
     /// `grad f(x~)` of the loss part (the nonconvex term is applied exactly by the
     /// shards) as every block's drift: one pass over the data, counted as training time.
     pub(crate) fn snapshot<L: Loss>(
@@ -1263,9 +1263,9 @@ impl Svrg {
         };
         let mut derivs = self.derivs.write();
         derivs.clear();
-        derivs.resize(data.rows() * k, 0.0);
+        derivs.resize(data.rows() * k, 0.0f32);
         let mut grad = vec![0.0; layout.coords()];
-        obj.gradient_pass(&w, &mut grad, Some(&mut derivs));
+        obj.gradient_pass(&w, &mut grad, &mut derivs);
         if !layout.bias {
             let b = layout.bias_row() * k;
             grad[b..b + k].fill(0.0);

@@ -464,7 +464,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
                             let mut m = derivs.write();
                             m.clear();
                             m.resize(n * layout.classes, 0.0);
-                            obj.gradient_pass(&w, &mut grad, Some(&mut m));
+                            obj.gradient_pass(&w, &mut grad, &mut m);
                             (n, 0.0)
                         }
                     });

@@ -143,29 +143,25 @@ impl<'a, L: Loss> Objective<'a, L> {
 
     /// One threaded pass over the rows: returns the mean loss `(1/n) sum_i loss_i`; with
     /// `grad`, writes the mean loss gradient (the intercept row included, whatever
-    /// `layout.bias`; no nonconvex term); with `derivs`, writes every row's loss
-    /// derivatives `d loss_i / d z_i` (`n * classes` values).
-    pub fn loss_pass(
-        &self,
-        w: &[f64],
-        grad: Option<&mut [f64]>,
-        derivs: Option<&mut [f64]>,
-    ) -> f64 {
-        self.pass(w, grad, derivs, true)
+    /// `layout.bias`; no nonconvex term).
+    pub fn loss_pass(&self, w: &[f64], grad: Option<&mut [f64]>) -> f64 {
+        self.pass(w, grad, None, true)
     }
 
-    /// [`Objective::loss_pass`] without the loss: the mean loss gradient into `grad`
-    /// and the rows' loss derivatives into `derivs` (an SVRG snapshot), without the
-    /// logarithms the loss value needs.
-    pub fn gradient_pass(&self, w: &[f64], grad: &mut [f64], derivs: Option<&mut [f64]>) {
-        self.pass(w, Some(grad), derivs, false);
+    /// The pass of an SVRG snapshot: every row's loss derivatives `d loss_i / d z_i`
+    /// rounded to f32 into `derivs` (`n * classes` values; half the memory of f64), and
+    /// into `grad` the mean loss gradient computed from those same rounded derivatives,
+    /// so that a worker's `l'(z_i) - d_i` plus the gradient stays an unbiased estimate.
+    /// No loss value: the logarithms are skipped.
+    pub fn gradient_pass(&self, w: &[f64], grad: &mut [f64], derivs: &mut [f32]) {
+        self.pass(w, Some(grad), Some(derivs), false);
     }
 
     fn pass(
         &self,
         w: &[f64],
         mut grad: Option<&mut [f64]>,
-        derivs: Option<&mut [f64]>,
+        derivs: Option<&mut [f32]>,
         want_loss: bool,
     ) -> f64 {
         let k = self.layout.classes;
@@ -177,7 +173,7 @@ impl<'a, L: Loss> Objective<'a, L> {
             g.fill(0.0);
         }
         let rs = ranges(n, self.threads);
-        let mut zs: Vec<Option<&mut [f64]>> = match derivs {
+        let mut zs: Vec<Option<&mut [f32]>> = match derivs {
             Some(m) => {
                 assert_eq!(m.len(), n * k);
                 let mut rest = m;
@@ -232,14 +228,15 @@ impl<'a, L: Loss> Objective<'a, L> {
     }
 
     /// One thread's share of [`Objective::loss_pass`]: the rows `rows`, their loss
-    /// derivatives into `dzout` (indexed from `rows.start`) when given, their unscaled
-    /// loss gradient added to `g` when given; returns their summed loss (0 when
+    /// derivatives rounded to f32 into `dzout` (indexed from `rows.start`) when given,
+    /// their unscaled loss gradient added to `g` when given (from the rounded
+    /// derivatives when `dzout` is given); returns their summed loss (0 when
     /// `want_loss` is false: the derivatives alone skip the logarithms).
     fn pass_rows(
         &self,
         w: &[f64],
         rows: std::ops::Range<usize>,
-        dzout: Option<&mut [f64]>,
+        dzout: Option<&mut [f32]>,
         g: Option<&mut [f64]>,
         want_loss: bool,
     ) -> f64 {
@@ -265,7 +262,13 @@ impl<'a, L: Loss> Objective<'a, L> {
             }
             sum += self.loss.grad(&zi, y, &mut dz);
             if let Some(out) = dzout.as_deref_mut() {
-                out[(i - start) * k..(i - start + 1) * k].copy_from_slice(&dz);
+                for (o, d) in out[(i - start) * k..(i - start + 1) * k]
+                    .iter_mut()
+                    .zip(dz.iter_mut())
+                {
+                    *o = *d as f32;
+                    *d = f64::from(*o);
+                }
             }
             let Some(g) = g.as_deref_mut() else {
                 continue;
@@ -296,7 +299,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         &self,
         w: &[f64],
         rows: std::ops::Range<usize>,
-        mut dzout: Option<&mut [f64]>,
+        mut dzout: Option<&mut [f32]>,
         mut g: Option<&mut [f64]>,
         want_loss: bool,
     ) -> f64 {
@@ -349,9 +352,10 @@ impl<'a, L: Loss> Objective<'a, L> {
             } else {
                 self.loss.deriv(&[z], y, &mut dz);
             }
-            let dz = dz[0];
+            let mut dz = dz[0];
             if let Some(out) = dzout.as_deref_mut() {
-                out[i - start] = dz;
+                out[i - start] = dz as f32;
+                dz = f64::from(dz as f32);
             }
             let Some(g) = g.as_deref_mut() else {
                 continue;
@@ -382,7 +386,7 @@ impl<'a, L: Loss> Objective<'a, L> {
     pub fn f_and_grad(&self, w: &[f64], mut grad: Option<&mut [f64]>) -> f64 {
         let k = self.layout.classes;
         let feature_coords = self.layout.features * self.layout.classes;
-        let mut f = self.loss_pass(w, grad.as_deref_mut(), None);
+        let mut f = self.loss_pass(w, grad.as_deref_mut());
         if self.alpha > 0.0 {
             f += w[..feature_coords]
                 .iter()
@@ -613,10 +617,13 @@ mod tests {
             assert_eq!(sel.labels(), full.labels());
             assert_eq!(sel.margins(&w), full.margins(&w));
             let (mut g1, mut g2) = (vec![0.0; 5], vec![0.0; 5]);
+            let f1 = sel.loss_pass(&w, Some(&mut g1));
+            let f2 = full.loss_pass(&w, Some(&mut g2));
+            assert_eq!((f1, &g1), (f2, &g2));
             let (mut z1, mut z2) = (vec![0.0; 3], vec![0.0; 3]);
-            let f1 = sel.loss_pass(&w, Some(&mut g1), Some(&mut z1));
-            let f2 = full.loss_pass(&w, Some(&mut g2), Some(&mut z2));
-            assert_eq!((f1, &g1, &z1), (f2, &g2, &z2));
+            sel.gradient_pass(&w, &mut g1, &mut z1);
+            full.gradient_pass(&w, &mut g2, &mut z2);
+            assert_eq!((&g1, &z1), (&g2, &z2));
             assert_eq!(sel.psi(&w), full.psi(&w));
             assert_eq!(
                 sel.gram_top_eigenvalue(50, 0.0),
@@ -686,15 +693,27 @@ mod tests {
                     let close = |a: &[f64], b: &[f64]| {
                         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
                     };
-                    let (mut g, mut d) = (vec![0.0; 5], vec![0.0; n]);
-                    let f = o.loss_pass(&w, Some(&mut g), Some(&mut d));
+                    let mut g = vec![0.0; 5];
+                    let f = o.loss_pass(&w, Some(&mut g));
                     assert!((f - f_ref).abs() < 1e-12, "{f} vs {f_ref}");
                     assert!(close(&g, &g_ref), "{g:?} vs {g_ref:?}");
-                    assert!(close(&d, &d_ref), "{d:?} vs {d_ref:?}");
-                    assert!((o.loss_pass(&w, None, None) - f_ref).abs() < 1e-12);
-                    let (mut g2, mut d2) = (vec![1.0; 5], vec![0.0; n]);
-                    o.gradient_pass(&w, &mut g2, Some(&mut d2));
-                    assert_eq!((&g2, &d2), (&g, &d));
+                    assert!((o.loss_pass(&w, None) - f_ref).abs() < 1e-12);
+                    // The snapshot's pass: the derivatives rounded to f32, and the
+                    // gradient summed from exactly those.
+                    let d_f32: Vec<f32> = d_ref.iter().map(|&d| d as f32).collect();
+                    let mut g_f32 = vec![0.0; 5];
+                    for r in 0..n {
+                        let i = rows.map_or(r, |p| p[r] as usize);
+                        let d = f64::from(d_f32[r]) / n as f64;
+                        for (f, v) in data.row(i).iter().filter(|&(f, _)| f < 4) {
+                            g_f32[f as usize] += f64::from(v) * d;
+                        }
+                        g_f32[4] += d;
+                    }
+                    let (mut g2, mut d2) = (vec![1.0; 5], vec![0.0f32; n]);
+                    o.gradient_pass(&w, &mut g2, &mut d2);
+                    assert_eq!(d2, d_f32);
+                    assert!(close(&g2, &g_f32), "{g2:?} vs {g_f32:?}");
                 }
             }
         }

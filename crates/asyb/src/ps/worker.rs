@@ -172,8 +172,8 @@ pub struct WorkerContext<'a> {
     pub sampling: Sampling,
     pub mode: BlockMode,
     /// SVRG: the loss derivatives of every row at the snapshot's margins (`classes` per
-    /// row), written only while the workers are paused.
-    pub snapshot: Option<&'a RwLock<Vec<f64>>>,
+    /// row, as f32), written only while the workers are paused.
+    pub snapshot: Option<&'a RwLock<Vec<f32>>>,
 }
 
 /// Draws minibatches.
@@ -305,7 +305,7 @@ fn gradient<L: Loss>(
         if let Some(m) = &snapshot {
             let i = i as usize;
             for (d, ds) in dz.iter_mut().zip(&m[i * k..(i + 1) * k]) {
-                *d -= ds;
+                *d -= f64::from(*ds);
             }
         }
     }
