@@ -494,8 +494,10 @@ impl Block {
         }
     }
 
-    /// Reads group `g` into `buf`, up to date, without locking.
+    /// Reads group `g` into `buf`, up to date, without locking: the groups that
+    /// [`Block::read_one`] does not read (a drift always takes that path).
     fn read_group<R: Regularizer>(&self, reg: &R, g: usize, buf: &mut [f64]) {
+        debug_assert!(!self.drifting);
         loop {
             let gen = self.generation.load(Ordering::Acquire);
             let l1 = self.last(g).load(Ordering::Acquire);
@@ -506,20 +508,6 @@ impl Block {
             let t = self.hist_len.load(Ordering::Acquire);
             for (v, a) in buf.iter_mut().zip(self.group(g)) {
                 *v = ld(&a.x);
-            }
-            if self.drifting {
-                // The closed form searches the history, so it runs before validation;
-                // on torn data it computes garbage (never panics) and the read retries.
-                if l1 < t {
-                    self.skip_drift(reg, g, buf, l1 as usize, t as usize);
-                }
-                fence(Ordering::Acquire);
-                if self.last(g).load(Ordering::Relaxed) != l1
-                    || self.generation.load(Ordering::Relaxed) != gen
-                {
-                    continue;
-                }
-                return;
             }
             // Copy what the closed form needs before validating the read.
             let span = (l1 < t).then(|| (self.sums_at(l1 as usize), self.sums_at(t as usize)));
@@ -543,13 +531,21 @@ impl Block {
         }
     }
 
+    /// Whether reads, pushes and rebases take the scalar path ([`Block::catch_up_one`]):
+    /// one-coordinate groups whose closed form needs no list of steps (a drift's never
+    /// does).
+    #[inline]
+    fn scalar<R: Regularizer>(&self) -> bool {
+        self.gl == 1 && (self.drifting || !R::STEP_LIST)
+    }
+
     /// Reads coordinate `c` of a block of one-coordinate groups, up to date, without
     /// locking: [`Block::read_group`] for one value, with no slices and the closed form
     /// inlined. This is most of a pull's work.
     #[inline]
     fn read_one<R: Regularizer>(&self, reg: &R, c: usize) -> f64 {
         debug_assert_eq!(self.gl, 1);
-        if R::STEP_LIST && !self.drifting {
+        if !self.scalar::<R>() {
             let mut v = [0.0];
             self.read_group(reg, c, &mut v);
             return v[0];
@@ -588,7 +584,7 @@ impl Block {
         from: usize,
         to: usize,
     ) -> f64 {
-        debug_assert!(self.gl == 1 && (self.drifting || !R::STEP_LIST));
+        debug_assert!(self.scalar::<R>());
         if from >= to {
             return x;
         }
@@ -653,7 +649,7 @@ impl Block {
         let gen = self.generation.load(Ordering::Relaxed);
         self.generation.store(gen + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        if self.gl == 1 && (self.drifting || !R::STEP_LIST) {
+        if self.scalar::<R>() {
             for (c, cell) in self.cells.iter().enumerate() {
                 let last = cell.last.load(Ordering::Relaxed) as usize;
                 st(&cell.x, self.catch_up_one(reg, c, ld(&cell.x), last, t));
@@ -936,7 +932,7 @@ impl<R: Regularizer> ShardApi for Shard<R> {
         let t = blk.hist_len.load(Ordering::Relaxed) as usize;
         if self.settings.alpha > 0.0 {
             self.apply_dense(blk, t, eta, grad, &mut buf);
-        } else if blk.gl == 1 && (blk.drifting || !R::STEP_LIST) {
+        } else if blk.scalar::<R>() {
             self.apply_sparse_one(blk, t, eta, grad);
         } else {
             self.apply_sparse(blk, t, eta, grad, &mut buf);
