@@ -468,6 +468,9 @@ pub struct RemoteShard {
     servers: usize,
     rank: i32,
     local: Option<LocalServer>,
+    /// Held from a request to its reply: replies carry no request id, so two threads
+    /// asking the same server at once (a gather on every core) must take turns.
+    calling: parking_lot::Mutex<()>,
 }
 
 impl RemoteShard {
@@ -478,10 +481,12 @@ impl RemoteShard {
             servers,
             rank,
             local: local_server(id.0 as usize),
+            calling: parking_lot::Mutex::new(()),
         }
     }
 
     fn call(&self, msg: Enc, kind: u8) -> Vec<u8> {
+        let _turn = self.calling.lock();
         send(self.rank, tag::REQUEST, &msg.bytes());
         let (reply, _) = recv(Some(self.rank), tag::TO_COORDINATOR, Wait::Reply);
         if let Err(e) = expect_reply(&reply, kind) {
