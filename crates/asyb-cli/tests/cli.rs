@@ -719,6 +719,12 @@ fn bench_perf_end_to_end_on_a_small_workload() {
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0]["workers"], 1);
     assert_eq!(runs[1]["workers"], 2);
+    assert!(runs[1]["setup_secs"].as_f64().unwrap() >= 0.0);
+    assert!(
+        stdout(&o).contains("setup before training"),
+        "{}",
+        stdout(&o)
+    );
     if cfg!(target_os = "linux") {
         let csr = r["csr_plus_model_bytes"].as_u64().unwrap();
         assert!(r["peak_rss_bytes"].as_u64().unwrap() > csr);
