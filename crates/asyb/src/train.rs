@@ -423,14 +423,15 @@ fn column_metric(data: &Dataset, layout: Layout, floor: f64) -> Vec<f64> {
 /// cores at once, and with the same result on any machine.
 const SETUP_PARTS: usize = 2;
 
-/// The rows `0..n` in [`SETUP_PARTS`] contiguous ranges, `f` on each in its own thread,
-/// the results in order.
+/// The rows `0..n` in at most [`SETUP_PARTS`] contiguous ranges, `f` on each in its own
+/// thread, the results in order.
 fn setup_parts<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..SETUP_PARTS)
-            .map(|p| {
+        let handles: Vec<_> = crate::model::objective::ranges(n, SETUP_PARTS)
+            .into_iter()
+            .map(|r| {
                 let f = &f;
-                s.spawn(move || f(p * n / SETUP_PARTS..(p + 1) * n / SETUP_PARTS))
+                s.spawn(move || f(r))
             })
             .collect();
         handles

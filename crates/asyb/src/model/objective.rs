@@ -55,7 +55,7 @@ pub struct Objective<'a, L: Loss> {
 }
 
 /// Splits `0..n` into at most `parts` contiguous ranges.
-fn ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
     let parts = parts.clamp(1, n.max(1));
     (0..parts)
         .map(|p| p * n / parts..(p + 1) * n / parts)
