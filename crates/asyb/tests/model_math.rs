@@ -712,6 +712,85 @@ proptest! {
     }
 }
 
+/// L1 with a drift `a` (the SVRG snapshot gradient a coordinate gets when it is not in
+/// the minibatch) and a step factor `d`: the closed form over steps `t0..t1` against the
+/// loop `x <- soft_threshold(x - d eta a, d eta lambda)`, with equal steps (where the
+/// closed form first tries where the mean step puts the crossing of 0), nearly equal
+/// and decaying ones, and drifts on both sides of lambda.
+fn check_drift(
+    x: f64,
+    a: f64,
+    d: f64,
+    lambda: f64,
+    etas: &[f64],
+    t0: usize,
+    t1: usize,
+) -> Result<(), TestCaseError> {
+    let r = L1 { lambda };
+    let mut sums = vec![0.0];
+    for &eta in etas {
+        sums.push(sums.last().unwrap() + eta);
+    }
+    let closed = r.prox_skipped_drift(x, a, d, t0, t1, &|t| sums[t]);
+    let mut reference = x;
+    for &eta in &etas[t0..t1] {
+        let e = d * eta;
+        let v = reference - e * a;
+        reference = v.signum() * (v.abs() - e * lambda).max(0.0);
+    }
+    prop_assert!(
+        close(closed, reference, 1e-9),
+        "x {x} a {a} d {d} lambda {lambda}, steps {t0}..{t1}: closed form {closed} vs loop {reference}"
+    );
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn skipped_l1_steps_with_drift_equal_the_loop(
+        x in prop_oneof![-5.0f64..5.0, Just(0.0)],
+        a in prop_oneof![-2.0f64..2.0, -0.1f64..0.1],
+        d in 0.1f64..10.0,
+        lambda in 0.0f64..0.2,
+        eta in 1e-4f64..0.05,
+        kind in 0..3usize,
+        seed in any::<u64>(),
+        cuts in [0.0f64..=1.0, 0.0f64..=1.0],
+    ) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let etas: Vec<f64> = (0..400)
+            .map(|t| match kind {
+                0 => eta,
+                1 => eta * rng.random_range(0.99..1.01),
+                _ => eta / (1.0 + t as f64 / 50.0).sqrt(),
+            })
+            .collect();
+        let (t0, t1) = {
+            let mut t = cuts.map(|c| (c * etas.len() as f64).round() as usize);
+            t.sort_unstable();
+            (t[0], t[1])
+        };
+        check_drift(x, a, d, lambda, &etas, t0, t1)?;
+    }
+}
+
+/// The crossing of 0 at each possible step of a span of equal steps, and the cases
+/// around it: landing on 0 exactly, resting at 0, and drifts of exactly lambda.
+#[test]
+fn skipped_l1_steps_with_drift_cross_zero_at_every_step() {
+    let etas = vec![0.125; 64];
+    for k in 0..64 {
+        for x in [k as f64 * 0.125 * 1.5, (k as f64 + 0.5) * 0.125 * 1.5] {
+            for (a, lambda) in [(1.0, 0.5), (0.5, 0.5), (0.25, 0.5), (-1.0, 0.5), (1.0, 0.0)] {
+                for (t0, t1) in [(0, 64), (3, 40), (10, 11)] {
+                    check_drift(x, a, 1.0, lambda, &etas, t0, t1).unwrap();
+                    check_drift(-x, -a, 2.0, lambda, &etas, t0, t1).unwrap();
+                }
+            }
+        }
+    }
+}
+
 /// A block that has taken many steps with a squared-L2 part: sum ln(1 + eta l2) grows
 /// without bound over a run (here to ~2000), past where exp of it overflows. The
 /// closed form must stay exact, not turn into 0 or NaN.

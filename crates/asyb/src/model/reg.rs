@@ -373,11 +373,32 @@ impl Regularizer for L1 {
         if x - rate * total > 0.0 {
             return sgn * (x - rate * total);
         }
+        if a <= lam {
+            // It reaches 0 within the span, and 0 is then a fixed point.
+            return sgn * 0.0;
+        }
         // The first step t whose end is at or below 0: x - rate d (S(t+1) - S0) <= 0.
+        let crossed = |t: usize| x - rate * d * (eta_sum(t + 1) - s0) <= 0.0;
+        // Equal steps put it where the mean step does: try there first (two reads of the
+        // history instead of a search's log2(span) dependent ones), then search what is
+        // left of the range.
         let (mut lo, mut hi) = (from, to - 1);
+        let steps = (to - from) as f64 * x / (rate * total);
+        if steps.is_finite() && steps >= 1.0 {
+            let guess = (from + steps.ceil() as usize - 1).min(hi);
+            if crossed(guess) {
+                if guess == from || !crossed(guess - 1) {
+                    (lo, hi) = (guess, guess);
+                } else {
+                    hi = guess - 1;
+                }
+            } else {
+                lo = (guess + 1).min(hi);
+            }
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if x - rate * d * (eta_sum(mid + 1) - s0) <= 0.0 {
+            if crossed(mid) {
                 hi = mid;
             } else {
                 lo = mid + 1;
@@ -387,12 +408,7 @@ impl Regularizer for L1 {
         let e = d * (eta_sum(lo + 1) - eta_sum(lo));
         let after = soft_threshold(before - e * a, e * lam);
         let rest = d * (eta_sum(to) - eta_sum(lo + 1));
-        let end = if a > lam {
-            after.min(0.0) - (a - lam) * rest
-        } else {
-            0.0
-        };
-        sgn * end
+        sgn * (after.min(0.0) - (a - lam) * rest)
     }
     #[inline]
     fn prox_scaled(&self, eta: f64, d: &[f64], x: &mut [f64]) {
