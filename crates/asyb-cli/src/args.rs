@@ -353,10 +353,11 @@ fn parse_step(s: &str) -> Result<StepSetting, String> {
 }
 fn parse_partition(s: &str) -> Result<PartitionKind, String> {
     match s {
+        "interleaved" => Ok(PartitionKind::Interleaved),
         "contiguous" => Ok(PartitionKind::Contiguous),
         "hashed" => Ok(PartitionKind::Hashed),
         _ => Err(format!(
-            "unknown partition '{s}' (expected one of: contiguous, hashed)"
+            "unknown partition '{s}' (expected one of: interleaved, contiguous, hashed)"
         )),
     }
 }
@@ -468,7 +469,8 @@ pub struct TrainArgs {
     /// Parameter blocks M. [default: max(2, workers)]
     #[arg(long)]
     pub blocks: Option<usize>,
-    /// Block partition: contiguous or hashed. [default: contiguous]
+    /// Block partition: interleaved (feature g in block g mod M), contiguous or hashed.
+    /// [default: interleaved]
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<PartitionKind>,
     /// Shards the blocks are spread over; with --backend mpi, ranks 0..S-1 serve them

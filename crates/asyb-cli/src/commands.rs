@@ -168,9 +168,10 @@ fn saved_model(vc: &ValidConfig, labels: &TrainLabels, s: &RunSummary) -> SavedM
         Some(cols) => {
             let k = s.layout.classes;
             let (mut ids, mut w) = (Vec::new(), Vec::new());
-            for (r, row) in s.weights.chunks(k).take(cols.used()).enumerate() {
+            for (f, c) in cols.by_original_id() {
+                let row = &s.weights[c as usize * k..(c as usize + 1) * k];
                 if row.iter().any(|&x| x != 0.0) {
-                    ids.push(cols.ids[r]);
+                    ids.push(f);
                     w.extend_from_slice(row);
                 }
             }

@@ -167,13 +167,14 @@ impl std::str::FromStr for StepScaling {
 }
 
 /// Feature-id compaction (see `data::columns`): the shards hold only the features that
-/// occur in the training data.
+/// occur in the training data, the most frequent first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CompactFeatures {
-    /// `on` when the dense model would have more than [`AUTO_COMPACT_COORDS`]
-    /// coordinates, at most half of the features occur, and the run allows it (see
-    /// [`compaction_exact`]); `off` otherwise.
+    /// `on` when the run allows it (see [`compaction_exact`]) and either the training
+    /// data has at least [`AUTO_ORDER_NNZ`] nonzeros, or the dense model would have more
+    /// than [`AUTO_COMPACT_COORDS`] coordinates and at most half of the features occur;
+    /// `off` otherwise.
     Auto,
     On,
     Off,
@@ -197,6 +198,12 @@ impl std::str::FromStr for CompactFeatures {
 /// Coordinates of a dense model above which `--compact-features auto` compacts (2^24:
 /// 512 MB of shard cells).
 pub const AUTO_COMPACT_COORDS: usize = 1 << 24;
+
+/// Nonzeros of the training data from which `--compact-features auto` renumbers the
+/// features in frequency order whatever the model's size (2^22: on the reference
+/// workload the renumbering costs a few hundredths of a second per million rows and
+/// saves a fifth of the training time; docs/performance.md).
+pub const AUTO_ORDER_NNZ: usize = 1 << 22;
 
 /// Why compaction would not be exact for this configuration (a feature absent from the
 /// training data must keep weight 0 on every iterate: the prox must map 0 to 0, and
@@ -354,7 +361,7 @@ impl Default for TrainConfig {
             algorithm: Algorithm::Asyb,
             workers: None,
             blocks: None,
-            partition: PartitionKind::Contiguous,
+            partition: PartitionKind::Interleaved,
             servers: 1,
             backend: Backend::Local,
             colocate: false,

@@ -148,13 +148,13 @@ impl SavedModel {
                 ));
             }
             Some(cols) => {
-                for &f in &cols.ids {
+                for &f in cols.ids() {
                     match stored(f) {
                         Some(r) => out.extend_from_slice(row(r)),
                         None => out.extend(std::iter::repeat(0.0).take(k)),
                     }
                 }
-                let kept: usize = cols.ids.iter().filter_map(|&f| stored(f)).count();
+                let kept: usize = cols.ids().iter().filter_map(|&f| stored(f)).count();
                 if kept < self.stored_features() {
                     for r in 0..self.stored_features() {
                         let f = self.feature_ids.as_ref().map_or(r as u32, |ids| ids[r]);

@@ -96,10 +96,8 @@ fn view<'a>(model: &SavedModel, data: &'a Dataset) -> (Cow<'a, Dataset>, Layout)
     match &model.feature_ids {
         None => (Cow::Borrowed(data), model.meta.layout),
         Some(ids) => {
-            let map = ColumnMap {
-                features: model.meta.layout.features,
-                ids: ids.clone(),
-            };
+            let map = ColumnMap::increasing(model.meta.layout.features, ids.clone())
+                .expect("a loaded model's feature ids are increasing and in range");
             let layout = Layout {
                 features: ids.len(),
                 ..model.meta.layout

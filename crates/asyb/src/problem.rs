@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{
     compaction_exact, CompactFeatures, IndexBaseSetting, ValidConfig, AUTO_COMPACT_COORDS,
+    AUTO_ORDER_NNZ,
 };
 use crate::data::columns::ColumnMap;
 use crate::data::libsvm::{IndexBase, LabelRule, ReadOptions, ReadReport};
@@ -197,15 +198,19 @@ fn compact(
         CompactFeatures::On => true,
         CompactFeatures::Auto => {
             compaction_exact(raw).is_none()
-                && train.features.saturating_mul(classes) > AUTO_COMPACT_COORDS
+                && (train.features.saturating_mul(classes) > AUTO_COMPACT_COORDS
+                    || train.nnz() >= AUTO_ORDER_NNZ)
         }
     };
     if !wanted {
         return None;
     }
-    let map = ColumnMap::of(train);
+    let map = ColumnMap::by_frequency(train);
     // Rows without features leave nothing to compact (the intercept alone is trained).
-    if map.used() == 0 || (auto && map.used() * 2 > train.features) {
+    // A huge model with most features used is left to the memory check: compaction
+    // would save little of it.
+    let huge = train.features.saturating_mul(classes) > AUTO_COMPACT_COORDS;
+    if map.used() == 0 || (auto && huge && map.used() * 2 > train.features) {
         return None;
     }
     let compacted = map.compact(train);

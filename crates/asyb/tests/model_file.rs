@@ -703,24 +703,15 @@ fn sparse_models_round_trip_and_expand_to_their_dense_weights() {
 fn sparse_weights_follow_compacted_columns_and_refuse_to_lose_weights() {
     use asyb::data::columns::ColumnMap;
     let m = sparse_model();
-    let cols = ColumnMap {
-        features: 1000,
-        ids: vec![2, 3, 70, 500, 999],
-    };
+    let cols = ColumnMap::increasing(1000, vec![2, 3, 70, 500, 999]).unwrap();
     let w = m.weights_for(Some(&cols)).unwrap();
     let r = |i: usize| m.weights[i * 2..i * 2 + 2].to_vec();
     let want: Vec<f64> = [vec![0.0; 2], r(0), r(1), vec![0.0; 2], r(2), r(3)].concat();
     assert_eq!(w, want);
-    let fewer = ColumnMap {
-        features: 1000,
-        ids: vec![3, 999],
-    };
+    let fewer = ColumnMap::increasing(1000, vec![3, 999]).unwrap();
     let err = m.weights_for(Some(&fewer)).unwrap_err();
     assert!(err.contains("feature 70"), "{err}");
-    let other = ColumnMap {
-        features: 2000,
-        ids: vec![3],
-    };
+    let other = ColumnMap::increasing(2000, vec![3]).unwrap();
     let err = m.weights_for(Some(&other)).unwrap_err();
     assert!(err.contains("1000 features, the data 2000"), "{err}");
     // A zero row may be dropped.

@@ -53,10 +53,34 @@ impl<T: Pod> Array<T> {
         matches!(self.store, Store::Mapped { .. })
     }
 
-    /// The owned vector, copied out of the mapping first if the array is mapped.
+    /// The owned vector, copied out of the mapping first if the array is mapped. The
+    /// copied pages are then released from this process (they stay in the page cache),
+    /// so that a mapped array made mutable does not count twice in its memory.
     pub fn make_mut(&mut self) -> &mut Vec<T> {
-        if let Store::Mapped { .. } = self.store {
-            self.store = Store::Owned(self.to_vec());
+        if let Store::Mapped { _map, ptr, len } = &self.store {
+            // In pieces, each released once copied: the peak is one copy plus a piece.
+            const PIECE: usize = 1 << 22;
+            let items: &[T] = self;
+            let mut owned = Vec::with_capacity(*len);
+            for piece in items.chunks(PIECE / std::mem::size_of::<T>().max(1)) {
+                owned.extend_from_slice(piece);
+                #[cfg(unix)]
+                {
+                    let offset = piece.as_ptr() as usize - _map.as_ptr() as usize;
+                    // SAFETY: the mapping is read-only, so no change can be lost; a later
+                    // read of these pages (another array sharing them) faults the file's
+                    // unchanged bytes back in. A failure only leaves the pages resident.
+                    let _ = unsafe {
+                        _map.unchecked_advise_range(
+                            memmap2::UncheckedAdvice::DontNeed,
+                            offset,
+                            std::mem::size_of_val(piece),
+                        )
+                    };
+                }
+            }
+            let _ = ptr;
+            self.store = Store::Owned(owned);
         }
         match &mut self.store {
             Store::Owned(v) => v,
@@ -186,6 +210,24 @@ mod tests {
         // The clone still reads the file.
         assert!(b.is_mapped());
         assert_eq!(b[0], 12);
+    }
+
+    /// A copy of several pieces, each released from the mapping once copied: the copy
+    /// and every other view of the same pages still read the file's bytes.
+    #[test]
+    fn large_copies_release_the_mapped_pages_and_keep_the_bytes() {
+        let words: Vec<u32> = (0..3_000_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
+        let map = map_of(bytemuck::cast_slice(&words));
+        let mut a: Array<u32> = Array::mapped(&map, 4, words.len() - 1).unwrap();
+        let whole: Array<u32> = Array::mapped(&map, 0, words.len()).unwrap();
+        let other = a.clone();
+        a.make_mut();
+        assert!(!a.is_mapped());
+        assert_eq!(&a[..], &words[1..]);
+        assert_eq!(&other[..], &words[1..]);
+        assert_eq!(&whole[..], &words[..]);
     }
 
     #[test]

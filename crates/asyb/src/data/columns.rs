@@ -1,41 +1,88 @@
 //! Feature-id compaction: a dataset whose feature ids are spread over a huge space (hashed
-//! click-through features, `--features 1073741824`) but touch only a few million of them
-//! is renumbered to the used ids `0..u`, in increasing order of the original id, so that
-//! the parameter server holds `u` coordinates instead of `d`.
+//! click-through features, `--features 1073741824`) or ordered without regard to how
+//! often they occur is renumbered to the used ids `0..u`, so that the parameter server
+//! holds `u` coordinates instead of `d`, and, in frequency order, the features most rows
+//! share sit together in memory.
 //!
 //! The renumbering is exact for every regularizer whose prox keeps 0 at 0 (none, L1, L2,
 //! elastic net, non-negativity, a box that contains 0): a feature that occurs in no
 //! training row has a zero gradient, so its weight stays at 0 on every iterate and at
-//! the optimum. [`ColumnMap`] keeps the original ids so that model files, test data and
-//! warm starts speak of the original features.
+//! the optimum; the order of the others does not change a separable problem. [`ColumnMap`]
+//! keeps the original ids so that model files, test data and warm starts speak of the
+//! original features.
+//!
+//! Why frequency order: a minibatch reads the weights of random rows, and on hashed
+//! click-through data the thousand most frequent of a million features hold half of all
+//! nonzeros. Numbered first, they share cache lines and pages, so most reads of a pull,
+//! of a snapshot and of an evaluation hit the cache (docs/performance.md).
 
-use super::{Array, Dataset};
+use super::Dataset;
 
-/// The used feature ids of a dataset, in increasing order: compact id `c` is original
-/// feature `ids[c]`.
+/// The used feature ids of a dataset: compact id `c` is original feature `ids()[c]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnMap {
     /// Number of original features d.
     pub features: usize,
-    /// Original ids of the used features, strictly increasing, all `< features`.
-    pub ids: Vec<u32>,
+    /// Original id of each compact id: distinct, all `< features`.
+    ids: Vec<u32>,
+    /// The original ids in increasing order.
+    sorted: Vec<u32>,
+    /// The compact id of each of `sorted`; empty when `ids` is increasing (`ids == sorted`).
+    compact_of_sorted: Vec<u32>,
 }
 
 impl ColumnMap {
-    /// The features of `ds` that occur in at least one row.
+    /// The map of the original ids `ids` (strictly increasing, all below `features`) to
+    /// `0..ids.len()` in their order; `None` when they are not.
+    pub fn increasing(features: usize, ids: Vec<u32>) -> Option<ColumnMap> {
+        let valid = ids.windows(2).all(|w| w[0] < w[1])
+            && ids.last().map_or(true, |&f| (f as usize) < features);
+        valid.then(|| ColumnMap {
+            features,
+            sorted: ids.clone(),
+            ids,
+            compact_of_sorted: Vec::new(),
+        })
+    }
+
+    /// The features of `ds` that occur in at least one row, in increasing order of id.
     pub fn of(ds: &Dataset) -> ColumnMap {
-        let bits = used_bits(ds);
-        let mut ids = Vec::with_capacity(bits.iter().map(|w| w.count_ones() as usize).sum());
-        for (k, &w) in bits.iter().enumerate() {
-            let mut w = w;
-            while w != 0 {
-                ids.push((k * 64) as u32 + w.trailing_zeros());
-                w &= w - 1;
-            }
+        let ids = set_bits(&used_bits(ds));
+        ColumnMap {
+            features: ds.features,
+            sorted: ids.clone(),
+            ids,
+            compact_of_sorted: Vec::new(),
+        }
+    }
+
+    /// The features of `ds` that occur in at least one row, the most frequent first
+    /// (ties in increasing order of id).
+    pub fn by_frequency(ds: &Dataset) -> ColumnMap {
+        let (sorted, counts) = if ds.features <= DENSE_TABLE_MAX {
+            let counts = count(ds, ds.features, |f| Some(f as usize));
+            let sorted: Vec<u32> = (0..counts.len() as u32)
+                .filter(|&f| counts[f as usize] > 0)
+                .collect();
+            let counts = sorted.iter().map(|&f| counts[f as usize]).collect();
+            (sorted, counts)
+        } else {
+            let rank = Ranks::new(used_bits(ds));
+            let counts = count(ds, rank.used(), |f| rank.of(f).map(|r| r as usize));
+            (set_bits(&rank.bits), counts)
+        };
+        let mut order: Vec<u32> = (0..counts.len() as u32).collect();
+        order.sort_unstable_by_key(|&r| (std::cmp::Reverse(counts[r as usize]), r));
+        let ids = order.iter().map(|&r| sorted[r as usize]).collect();
+        let mut compact_of_sorted = vec![0u32; order.len()];
+        for (c, &r) in order.iter().enumerate() {
+            compact_of_sorted[r as usize] = c as u32;
         }
         ColumnMap {
             features: ds.features,
             ids,
+            sorted,
+            compact_of_sorted,
         }
     }
 
@@ -44,39 +91,110 @@ impl ColumnMap {
         self.ids.len()
     }
 
+    /// Original id of each compact id.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// The compact id of the `r`-th smallest used original id.
+    #[inline]
+    fn compact_of_rank(&self, r: u32) -> u32 {
+        if self.compact_of_sorted.is_empty() {
+            r
+        } else {
+            self.compact_of_sorted[r as usize]
+        }
+    }
+
     /// Compact id of original feature `f`, if it is used.
     pub fn compact_id(&self, f: u32) -> Option<u32> {
-        self.ids.binary_search(&f).ok().map(|c| c as u32)
+        self.sorted
+            .binary_search(&f)
+            .ok()
+            .map(|r| self.compact_of_rank(r as u32))
+    }
+
+    /// `(original id, compact id)` of every used feature, in increasing original id.
+    pub fn by_original_id(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.sorted
+            .iter()
+            .enumerate()
+            .map(|(r, &f)| (f, self.compact_of_rank(r as u32)))
     }
 
     /// Renumbers `ds` (the dataset this map was built from, or any dataset whose features
-    /// are all in the map) to compact ids and sets its feature count to [`Self::used`].
-    /// Returns `false`, leaving `ds` as it was, when a row holds a feature the map does
-    /// not have.
+    /// are all in the map) to compact ids, each row's entries sorted again, and sets its
+    /// feature count to [`Self::used`]. Rewrites the indices in place when they are not
+    /// memory-mapped, on several threads. Returns `false`, leaving `ds` as it was, when a
+    /// row holds a feature the map does not have.
     pub fn compact(&self, ds: &mut Dataset) -> bool {
-        // Rank of each original id: the count of used ids before its 64-bit word, plus
-        // the used ids below it within the word.
-        let words = self.features.div_ceil(64);
-        let mut bits = vec![0u64; words];
-        for &f in &self.ids {
-            bits[f as usize / 64] |= 1 << (f % 64);
+        if self.features <= DENSE_TABLE_MAX {
+            let mut table = vec![u32::MAX; self.features];
+            for (f, c) in self.by_original_id() {
+                table[f as usize] = c;
+            }
+            self.compact_with(ds, |f| {
+                table.get(f as usize).copied().filter(|&c| c != u32::MAX)
+            })
+        } else {
+            let mut bits = vec![0u64; self.features.div_ceil(64)];
+            for &f in &self.sorted {
+                bits[f as usize / 64] |= 1 << (f % 64);
+            }
+            let rank = Ranks::new(bits);
+            self.compact_with(ds, |f| rank.of(f).map(|r| self.compact_of_rank(r)))
         }
-        let mut before = Vec::with_capacity(words);
-        let mut acc = 0u32;
-        for &w in &bits {
-            before.push(acc);
-            acc += w.count_ones();
+    }
+
+    /// [`ColumnMap::compact`] with `to_compact` giving the compact id of an original one.
+    fn compact_with(
+        &self,
+        ds: &mut Dataset,
+        to_compact: impl Fn(u32) -> Option<u32> + Sync,
+    ) -> bool {
+        let all_known = parts(ds.nnz(), |r| {
+            ds.indices[r].iter().all(|&f| to_compact(f).is_some())
+        });
+        if !all_known.into_iter().all(|ok| ok) {
+            return false;
         }
-        let mut out: Vec<u32> = Vec::with_capacity(ds.indices.len());
-        for &f in ds.indices.iter() {
-            let (k, b) = (f as usize / 64, f % 64);
-            let w = match bits.get(k) {
-                Some(&w) if w >> b & 1 == 1 => w,
-                _ => return false,
-            };
-            out.push(before[k] + (w & ((1u64 << b) - 1)).count_ones());
-        }
-        ds.indices = Array::from(out);
+        let sort = !self.compact_of_sorted.is_empty();
+        let rows = ds.rows();
+        let indptr = &ds.indptr;
+        let indices = ds.indices.make_mut();
+        let mut values = ds.values.as_mut().map(|v| v.make_mut().as_mut_slice());
+        // The rows in pieces of about equal nonzeros, one thread each.
+        let pieces = row_pieces(indptr, rows);
+        std::thread::scope(|sc| {
+            let (mut idx, mut val): (&mut [u32], Option<&mut [f32]>) =
+                (indices.as_mut_slice(), values.take());
+            let mut done = 0;
+            for w in pieces.windows(2) {
+                let (lo, hi) = (w[0], w[1]);
+                let len = indptr[hi] - indptr[lo];
+                let (piece, rest) = std::mem::take(&mut idx).split_at_mut(len);
+                idx = rest;
+                let vpiece = match val.take() {
+                    Some(v) => {
+                        let (p, r) = v.split_at_mut(len);
+                        val = Some(r);
+                        Some(p)
+                    }
+                    None => None,
+                };
+                let base = done;
+                done += len;
+                let to_compact = &to_compact;
+                sc.spawn(move || {
+                    for f in piece.iter_mut() {
+                        *f = to_compact(*f).expect("checked above");
+                    }
+                    if sort {
+                        sort_rows(&indptr[lo..=hi], base, piece, vpiece);
+                    }
+                });
+            }
+        });
         ds.features = self.used();
         true
     }
@@ -102,14 +220,185 @@ impl ColumnMap {
             indptr.push(indices.len());
         }
         let dropped = ds.nnz() - indices.len();
-        let out = Dataset {
+        let mut out = Dataset {
             indptr: indptr.into(),
             indices: indices.into(),
             values: values.map(Into::into),
             labels: ds.labels.clone(),
             features: self.used(),
         };
+        if !self.compact_of_sorted.is_empty() {
+            let indptr = &out.indptr;
+            let indices = out.indices.make_mut();
+            let values = out.values.as_mut().map(|v| v.make_mut().as_mut_slice());
+            sort_rows(indptr, 0, indices, values);
+        }
         (out, dropped)
+    }
+}
+
+/// The rank of a feature among the set bits of a bitmap: the count of set bits before
+/// its 64-bit word plus those below it within the word.
+struct Ranks {
+    bits: Vec<u64>,
+    before: Vec<u32>,
+}
+
+impl Ranks {
+    fn new(bits: Vec<u64>) -> Ranks {
+        let mut before = Vec::with_capacity(bits.len() + 1);
+        let mut acc = 0u32;
+        for &w in &bits {
+            before.push(acc);
+            acc += w.count_ones();
+        }
+        before.push(acc);
+        Ranks { bits, before }
+    }
+
+    /// Number of set bits.
+    fn used(&self) -> usize {
+        self.before.last().map_or(0, |&n| n as usize)
+    }
+
+    /// The rank of `f`, if its bit is set.
+    #[inline]
+    fn of(&self, f: u32) -> Option<u32> {
+        let (k, b) = (f as usize / 64, f % 64);
+        match self.bits.get(k) {
+            Some(&w) if w >> b & 1 == 1 => {
+                Some(self.before[k] + (w & ((1u64 << b) - 1)).count_ones())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The positions of the set bits, in increasing order.
+fn set_bits(bits: &[u64]) -> Vec<u32> {
+    let mut ids = Vec::with_capacity(bits.iter().map(|w| w.count_ones() as usize).sum());
+    for (k, &w) in bits.iter().enumerate() {
+        let mut w = w;
+        while w != 0 {
+            ids.push((k * 64) as u32 + w.trailing_zeros());
+            w &= w - 1;
+        }
+    }
+    ids
+}
+
+/// Largest feature count for which compaction uses tables of one entry per original
+/// feature (4 bytes each) instead of ranks in a bitmap.
+const DENSE_TABLE_MAX: usize = 1 << 26;
+
+/// Threads for the passes over the nonzeros.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// `f` on about equal pieces of `0..n` (at least 2^16 each), one thread each, the results
+/// in order.
+fn parts<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
+    let k = threads().min(n.div_ceil(1 << 16)).max(1);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..k)
+            .map(|p| {
+                let f = &f;
+                sc.spawn(move || f(n * p / k..n * (p + 1) / k))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("compaction thread"))
+            .collect()
+    })
+}
+
+/// Row boundaries `0 = r0 < r1 < ... = rows` splitting the nonzeros about equally over
+/// [`threads`] pieces.
+fn row_pieces(indptr: &[usize], rows: usize) -> Vec<usize> {
+    let k = threads().min(rows.div_ceil(1 << 14)).max(1);
+    let nnz = indptr[rows];
+    let mut cuts = vec![0];
+    for p in 1..k {
+        let target = nnz * p / k;
+        let r = indptr[..=rows].partition_point(|&a| a < target).min(rows);
+        if r > *cuts.last().unwrap() {
+            cuts.push(r);
+        }
+    }
+    if rows > 0 {
+        cuts.push(rows);
+    }
+    cuts
+}
+
+/// How often each feature occurs: `index(f)` is the slot of original id `f` among `len`.
+fn count(ds: &Dataset, len: usize, index: impl Fn(u32) -> Option<usize> + Sync) -> Vec<u32> {
+    let mut parts = parts(ds.nnz(), |r| {
+        let mut c = vec![0u32; len];
+        for &f in &ds.indices[r] {
+            if let Some(i) = index(f) {
+                c[i] = c[i].saturating_add(1);
+            }
+        }
+        c
+    })
+    .into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0; len]);
+    for p in parts {
+        for (t, c) in total.iter_mut().zip(p) {
+            *t = t.saturating_add(c);
+        }
+    }
+    total
+}
+
+/// Sorts the entries of every row by feature (with their values): `indptr` holds the
+/// rows' bounds, `indices` and `values` start at entry `base`.
+fn sort_rows(indptr: &[usize], base: usize, indices: &mut [u32], values: Option<&mut [f32]>) {
+    match values {
+        None => {
+            for w in indptr.windows(2) {
+                sort_short(&mut indices[w[0] - base..w[1] - base]);
+            }
+        }
+        Some(values) => {
+            let mut pairs = Vec::new();
+            for w in indptr.windows(2) {
+                let (a, b) = (w[0] - base, w[1] - base);
+                pairs.clear();
+                pairs.extend(
+                    indices[a..b]
+                        .iter()
+                        .copied()
+                        .zip(values[a..b].iter().copied()),
+                );
+                pairs.sort_unstable_by_key(|e| e.0);
+                for (k, (f, v)) in pairs.iter().enumerate() {
+                    indices[a + k] = *f;
+                    values[a + k] = *v;
+                }
+            }
+        }
+    }
+}
+
+/// Sorts a row's distinct feature ids in place. Short rows are ranked without branches
+/// (each id's place is the count of smaller ids: a few vector compares per id, where an
+/// insertion sort mispredicts once per id); long ones go to the library sort.
+fn sort_short(v: &mut [u32]) {
+    // Padded with ids that are never smaller, so the counts run over a fixed length.
+    const SHORT: usize = 16;
+    if v.len() > SHORT {
+        v.sort_unstable();
+        return;
+    }
+    let mut buf = [u32::MAX; SHORT];
+    buf[..v.len()].copy_from_slice(v);
+    for &x in &buf[..v.len()] {
+        let rank = buf.iter().map(|&y| u32::from(y < x)).sum::<u32>();
+        v[rank as usize] = x;
     }
 }
 
@@ -143,7 +432,7 @@ mod tests {
     #[test]
     fn the_map_lists_the_used_features_in_order() {
         let m = ColumnMap::of(&data());
-        assert_eq!(m.ids, vec![0, 3, 63, 64, 70, 1_000_000, 1_048_575]);
+        assert_eq!(m.ids(), [0, 3, 63, 64, 70, 1_000_000, 1_048_575]);
         assert_eq!(m.features, 1 << 20);
         assert_eq!(m.compact_id(70), Some(4));
         assert_eq!(m.compact_id(71), None);
@@ -160,10 +449,100 @@ mod tests {
         assert_eq!(c.values, ds.values);
         // Brute force: every compact id maps back to the original one.
         for (k, &cid) in c.indices.iter().enumerate() {
-            assert_eq!(m.ids[cid as usize], ds.indices[k]);
+            assert_eq!(m.ids()[cid as usize], ds.indices[k]);
         }
         // restricted() gives the same answer when nothing is dropped.
         assert_eq!(m.restricted(&ds), (c, 0));
+    }
+
+    #[test]
+    fn frequency_order_puts_the_most_used_features_first() {
+        let ds = Dataset::from_rows(
+            1 << 20,
+            &[
+                (1.0, vec![(3, 1.0), (70, 2.0), (1_000_000, 0.5)]),
+                (0.0, vec![(0, 1.5), (70, 1.0), (1_000_000, 4.0)]),
+                (1.0, vec![(70, 3.0)]),
+                (0.0, vec![(63, 1.0), (64, 1.0), (1_000_000, 3.0)]),
+            ],
+        );
+        let m = ColumnMap::by_frequency(&ds);
+        // 70 and 1_000_000 three times, the others once; ties by id.
+        assert_eq!(m.ids(), [70, 1_000_000, 0, 3, 63, 64]);
+        assert_eq!(m.compact_id(1_000_000), Some(1));
+        assert_eq!(m.compact_id(63), Some(4));
+        assert_eq!(m.compact_id(71), None);
+        let pairs: Vec<_> = m.by_original_id().collect();
+        assert_eq!(
+            pairs,
+            [(0, 2), (3, 3), (63, 4), (64, 5), (70, 0), (1_000_000, 1)]
+        );
+
+        let mut c = ds.clone();
+        assert!(m.compact(&mut c));
+        assert_eq!(c.features, 6);
+        assert_eq!(c.indptr, ds.indptr);
+        // Every row sorted again, each value still with its feature (brute force).
+        for i in 0..ds.rows() {
+            let row = c.row(i);
+            assert!(row.indices.windows(2).all(|w| w[0] < w[1]), "row {i}");
+            let mut back: Vec<(u32, f32)> =
+                row.iter().map(|(f, v)| (m.ids()[f as usize], v)).collect();
+            back.sort_by_key(|e| e.0);
+            assert_eq!(back, ds.row(i).iter().collect::<Vec<_>>(), "row {i}");
+        }
+        assert_eq!(c.row(0).indices, [0, 1, 3]);
+        assert_eq!(m.restricted(&ds), (c, 0));
+
+        // A feature the map lacks leaves the data as it was.
+        let other = Dataset::from_rows(1 << 20, &[(1.0, vec![(70, 1.0)]), (0.0, vec![(5, 1.0)])]);
+        let mut o = other.clone();
+        assert!(!m.compact(&mut o));
+        assert_eq!(o, other);
+    }
+
+    #[test]
+    fn short_rows_sort_like_the_library_sort() {
+        let mut state = 0x9e37_79b9_u64;
+        for len in 0..40 {
+            for _ in 0..50 {
+                let mut v: Vec<u32> = Vec::new();
+                while v.len() < len {
+                    state = crate::ps::blocks::splitmix64(state);
+                    // Small ids collide often: keep them distinct, as in a row.
+                    let f = match len % 3 {
+                        0 => state as u32,
+                        1 => (state % 64) as u32,
+                        // The padding's value may be an id too.
+                        _ => u32::MAX - (state % 48) as u32,
+                    };
+                    if !v.contains(&f) {
+                        v.push(f);
+                    }
+                }
+                let mut want = v.clone();
+                want.sort_unstable();
+                sort_short(&mut v);
+                assert_eq!(v, want);
+            }
+        }
+    }
+
+    #[test]
+    fn increasing_maps_refuse_other_orders() {
+        assert!(ColumnMap::increasing(10, vec![1, 4, 9]).is_some());
+        assert!(ColumnMap::increasing(10, vec![]).is_some());
+        assert!(ColumnMap::increasing(10, vec![4, 1]).is_none());
+        assert!(ColumnMap::increasing(10, vec![1, 1]).is_none());
+        assert!(ColumnMap::increasing(10, vec![1, 10]).is_none());
+        let m = ColumnMap::increasing(10, vec![1, 4, 9]).unwrap();
+        assert_eq!(
+            m,
+            ColumnMap::of(&Dataset::from_rows(
+                10,
+                &[(1.0, vec![(1, 1.0), (4, 1.0), (9, 1.0)])]
+            ))
+        );
     }
 
     #[test]

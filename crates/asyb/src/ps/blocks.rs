@@ -7,10 +7,13 @@
 //! block. The intercept row is a row group of its own, placed after the (padded) feature
 //! row groups, so it never shares a regularizer group with a feature.
 //!
-//! Row groups are spread over M blocks in balanced contiguous runs, either in their
-//! natural order (`contiguous`) or after a seeded pseudo-random permutation (`hashed`:
-//! a 4-round Feistel network with cycle walking, so that no table of d entries is
-//! stored). Block j belongs to shard j mod S.
+//! Row groups are spread over M blocks in balanced shares: in turn (`interleaved`: group
+//! g in block g mod M, the default), in contiguous runs of their natural order
+//! (`contiguous`), or in contiguous runs after a seeded pseudo-random permutation
+//! (`hashed`: a 4-round Feistel network with cycle walking, tabulated up to 2^25 groups).
+//! Interleaving keeps each block's share of the most frequent features, which compaction
+//! numbers first, at the start of the block, and balances the work of the blocks. Block j
+//! belongs to shard j mod S.
 
 use std::sync::Arc;
 
@@ -30,6 +33,9 @@ pub struct ShardId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PartitionKind {
+    /// Row group g goes to block g mod M: neighbouring ids, hence the most frequent
+    /// features once ids are in frequency order, are spread evenly over the blocks.
+    Interleaved,
     /// Consecutive feature ids share a block.
     Contiguous,
     /// Feature ids are permuted pseudo-randomly before the contiguous split, which
@@ -59,6 +65,8 @@ pub struct BlockPartition {
     /// Balanced split: the first `rem` blocks hold `base + 1` row groups, the rest `base`.
     base: usize,
     rem: usize,
+    /// Whether row groups are dealt to blocks in turn.
+    interleaved: bool,
     perm: Option<Feistel>,
     /// The permutation of every row group, computed once: `locate` runs once per
     /// nonzero of every minibatch, and the network with its cycle walking costs dozens
@@ -90,7 +98,7 @@ impl BlockPartition {
         let feature_groups = layout.features.div_ceil(group_rows);
         let groups = feature_groups + 1;
         let perm = match kind {
-            PartitionKind::Contiguous => None,
+            PartitionKind::Contiguous | PartitionKind::Interleaved => None,
             PartitionKind::Hashed => Some(Feistel::new(groups as u64, seed)),
         };
         BlockPartition {
@@ -102,6 +110,7 @@ impl BlockPartition {
             shards,
             base: groups / blocks,
             rem: groups % blocks,
+            interleaved: kind == PartitionKind::Interleaved,
             table: perm
                 .as_ref()
                 .filter(|_| groups <= PERM_TABLE_MAX)
@@ -156,7 +165,7 @@ impl BlockPartition {
         self.block_groups(j) * self.group_coords()
     }
 
-    /// First (permuted) row-group position of block `j`.
+    /// First (permuted) row-group position of block `j` (contiguous and hashed).
     #[cfg(test)]
     fn block_start(&self, j: usize) -> usize {
         j * self.base + j.min(self.rem)
@@ -165,6 +174,13 @@ impl BlockPartition {
     /// The (block, position within block) of a permuted row-group position.
     #[inline(always)]
     fn split(&self, pos: usize) -> (usize, usize) {
+        if self.interleaved {
+            // Group g is the (g / M)-th of block g mod M; with M groups or fewer left in
+            // the last round, the first blocks get one more (as `block_groups` says).
+            let (p, m) = (pos as u32, self.blocks as u32);
+            let q = p / m;
+            return ((p - q * m) as usize, q as usize);
+        }
         // Positions are below 2^32 (row ids are u32); 32-bit division is several times
         // cheaper than 64-bit, and this runs once per nonzero of every minibatch.
         let big = self.rem * (self.base + 1);
@@ -347,6 +363,33 @@ mod tests {
             assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
             assert_eq!(sizes.iter().sum::<usize>(), d.div_ceil(g) + 1);
             assert_eq!(p.block_start(m - 1) + sizes[m - 1], p.groups());
+        }
+    }
+
+    #[test]
+    fn interleaved_deals_groups_in_turn() {
+        for (d, m, k, g) in [
+            (10, 3, 1, 1),
+            (10, 11, 1, 1),
+            (1000, 64, 1, 1),
+            (17, 4, 2, 3),
+            (5, 2, 1, 2),
+            (1 << 12, 7, 1, 1),
+        ] {
+            let p = BlockPartition::new(layout(d, k), g, m, 1, PartitionKind::Interleaved, 0);
+            check_bijective(&p);
+            let sizes: Vec<_> = (0..m).map(|j| p.block_groups(j)).collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+            assert_eq!(sizes.iter().sum::<usize>(), d.div_ceil(g) + 1);
+            // Brute force: group q is the (q / m)-th group of block q mod m.
+            for row in 0..d {
+                let q = row / g;
+                let want = Loc {
+                    block: (q % m) as u32,
+                    offset: (((q / m) * g + row % g) * k) as u32,
+                };
+                assert_eq!(p.locate(row), want, "row {row} of {d}, {m} blocks");
+            }
         }
     }
 
