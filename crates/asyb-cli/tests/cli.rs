@@ -770,6 +770,23 @@ fn bench_perf_end_to_end_on_a_small_workload() {
         "{psi_star} vs {by_hand}"
     );
 
+    // The cache it wrote is the one `asyb convert` writes: the text's rows and labels as
+    // they are, not as a run prepares them.
+    let o = dir.asyb(&[
+        "convert",
+        "w/train.svm",
+        "--features",
+        "1048576",
+        "--out",
+        "c.cache",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(dir.path("w/train.cache")).unwrap()
+            == std::fs::read(dir.path("c.cache")).unwrap(),
+        "bench perf's cache differs from asyb convert's"
+    );
+
     // A second run reuses the data and the optimum.
     let o = dir.asyb(&[&args[..12], &["--no-rss"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));

@@ -40,6 +40,21 @@ pub struct Problem {
     pub columns: Option<ColumnMap>,
 }
 
+/// How the config asks for the training data to be read.
+fn read_options(cfg: &ValidConfig) -> ReadOptions {
+    let raw = &cfg.raw;
+    ReadOptions {
+        index_base: match raw.index_base {
+            IndexBaseSetting::Auto => IndexBase::Auto,
+            IndexBaseSetting::Zero => IndexBase::Zero,
+            IndexBaseSetting::One => IndexBase::One,
+        },
+        features: raw.features,
+        skip_bad_lines: raw.skip_bad_lines,
+        labels: label_rule(raw.loss),
+    }
+}
+
 fn label_rule(loss: LossKind) -> LabelRule {
     match loss {
         LossKind::Logistic | LossKind::SquaredHinge => LabelRule::Binary,
@@ -51,22 +66,9 @@ impl Problem {
     /// Reads the files named by the config.
     pub fn load(cfg: &ValidConfig) -> Result<Problem> {
         let raw = &cfg.raw;
-        let train_path = raw
-            .train
-            .clone()
-            .ok_or_else(|| Error::config("train", "no training data given"))?;
-        let index_base = match raw.index_base {
-            IndexBaseSetting::Auto => IndexBase::Auto,
-            IndexBaseSetting::Zero => IndexBase::Zero,
-            IndexBaseSetting::One => IndexBase::One,
-        };
-        let opts = ReadOptions {
-            index_base,
-            features: raw.features,
-            skip_bad_lines: raw.skip_bad_lines,
-            labels: label_rule(raw.loss),
-        };
-        let (train, train_report) = crate::data::read(&train_path, &opts)?;
+        let (train, train_report) = Problem::read_train(cfg)?;
+        let train_path = raw.train.clone().expect("read_train checked it");
+        let opts = read_options(cfg);
         let (test, test_report) = match &raw.test {
             Some(p) => {
                 // A test set may name features the training set never saw: they get no
@@ -89,6 +91,17 @@ impl Problem {
         pb.train_report = Some(train_report);
         pb.test_report = test_report;
         Ok(pb)
+    }
+
+    /// Reads the training file named by the config as it is: no label normalization, no
+    /// renumbering of features ([`Problem::from_datasets`] does those).
+    pub fn read_train(cfg: &ValidConfig) -> Result<(Dataset, ReadReport)> {
+        let train_path = cfg
+            .raw
+            .train
+            .as_ref()
+            .ok_or_else(|| Error::config("train", "no training data given"))?;
+        crate::data::read(train_path, &read_options(cfg))
     }
 
     /// Builds a problem from datasets already in memory (generated data, tests).
