@@ -41,7 +41,7 @@ pub struct Problem {
 }
 
 /// How the config asks for the training data to be read.
-fn read_options(cfg: &ValidConfig) -> ReadOptions {
+pub(crate) fn read_options(cfg: &ValidConfig) -> ReadOptions {
     let raw = &cfg.raw;
     ReadOptions {
         index_base: match raw.index_base {

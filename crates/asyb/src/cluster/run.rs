@@ -28,7 +28,7 @@ use parking_lot::RwLock;
 use super::RoleMap;
 use crate::checkpoint;
 use crate::config::{IndexBaseSetting, StepSetting, ValidConfig};
-use crate::data::libsvm::{IndexBase, LabelRule, ReadOptions};
+use crate::data::libsvm::{IndexBase, ReadOptions};
 use crate::data::part::{read_part, PartSource};
 use crate::data::Dataset;
 use crate::model::loss::{Loss, LossKind};
@@ -36,6 +36,7 @@ use crate::model::objective::{AnyReg, Objective};
 use crate::model::reg::RegSpec;
 use crate::model::Layout;
 use crate::monitor::{EvalRecord, Observe, Progress, RunInfo};
+use crate::problem::read_options;
 use crate::ps::blocks::{BlockPartition, ShardId};
 use crate::ps::shard::{Clock, DelayStats, Shard, ShardApi, ShardSettings, StepSchedule};
 use crate::ps::transport::mpi::{
@@ -165,23 +166,6 @@ fn runtime(reason: String) -> Error {
         role: "rank",
         id: 0,
         reason,
-    }
-}
-
-fn read_options(cfg: &ValidConfig) -> ReadOptions {
-    let raw = &cfg.raw;
-    ReadOptions {
-        index_base: match raw.index_base {
-            IndexBaseSetting::Auto => IndexBase::Auto,
-            IndexBaseSetting::Zero => IndexBase::Zero,
-            IndexBaseSetting::One => IndexBase::One,
-        },
-        features: raw.features,
-        skip_bad_lines: raw.skip_bad_lines,
-        labels: match raw.loss {
-            LossKind::Logistic | LossKind::SquaredHinge => LabelRule::Binary,
-            _ => LabelRule::Any,
-        },
     }
 }
 
