@@ -57,7 +57,7 @@ impl<T: Pod> Array<T> {
     /// copied pages are then released from this process (they stay in the page cache),
     /// so that a mapped array made mutable does not count twice in its memory.
     pub fn make_mut(&mut self) -> &mut Vec<T> {
-        if let Store::Mapped { _map, ptr, len } = &self.store {
+        if let Store::Mapped { _map, len, .. } = &self.store {
             // In pieces, each released once copied: the peak is one copy plus a piece.
             const PIECE: usize = 1 << 22;
             let items: &[T] = self;
@@ -79,7 +79,6 @@ impl<T: Pod> Array<T> {
                     };
                 }
             }
-            let _ = ptr;
             self.store = Store::Owned(owned);
         }
         match &mut self.store {

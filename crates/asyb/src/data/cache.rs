@@ -401,7 +401,7 @@ fn validate(ds: &Dataset) -> std::result::Result<(), String> {
         return Err("row pointers do not span the nonzeros".into());
     }
     let n = ds.rows();
-    let parts = threads();
+    let parts = super::threads();
     // Each thread checks a range of rows; the first failing range reports (its first
     // bad row), so the message is the one a sequential check would give.
     std::thread::scope(|sc| {
@@ -449,14 +449,9 @@ fn validate_rows(ds: &Dataset, rows: std::ops::Range<usize>) -> std::result::Res
     Ok(())
 }
 
-/// Threads for the load's checksum and validation passes.
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
-}
-
 /// CRC-32 of `bytes`, its pieces checksummed on several threads and combined.
 fn parallel_crc(bytes: &[u8]) -> u32 {
-    let parts = threads();
+    let parts = super::threads();
     let piece = bytes.len().div_ceil(parts).max(1 << 20);
     let hashers: Vec<crc32fast::Hasher> = std::thread::scope(|sc| {
         let handles: Vec<_> = bytes

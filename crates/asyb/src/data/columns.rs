@@ -16,7 +16,7 @@
 //! nonzeros. Numbered first, they share cache lines and pages, so most reads of a pull,
 //! of a snapshot and of an evaluation hit the cache (docs/performance.md).
 
-use super::Dataset;
+use super::{threads, Dataset};
 
 /// The used feature ids of a dataset: compact id `c` is original feature `ids()[c]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,11 +324,6 @@ fn set_bits(bits: &[u64]) -> Vec<u32> {
 /// Largest feature count for which compaction uses tables of one entry per original
 /// feature (4 bytes each) instead of ranks in a bitmap.
 const DENSE_TABLE_MAX: usize = 1 << 24;
-
-/// Threads for the passes over the nonzeros.
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
-}
 
 /// `f` on about equal pieces of `0..n` (at least 2^16 each), one thread each, the results
 /// in order.
