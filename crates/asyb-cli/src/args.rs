@@ -504,6 +504,11 @@ pub struct TrainArgs {
     /// block when that comes sooner]
     #[arg(long, allow_hyphen_values = true)]
     pub svrg_epochs: Option<f64>,
+    /// SVRG: epochs of plain proximal SGD before the first snapshot (0: the first
+    /// snapshot at the start). [default: a tenth of svrg-epochs when starting from the
+    /// zero model, else 0]
+    #[arg(long, allow_hyphen_values = true)]
+    pub svrg_warmup: Option<f64>,
     /// Per-coordinate steps: auto (columns with svrg), none, columns (eta scaled by
     /// (n + r0) / (column sum of squares + r0)). [default: auto]
     #[arg(long, value_parser = parse_step_scaling)]
@@ -628,6 +633,7 @@ impl TrainArgs {
         );
         set_some!(
             svrg_epochs,
+            svrg_warmup,
             train,
             test,
             features,

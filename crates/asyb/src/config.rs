@@ -17,7 +17,9 @@
 //!   (regularizer none or l1). Plain SGD with a constant step stalls at a noise floor,
 //!   and a decaying step takes hundreds of epochs on sparse data; SVRG's gradient noise
 //!   vanishes at the optimum, so a constant step converges to it. Snapshots every
-//!   `svrg_epochs = 1` epoch (a full pass each, counted as training time).
+//!   `svrg_epochs = 1` epoch, or 2^19 rows per block if sooner (a full pass each,
+//!   counted as training time); from a zero model the first comes after
+//!   `svrg_warmup` = a tenth of that of plain proximal SGD.
 //! - `step_scaling = "auto"`: per-column steps (`columns`) together with SVRG, where
 //!   the regularizer allows them; none otherwise, because without variance reduction the
 //!   larger steps of rare columns raise the noise floor more than they speed them up.
@@ -305,6 +307,10 @@ pub struct TrainConfig {
     /// SVRG: epochs between snapshots (full gradients); `None`: one epoch, or
     /// [`SVRG_AUTO_ROWS`] rows per block when that comes sooner.
     pub svrg_epochs: Option<f64>,
+    /// SVRG: epochs of plain proximal SGD before the first snapshot; `None`: a tenth of
+    /// the snapshot interval when the run starts from the zero model, else none (the
+    /// first snapshot at the start).
+    pub svrg_warmup: Option<f64>,
     pub sampling: Sampling,
     /// tau: reject pushes computed at a model more than this many updates old.
     pub max_delay: Option<u64>,
@@ -373,6 +379,7 @@ impl Default for TrainConfig {
             step_scaling_floor: DEFAULT_SCALING_FLOOR,
             variance_reduction: VarianceReduction::Auto,
             svrg_epochs: None,
+            svrg_warmup: None,
             sampling: Sampling::Shuffle,
             max_delay: None,
             epochs: None,
@@ -599,6 +606,9 @@ impl TrainConfig {
         if let Some(e) = self.svrg_epochs {
             positive_finite("svrg-epochs", e)?;
         }
+        if let Some(e) = self.svrg_warmup {
+            nonneg_finite("svrg-warmup", e)?;
+        }
         if self.variance_reduction == VarianceReduction::Svrg {
             if !exact_with_drift(self.reg) {
                 return Err(Error::config(
@@ -784,6 +794,7 @@ mod tests {
                 }),
             ),
             ("svrg-epochs", Box::new(|c| c.svrg_epochs = Some(-1.0))),
+            ("svrg-warmup", Box::new(|c| c.svrg_warmup = Some(f64::NAN))),
         ];
         for (field, set) in cases {
             let mut c = TrainConfig::default();

@@ -283,7 +283,7 @@ fn run<L: Loss>(
     let transport = LocalTransport::new(shards.clone(), clock.clone());
     let control = Control::new(0, u64::MAX);
     let counters = Counters::default();
-    let svrg = Svrg::of(cfg, plan.updates_per_epoch, pb.train.rows());
+    let svrg = Svrg::of(cfg, plan.updates_per_epoch, pb.train.rows(), true);
     let ctx = WorkerContext {
         data: &pb.train,
         partition: &partition,
@@ -324,12 +324,13 @@ fn run<L: Loss>(
         }
     };
 
-    let snap_timer = Instant::now();
-    if let Some(sv) = &svrg {
+    let mut snapshot_times = Vec::new();
+    if let Some(sv) = svrg.as_ref().filter(|sv| sv.warmup == 0) {
+        let t = Instant::now();
         sv.snapshot(loss, &pb.train, &partition, &shards, cfg.eval_threads);
+        snapshot_times.push(t.elapsed().as_secs_f64());
     }
-    let first_snapshot_secs = snap_timer.elapsed().as_secs_f64();
-    let mut hold_at = svrg.as_ref().map_or(u64::MAX, |s| s.every);
+    let mut hold_at = svrg.as_ref().map_or(u64::MAX, |s| s.first());
     let lognormal = (machine.compute.sigma > 0.0)
         .then(|| LogNormal::new(machine.compute.median_secs.ln(), machine.compute.sigma))
         .transpose()
@@ -373,7 +374,6 @@ fn run<L: Loss>(
     let mut now = 0.0;
     let mut compute_times = Vec::new();
     let mut push_times = Vec::new();
-    let mut snapshot_times = vec![first_snapshot_secs];
     while let Some(Reverse((tb, _, kind, w, s))) = sched.heap.pop() {
         now = f64::from_bits(tb);
         if now > max_virtual_secs {

@@ -244,6 +244,29 @@ pub(crate) fn svrg_every(
     (epochs * updates_per_epoch).ceil().max(1.0) as u64
 }
 
+/// The default warm-up is this fraction of the snapshot interval.
+const SVRG_WARMUP_DIVISOR: u64 = 10;
+
+/// Block updates of plain proximal SGD before the first SVRG snapshot (0: the first
+/// snapshot at the start): `svrg-warmup` epochs, by default a tenth of the snapshot
+/// interval `every` when the run starts from the zero model, else none. A snapshot at
+/// zero is a poor control variate: its gradient differences grow as the model leaves
+/// zero, and on the reference workload (docs/performance.md) the objective rose for
+/// the rest of the first interval, while plain SGD got within a few percent of the
+/// optimum in a few hundred updates.
+pub(crate) fn svrg_warmup(
+    raw: &crate::config::TrainConfig,
+    every: u64,
+    updates_per_epoch: f64,
+    from_zero: bool,
+) -> u64 {
+    match raw.svrg_warmup {
+        Some(e) => (e * updates_per_epoch).round() as u64,
+        None if from_zero => every / SVRG_WARMUP_DIVISOR,
+        None => 0,
+    }
+}
+
 /// Bytes per coordinate of a shard cell (value, drift, step factor, currency).
 pub(crate) const CELL_BYTES: u64 = 32;
 
@@ -797,7 +820,8 @@ impl<'a> Trainer<'a> {
         crate::ps::scatter(&partition, &shards, &w0);
         let transport = LocalTransport::new(shards.clone(), clock.clone());
         let control = Control::new(plan.workers, plan.max_updates.unwrap_or(u64::MAX));
-        let svrg = Svrg::of(self.cfg, plan.updates_per_epoch, pb.train.rows());
+        let from_zero = w0.iter().all(|&v| v == 0.0);
+        let svrg = Svrg::of(self.cfg, plan.updates_per_epoch, pb.train.rows(), from_zero);
         // Training time starts here: the first snapshot is part of the algorithm.
         let mut mon = Monitor::new(
             plan.updates_per_epoch,
@@ -806,10 +830,12 @@ impl<'a> Trainer<'a> {
         );
         mon.resume_at(start_secs, start_k);
         if let Some(sv) = &svrg {
-            sv.snapshot(loss, &pb.train, &partition, &shards, threads);
+            if sv.warmup == 0 {
+                sv.snapshot(loss, &pb.train, &partition, &shards, threads);
+            }
             control
                 .hold_at
-                .store(start_k + sv.every, std::sync::atomic::Ordering::Release);
+                .store(start_k + sv.first(), std::sync::atomic::Ordering::Release);
         }
         let counters = Counters::default();
         counters
@@ -1257,21 +1283,43 @@ pub(crate) fn objective_key(raw: &crate::config::TrainConfig, l: Layout) -> Stri
 }
 
 /// SVRG state of a run: the snapshot interval and the loss derivatives of every row at
-/// the last snapshot, which the workers read.
+/// the last snapshot, which the workers read (none yet: plain SGD).
 pub(crate) struct Svrg {
     /// Block updates between snapshots.
     pub(crate) every: u64,
+    /// Block updates of plain SGD before the first snapshot ([`svrg_warmup`]).
+    pub(crate) warmup: u64,
     pub(crate) derivs: RwLock<Vec<f32>>,
 }
 
 impl Svrg {
-    /// The run's SVRG state when `cfg` uses it: snapshots every [`svrg_every`] updates,
-    /// no derivatives yet.
-    pub(crate) fn of(cfg: &ValidConfig, updates_per_epoch: f64, rows: usize) -> Option<Svrg> {
-        cfg.svrg.then(|| Svrg {
-            every: svrg_every(&cfg.raw, updates_per_epoch, rows),
-            derivs: RwLock::new(Vec::new()),
+    /// The run's SVRG state when `cfg` uses it: snapshots every [`svrg_every`] updates
+    /// after a warm-up of [`svrg_warmup`] (`from_zero`: the run starts from the zero
+    /// model), no derivatives yet.
+    pub(crate) fn of(
+        cfg: &ValidConfig,
+        updates_per_epoch: f64,
+        rows: usize,
+        from_zero: bool,
+    ) -> Option<Svrg> {
+        cfg.svrg.then(|| {
+            let every = svrg_every(&cfg.raw, updates_per_epoch, rows);
+            Svrg {
+                every,
+                warmup: svrg_warmup(&cfg.raw, every, updates_per_epoch, from_zero),
+                derivs: RwLock::new(Vec::new()),
+            }
         })
+    }
+
+    /// Updates from the start to the first snapshot taken while training (the warm-up,
+    /// or one interval after a snapshot at the start).
+    pub(crate) fn first(&self) -> u64 {
+        if self.warmup == 0 {
+            self.every
+        } else {
+            self.warmup
+        }
     }
 
     /// Takes a snapshot at the shards' current model x~ (workers paused): the loss
@@ -1496,6 +1544,18 @@ mod tests {
         assert_eq!(svrg_every(&raw, upe, 2_000_000), 15625);
         raw.svrg_epochs = Some(1e-9);
         assert_eq!(svrg_every(&raw, upe, 2_000_000), 1);
+    }
+
+    #[test]
+    fn the_first_snapshot_waits_a_tenth_interval_from_the_zero_model_only() {
+        let mut raw = crate::config::TrainConfig::default();
+        assert_eq!(svrg_warmup(&raw, 4096, 15625.0, true), 409);
+        assert_eq!(svrg_warmup(&raw, 4096, 15625.0, false), 0);
+        assert_eq!(svrg_warmup(&raw, 9, 9.0, true), 0);
+        raw.svrg_warmup = Some(0.5);
+        assert_eq!(svrg_warmup(&raw, 4096, 15625.0, false), 7813);
+        raw.svrg_warmup = Some(0.0);
+        assert_eq!(svrg_warmup(&raw, 4096, 15625.0, true), 0);
     }
 
     #[test]

@@ -142,6 +142,40 @@ fn svrg_with_scaled_steps_converges_to_the_optimum() {
     assert!((s.last().psi - psi_star) / psi_star > 1e-5);
 }
 
+/// Before its first snapshot an SVRG run is plain proximal SGD with the same steps (bit
+/// for bit with one worker), and after it converges as SVRG does; a warm-up of 0 takes
+/// the first snapshot at the start, which changes the first updates.
+#[test]
+fn svrg_warms_up_with_plain_sgd_then_converges() {
+    let ds = planted_logistic(2000, 100, 6, 2);
+    let mut c = config(Algorithm::Asyb, 1);
+    c.blocks = Some(2);
+    c.seed = 5;
+    c.svrg_warmup = Some(2.0);
+    let warm = (2.0 * 2.0 * 2000.0 / c.batch as f64).round() as u64;
+    c.max_updates = Some(warm);
+    let svrg = run(&c, &ds);
+    let mut p = c.clone();
+    p.variance_reduction = VarianceReduction::None;
+    p.step_scaling = StepScaling::Columns;
+    let plain = run(&p, &ds);
+    assert_eq!(svrg.last().updates, warm);
+    assert_eq!(svrg.info.eta0, plain.info.eta0);
+    let bits = |w: &[f64]| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&svrg.weights), bits(&plain.weights));
+    c.svrg_warmup = Some(0.0);
+    let cold = run(&c, &ds);
+    assert_ne!(bits(&cold.weights), bits(&plain.weights));
+
+    let psi_star = optimum(&ds);
+    c.svrg_warmup = Some(2.0);
+    c.max_updates = None;
+    c.epochs = Some(60.0);
+    let s = run(&c, &ds);
+    let rel = (s.last().psi - psi_star) / psi_star;
+    assert!(rel.abs() < 1e-6, "psi {} psi* {psi_star}", s.last().psi);
+}
+
 #[test]
 fn one_worker_with_a_seed_is_bit_for_bit_repeatable() {
     for vr in [VarianceReduction::Auto, VarianceReduction::None] {

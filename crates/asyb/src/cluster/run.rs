@@ -860,7 +860,10 @@ impl<L: Loss> Coordinator<'_, L> {
         );
         mon.resume_at(start_secs, start_k);
         let svrg_every = train::svrg_every(raw, updates_per_epoch, n);
-        let mut next_snapshot = start_k + svrg_every;
+        let w0 = crate::ps::gather(&partition, &shards);
+        let from_zero = w0.iter().all(|&v| v == 0.0);
+        let warmup = train::svrg_warmup(raw, svrg_every, updates_per_epoch, from_zero);
+        let mut next_snapshot = start_k + if warmup == 0 { svrg_every } else { warmup };
         let snapshot = |this: &Self| -> Result<()> {
             let w = crate::ps::gather(&partition, &shards);
             let mut r = this.reduce(cmd::SNAP, &w)?;
@@ -881,12 +884,11 @@ impl<L: Loss> Coordinator<'_, L> {
                 .map(|t| crate::predict::test_metrics(t, raw.loss, w));
             Ok(())
         };
-        if cfg.svrg {
+        if cfg.svrg && warmup == 0 {
             snapshot(self)?;
         }
         let mut rec = mon.record(start_k, start_samples, 0, mon.train_secs());
         let t = Instant::now();
-        let w0 = crate::ps::gather(&partition, &shards);
         evaluate(self, &w0, &mut rec)?;
         mon.eval_secs += t.elapsed().as_secs_f64();
         mon.push(rec, observers)?;

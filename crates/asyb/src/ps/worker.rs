@@ -172,7 +172,8 @@ pub struct WorkerContext<'a> {
     pub sampling: Sampling,
     pub mode: BlockMode,
     /// SVRG: the loss derivatives of every row at the snapshot's margins (`classes` per
-    /// row, as f32), written only while the workers are paused.
+    /// row, as f32), written only while the workers are paused; empty before the first
+    /// snapshot (the workers then compute plain SGD gradients).
     pub snapshot: Option<&'a RwLock<Vec<f32>>>,
 }
 
@@ -262,7 +263,8 @@ fn gradient<L: Loss>(
     let k = layout.classes;
     let bias = ctx.partition.bias_loc();
     s.locs.clear();
-    let snapshot = ctx.snapshot.map(|m| m.read());
+    // No derivatives before the first snapshot: plain SGD (the warm-up).
+    let snapshot = ctx.snapshot.map(|m| m.read()).filter(|d| !d.is_empty());
     for (r, &i) in s.batch.iter().enumerate() {
         // Rows are drawn at random: fetch the bounds (and label, and snapshot derivatives)
         // of a row well ahead, and its entries a little ahead, so misses overlap.
