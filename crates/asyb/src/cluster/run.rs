@@ -316,7 +316,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
             layout,
             raw.alpha,
             raw.batch,
-            metric.as_deref(),
+            metric.as_deref().zip(Some(sums.as_slice())),
             cfg.eval_threads,
         ),
         _ => (f64::NAN, String::new()),
@@ -719,7 +719,7 @@ impl<L: Loss> Coordinator<'_, L> {
         }
         // 3. Metric and step.
         let metric = if cfg.scaled_steps {
-            train::metric_from_sums(&sums, n, raw.step_scaling_floor)
+            train::column_metric(&sums, n, raw.step_scaling_floor)
         } else {
             Vec::new()
         };

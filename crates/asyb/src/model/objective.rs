@@ -461,46 +461,45 @@ impl<'a, L: Loss> Objective<'a, L> {
             .sum()
     }
 
-    /// Largest eigenvalue of `X^T X / n` (X with a column of ones for the intercept when
-    /// it is trained), by at most `iters` power iterations from a fixed start, stopping
-    /// early once the estimate changes by at most `tol` (relative) between iterations;
-    /// an estimate from below that converges quickly for the dominant direction of
-    /// sparse data.
-    pub fn gram_top_eigenvalue(&self, iters: usize, tol: f64) -> f64 {
+    /// Largest eigenvalue of `S X^T X S / n` (X with a column of ones for the intercept
+    /// when it is trained; S the diagonal `scale`, one factor per column and the
+    /// intercept's last, or the identity), by at most `iters` power iterations from a
+    /// fixed start, stopping early once the estimate changes by at most `tol` (relative)
+    /// between iterations; an estimate from below that converges quickly for the
+    /// dominant direction of sparse data. The rows are read in place and every buffer
+    /// is allocated once.
+    pub fn gram_top_eigenvalue(&self, iters: usize, tol: f64, scale: Option<&[f64]>) -> f64 {
         let d = self.layout.features;
-        let n = self.n().max(1);
+        let n = self.n().max(1) as f64;
         let cols = d + usize::from(self.layout.bias);
+        let sc = |j: usize| scale.map_or(1.0, |s| s[j]);
         // A positive start overlaps the dominant (nonnegative) eigenvector of count data.
         let mut v: Vec<f64> = (0..cols)
             .map(|i| 1.0 + ((i * 2_654_435_761) % 1000) as f64 * 1e-4)
             .collect();
+        let ranges = ranges(self.n(), self.threads);
+        let mut parts = vec![vec![0.0; cols]; ranges.len()];
         let mut lambda = 0.0;
         for _ in 0..iters {
             let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
             if norm == 0.0 {
                 return 0.0;
             }
-            v.iter_mut().for_each(|x| *x /= norm);
-            let parts: Vec<Vec<f64>> = std::thread::scope(|s| {
-                let v = &v;
-                let handles: Vec<_> = ranges(self.n(), self.threads)
-                    .into_iter()
-                    .map(|r| s.spawn(move || self.gram_product(v, r)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("power iteration thread"))
-                    .collect()
-            });
-            let mut parts = parts.into_iter();
-            let mut next = parts.next().unwrap_or_else(|| vec![0.0; cols]);
-            for p in parts {
-                next.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+            // v <- S v / |v|, the vector X^T X multiplies.
+            for (j, x) in v.iter_mut().enumerate() {
+                *x *= sc(j) / norm;
             }
-            next.iter_mut().for_each(|x| *x /= n as f64);
+            std::thread::scope(|s| {
+                for (p, r) in parts.iter_mut().zip(&ranges) {
+                    let (v, r) = (&v, r.clone());
+                    s.spawn(move || self.gram_product(v, r, p));
+                }
+            });
+            for (j, x) in v.iter_mut().enumerate() {
+                *x = parts.iter().map(|p| p[j]).sum::<f64>() * sc(j) / n;
+            }
             let prev = lambda;
-            lambda = next.iter().map(|x| x * x).sum::<f64>().sqrt();
-            v = next;
+            lambda = v.iter().map(|x| x * x).sum::<f64>().sqrt();
             if (lambda - prev).abs() <= tol * lambda {
                 break;
             }
@@ -508,12 +507,12 @@ impl<'a, L: Loss> Objective<'a, L> {
         lambda
     }
 
-    /// `sum_{i in rows} x_i (x_i . v)` over the feature columns and the intercept's
-    /// column of ones when trained: one thread's share of `X^T X v`.
-    fn gram_product(&self, v: &[f64], rows: std::ops::Range<usize>) -> Vec<f64> {
+    /// `next = sum_{i in rows} x_i (x_i . v)` over the feature columns and the
+    /// intercept's column of ones when trained: one thread's share of `X^T X v`.
+    fn gram_product(&self, v: &[f64], rows: std::ops::Range<usize>, next: &mut [f64]) {
         let d = self.layout.features;
         let bias = self.layout.bias;
-        let mut next = vec![0.0; v.len()];
+        next.fill(0.0);
         for i in rows {
             if let Some(a) =
                 (i + ROWS_AHEAD < self.n()).then(|| self.data.row(self.at(i + ROWS_AHEAD)))
@@ -541,7 +540,6 @@ impl<'a, L: Loss> Objective<'a, L> {
                 next[d] += u;
             }
         }
-        next
     }
 
     /// Number of nonzero feature coordinates (the intercept excluded).
@@ -626,8 +624,8 @@ mod tests {
             assert_eq!((&g1, &z1), (&g2, &z2));
             assert_eq!(sel.psi(&w), full.psi(&w));
             assert_eq!(
-                sel.gram_top_eigenvalue(50, 0.0),
-                full.gram_top_eigenvalue(50, 0.0)
+                sel.gram_top_eigenvalue(50, 0.0, None),
+                full.gram_top_eigenvalue(50, 0.0, None)
             );
         }
     }
@@ -840,22 +838,34 @@ mod tests {
                     .collect()
             })
             .collect();
-        let mut v = vec![1.0; 5];
-        for _ in 0..500 {
-            let nv: Vec<f64> = (0..5)
-                .map(|a| (0..5).map(|b| gram[a][b] * v[b]).sum())
-                .collect();
-            let nn = nv.iter().map(|t| t * t).sum::<f64>().sqrt();
-            v = nv.iter().map(|t| t / nn).collect();
-        }
-        let top: f64 = (0..5)
-            .map(|a| (0..5).map(|b| gram[a][b] * v[b]).sum::<f64>() * v[a])
-            .sum();
+        let dense_top = |m: &[Vec<f64>]| -> f64 {
+            let mut v = vec![1.0; 5];
+            for _ in 0..500 {
+                let nv: Vec<f64> = (0..5)
+                    .map(|a| (0..5).map(|b| m[a][b] * v[b]).sum())
+                    .collect();
+                let nn = nv.iter().map(|t| t * t).sum::<f64>().sqrt();
+                v = nv.iter().map(|t| t / nn).collect();
+            }
+            (0..5)
+                .map(|a| (0..5).map(|b| m[a][b] * v[b]).sum::<f64>() * v[a])
+                .sum()
+        };
+        let top = dense_top(&gram);
         assert!(
-            (o.gram_top_eigenvalue(200, 0.0) - top).abs() < 1e-9 * top,
+            (o.gram_top_eigenvalue(200, 0.0, None) - top).abs() < 1e-9 * top,
             "{} vs {top}",
-            o.gram_top_eigenvalue(200, 0.0)
+            o.gram_top_eigenvalue(200, 0.0, None)
         );
+        // In a diagonal metric S: the top eigenvalue of S X^T X S / n.
+        let s = [0.5, 2.0, 1.5, 0.25, 1.0];
+        let scaled: Vec<Vec<f64>> = (0..5)
+            .map(|a| (0..5).map(|b| s[a] * gram[a][b] * s[b]).collect())
+            .collect();
+        let top = dense_top(&scaled);
+        let got = o.gram_top_eigenvalue(200, 0.0, Some(&s));
+        assert!((got - top).abs() < 1e-9 * top, "{got} vs {top}");
+        assert!((top - dense_top(&gram)).abs() > 1e-3 * top);
         let none = Objective {
             reg: AnyReg(spec(RegKind::None, 0.0)),
             ..o
