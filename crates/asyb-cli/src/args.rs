@@ -513,7 +513,7 @@ pub struct TrainArgs {
     /// (n + r0) / (column sum of squares + r0)). [default: auto]
     #[arg(long, value_parser = parse_step_scaling)]
     pub step_scaling: Option<StepScaling>,
-    /// r0 of column step scaling, in rows. [default: 2048]
+    /// r0 of column step scaling, in rows. [default: 1024]
     #[arg(long, allow_hyphen_values = true)]
     pub step_scaling_floor: Option<f64>,
     /// Minibatch sampling: shuffle (passes) or iid (with replacement). [default: shuffle]

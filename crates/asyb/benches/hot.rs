@@ -80,7 +80,8 @@ fn setup() -> Setup {
         counts[f as usize] += 1.0;
     }
     let n = data.rows() as f64;
-    let mut metric: Vec<f64> = counts.iter().map(|s| (n + 2048.0) / (s + 2048.0)).collect();
+    let r0 = asyb::config::DEFAULT_SCALING_FLOOR;
+    let mut metric: Vec<f64> = counts.iter().map(|s| (n + r0) / (s + r0)).collect();
     metric.push(1.0);
     let clock = Arc::new(Clock::default());
     let shard: Arc<dyn ShardApi> = Arc::new(Shard::with_metric(

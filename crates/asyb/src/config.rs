@@ -23,8 +23,9 @@
 //! - `step_scaling = "auto"`: per-column steps (`columns`) together with SVRG, where
 //!   the regularizer allows them; none otherwise, because without variance reduction the
 //!   larger steps of rare columns raise the noise floor more than they speed them up.
-//! - `step_scaling_floor = 2048` rows: measured on a 200k-row hashed CTR problem (2^18
-//!   features, lambda 1e-5) against 512 and 8192; see `train.rs`.
+//! - `step_scaling_floor = 1024` rows: measured on 200k hashed CTR rows (2^18
+//!   features, lambda 1e-5) and on the 2M-row reference workload against 256 to 8192
+//!   (docs/defaults.md); see `train.rs`.
 //! - `max_delay`: none; the delay histogram reports what arose.
 //! - `epochs`: 10, unless another stop criterion is given.
 
@@ -412,7 +413,7 @@ impl Default for TrainConfig {
 pub const SVRG_AUTO_ROWS: usize = 1 << 19;
 
 /// Default `step-scaling-floor` (rows).
-pub const DEFAULT_SCALING_FLOOR: f64 = 2048.0;
+pub const DEFAULT_SCALING_FLOOR: f64 = 1024.0;
 
 /// A configuration that passed [`TrainConfig::check`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
