@@ -467,30 +467,33 @@ fn setup_parts<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync
 /// the same few counters wait on each other (about 3x slower on the reference data).
 pub(crate) fn column_sq_sums(data: &Dataset, layout: Layout) -> Vec<f64> {
     let d = layout.features;
+    if data.values.is_none() && data.nnz() < u32::MAX as usize {
+        // No count can overflow: each part has fewer entries than u32::MAX.
+        let parts = setup_parts(data.rows(), |rows| {
+            let mut count = vec![0u32; d];
+            for &f in &data.indices[data.indptr[rows.start]..data.indptr[rows.end]] {
+                if let Some(c) = count.get_mut(f as usize) {
+                    *c += 1;
+                }
+            }
+            count
+        });
+        let mut s = vec![0.0f64; d];
+        for p in parts {
+            for (a, c) in s.iter_mut().zip(p) {
+                *a += f64::from(c);
+            }
+        }
+        return s;
+    }
+    let values = data.values.as_deref();
     let parts = setup_parts(data.rows(), |rows| {
         let mut s = vec![0.0f64; d];
         let (a, b) = (data.indptr[rows.start], data.indptr[rows.end]);
-        match &data.values {
-            None => {
-                // At most 2^32 - 1 entries per part: a u64 count otherwise.
-                let mut count = vec![0u32; if b - a < u32::MAX as usize { d } else { 0 }];
-                for &f in &data.indices[a..b] {
-                    if let Some(c) = count.get_mut(f as usize) {
-                        *c += 1;
-                    } else if let Some(v) = s.get_mut(f as usize) {
-                        *v += 1.0;
-                    }
-                }
-                for (v, c) in s.iter_mut().zip(&count) {
-                    *v = f64::from(*c);
-                }
-            }
-            Some(values) => {
-                for (&f, &x) in data.indices[a..b].iter().zip(&values[a..b]) {
-                    if let Some(v) = s.get_mut(f as usize) {
-                        *v += f64::from(x) * f64::from(x);
-                    }
-                }
+        for (k, &f) in (a..b).zip(&data.indices[a..b]) {
+            let x = values.map_or(1.0, |v| f64::from(v[k]));
+            if let Some(v) = s.get_mut(f as usize) {
+                *v += x * x;
             }
         }
         s
