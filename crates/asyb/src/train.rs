@@ -268,6 +268,16 @@ pub(crate) fn svrg_warmup(
     }
 }
 
+/// Updates from the start to the first snapshot taken while training: the warm-up, or
+/// one interval `every` after a snapshot at the start (`warmup` 0).
+pub(crate) fn svrg_first(every: u64, warmup: u64) -> u64 {
+    if warmup == 0 {
+        every
+    } else {
+        warmup
+    }
+}
+
 /// Bytes per coordinate of a shard cell (value, drift, step factor, currency).
 pub(crate) const CELL_BYTES: u64 = 32;
 
@@ -1284,11 +1294,7 @@ impl Svrg {
     /// Updates from the start to the first snapshot taken while training (the warm-up,
     /// or one interval after a snapshot at the start).
     pub(crate) fn first(&self) -> u64 {
-        if self.warmup == 0 {
-            self.every
-        } else {
-            self.warmup
-        }
+        svrg_first(self.every, self.warmup)
     }
 
     /// Takes a snapshot at the shards' current model x~ (workers paused): the loss

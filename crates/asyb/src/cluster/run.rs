@@ -316,7 +316,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
             layout,
             raw.alpha,
             raw.batch,
-            metric.as_deref().zip(Some(sums.as_slice())),
+            metric.as_deref().map(|d| (d, sums.as_slice())),
             cfg.eval_threads,
         ),
         _ => (f64::NAN, String::new()),
@@ -863,7 +863,7 @@ impl<L: Loss> Coordinator<'_, L> {
         let w0 = crate::ps::gather(&partition, &shards);
         let from_zero = w0.iter().all(|&v| v == 0.0);
         let warmup = train::svrg_warmup(raw, svrg_every, updates_per_epoch, from_zero);
-        let mut next_snapshot = start_k + if warmup == 0 { svrg_every } else { warmup };
+        let mut next_snapshot = start_k + train::svrg_first(svrg_every, warmup);
         let snapshot = |this: &Self| -> Result<()> {
             let w = crate::ps::gather(&partition, &shards);
             let mut r = this.reduce(cmd::SNAP, &w)?;
