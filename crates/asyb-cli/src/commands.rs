@@ -168,7 +168,7 @@ fn saved_model(vc: &ValidConfig, labels: &TrainLabels, s: &RunSummary) -> SavedM
         Some(cols) => {
             let k = s.layout.classes;
             let (mut ids, mut w) = (Vec::new(), Vec::new());
-            for (f, c) in cols.by_original_id() {
+            for (f, c) in cols.lookup().by_original_id() {
                 let row = &s.weights[c as usize * k..(c as usize + 1) * k];
                 if row.iter().any(|&x| x != 0.0) {
                     ids.push(f);

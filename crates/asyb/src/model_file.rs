@@ -156,9 +156,10 @@ impl SavedModel {
                 }
                 let kept: usize = cols.ids().iter().filter_map(|&f| stored(f)).count();
                 if kept < self.stored_features() {
+                    let lookup = cols.lookup();
                     for r in 0..self.stored_features() {
                         let f = self.feature_ids.as_ref().map_or(r as u32, |ids| ids[r]);
-                        if row(r).iter().any(|&w| w != 0.0) && cols.compact_id(f).is_none() {
+                        if row(r).iter().any(|&w| w != 0.0) && lookup.compact_id(f).is_none() {
                             return Err(format!(
                                 "feature {f} (0-based) has a nonzero weight but does not \
                                  occur in the training data, whose feature ids are \

@@ -19,16 +19,54 @@
 use super::{threads, Dataset};
 
 /// The used feature ids of a dataset: compact id `c` is original feature `ids()[c]`.
+///
+/// Only the ids are kept while training (4 bytes per used feature): the inverse map, from
+/// original to compact ids, is built by [`ColumnMap::lookup`] where it is needed (test
+/// data, warm starts, model files), before or after training.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnMap {
     /// Number of original features d.
     pub features: usize,
     /// Original id of each compact id: distinct, all `< features`.
     ids: Vec<u32>,
-    /// The original ids in increasing order.
-    sorted: Vec<u32>,
-    /// The compact id of each of `sorted`; empty when `ids` is increasing (`ids == sorted`).
+    /// Whether `ids` is increasing (compaction keeps each row's order).
+    increasing: bool,
+}
+
+/// The inverse of a [`ColumnMap`]: original ids to compact ids.
+pub struct Lookup<'a> {
+    /// The used original ids in increasing order.
+    sorted: std::borrow::Cow<'a, [u32]>,
+    /// The compact id of each of `sorted`; empty when the map is increasing.
     compact_of_sorted: Vec<u32>,
+}
+
+impl Lookup<'_> {
+    /// The compact id of the `r`-th smallest used original id.
+    #[inline]
+    fn compact_of_rank(&self, r: u32) -> u32 {
+        if self.compact_of_sorted.is_empty() {
+            r
+        } else {
+            self.compact_of_sorted[r as usize]
+        }
+    }
+
+    /// Compact id of original feature `f`, if it is used.
+    pub fn compact_id(&self, f: u32) -> Option<u32> {
+        self.sorted
+            .binary_search(&f)
+            .ok()
+            .map(|r| self.compact_of_rank(r as u32))
+    }
+
+    /// `(original id, compact id)` of every used feature, in increasing original id.
+    pub fn by_original_id(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.sorted
+            .iter()
+            .enumerate()
+            .map(|(r, &f)| (f, self.compact_of_rank(r as u32)))
+    }
 }
 
 impl ColumnMap {
@@ -37,22 +75,19 @@ impl ColumnMap {
     pub fn increasing(features: usize, ids: Vec<u32>) -> Option<ColumnMap> {
         let valid = ids.windows(2).all(|w| w[0] < w[1])
             && ids.last().map_or(true, |&f| (f as usize) < features);
-        valid.then(|| ColumnMap {
+        valid.then_some(ColumnMap {
             features,
-            sorted: ids.clone(),
             ids,
-            compact_of_sorted: Vec::new(),
+            increasing: true,
         })
     }
 
     /// The features of `ds` that occur in at least one row, in increasing order of id.
     pub fn of(ds: &Dataset) -> ColumnMap {
-        let ids = set_bits(&used_bits(ds));
         ColumnMap {
             features: ds.features,
-            sorted: ids.clone(),
-            ids,
-            compact_of_sorted: Vec::new(),
+            ids: set_bits(&used_bits(ds)),
+            increasing: true,
         }
     }
 
@@ -80,16 +115,11 @@ impl ColumnMap {
             order[*slot as usize] = r as u32;
             *slot += 1;
         }
-        let ids = order.iter().map(|&r| sorted[r as usize]).collect();
-        let mut compact_of_sorted = vec![0u32; order.len()];
-        for (c, &r) in order.iter().enumerate() {
-            compact_of_sorted[r as usize] = c as u32;
-        }
+        let ids: Vec<u32> = order.iter().map(|&r| sorted[r as usize]).collect();
         ColumnMap {
             features: ds.features,
+            increasing: ids.windows(2).all(|w| w[0] < w[1]),
             ids,
-            sorted,
-            compact_of_sorted,
         }
     }
 
@@ -103,30 +133,24 @@ impl ColumnMap {
         &self.ids
     }
 
-    /// The compact id of the `r`-th smallest used original id.
-    #[inline]
-    fn compact_of_rank(&self, r: u32) -> u32 {
-        if self.compact_of_sorted.is_empty() {
-            r
-        } else {
-            self.compact_of_sorted[r as usize]
+    /// The inverse map (a sorted copy of the ids and their compact ids unless the ids
+    /// are increasing): built on each call, for the callers that map many ids.
+    pub fn lookup(&self) -> Lookup<'_> {
+        if self.increasing {
+            return Lookup {
+                sorted: std::borrow::Cow::Borrowed(&self.ids),
+                compact_of_sorted: Vec::new(),
+            };
         }
-    }
-
-    /// Compact id of original feature `f`, if it is used.
-    pub fn compact_id(&self, f: u32) -> Option<u32> {
-        self.sorted
-            .binary_search(&f)
-            .ok()
-            .map(|r| self.compact_of_rank(r as u32))
-    }
-
-    /// `(original id, compact id)` of every used feature, in increasing original id.
-    pub fn by_original_id(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        self.sorted
-            .iter()
-            .enumerate()
-            .map(|(r, &f)| (f, self.compact_of_rank(r as u32)))
+        let mut pairs: Vec<(u32, u32)> = (0..)
+            .zip(self.ids.iter().copied())
+            .map(|(c, f)| (f, c))
+            .collect();
+        pairs.sort_unstable();
+        Lookup {
+            sorted: std::borrow::Cow::Owned(pairs.iter().map(|p| p.0).collect()),
+            compact_of_sorted: pairs.iter().map(|p| p.1).collect(),
+        }
     }
 
     /// Renumbers `ds` (the dataset this map was built from, or any dataset whose features
@@ -137,19 +161,20 @@ impl ColumnMap {
     pub fn compact(&self, ds: &mut Dataset) -> bool {
         if self.features <= DENSE_TABLE_MAX {
             let mut table = vec![u32::MAX; self.features];
-            for (f, c) in self.by_original_id() {
-                table[f as usize] = c;
+            for (c, &f) in self.ids.iter().enumerate() {
+                table[f as usize] = c as u32;
             }
             self.compact_with(ds, |f| {
                 table.get(f as usize).copied().filter(|&c| c != u32::MAX)
             })
         } else {
             let mut bits = vec![0u64; self.features.div_ceil(64)];
-            for &f in &self.sorted {
+            for &f in &self.ids {
                 bits[f as usize / 64] |= 1 << (f % 64);
             }
             let rank = Ranks::new(bits);
-            self.compact_with(ds, |f| rank.of(f).map(|r| self.compact_of_rank(r)))
+            let lookup = self.lookup();
+            self.compact_with(ds, |f| rank.of(f).map(|r| lookup.compact_of_rank(r)))
         }
     }
 
@@ -159,7 +184,7 @@ impl ColumnMap {
         ds: &mut Dataset,
         to_compact: impl Fn(u32) -> Option<u32> + Sync,
     ) -> bool {
-        let sort = !self.compact_of_sorted.is_empty();
+        let sort = !self.increasing;
         let rows = ds.rows();
         let indptr = &ds.indptr;
         let indices = ds.indices.make_mut();
@@ -240,11 +265,12 @@ impl ColumnMap {
         let mut indptr = Vec::with_capacity(ds.indptr.len());
         let mut indices = Vec::with_capacity(ds.indices.len());
         let mut values = ds.values.as_ref().map(|v| Vec::with_capacity(v.len()));
+        let lookup = self.lookup();
         indptr.push(0);
         for i in 0..ds.rows() {
             let row = ds.row(i);
             for k in 0..row.nnz() {
-                if let Some(c) = self.compact_id(row.indices[k]) {
+                if let Some(c) = lookup.compact_id(row.indices[k]) {
                     indices.push(c);
                     if let Some(v) = values.as_mut() {
                         v.push(row.value(k));
@@ -261,7 +287,7 @@ impl ColumnMap {
             labels: ds.labels.clone(),
             features: self.used(),
         };
-        if !self.compact_of_sorted.is_empty() {
+        if !self.increasing {
             let indptr = &out.indptr;
             let indices = out.indices.make_mut();
             let values = out.values.as_mut().map(|v| v.make_mut().as_mut_slice());
@@ -492,8 +518,8 @@ mod tests {
         let m = ColumnMap::of(&data());
         assert_eq!(m.ids(), [0, 3, 63, 64, 70, 1_000_000, 1_048_575]);
         assert_eq!(m.features, 1 << 20);
-        assert_eq!(m.compact_id(70), Some(4));
-        assert_eq!(m.compact_id(71), None);
+        assert_eq!(m.lookup().compact_id(70), Some(4));
+        assert_eq!(m.lookup().compact_id(71), None);
     }
 
     #[test]
@@ -540,10 +566,10 @@ mod tests {
         let m = ColumnMap::by_frequency(&ds);
         // 70 and 1_000_000 three times, the others once; ties by id.
         assert_eq!(m.ids(), [70, 1_000_000, 0, 3, 63, 64]);
-        assert_eq!(m.compact_id(1_000_000), Some(1));
-        assert_eq!(m.compact_id(63), Some(4));
-        assert_eq!(m.compact_id(71), None);
-        let pairs: Vec<_> = m.by_original_id().collect();
+        assert_eq!(m.lookup().compact_id(1_000_000), Some(1));
+        assert_eq!(m.lookup().compact_id(63), Some(4));
+        assert_eq!(m.lookup().compact_id(71), None);
+        let pairs: Vec<_> = m.lookup().by_original_id().collect();
         assert_eq!(
             pairs,
             [(0, 2), (3, 3), (63, 4), (64, 5), (70, 0), (1_000_000, 1)]
