@@ -533,20 +533,68 @@ pub(crate) fn stride_rows(n: usize, max_rows: usize) -> Vec<u32> {
     (0..n).step_by(stride).map(|i| i as u32).collect()
 }
 
+/// The last model whose objective was finite, kept to be returned if training diverges:
+/// its nonzero coordinates when they are at most a quarter of them (an L1 model's
+/// usually are, and the copy then takes a fraction of a dense vector's memory at the
+/// peak of an evaluation), the dense vector otherwise.
+pub(crate) enum KeptModel {
+    Dense(Vec<f64>),
+    Sparse {
+        len: usize,
+        nonzeros: Vec<(usize, f64)>,
+    },
+}
+
+impl KeptModel {
+    pub(crate) fn of(w: &[f64]) -> KeptModel {
+        let nnz = w.iter().filter(|&&v| v != 0.0).count();
+        if nnz > w.len() / 4 {
+            return KeptModel::Dense(w.to_vec());
+        }
+        let mut nonzeros = Vec::with_capacity(nnz);
+        nonzeros.extend(
+            w.iter()
+                .enumerate()
+                .filter(|p| *p.1 != 0.0)
+                .map(|(i, &v)| (i, v)),
+        );
+        KeptModel::Sparse {
+            len: w.len(),
+            nonzeros,
+        }
+    }
+
+    /// The model as a dense vector.
+    pub(crate) fn into_dense(self) -> Vec<f64> {
+        match self {
+            KeptModel::Dense(w) => w,
+            KeptModel::Sparse { len, nonzeros } => {
+                let mut w = vec![0.0; len];
+                for (i, v) in nonzeros {
+                    w[i] = v;
+                }
+                w
+            }
+        }
+    }
+}
+
 /// Evaluates models: the monitored objective, the prox-gradient mapping, test metrics.
 struct Evaluator<'a, L: Loss> {
     obj: Objective<'a, L>,
     test: Option<Objective<'a, L>>,
     loss: LossKind,
     eta: f64,
-    grad: Vec<f64>,
 }
 
 impl<L: Loss> Evaluator<'_, L> {
+    /// The gradient is allocated for each evaluation rather than kept between them:
+    /// the memory it takes is needed only here.
     fn eval(&mut self, w: &[f64], rec: &mut EvalRecord) {
-        let f = self.obj.f_and_grad(w, Some(&mut self.grad));
+        let mut grad = vec![0.0; w.len()];
+        let f = self.obj.f_and_grad(w, Some(&mut grad));
         rec.psi = f + self.obj.h(w);
-        rec.pgm_sq_norm = self.obj.pgm_sq_norm(w, &self.grad, self.eta);
+        rec.pgm_sq_norm = self.obj.pgm_sq_norm(w, &grad, self.eta);
         rec.nnz = Objective::<L>::nnz(w, self.obj.layout);
         rec.test = self
             .test
@@ -734,7 +782,6 @@ impl<'a> Trainer<'a> {
             }),
             loss: raw.loss,
             eta: plan.eta0,
-            grad: vec![0.0; layout.coords()],
         };
         let info = RunInfo {
             algorithm: raw.algorithm.name().into(),
@@ -839,7 +886,8 @@ impl<'a> Trainer<'a> {
         ev.eval(&w0, &mut rec);
         mon.eval_secs += t.elapsed().as_secs_f64();
         mon.push(rec, &mut self.observers)?;
-        let mut last_good = w0;
+        let mut last_good = KeptModel::of(&w0);
+        drop(w0);
         if !mon.last_psi().is_finite() {
             return Err(Error::config(
                 "init-model",
@@ -929,7 +977,7 @@ impl<'a> Trainer<'a> {
         let reason = outcome?;
         let k = transport.now();
         let weights = if reason == StopReason::Diverged {
-            last_good
+            last_good.into_dense()
         } else {
             let w = crate::ps::gather(&partition, &shards);
             if mon.last_updates() != k {
@@ -981,7 +1029,7 @@ impl<'a> Trainer<'a> {
         counters: &Counters,
         stats: &DelayStats,
         ev: &mut Evaluator<L>,
-        last_good: &mut Vec<f64>,
+        last_good: &mut KeptModel,
         svrg: Option<&Svrg>,
         max_seconds: Option<f64>,
         target: Option<f64>,
@@ -1077,7 +1125,8 @@ impl<'a> Trainer<'a> {
             if !psi.is_finite() {
                 return Ok(StopReason::Diverged);
             }
-            *last_good = w;
+            *last_good = KeptModel::of(&w);
+            drop(w);
             if target.is_some_and(|t| psi <= t) {
                 return Ok(StopReason::TargetObjective);
             }
@@ -1471,6 +1520,20 @@ mod tests {
     /// The setup's column sums of squares and mean scaled row norm (computed in halves
     /// on two threads) equal the sums written out over every entry, for row counts that
     /// split evenly, unevenly, or not at all.
+    /// A kept model gives back the model it was made of, sparse or dense.
+    #[test]
+    fn kept_models_round_trip() {
+        let sparse = vec![0.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0, -2.0, 0.0];
+        let k = KeptModel::of(&sparse);
+        assert!(matches!(&k, KeptModel::Sparse { nonzeros, .. } if nonzeros.len() == 2));
+        assert_eq!(k.into_dense(), sparse);
+        let dense = vec![0.5, 1.5, 0.0, -1.0];
+        let k = KeptModel::of(&dense);
+        assert!(matches!(k, KeptModel::Dense(_)));
+        assert_eq!(k.into_dense(), dense);
+        assert_eq!(KeptModel::of(&[]).into_dense(), Vec::<f64>::new());
+    }
+
     #[test]
     fn setup_sums_equal_the_sums_by_hand() {
         let layout = Layout {

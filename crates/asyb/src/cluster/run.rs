@@ -892,7 +892,8 @@ impl<L: Loss> Coordinator<'_, L> {
         evaluate(self, &w0, &mut rec)?;
         mon.eval_secs += t.elapsed().as_secs_f64();
         mon.push(rec, observers)?;
-        let mut last_good = w0;
+        let mut last_good = train::KeptModel::of(&w0);
+        drop(w0);
         if !mon.last_psi().is_finite() {
             return Err(Error::config(
                 "init-model",
@@ -992,7 +993,7 @@ impl<L: Loss> Coordinator<'_, L> {
                     if !psi.is_finite() {
                         break 'watch StopReason::Diverged;
                     }
-                    last_good = w;
+                    last_good = train::KeptModel::of(&w);
                     if target.is_some_and(|t| psi <= t) {
                         break 'watch StopReason::TargetObjective;
                     }
@@ -1025,7 +1026,7 @@ impl<L: Loss> Coordinator<'_, L> {
         self.workers_started = false;
         let (k, rejected) = self.status();
         let weights = if reason == StopReason::Diverged {
-            last_good
+            last_good.into_dense()
         } else {
             let w = crate::ps::gather(&partition, &shards);
             if mon.last_updates() != k {

@@ -448,17 +448,35 @@ impl<'a, L: Loss> Objective<'a, L> {
         }
     }
 
-    /// ||P(w)||^2 given `grad` = grad f(w).
+    /// ||P(w)||^2 given `grad` = grad f(w): group by group, with one group's buffer
+    /// (no dense vector besides `w` and `grad`).
     pub fn pgm_sq_norm(&self, w: &[f64], grad: &[f64], eta: f64) -> f64 {
-        let mut y: Vec<f64> = w.iter().zip(grad).map(|(x, g)| x - eta * g).collect();
-        self.prox(eta, &mut y);
-        w.iter()
-            .zip(&y)
-            .map(|(x, p)| {
-                let d = (x - p) / eta;
-                d * d
-            })
-            .sum()
+        let fc = self.layout.features * self.layout.classes;
+        let gl = self.reg.group_len();
+        let mut y = vec![0.0; gl];
+        let mut sum = 0.0;
+        let term = |x: f64, p: f64| {
+            let d = (x - p) / eta;
+            d * d
+        };
+        for (x, g) in w[..fc].chunks(gl).zip(grad[..fc].chunks(gl)) {
+            let y = &mut y[..x.len()];
+            for ((y, &x), &g) in y.iter_mut().zip(x).zip(g) {
+                *y = x - eta * g;
+            }
+            self.reg.prox(eta, y);
+            sum += x
+                .iter()
+                .zip(y.iter())
+                .map(|(&x, &p)| term(x, p))
+                .sum::<f64>();
+        }
+        // The intercept is not regularized: its prox is the identity.
+        sum + w[fc..]
+            .iter()
+            .zip(&grad[fc..])
+            .map(|(&x, &g)| term(x, x - eta * g))
+            .sum::<f64>()
     }
 
     /// Largest eigenvalue of `S X^T X S / n` (X with a column of ones for the intercept
@@ -884,5 +902,31 @@ mod tests {
         big.f_and_grad(&zero, Some(&mut g));
         let p = big.pgm_sq_norm(&zero, &g, 0.5);
         assert!((p - g[4] * g[4]).abs() < 1e-12);
+        // Group by group equals the prox of the whole vector at once (groups of 2 over
+        // the 4 features; the intercept's coordinate untouched).
+        for (kind, lambda, len) in [
+            (RegKind::GroupLasso, 0.3, 2),
+            (RegKind::L1, 0.2, 1),
+            (RegKind::ElasticNet, 0.4, 1),
+        ] {
+            let o = Objective {
+                reg: AnyReg(RegSpec {
+                    group_len: len,
+                    ..spec(kind, lambda)
+                }),
+                ..o
+            };
+            o.f_and_grad(&w, Some(&mut g));
+            let eta = 0.8;
+            let mut y: Vec<f64> = w.iter().zip(&g).map(|(x, g)| x - eta * g).collect();
+            o.prox(eta, &mut y);
+            let want: f64 = w.iter().zip(&y).map(|(x, p)| ((x - p) / eta).powi(2)).sum();
+            let got = o.pgm_sq_norm(&w, &g, eta);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.max(1.0),
+                "{kind:?}: {got} vs {want}"
+            );
+            assert!(got > 0.0);
+        }
     }
 }
