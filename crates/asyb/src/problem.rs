@@ -177,6 +177,8 @@ impl Problem {
                 ),
             ));
         }
+        // The readers' and the compaction's freed buffers.
+        crate::alloc::release_free_memory();
         Ok(Problem {
             layout: Layout {
                 features: train.features,
