@@ -33,7 +33,7 @@
 //!
 //! The shard knows nothing of transports or files: one implementation serves them all.
 
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -45,10 +45,13 @@ use crate::model::reg::{drift_unregularized, Regularizer, StepSums};
 use crate::ps::blocks::{BlockId, BlockPartition, Loc, ShardId};
 
 /// Marks a group whose values a writer is rewriting.
-const BUSY: u32 = u32::MAX;
+const BUSY: u16 = u16::MAX;
 
-/// Largest history before a rebase, in steps.
-const MAX_HISTORY: usize = 1 << 24;
+/// Largest history before a rebase, in steps: a group's currency is a 16-bit history
+/// point below [`BUSY`]. A block of more than half a million groups rebases after this
+/// many steps rather than after one per [`GROUPS_PER_HISTORY_STEP`] groups; a rebase
+/// then costs a few milliseconds every 65 thousand steps of the block.
+const MAX_HISTORY: usize = BUSY as usize - 1;
 
 /// A block's history holds one step per this many groups (at least 1024 steps): a
 /// rebase visits every group, so it costs this many group updates per step in the
@@ -294,21 +297,62 @@ pub struct Shard<R: Regularizer> {
     stats: Arc<DelayStats>,
 }
 
-/// Everything a read of one coordinate touches, in one half cache line: rows are read
-/// at random, so one line per coordinate instead of one per array is most of the cost
-/// of a pull on a large model.
-#[repr(C, align(32))]
+/// Everything a read of one coordinate touches, in a quarter of a cache line: rows are
+/// read at random, so one line per coordinate instead of one per array is most of the
+/// cost of a pull on a large model, and 16 bytes per coordinate are twice the model's 8
+/// (the shards are most of the trainer's memory besides the data).
+///
+/// The value is kept in full. The drift is kept as f32 ([`stored_drift`]) and the step
+/// factor as a bfloat16, 8 significant bits ([`stored_scale`]): the rounded values are
+/// the drift and the metric every step of the shard uses, so the lazy closed forms stay
+/// exact for them; a diagonal metric rounded by at most 0.4% is still one, and the
+/// drift's rounding is below the f32 rounding of the derivatives it is summed from.
+#[repr(C, align(16))]
 struct Cell {
     /// The value's bits.
     x: AtomicU64,
-    /// The drift `a_c`'s bits (0 without one); replaced only with the writer lock held
-    /// and no push in flight.
-    drift: AtomicU64,
-    /// The step factor `d_c` (1 without a metric).
-    scale: f64,
+    /// The drift `a_c`'s f32 bits (0 without one); replaced only with the writer lock
+    /// held and no push in flight.
+    drift: AtomicU32,
+    /// The step factor `d_c`'s bfloat16 bits (1 without a metric).
+    scale: u16,
     /// In the group's first cell: the history point up to which the group is current,
     /// or [`BUSY`]. Unused in the others.
-    last: AtomicU32,
+    last: AtomicU16,
+}
+
+/// The drift a shard keeps for `a`: rounded to f32.
+pub fn stored_drift(a: f64) -> f64 {
+    a as f32 as f64
+}
+
+/// The step factor a shard keeps for `d > 0`: rounded to the nearest bfloat16 (8
+/// significant bits), ties to even.
+pub fn stored_scale(d: f64) -> f64 {
+    unbf16(bf16(d))
+}
+
+/// The bfloat16 bits nearest to `d` (finite, positive).
+fn bf16(d: f64) -> u16 {
+    let b = (d as f32).to_bits();
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+#[inline]
+fn unbf16(h: u16) -> f64 {
+    f32::from_bits(u32::from(h) << 16) as f64
+}
+
+impl Cell {
+    #[inline]
+    fn drift(&self) -> f64 {
+        f32::from_bits(self.drift.load(Ordering::Relaxed)) as f64
+    }
+
+    #[inline]
+    fn scale(&self) -> f64 {
+        unbf16(self.scale)
+    }
 }
 
 /// One block: values, per-group currency, and the history of its steps.
@@ -359,9 +403,9 @@ impl Block {
         let cells = (0..coords)
             .map(|c| Cell {
                 x: AtomicU64::new(0),
-                drift: AtomicU64::new(0),
-                scale: scale.as_ref().map_or(1.0, |s| s[c]),
-                last: AtomicU32::new(0),
+                drift: AtomicU32::new(0),
+                scale: bf16(scale.as_ref().map_or(1.0, |s| s[c])),
+                last: AtomicU16::new(0),
             })
             .collect();
         Block {
@@ -381,19 +425,18 @@ impl Block {
     /// The drift of coordinate `c`, 0 without one.
     #[inline]
     fn drift_at(&self, c: usize) -> f64 {
-        ld(&self.cells[c].drift)
+        self.cells[c].drift()
     }
 
     /// The step factors of group `g`, if the block has a metric (groups of 1 then).
     #[inline]
-    fn group_scale(&self, g: usize) -> Option<&[f64]> {
-        self.scaled
-            .then(|| std::slice::from_ref(&self.cells[g].scale))
+    fn group_scale(&self, g: usize) -> Option<[f64; 1]> {
+        self.scaled.then(|| [self.cells[g].scale()])
     }
 
     /// Group `g`'s currency: its first cell's `last`.
     #[inline]
-    fn last(&self, g: usize) -> &AtomicU32 {
+    fn last(&self, g: usize) -> &AtomicU16 {
         &self.cells[g * self.gl].last
     }
 
@@ -420,7 +463,7 @@ impl Block {
         for (i, v) in buf.iter_mut().enumerate() {
             let c = g * self.gl + i;
             let a = self.drift_at(c);
-            let d = self.cells[c].scale;
+            let d = self.cells[c].scale();
             *v = if bias {
                 drift_unregularized(*v, a, d, from, to, &eta_sum)
             } else {
@@ -442,7 +485,7 @@ impl Block {
     ) {
         match self.group_scale(g) {
             None => reg.prox_skipped(buf, etas, a, b),
-            Some(d) => reg.prox_skipped_scaled(buf, d, etas, a, b),
+            Some(d) => reg.prox_skipped_scaled(buf, &d, etas, a, b),
         }
     }
 
@@ -510,8 +553,9 @@ impl Block {
                 *v = ld(&a.x);
             }
             // Copy what the closed form needs before validating the read.
-            let span = (l1 < t).then(|| (self.sums_at(l1 as usize), self.sums_at(t as usize)));
-            let etas: Vec<f64> = if R::STEP_LIST && l1 < t {
+            let span =
+                (u32::from(l1) < t).then(|| (self.sums_at(l1 as usize), self.sums_at(t as usize)));
+            let etas: Vec<f64> = if R::STEP_LIST && u32::from(l1) < t {
                 self.etas[l1 as usize..t as usize].iter().map(ld).collect()
             } else {
                 Vec::new()
@@ -590,7 +634,7 @@ impl Block {
         }
         let cell = &self.cells[c];
         if self.drifting {
-            let (a, d) = (ld(&cell.drift), cell.scale);
+            let (a, d) = (cell.drift(), cell.scale());
             let eta_sum = |t: usize| ld(&self.sums[t][0]);
             if self.is_bias(c) {
                 drift_unregularized(x, a, d, from, to, &eta_sum)
@@ -620,7 +664,8 @@ impl Block {
         for (a, &v) in self.group(g).iter().zip(vals) {
             st(&a.x, v);
         }
-        self.last(g).store(t, Ordering::Release);
+        debug_assert!(t < u32::from(BUSY));
+        self.last(g).store(t as u16, Ordering::Release);
     }
 
     /// Loads group `g` (writer side) and brings it to history point `t`.
@@ -802,7 +847,7 @@ impl<R: Regularizer> Shard<R> {
             if !bias {
                 match d {
                     None => self.reg.prox(eta, buf),
-                    Some(d) => self.reg.prox_scaled(eta, d, buf),
+                    Some(d) => self.reg.prox_scaled(eta, &d, buf),
                 }
             }
             blk.publish(g, buf, (t + 1) as u32);
@@ -821,16 +866,15 @@ impl<R: Regularizer> Shard<R> {
             let cell = &blk.cells[c];
             let last = cell.last.load(Ordering::Relaxed) as usize;
             let x = blk.catch_up_one(&self.reg, c, ld(&cell.x), last, t);
-            let g = gc + ld(&cell.drift);
+            let g = gc + cell.drift();
             let mut v = [if blk.scaled {
-                x - eta * cell.scale * g
+                x - eta * cell.scale() * g
             } else {
                 x - eta * g
             }];
             if !blk.is_bias(c) {
                 if blk.scaled {
-                    self.reg
-                        .prox_scaled(eta, std::slice::from_ref(&cell.scale), &mut v);
+                    self.reg.prox_scaled(eta, &[cell.scale()], &mut v);
                 } else {
                     self.reg.prox(eta, &mut v);
                 }
@@ -863,7 +907,7 @@ impl<R: Regularizer> Shard<R> {
             if !blk.is_bias(g) {
                 match d {
                     None => self.reg.prox(eta, buf),
-                    Some(d) => self.reg.prox_scaled(eta, d, buf),
+                    Some(d) => self.reg.prox_scaled(eta, &d, buf),
                 }
             }
             blk.publish(g, buf, (t + 1) as u32);
@@ -962,7 +1006,7 @@ impl<R: Regularizer> ShardApi for Shard<R> {
         let t = blk.hist_len.load(Ordering::Relaxed) as usize;
         blk.rebase(&self.reg, t, &mut buf);
         for (c, &v) in blk.cells.iter().zip(drift) {
-            st(&c.drift, v);
+            c.drift.store((v as f32).to_bits(), Ordering::Relaxed);
         }
     }
 
@@ -1122,7 +1166,10 @@ mod tests {
                 bias.offset as usize + classes,
             ),
             gl: reg.group_len(),
-            scale: metric.as_deref().map(per_block),
+            // The shard keeps the factors and the drifts rounded: so does the reference.
+            scale: metric
+                .as_deref()
+                .map(|m| per_block(&m.iter().map(|&d| stored_scale(d)).collect::<Vec<_>>())),
             drift: None,
         };
         // Start from a nonzero model so that shrinkage has something to act on.
@@ -1148,7 +1195,12 @@ mod tests {
                 for (j, a) in drift.iter().enumerate() {
                     shard.set_drift(BlockId(j as u32), a);
                 }
-                dense.drift = Some(drift);
+                dense.drift = Some(
+                    drift
+                        .iter()
+                        .map(|b| b.iter().map(|&a| stored_drift(a)).collect())
+                        .collect(),
+                );
             }
             let j = rng.random_range(0..blocks);
             let n = part.block_coords(j);
@@ -1362,6 +1414,68 @@ mod tests {
         let mut v = [0.0];
         shard.read(BlockId(0), 0, &mut v);
         assert!((v[0] + 0.3).abs() < 1e-12);
+    }
+
+    /// A cell is a quarter cache line; the kept factors are the nearest bfloat16s (checked
+    /// against their two neighbours) and the drifts the nearest f32s.
+    #[test]
+    fn cells_are_16_bytes_with_rounded_factors_and_drifts() {
+        assert_eq!(std::mem::size_of::<Cell>(), 16);
+        assert_eq!(stored_scale(1.0), 1.0);
+        assert_eq!(stored_scale(0.375), 0.375);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        for _ in 0..10_000 {
+            let d: f64 = rng.random_range(1e-6..1e6);
+            let h = bf16(d);
+            let err = |h: u16| (unbf16(h) - d).abs();
+            assert!(err(h) <= err(h - 1) && err(h) <= err(h + 1), "{d}");
+            assert!(err(h) <= d * 2f64.powi(-8), "{d}");
+            let a: f64 = rng.random_range(-1.0..1.0);
+            assert_eq!(stored_drift(a), a as f32 as f64);
+        }
+    }
+
+    /// A block of more groups than the 16-bit currency allows history steps for rebases
+    /// at the cap: an untouched coordinate read after more steps than the cap equals L1's
+    /// shrinkage summed over all of them.
+    #[test]
+    fn huge_blocks_rebase_at_the_history_cap() {
+        let layout = Layout {
+            features: 1 << 20,
+            classes: 1,
+            bias: false,
+        };
+        let part = BlockPartition::new(layout, 1, 1, 1, PartitionKind::Contiguous, 0);
+        let eta = 0.5;
+        let settings = ShardSettings {
+            max_delay: None,
+            schedule: StepSchedule::Constant { eta },
+            alpha: 0.0,
+            drift: false,
+        };
+        let lambda = 2e-6;
+        let shard = Shard::new(
+            ShardId(0),
+            &part,
+            L1 { lambda },
+            settings,
+            Arc::new(Clock::default()),
+            Default::default(),
+        );
+        let coords = part.block_coords(0);
+        assert!(coords / GROUPS_PER_HISTORY_STEP > MAX_HISTORY);
+        shard.load(BlockId(0), &vec![1.0; coords]);
+        let steps = MAX_HISTORY + 5000;
+        for k in 0..steps {
+            shard.apply(BlockId(0), k as u64, &[(0, 0.0)]);
+        }
+        let mut v = [0.0];
+        shard.read(BlockId(0), 7, &mut v);
+        let want = 1.0 - steps as f64 * eta * lambda;
+        assert!((v[0] - want).abs() < 1e-9, "{} vs {want}", v[0]);
+        // The touched coordinate took the same steps.
+        shard.read(BlockId(0), 0, &mut v);
+        assert!((v[0] - want).abs() < 1e-9, "{} vs {want}", v[0]);
     }
 
     /// Two writer threads and a reader hammer the shard; afterwards the result equals a
