@@ -185,7 +185,11 @@ pub fn evaluate(model: &SavedModel, data: &Dataset) -> Evaluation {
 /// Held-out metrics of `w` on the objective's data: logloss, accuracy and AUC for binary
 /// losses (the loss's own mean for squared hinge), RMSE for regression, softmax logloss
 /// and accuracy for multiclass.
-pub fn test_metrics<L: Loss>(t: &Objective<L>, loss: LossKind, w: &[f64]) -> TestMetrics {
+pub fn test_metrics<L: Loss, W: crate::model::objective::Weights + ?Sized>(
+    t: &Objective<L>,
+    loss: LossKind,
+    w: &W,
+) -> TestMetrics {
     let z = t.margins(w);
     let y = &*t.labels();
     let k = t.layout.classes;

@@ -47,7 +47,7 @@ use crate::config::{Algorithm, StepSetting, ValidConfig};
 use crate::data::Dataset;
 use crate::fista::{self, FistaStop};
 use crate::model::loss::{Loss, LossKind};
-use crate::model::objective::{AnyReg, Objective};
+use crate::model::objective::{AnyReg, Objective, Weights};
 use crate::model::reg::{RegKind, RegSpec};
 use crate::model::Layout;
 use crate::monitor::{EvalRecord, Observe, Progress, RunInfo};
@@ -534,33 +534,37 @@ pub(crate) fn stride_rows(n: usize, max_rows: usize) -> Vec<u32> {
 }
 
 /// The last model whose objective was finite, kept to be returned if training diverges:
-/// its nonzero coordinates when they are at most a quarter of them (an L1 model's
-/// usually are, and the copy then takes a fraction of a dense vector's memory at the
-/// peak of an evaluation), the dense vector otherwise.
+/// its nonzero coordinates (a 4-byte index and the value) when that is smaller than the
+/// dense vector, as an L1 model's usually is; a copy alive at the memory peak of every
+/// evaluation then takes a fraction of a dense vector's memory.
 pub(crate) enum KeptModel {
     Dense(Vec<f64>),
     Sparse {
         len: usize,
-        nonzeros: Vec<(usize, f64)>,
+        index: Vec<u32>,
+        value: Vec<f64>,
     },
 }
 
 impl KeptModel {
-    pub(crate) fn of(w: &[f64]) -> KeptModel {
-        let nnz = w.iter().filter(|&&v| v != 0.0).count();
-        if nnz > w.len() / 4 {
-            return KeptModel::Dense(w.to_vec());
+    pub(crate) fn of<W: Weights + ?Sized>(w: &W) -> KeptModel {
+        let n = w.len();
+        let nnz = (0..n).filter(|&j| w.at(j) != 0.0).count();
+        if nnz * 12 >= n * 8 || n > u32::MAX as usize {
+            return KeptModel::Dense((0..n).map(|j| w.at(j)).collect());
         }
-        let mut nonzeros = Vec::with_capacity(nnz);
-        nonzeros.extend(
-            w.iter()
-                .enumerate()
-                .filter(|p| *p.1 != 0.0)
-                .map(|(i, &v)| (i, v)),
-        );
+        let (mut index, mut value) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
+        for j in 0..n {
+            let v = w.at(j);
+            if v != 0.0 {
+                index.push(j as u32);
+                value.push(v);
+            }
+        }
         KeptModel::Sparse {
-            len: w.len(),
-            nonzeros,
+            len: n,
+            index,
+            value,
         }
     }
 
@@ -568,10 +572,10 @@ impl KeptModel {
     pub(crate) fn into_dense(self) -> Vec<f64> {
         match self {
             KeptModel::Dense(w) => w,
-            KeptModel::Sparse { len, nonzeros } => {
+            KeptModel::Sparse { len, index, value } => {
                 let mut w = vec![0.0; len];
-                for (i, v) in nonzeros {
-                    w[i] = v;
+                for (i, v) in index.into_iter().zip(value) {
+                    w[i as usize] = v;
                 }
                 w
             }
@@ -588,10 +592,34 @@ struct Evaluator<'a, L: Loss> {
 }
 
 impl<L: Loss> Evaluator<'_, L> {
+    /// Evaluates the shards' current model (the workers paused) into `rec`: read in
+    /// place where the shards allow it ([`crate::ps::ModelView`]), else from a dense
+    /// copy. With `keep`, also returns the model as kept for a rollback.
+    fn eval_shards(
+        &mut self,
+        partition: &BlockPartition,
+        shards: &[Arc<dyn ShardApi>],
+        rec: &mut EvalRecord,
+        keep: bool,
+    ) -> Option<KeptModel> {
+        match crate::ps::ModelView::of(partition, shards) {
+            Some(view) => {
+                self.eval(&view, rec);
+                keep.then(|| KeptModel::of(&view))
+            }
+            None => {
+                let w = crate::ps::gather(partition, shards);
+                self.eval(&w, rec);
+                keep.then(|| KeptModel::of(&w))
+            }
+        }
+    }
+
     /// The gradient is allocated for each evaluation rather than kept between them:
     /// the memory it takes is needed only here.
-    fn eval(&mut self, w: &[f64], rec: &mut EvalRecord) {
+    fn eval<W: Weights + ?Sized>(&mut self, w: &W, rec: &mut EvalRecord) {
         let mut grad = vec![0.0; w.len()];
+
         let f = self.obj.f_and_grad(w, Some(&mut grad));
         rec.psi = f + self.obj.h(w);
         rec.pgm_sq_norm = self.obj.pgm_sq_norm(w, &grad, self.eta);
@@ -979,7 +1007,8 @@ impl<'a> Trainer<'a> {
         let weights = if reason == StopReason::Diverged {
             last_good.into_dense()
         } else {
-            let w = crate::ps::gather(&partition, &shards);
+            // Not needed any more: its memory is free for the final evaluation.
+            drop(last_good);
             if mon.last_updates() != k {
                 let mut rec = mon.record(
                     k,
@@ -988,11 +1017,11 @@ impl<'a> Trainer<'a> {
                     mon.train_secs(),
                 );
                 let t = Instant::now();
-                ev.eval(&w, &mut rec);
+                ev.eval_shards(&partition, &shards, &mut rec, false);
                 mon.eval_secs += t.elapsed().as_secs_f64();
                 mon.push(rec, &mut self.observers)?;
             }
-            w
+            crate::ps::gather(&partition, &shards)
         };
         if let Some(c) = &ckpt {
             if reason != StopReason::Diverged {
@@ -1116,17 +1145,17 @@ impl<'a> Trainer<'a> {
             let t = Instant::now();
             let k = transport.now();
             let secs = mon.train_secs();
-            let w = crate::ps::gather(partition, shards);
             let mut rec = mon.record(k, counters.samples.load(Relaxed), stats.rejected(), secs);
-            ev.eval(&w, &mut rec);
+            let kept = ev.eval_shards(partition, shards, &mut rec, true);
             mon.eval_secs += t.elapsed().as_secs_f64();
             let psi = rec.psi;
             mon.push(rec, &mut self.observers)?;
             if !psi.is_finite() {
                 return Ok(StopReason::Diverged);
             }
-            *last_good = KeptModel::of(&w);
-            drop(w);
+            if let Some(kept) = kept {
+                *last_good = kept;
+            }
             if target.is_some_and(|t| psi <= t) {
                 return Ok(StopReason::TargetObjective);
             }
@@ -1360,7 +1389,7 @@ impl Svrg {
     ) {
         let layout = partition.layout();
         let k = layout.classes;
-        let w = crate::ps::gather(partition, shards);
+
         let obj = Objective {
             data,
             rows: None,
@@ -1374,7 +1403,15 @@ impl Svrg {
         derivs.clear();
         derivs.resize(data.rows() * k, 0.0f32);
         let mut grad = vec![0.0; layout.coords()];
-        obj.gradient_pass(&w, &mut grad, &mut derivs);
+        // The model read in place where the shards allow it, else a dense copy.
+        match crate::ps::ModelView::of(partition, shards) {
+            Some(view) => obj.gradient_pass(&view, &mut grad, &mut derivs),
+            None => obj.gradient_pass(
+                &crate::ps::gather(partition, shards),
+                &mut grad,
+                &mut derivs,
+            ),
+        }
         if !layout.bias {
             let b = layout.bias_row() * k;
             grad[b..b + k].fill(0.0);
@@ -1384,14 +1421,16 @@ impl Svrg {
     }
 }
 
-/// Installs `grad` (in [`Layout`] order) as every block's SVRG drift.
+/// Installs `grad` (in [`Layout`] order) as every block's SVRG drift, one block's copy
+/// at a time.
 pub(crate) fn install_drift(
     partition: &BlockPartition,
     shards: &[Arc<dyn ShardApi>],
     grad: &[f64],
 ) {
-    for (j, b) in crate::ps::to_blocks(partition, grad).iter().enumerate() {
-        shards[j % shards.len()].set_drift(BlockId(j as u32), b);
+    for j in 0..partition.blocks() {
+        let b = crate::ps::to_block(partition, grad, j);
+        shards[j % shards.len()].set_drift(BlockId(j as u32), &b);
     }
 }
 
@@ -1525,13 +1564,14 @@ mod tests {
     fn kept_models_round_trip() {
         let sparse = vec![0.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0, -2.0, 0.0];
         let k = KeptModel::of(&sparse);
-        assert!(matches!(&k, KeptModel::Sparse { nonzeros, .. } if nonzeros.len() == 2));
+        assert!(matches!(&k, KeptModel::Sparse { index, .. } if index == &[1, 7]));
         assert_eq!(k.into_dense(), sparse);
-        let dense = vec![0.5, 1.5, 0.0, -1.0];
+        // Two nonzeros in three: 24 bytes sparse against 24 dense.
+        let dense = vec![0.5, 0.0, -1.0];
         let k = KeptModel::of(&dense);
         assert!(matches!(k, KeptModel::Dense(_)));
         assert_eq!(k.into_dense(), dense);
-        assert_eq!(KeptModel::of(&[]).into_dense(), Vec::<f64>::new());
+        assert_eq!(KeptModel::of(&Vec::new()).into_dense(), Vec::<f64>::new());
     }
 
     #[test]

@@ -40,6 +40,52 @@ impl Regularizer for AnyReg {
     }
 }
 
+/// Read access to a model's coordinates in [`Layout`] order: a dense vector, or the
+/// shards' cells read in place ([`crate::ps::ModelView`]: the trainer's snapshots and
+/// evaluations, which then need no dense copy of the model).
+pub trait Weights: Sync {
+    /// Number of coordinates.
+    fn len(&self) -> usize;
+    /// Coordinate `j`.
+    fn at(&self, j: usize) -> f64;
+    /// Asks the CPU to fetch coordinate `j`, if it exists.
+    fn prefetch_at(&self, j: usize);
+    /// Whether there are no coordinates.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Weights for [f64] {
+    fn len(&self) -> usize {
+        <[f64]>::len(self)
+    }
+    #[inline(always)]
+    fn at(&self, j: usize) -> f64 {
+        self[j]
+    }
+    #[inline(always)]
+    fn prefetch_at(&self, j: usize) {
+        if let Some(x) = self.get(j) {
+            prefetch(x);
+        }
+    }
+}
+
+impl Weights for Vec<f64> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    #[inline(always)]
+    fn at(&self, j: usize) -> f64 {
+        self[j]
+    }
+    #[inline(always)]
+    fn prefetch_at(&self, j: usize) {
+        self.as_slice().prefetch_at(j)
+    }
+}
+
 /// Psi and its parts over one dataset.
 #[derive(Clone, Copy)]
 pub struct Objective<'a, L: Loss> {
@@ -87,7 +133,7 @@ impl<'a, L: Loss> Objective<'a, L> {
     }
 
     /// Margins of every row: `n * classes` values, row-major.
-    pub fn margins(&self, w: &[f64]) -> Vec<f64> {
+    pub fn margins<W: Weights + ?Sized>(&self, w: &W) -> Vec<f64> {
         let k = self.layout.classes;
         let n = self.n();
         let mut z = vec![0.0; n * k];
@@ -111,23 +157,23 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// Prefetches the weights (`classes` per feature, the first of them) that row `i`
     /// touches in `w`, if row `i` exists.
     #[inline]
-    fn prefetch_row(&self, w: &[f64], i: usize) {
+    fn prefetch_row<W: Weights + ?Sized>(&self, w: &W, i: usize) {
         if i < self.n() {
             let k = self.layout.classes;
             for &f in self.data.row(self.at(i)).indices {
-                if let Some(x) = w.get(f as usize * k) {
-                    prefetch(x);
-                }
+                w.prefetch_at(f as usize * k);
             }
         }
     }
 
     #[inline]
-    fn row_margins(&self, w: &[f64], i: usize, zi: &mut [f64]) {
+    fn row_margins<W: Weights + ?Sized>(&self, w: &W, i: usize, zi: &mut [f64]) {
         let k = self.layout.classes;
         let d = self.layout.features;
         let b = self.layout.bias_row() * k;
-        zi.copy_from_slice(&w[b..b + k]);
+        for (c, z) in zi.iter_mut().enumerate() {
+            *z = w.at(b + c);
+        }
         let row = self.data.row(self.at(i));
         for (f, v) in row.iter() {
             let f = f as usize;
@@ -135,8 +181,8 @@ impl<'a, L: Loss> Objective<'a, L> {
                 continue;
             }
             let v = f64::from(v);
-            for (zc, wc) in zi.iter_mut().zip(&w[f * k..f * k + k]) {
-                *zc += v * wc;
+            for (c, zc) in zi.iter_mut().enumerate() {
+                *zc += v * w.at(f * k + c);
             }
         }
     }
@@ -144,7 +190,7 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// One threaded pass over the rows: returns the mean loss `(1/n) sum_i loss_i`; with
     /// `grad`, writes the mean loss gradient (the intercept row included, whatever
     /// `layout.bias`; no nonconvex term).
-    pub fn loss_pass(&self, w: &[f64], grad: Option<&mut [f64]>) -> f64 {
+    pub fn loss_pass<W: Weights + ?Sized>(&self, w: &W, grad: Option<&mut [f64]>) -> f64 {
         self.pass(w, grad, None, true)
     }
 
@@ -153,13 +199,13 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// into `grad` the mean loss gradient computed from those same rounded derivatives,
     /// so that a worker's `l'(z_i) - d_i` plus the gradient stays an unbiased estimate.
     /// No loss value: the logarithms are skipped.
-    pub fn gradient_pass(&self, w: &[f64], grad: &mut [f64], derivs: &mut [f32]) {
+    pub fn gradient_pass<W: Weights + ?Sized>(&self, w: &W, grad: &mut [f64], derivs: &mut [f32]) {
         self.pass(w, Some(grad), Some(derivs), false);
     }
 
-    fn pass(
+    fn pass<W: Weights + ?Sized>(
         &self,
-        w: &[f64],
+        w: &W,
         mut grad: Option<&mut [f64]>,
         derivs: Option<&mut [f32]>,
         want_loss: bool,
@@ -232,9 +278,9 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// their unscaled loss gradient added to `g` when given (from the rounded
     /// derivatives when `dzout` is given); returns their summed loss (0 when
     /// `want_loss` is false: the derivatives alone skip the logarithms).
-    fn pass_rows(
+    fn pass_rows<W: Weights + ?Sized>(
         &self,
-        w: &[f64],
+        w: &W,
         rows: std::ops::Range<usize>,
         dzout: Option<&mut [f32]>,
         g: Option<&mut [f64]>,
@@ -295,9 +341,9 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// the same sums without the per-class loops, one prefetch loop per row for the
     /// weights and the gradient, and no value loads for binary rows. The snapshot of
     /// every SVRG run is such a pass.
-    fn pass_rows_single(
+    fn pass_rows_single<W: Weights + ?Sized>(
         &self,
-        w: &[f64],
+        w: &W,
         rows: std::ops::Range<usize>,
         mut dzout: Option<&mut [f32]>,
         mut g: Option<&mut [f64]>,
@@ -316,28 +362,26 @@ impl<'a, L: Loss> Objective<'a, L> {
         for i in rows {
             if i + ROWS_AHEAD < n {
                 for &f in self.data.row(self.at(i + ROWS_AHEAD)).indices {
-                    if let Some(x) = w.get(f as usize) {
-                        prefetch(x);
-                    }
+                    w.prefetch_at(f as usize);
                     if let Some(x) = g.as_deref().and_then(|g| g.get(f as usize)) {
                         prefetch(x);
                     }
                 }
             }
             let row = self.data.row(self.at(i));
-            let mut z = w[bias_at];
+            let mut z = w.at(bias_at);
             match row.values {
                 None => {
                     for &f in row.indices {
                         if keep(f) {
-                            z += w[f as usize];
+                            z += w.at(f as usize);
                         }
                     }
                 }
                 Some(vals) => {
                     for (&f, &v) in row.indices.iter().zip(vals) {
                         if keep(f) {
-                            z += f64::from(v) * w[f as usize];
+                            z += f64::from(v) * w.at(f as usize);
                         }
                     }
                 }
@@ -383,20 +427,19 @@ impl<'a, L: Loss> Objective<'a, L> {
 
     /// f(w); with `grad`, also writes grad f(w) (zero on the intercept row when the
     /// intercept is not trained).
-    pub fn f_and_grad(&self, w: &[f64], mut grad: Option<&mut [f64]>) -> f64 {
+    pub fn f_and_grad<W: Weights + ?Sized>(&self, w: &W, mut grad: Option<&mut [f64]>) -> f64 {
         let k = self.layout.classes;
         let feature_coords = self.layout.features * self.layout.classes;
         let mut f = self.loss_pass(w, grad.as_deref_mut());
         if self.alpha > 0.0 {
-            f += w[..feature_coords]
-                .iter()
-                .map(|&x| nonconvex_value(self.alpha, x))
+            f += (0..feature_coords)
+                .map(|j| nonconvex_value(self.alpha, w.at(j)))
                 .sum::<f64>();
         }
         if let Some(grad) = grad {
             if self.alpha > 0.0 {
-                for (a, &x) in grad[..feature_coords].iter_mut().zip(w) {
-                    *a += nonconvex_deriv(self.alpha, x);
+                for (j, a) in grad[..feature_coords].iter_mut().enumerate() {
+                    *a += nonconvex_deriv(self.alpha, w.at(j));
                 }
             }
             if !self.layout.bias {
@@ -408,11 +451,19 @@ impl<'a, L: Loss> Objective<'a, L> {
     }
 
     /// h(w): the regularizer over the feature rows' groups.
-    pub fn h(&self, w: &[f64]) -> f64 {
+    pub fn h<W: Weights + ?Sized>(&self, w: &W) -> f64 {
         let fc = self.layout.features * self.layout.classes;
-        w[..fc]
-            .chunks(self.reg.group_len())
-            .map(|g| self.reg.value(g))
+        let gl = self.reg.group_len();
+        let mut x = vec![0.0; gl];
+        (0..fc)
+            .step_by(gl)
+            .map(|a| {
+                let x = &mut x[..gl.min(fc - a)];
+                for (i, v) in x.iter_mut().enumerate() {
+                    *v = w.at(a + i);
+                }
+                self.reg.value(x)
+            })
             .sum()
     }
 
@@ -450,19 +501,20 @@ impl<'a, L: Loss> Objective<'a, L> {
 
     /// ||P(w)||^2 given `grad` = grad f(w): group by group, with one group's buffer
     /// (no dense vector besides `w` and `grad`).
-    pub fn pgm_sq_norm(&self, w: &[f64], grad: &[f64], eta: f64) -> f64 {
+    pub fn pgm_sq_norm<W: Weights + ?Sized>(&self, w: &W, grad: &[f64], eta: f64) -> f64 {
         let fc = self.layout.features * self.layout.classes;
         let gl = self.reg.group_len();
-        let mut y = vec![0.0; gl];
+        let (mut x, mut y) = (vec![0.0; gl], vec![0.0; gl]);
         let mut sum = 0.0;
         let term = |x: f64, p: f64| {
             let d = (x - p) / eta;
             d * d
         };
-        for (x, g) in w[..fc].chunks(gl).zip(grad[..fc].chunks(gl)) {
-            let y = &mut y[..x.len()];
-            for ((y, &x), &g) in y.iter_mut().zip(x).zip(g) {
-                *y = x - eta * g;
+        for (a, g) in (0..fc).step_by(gl).zip(grad[..fc].chunks(gl)) {
+            let (x, y) = (&mut x[..g.len()], &mut y[..g.len()]);
+            for (i, (x, (y, &g))) in x.iter_mut().zip(y.iter_mut().zip(g)).enumerate() {
+                *x = w.at(a + i);
+                *y = *x - eta * g;
             }
             self.reg.prox(eta, y);
             sum += x
@@ -472,10 +524,12 @@ impl<'a, L: Loss> Objective<'a, L> {
                 .sum::<f64>();
         }
         // The intercept is not regularized: its prox is the identity.
-        sum + w[fc..]
-            .iter()
+        sum + (fc..w.len())
             .zip(&grad[fc..])
-            .map(|(&x, &g)| term(x, x - eta * g))
+            .map(|(j, &g)| {
+                let x = w.at(j);
+                term(x, x - eta * g)
+            })
             .sum::<f64>()
     }
 
@@ -561,10 +615,9 @@ impl<'a, L: Loss> Objective<'a, L> {
     }
 
     /// Number of nonzero feature coordinates (the intercept excluded).
-    pub fn nnz(w: &[f64], layout: Layout) -> u64 {
-        w[..layout.features * layout.classes]
-            .iter()
-            .filter(|&&x| x != 0.0)
+    pub fn nnz<W: Weights + ?Sized>(w: &W, layout: Layout) -> u64 {
+        (0..layout.features * layout.classes)
+            .filter(|&j| w.at(j) != 0.0)
             .count() as u64
     }
 }

@@ -225,6 +225,18 @@ impl BlockPartition {
         }
     }
 
+    /// `Some(m)` when every parameter row `r` (the intercept's included) is coordinate
+    /// `r >> m` of block `r mod 2^m`: interleaved over `2^m` blocks, one row per group and
+    /// one class (the default partition of a binary or regression model). Such rows are
+    /// located with a shift and a mask, cheaply enough for a pass over every nonzero.
+    pub fn interleaved_pow2(&self) -> Option<u32> {
+        (self.interleaved
+            && self.group_rows == 1
+            && self.layout.classes == 1
+            && self.blocks.is_power_of_two())
+        .then(|| self.blocks.trailing_zeros())
+    }
+
     /// Where the intercept row lives.
     pub fn bias_loc(&self) -> Loc {
         self.locate(self.layout.features)
@@ -316,6 +328,39 @@ mod tests {
             classes,
             bias: true,
         }
+    }
+
+    /// The shift-and-mask rule holds exactly where it is offered: interleaved, one row
+    /// per group, one class, a power-of-two block count.
+    #[test]
+    fn interleaved_powers_of_two_locate_by_shift_and_mask() {
+        for (features, blocks) in [(1, 1), (10, 2), (11, 4), (1000, 8), (7, 2)] {
+            let p = BlockPartition::new(
+                layout(features, 1),
+                1,
+                blocks,
+                1,
+                PartitionKind::Interleaved,
+                0,
+            );
+            let m = p.interleaved_pow2().expect("offered");
+            assert_eq!(1 << m, blocks);
+            for row in 0..=features {
+                let want = Loc {
+                    block: (row & (blocks - 1)) as u32,
+                    offset: (row >> m) as u32,
+                };
+                assert_eq!(p.locate(row), want, "{features} features, {blocks} blocks");
+            }
+        }
+        let none = [
+            BlockPartition::new(layout(10, 1), 1, 3, 1, PartitionKind::Interleaved, 0),
+            BlockPartition::new(layout(10, 2), 1, 2, 1, PartitionKind::Interleaved, 0),
+            BlockPartition::new(layout(10, 1), 2, 2, 1, PartitionKind::Interleaved, 0),
+            BlockPartition::new(layout(10, 1), 1, 2, 1, PartitionKind::Contiguous, 0),
+            BlockPartition::new(layout(10, 1), 1, 2, 1, PartitionKind::Hashed, 0),
+        ];
+        assert!(none.iter().all(|p| p.interleaved_pow2().is_none()));
     }
 
     /// Every row lands in a distinct slot, inside its block, and row groups stay whole.

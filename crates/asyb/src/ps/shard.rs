@@ -278,6 +278,14 @@ pub trait ShardApi: Send + Sync {
     /// Overwrites all coordinates of `block` (warm start, resume). Not concurrent with
     /// pushes.
     fn load(&self, block: BlockId, values: &[f64]);
+    /// All coordinates of `block`, brought up to date and read in place: for a reader
+    /// that runs while no push is in flight (the workers paused), without the copy of
+    /// [`ShardApi::snapshot`]. `None` where the values are not in this process (a remote
+    /// shard): take a snapshot instead.
+    fn values(&self, block: BlockId) -> Option<BlockValues<'_>> {
+        let _ = block;
+        None
+    }
     /// Brings every coordinate of `block` up to date, then replaces its drift with
     /// `drift` (one value per coordinate). Not concurrent with pushes.
     ///
@@ -319,6 +327,38 @@ struct Cell {
     /// In the group's first cell: the history point up to which the group is current,
     /// or [`BUSY`]. Unused in the others.
     last: AtomicU16,
+}
+
+/// A block's coordinates read in place ([`ShardApi::values`]).
+#[derive(Clone, Copy)]
+pub struct BlockValues<'a> {
+    cells: &'a [Cell],
+}
+
+impl BlockValues<'_> {
+    /// Coordinate `c`.
+    #[inline(always)]
+    pub fn get(&self, c: usize) -> f64 {
+        ld(&self.cells[c].x)
+    }
+
+    /// Asks the CPU to fetch coordinate `c`, if it exists.
+    #[inline(always)]
+    pub fn prefetch(&self, c: usize) {
+        if let Some(cell) = self.cells.get(c) {
+            prefetch(cell);
+        }
+    }
+
+    /// Number of coordinates.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether the block is empty.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
 }
 
 /// The drift a shard keeps for `a`: rounded to f32.
@@ -996,6 +1036,16 @@ impl<R: Regularizer> ShardApi for Shard<R> {
         let t = blk.hist_len.load(Ordering::Relaxed) as usize;
         blk.rebase(&self.reg, t, &mut buf);
         blk.cells.iter().map(|c| ld(&c.x)).collect()
+    }
+
+    fn values(&self, block: BlockId) -> Option<BlockValues<'_>> {
+        // Brought up to date as for a snapshot; the values stay current until the next
+        // push.
+        let blk = self.block(block);
+        let mut buf = blk.writer.lock();
+        let t = blk.hist_len.load(Ordering::Relaxed) as usize;
+        blk.rebase(&self.reg, t, &mut buf);
+        Some(BlockValues { cells: &blk.cells })
     }
 
     fn set_drift(&self, block: BlockId, drift: &[f64]) {
