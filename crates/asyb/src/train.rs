@@ -279,7 +279,7 @@ pub(crate) fn svrg_first(every: u64, warmup: u64) -> u64 {
 }
 
 /// Bytes per coordinate of a shard cell (value, drift, step factor, currency).
-pub(crate) const CELL_BYTES: u64 = 32;
+pub(crate) const CELL_BYTES: u64 = crate::ps::shard::CELL_BYTES;
 
 /// Bytes of one dense copy of the model, per coordinate.
 pub(crate) const COPY_BYTES: u64 = 8;

@@ -56,7 +56,7 @@ const MAX_HISTORY: usize = BUSY as usize - 1;
 /// A block's history holds one step per this many groups (at least 1024 steps): a
 /// rebase visits every group, so it costs this many group updates per step in the
 /// long run (a push touches about a thousand), while the history's 32 bytes per step
-/// stay a small fraction of the cells' 32 bytes per coordinate. With SVRG the history
+/// stay a small fraction of the cells' 16 bytes per coordinate. With SVRG the history
 /// is emptied at every snapshot anyway.
 const GROUPS_PER_HISTORY_STEP: usize = 8;
 
@@ -360,6 +360,9 @@ impl BlockValues<'_> {
         self.cells.is_empty()
     }
 }
+
+/// Bytes per coordinate of a block's cells.
+pub(crate) const CELL_BYTES: u64 = std::mem::size_of::<Cell>() as u64;
 
 /// The drift a shard keeps for `a`: rounded to f32.
 pub fn stored_drift(a: f64) -> f64 {
