@@ -1421,16 +1421,16 @@ impl Svrg {
     }
 }
 
-/// Installs `grad` (in [`Layout`] order) as every block's SVRG drift, one block's copy
-/// at a time.
+/// Installs `grad` (in [`Layout`] order) as every block's SVRG drift. The blocks' copies
+/// (one pass over the rows) take the place of the snapshot pass's second gradient,
+/// freed by then, at the memory peak.
 pub(crate) fn install_drift(
     partition: &BlockPartition,
     shards: &[Arc<dyn ShardApi>],
     grad: &[f64],
 ) {
-    for j in 0..partition.blocks() {
-        let b = crate::ps::to_block(partition, grad, j);
-        shards[j % shards.len()].set_drift(BlockId(j as u32), &b);
+    for (j, b) in crate::ps::to_blocks(partition, grad).iter().enumerate() {
+        shards[j % shards.len()].set_drift(BlockId(j as u32), b);
     }
 }
 
@@ -1556,9 +1556,6 @@ mod tests {
     use crate::config::TrainConfig;
     use crate::data::gen::{ctr, CtrSpec};
 
-    /// The setup's column sums of squares and mean scaled row norm (computed in halves
-    /// on two threads) equal the sums written out over every entry, for row counts that
-    /// split evenly, unevenly, or not at all.
     /// A kept model gives back the model it was made of, sparse or dense.
     #[test]
     fn kept_models_round_trip() {
@@ -1574,6 +1571,9 @@ mod tests {
         assert_eq!(KeptModel::of(&Vec::new()).into_dense(), Vec::<f64>::new());
     }
 
+    /// The setup's column sums of squares and mean scaled row norm (computed in halves
+    /// on two threads) equal the sums written out over every entry, for row counts that
+    /// split evenly, unevenly, or not at all.
     #[test]
     fn setup_sums_equal_the_sums_by_hand() {
         let layout = Layout {

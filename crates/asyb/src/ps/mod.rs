@@ -129,19 +129,6 @@ impl Weights for ModelView<'_> {
     }
 }
 
-/// Block `j`'s local array of a dense vector in [`crate::model::Layout`] order.
-pub fn to_block(partition: &BlockPartition, w: &[f64], j: usize) -> Vec<f64> {
-    let k = partition.layout().classes;
-    let mut block = vec![0.0; partition.block_coords(j)];
-    partition.for_each_row(|row, loc| {
-        if loc.block as usize == j {
-            let o = loc.offset as usize;
-            block[o..o + k].copy_from_slice(&w[row * k..(row + 1) * k]);
-        }
-    });
-    block
-}
-
 /// A dense vector in [`crate::model::Layout`] order cut into its blocks' local arrays.
 pub fn to_blocks(partition: &BlockPartition, w: &[f64]) -> Vec<Vec<f64>> {
     let k = partition.layout().classes;

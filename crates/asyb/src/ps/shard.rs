@@ -369,16 +369,38 @@ pub fn stored_drift(a: f64) -> f64 {
     a as f32 as f64
 }
 
-/// The step factor a shard keeps for `d > 0`: rounded to the nearest bfloat16 (8
-/// significant bits), ties to even.
+/// The step factor a shard keeps for `d > 0`: clamped to the normal bfloat16 range
+/// (about 1.2e-38 to 3.4e38, far outside any column metric's) and rounded to the nearest
+/// bfloat16 (8 significant bits), ties to even.
 pub fn stored_scale(d: f64) -> f64 {
     unbf16(bf16(d))
 }
 
-/// The bfloat16 bits nearest to `d` (finite, positive).
+/// The smallest and largest positive normal bfloat16s.
+const BF16_MIN: u16 = 0x0080;
+const BF16_MAX: u16 = 0x7F7F;
+
+/// The bfloat16 bits nearest to `d` (positive; clamped to the normal range, so never 0
+/// or infinite): the f32 rounding's result, corrected by its neighbours where rounding
+/// twice (f64 to f32 to bfloat16) missed the nearest.
 fn bf16(d: f64) -> u16 {
+    let d = d.clamp(unbf16(BF16_MIN), unbf16(BF16_MAX));
     let b = (d as f32).to_bits();
-    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+    let h = (((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16).clamp(BF16_MIN, BF16_MAX);
+    let err = |h: u16| (unbf16(h) - d).abs();
+    [
+        h.saturating_sub(1).max(BF16_MIN),
+        h.saturating_add(1).min(BF16_MAX),
+    ]
+    .into_iter()
+    .fold(h, |best, c| {
+        let (e, eb) = (err(c), err(best));
+        if e < eb || (e == eb && c % 2 == 0 && best % 2 == 1) {
+            c
+        } else {
+            best
+        }
+    })
 }
 
 #[inline]
@@ -1484,9 +1506,18 @@ mod tests {
         assert_eq!(std::mem::size_of::<Cell>(), 16);
         assert_eq!(stored_scale(1.0), 1.0);
         assert_eq!(stored_scale(0.375), 0.375);
+        // Rounded once from f64: 1 + 2^-8 + 2^-30 is nearer 1 + 2^-7 than 1 (through f32
+        // it would tie and go to 1).
+        assert_eq!(
+            stored_scale(1.0 + 2f64.powi(-8) + 2f64.powi(-30)),
+            1.0 + 2f64.powi(-7)
+        );
+        // Out of range factors are clamped to finite, positive ones.
+        assert!(stored_scale(1e46).is_finite() && stored_scale(1e46) > 3e38);
+        assert!(stored_scale(1e-45) > 0.0 && stored_scale(1e-45) < 2e-38);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
         for _ in 0..10_000 {
-            let d: f64 = rng.random_range(1e-6..1e6);
+            let d: f64 = 10f64.powf(rng.random_range(-30.0..30.0));
             let h = bf16(d);
             let err = |h: u16| (unbf16(h) - d).abs();
             assert!(err(h) <= err(h - 1) && err(h) <= err(h + 1), "{d}");

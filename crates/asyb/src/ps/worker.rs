@@ -199,8 +199,13 @@ pub(crate) struct Sampler {
 struct Permutation {
     bits: u32,
     mask: u64,
-    keys: [u64; 4],
+    /// Per round: an added key and an odd multiplier.
+    keys: [(u64, u64); PERM_ROUNDS],
 }
+
+/// Rounds of [`Permutation`]: with two, some keys left batches of label-sorted rows
+/// twice as uneven as a random order; four match a random order (the sampler's tests).
+const PERM_ROUNDS: usize = 4;
 
 impl Permutation {
     fn new(m: usize, rng: &mut Xoshiro256PlusPlus) -> Self {
@@ -210,13 +215,10 @@ impl Permutation {
         } else {
             (1u64 << bits) - 1
         };
-        let mut keys = [0u64; 4];
+        let mut keys = [(0, 1); PERM_ROUNDS];
         for k in &mut keys {
-            *k = rng.random::<u64>();
+            *k = (rng.random::<u64>(), rng.random::<u64>() | 1);
         }
-        // Odd multipliers.
-        keys[1] |= 1;
-        keys[3] |= 1;
         Permutation { bits, mask, keys }
     }
 
@@ -225,16 +227,17 @@ impl Permutation {
         self.mask.wrapping_add(1)
     }
 
+    /// `f(x)`: each round adds a key, multiplies by an odd number (both carry low bits
+    /// up) and folds the high half onto the low one (`x ^= x >> s`); each step is a
+    /// bijection modulo `2^b`.
     #[inline]
     fn apply(&self, mut x: u64) -> u64 {
         let m = self.mask;
         let s = self.bits.div_ceil(2).max(1);
-        x = x.wrapping_add(self.keys[0]) & m;
-        x = x.wrapping_mul(self.keys[1]) & m;
-        x ^= x >> s;
-        x = x.wrapping_add(self.keys[2]) & m;
-        x = x.wrapping_mul(self.keys[3]) & m;
-        x ^= x >> s;
+        for &(add, mul) in &self.keys {
+            x = x.wrapping_add(add).wrapping_mul(mul) & m;
+            x ^= x >> s;
+        }
         x
     }
 }
@@ -250,7 +253,7 @@ impl Sampler {
             perm: Permutation {
                 bits: 0,
                 mask: 0,
-                keys: [0; 4],
+                keys: [(0, 1); PERM_ROUNDS],
             },
             // A new permutation at the first draw.
             next: u64::MAX,
@@ -869,6 +872,47 @@ mod tests {
                     assert_ne!(passes[0], share, "shuffled");
                 }
             }
+        }
+    }
+
+    /// On rows sorted by label (the first half positive), every pass's batches of 256
+    /// hold as many positives as under a random order: their standard deviation is
+    /// sqrt(256 / 4 (1 - 256 / n)) = 7.98 within 15% for each of 40 keys, and the signs
+    /// of consecutive draws are uncorrelated. With two rounds instead of four, some keys
+    /// gave 4.4 or 17.
+    #[test]
+    fn shuffled_batches_of_sorted_rows_are_as_mixed_as_random() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        let n = 1usize << 16;
+        let want = (256.0 / 4.0 * (1.0 - 256.0 / n as f64)).sqrt();
+        for _ in 0..40 {
+            let p = Permutation::new(n, &mut rng);
+            let (mut counts, mut batch, mut lag, mut prev) = (Vec::new(), 0.0, 0.0, 0.0);
+            let mut drawn = 0usize;
+            for c in 0..p.domain() {
+                let j = p.apply(c) as usize;
+                if j >= n {
+                    continue;
+                }
+                let sign = if j < n / 2 { 1.0 } else { -1.0 };
+                batch += f64::from(sign > 0.0);
+                lag += sign * prev;
+                prev = sign;
+                drawn += 1;
+                if drawn % 256 == 0 {
+                    counts.push(batch);
+                    batch = 0.0;
+                }
+            }
+            let mean = counts.iter().sum::<f64>() / counts.len() as f64;
+            let sd = (counts.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / counts.len() as f64)
+                .sqrt();
+            assert!((sd / want - 1.0).abs() < 0.15, "sd {sd} vs {want}");
+            assert!(
+                (lag / n as f64).abs() < 0.02,
+                "lag-1 correlation {}",
+                lag / n as f64
+            );
         }
     }
 
