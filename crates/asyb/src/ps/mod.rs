@@ -13,6 +13,38 @@ use crate::model::objective::Weights;
 use crate::ps::blocks::{BlockId, BlockPartition};
 use crate::ps::shard::ShardApi;
 
+/// `take(j)` for every block `j < nb`, the blocks dealt to the cores in turn.
+fn on_every_core<T: Send>(nb: usize, take: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(nb);
+    if threads <= 1 {
+        return (0..nb).map(take).collect();
+    }
+    let mut out: Vec<Option<T>> = (0..nb).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let take = &take;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..nb)
+                        .step_by(threads)
+                        .map(|j| (j, take(j)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (j, v) in h.join().expect("block thread") {
+                out[j] = Some(v);
+            }
+        }
+    });
+    out.into_iter()
+        .map(|v| v.expect("the threads take every block"))
+        .collect()
+}
+
 /// The whole model as one dense vector in the [`crate::model::Layout`] order, read from
 /// the shards (block `j` on shard `j mod S`).
 pub fn gather(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>]) -> Vec<f64> {
@@ -21,35 +53,10 @@ pub fn gather(partition: &BlockPartition, shards: &[Arc<dyn ShardApi>]) -> Vec<f
         return (0..view.len).map(|j| view.at(j)).collect();
     }
     let k = partition.layout().classes;
-    // Each block's snapshot brings all its coordinates up to date: on every core.
-    let nb = partition.blocks();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(nb);
-    let take = |j: usize| shards[j % shards.len()].snapshot(BlockId(j as u32));
-    let blocks: Vec<Vec<f64>> = if threads <= 1 {
-        (0..nb).map(take).collect()
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    s.spawn(move || {
-                        (t..nb)
-                            .step_by(threads)
-                            .map(|j| (j, take(j)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            let mut out = vec![Vec::new(); nb];
-            for h in handles {
-                for (j, v) in h.join().expect("snapshot thread") {
-                    out[j] = v;
-                }
-            }
-            out
-        })
-    };
+    // Each block's snapshot brings all its coordinates up to date.
+    let blocks = on_every_core(partition.blocks(), |j| {
+        shards[j % shards.len()].snapshot(BlockId(j as u32))
+    });
     let mut w = vec![0.0; partition.layout().coords()];
     partition.for_each_row(|row, loc| {
         let src = &blocks[loc.block as usize][loc.offset as usize..loc.offset as usize + k];
@@ -77,31 +84,12 @@ impl<'a> ModelView<'a> {
     /// partition or a shard does not allow one (use [`gather`]).
     pub fn of(partition: &BlockPartition, shards: &'a [Arc<dyn ShardApi>]) -> Option<Self> {
         let shift = partition.interleaved_pow2()?;
-        // Each block is brought up to date first: on every core, as in [`gather`].
-        let nb = partition.blocks();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(nb);
-        let take = |j: usize| shards[j % shards.len()].values(BlockId(j as u32));
-        let mut blocks = vec![None; nb];
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    s.spawn(move || {
-                        (t..nb)
-                            .step_by(threads)
-                            .map(|j| (j, take(j)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            for h in handles {
-                for (j, v) in h.join().expect("view thread") {
-                    blocks[j] = v;
-                }
-            }
-        });
-        let blocks = blocks.into_iter().collect::<Option<Vec<_>>>()?;
+        // Each block is brought up to date first.
+        let blocks = on_every_core(partition.blocks(), |j| {
+            shards[j % shards.len()].values(BlockId(j as u32))
+        })
+        .into_iter()
+        .collect::<Option<Vec<_>>>()?;
         Some(ModelView {
             blocks,
             shift,
