@@ -619,7 +619,6 @@ impl<L: Loss> Evaluator<'_, L> {
     /// the memory it takes is needed only here.
     fn eval<W: Weights + ?Sized>(&mut self, w: &W, rec: &mut EvalRecord) {
         let mut grad = vec![0.0; w.len()];
-
         let f = self.obj.f_and_grad(w, Some(&mut grad));
         rec.psi = f + self.obj.h(w);
         rec.pgm_sq_norm = self.obj.pgm_sq_norm(w, &grad, self.eta);
