@@ -479,8 +479,11 @@ impl Block {
             cells,
             hist_len: AtomicU32::new(0),
             generation: AtomicU64::new(0),
-            etas: (0..cap).map(|_| AtomicU64::new(0)).collect(),
-            sums: (0..=cap).map(|_| Default::default()).collect(),
+            // Zeroed allocations: the system's fresh zero pages, resident only once a
+            // step is recorded there (with SVRG a history is emptied at every snapshot,
+            // long before it fills).
+            etas: bytemuck::zeroed_slice_box(cap),
+            sums: bytemuck::zeroed_slice_box(cap + 1),
             writer: Mutex::new(vec![0.0; gl]),
             scaled: scale.is_some(),
             drifting: drift,
