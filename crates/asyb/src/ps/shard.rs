@@ -349,16 +349,6 @@ impl BlockValues<'_> {
             prefetch(cell);
         }
     }
-
-    /// Number of coordinates.
-    pub fn len(&self) -> usize {
-        self.cells.len()
-    }
-
-    /// Whether the block is empty.
-    pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
-    }
 }
 
 /// Bytes per coordinate of a block's cells.
