@@ -249,6 +249,13 @@ pub struct ConvertArgs {
     /// Skip malformed lines (counted and reported) instead of failing.
     #[arg(long)]
     pub skip_bad_lines: bool,
+    /// Store the rows with their features renumbered most frequent first, and the map
+    /// to the original ids, so that a training run that compacts features (`train
+    /// --compact-features`, whose default applies from 2^22 nonzeros or more than 2^24
+    /// features) uses the mapped rows without a copy: auto (where that default
+    /// applies), on, off. Readers that want the original ids get them back.
+    #[arg(long, value_parser = parse_compact_features, default_value = "auto")]
+    pub compact_features: CompactFeatures,
 }
 
 #[derive(Args, Debug)]
@@ -450,9 +457,10 @@ pub struct TrainArgs {
     /// Number of features (default: from the data).
     #[arg(long)]
     pub features: Option<usize>,
-    /// Hold only the features that occur in the training data (exact: the others stay
-    /// at 0): auto (on for more than 2^24 coordinates with at most half of the features
-    /// used), on, off. [default: auto]
+    /// Hold only the features that occur in the training data, numbered most frequent
+    /// first (exact: the others stay at 0): auto (on from 2^22 nonzeros, or for more
+    /// than 2^24 coordinates with at most half of the features used), on, off.
+    /// [default: auto]
     #[arg(long, value_parser = parse_compact_features)]
     pub compact_features: Option<CompactFeatures>,
     /// Feature index base of the files: auto, 0 or 1. [default: auto]

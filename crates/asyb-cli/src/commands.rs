@@ -657,22 +657,32 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
     skipped_note(&a.input, &Some(rep.clone()));
     let parse_secs = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
+    let mut renumbered = None;
     if a.to == "libsvm" {
         asyb::data::write_libsvm(&a.out, &ds)?;
     } else {
         let source = asyb::data::cache::Source::of(&a.input, rep.index_base_one)?;
-        asyb::data::cache::write_cache(&a.out, &ds, &source)?;
+        let map = asyb::problem::renumber_for_cache(&mut ds, a.compact_features);
+        asyb::data::cache::write_cache(&a.out, &ds, map.as_ref(), &source)?;
+        renumbered = map;
     }
     let out_bytes = std::fs::metadata(&a.out).map_or(0, |m| m.len());
     eprintln!(
         "read {} rows, {} features, {} nonzeros ({:.1} MB) in {parse_secs:.2} s; wrote {} ({:.1} MB) in {:.2} s",
         ds.rows(),
-        ds.features,
+        renumbered.as_ref().map_or(ds.features, |m| m.features),
         ds.nnz(),
         rep.bytes as f64 / 1e6,
         a.out.display(),
         out_bytes as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
+    if let Some(m) = renumbered {
+        eprintln!(
+            "stored the {} used of {} features renumbered most frequent first (--compact-features)",
+            m.used(),
+            m.features
+        );
+    }
     Ok(())
 }

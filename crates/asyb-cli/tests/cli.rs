@@ -525,8 +525,8 @@ fn cache_trains_like_its_text_and_refuses_damage() {
     d.write("a.svm", small_binary());
     let o = d.asyb(&["convert", "a.svm", "--out", "a.cache"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let run = |data: &str, model: &str| {
-        let o = d.asyb(&[
+    let run_with = |data: &str, model: &str, extra: &[&str]| {
+        let args = [
             "train",
             "--train",
             data,
@@ -539,13 +539,40 @@ fn cache_trains_like_its_text_and_refuses_damage() {
             "--model",
             model,
             "--quiet",
-        ]);
+        ];
+        let o = d.asyb(&[&args[..], extra].concat());
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read(d.path(model)).unwrap()
     };
+    let run = |data: &str, model: &str| run_with(data, model, &[]);
     assert_eq!(
         run("a.svm", "text.safetensors"),
         run("a.cache", "cache.safetensors")
+    );
+    // A cache of features renumbered by frequency trains the same model, compacting
+    // (its stored map) or not (its rows renumbered back).
+    let o = d.asyb(&[
+        "convert",
+        "a.svm",
+        "--out",
+        "r.cache",
+        "--compact-features",
+        "on",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("renumbered most frequent first"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        run("a.cache", "c1.safetensors"),
+        run("r.cache", "r1.safetensors")
+    );
+    let on = ["--compact-features", "on"];
+    assert_eq!(
+        run_with("a.svm", "c2.safetensors", &on),
+        run_with("r.cache", "r2.safetensors", &on)
     );
 
     // A damaged cache is refused in one line, naming it.

@@ -66,7 +66,7 @@ impl Problem {
     /// Reads the files named by the config.
     pub fn load(cfg: &ValidConfig) -> Result<Problem> {
         let raw = &cfg.raw;
-        let (train, train_report) = Problem::read_train(cfg)?;
+        let (train, train_report, columns) = Problem::read_train(cfg)?;
         let train_path = raw.train.clone().expect("read_train checked it");
         let opts = read_options(cfg);
         let (test, test_report) = match &raw.test {
@@ -87,27 +87,45 @@ impl Problem {
             }
             None => (None, None),
         };
-        let mut pb = Problem::from_datasets(cfg, train, &train_path, test, raw.test.as_deref())?;
+        let mut pb =
+            Problem::from_renumbered(cfg, train, columns, &train_path, test, raw.test.as_deref())?;
         pb.train_report = Some(train_report);
         pb.test_report = test_report;
         Ok(pb)
     }
 
     /// Reads the training file named by the config as it is: no label normalization, no
-    /// renumbering of features ([`Problem::from_datasets`] does those).
-    pub fn read_train(cfg: &ValidConfig) -> Result<(Dataset, ReadReport)> {
+    /// renumbering of features ([`Problem::from_renumbered`] does those), except that a
+    /// cache's stored renumbering is kept (the rows in its ids, and the map).
+    pub fn read_train(cfg: &ValidConfig) -> Result<(Dataset, ReadReport, Option<ColumnMap>)> {
         let train_path = cfg
             .raw
             .train
             .as_ref()
             .ok_or_else(|| Error::config("train", "no training data given"))?;
-        crate::data::read(train_path, &read_options(cfg))
+        crate::data::read_renumbered(train_path, &read_options(cfg))
     }
 
     /// Builds a problem from datasets already in memory (generated data, tests).
     pub fn from_datasets(
         cfg: &ValidConfig,
+        train: Dataset,
+        train_path: &Path,
+        test: Option<Dataset>,
+        test_path: Option<&Path>,
+    ) -> Result<Problem> {
+        Problem::from_renumbered(cfg, train, None, train_path, test, test_path)
+    }
+
+    /// [`Problem::from_datasets`] for training rows in renumbered feature ids with their
+    /// map to the original ones (`columns`, as a cache stores them; `None`: the rows are
+    /// in original ids). The map is used as the problem's own when the config compacts
+    /// features (it is the one compaction would compute); otherwise the rows are
+    /// renumbered back.
+    pub fn from_renumbered(
+        cfg: &ValidConfig,
         mut train: Dataset,
+        mut columns: Option<ColumnMap>,
         train_path: &Path,
         mut test: Option<Dataset>,
         test_path: Option<&Path>,
@@ -119,7 +137,10 @@ impl Problem {
                 reason: "no data rows".into(),
             });
         }
-        let features = raw.features.unwrap_or(train.features);
+        let features = raw.features.unwrap_or(match &columns {
+            Some(m) => m.features,
+            None => train.features,
+        });
         if features == 0 {
             return Err(Error::Data {
                 path: train_path.into(),
@@ -135,7 +156,18 @@ impl Problem {
                 ),
             });
         }
-        train.features = features;
+        match columns.as_mut() {
+            Some(m) => {
+                if let Some(&f) = m.ids().iter().find(|&&f| f as usize >= features) {
+                    return Err(Error::Data {
+                        path: train_path.into(),
+                        reason: format!("feature id {f} is out of range for {features} features"),
+                    });
+                }
+                m.features = features;
+            }
+            None => train.features = features,
+        }
         let (classes, class_labels) = match raw.loss {
             LossKind::Logistic | LossKind::SquaredHinge => {
                 let labels = binary_labels(&train);
@@ -166,7 +198,13 @@ impl Problem {
                 (distinct.len().max(2), distinct)
             }
         };
-        let columns = compact(cfg, &mut train, test.as_mut(), classes);
+        let columns =
+            compact(cfg, &mut train, columns, test.as_mut(), classes).map_err(|reason| {
+                Error::Data {
+                    path: train_path.into(),
+                    reason,
+                }
+            })?;
         if cfg.workers > train.rows() {
             return Err(Error::config(
                 "workers",
@@ -198,42 +236,100 @@ impl Problem {
 }
 
 /// Compacts the feature ids of `train` (and `test`) when the config asks for it; see
-/// [`CompactFeatures`].
+/// [`CompactFeatures`]. `stored`: the rows of `train` are already renumbered by this
+/// map (a cache's), which is kept if compaction applies, else undone.
 fn compact(
     cfg: &ValidConfig,
     train: &mut Dataset,
+    stored: Option<ColumnMap>,
     test: Option<&mut Dataset>,
     classes: usize,
-) -> Option<ColumnMap> {
+) -> std::result::Result<Option<ColumnMap>, String> {
     let raw = &cfg.raw;
-    let auto = raw.compact_features == CompactFeatures::Auto;
-    let wanted = match raw.compact_features {
-        CompactFeatures::Off => false,
-        // The config check refused the runs that compaction would change.
-        CompactFeatures::On => true,
-        CompactFeatures::Auto => {
-            compaction_exact(raw).is_none()
-                && (train.features.saturating_mul(classes) > AUTO_COMPACT_COORDS
-                    || train.nnz() >= AUTO_ORDER_NNZ)
+    let setting = raw.compact_features;
+    let features = stored.as_ref().map_or(train.features, |m| m.features);
+    // The config check refused the runs that compaction would change with `on`.
+    let exact = compaction_exact(raw).is_none();
+    let wanted = compaction_wanted(setting, exact, features, classes, train.nnz());
+    let worth = |map: &ColumnMap| compaction_worth(setting, features, classes, map.used());
+    let map = match stored {
+        Some(map) if wanted && worth(&map) => {
+            // Training reads random rows: out of the mapping's 4 KiB pages they were
+            // 5-14% slower than from memory advised for huge pages (docs/performance.md),
+            // and the copy costs a twentieth of the renumbering it replaces.
+            train.indices.make_mut();
+            map
+        }
+        Some(map) => {
+            if !map.expand(train) {
+                return Err("a feature id beyond the feature map".into());
+            }
+            return Ok(None);
+        }
+        None if !wanted => return Ok(None),
+        None => {
+            let map = ColumnMap::by_frequency(train);
+            if !worth(&map) {
+                return Ok(None);
+            }
+            let compacted = map.compact(train);
+            debug_assert!(compacted, "the map was built from these rows");
+            map
         }
     };
-    if !wanted {
-        return None;
-    }
-    let map = ColumnMap::by_frequency(train);
-    // Rows without features leave nothing to compact (the intercept alone is trained).
-    // A huge model with most features used is left to the memory check: compaction
-    // would save little of it.
-    let huge = train.features.saturating_mul(classes) > AUTO_COMPACT_COORDS;
-    if map.used() == 0 || (auto && huge && map.used() * 2 > train.features) {
-        return None;
-    }
-    let compacted = map.compact(train);
-    debug_assert!(compacted, "the map was built from these rows");
     if let Some(t) = test {
         *t = map.restricted(t).0;
     }
-    Some(map)
+    Ok(Some(map))
+}
+
+/// Whether `setting` compacts data of `features` original ids (`classes` outputs each)
+/// and `nnz` nonzeros; `exact`: compaction does not change the problem.
+fn compaction_wanted(
+    setting: CompactFeatures,
+    exact: bool,
+    features: usize,
+    classes: usize,
+    nnz: usize,
+) -> bool {
+    match setting {
+        CompactFeatures::Off => false,
+        CompactFeatures::On => true,
+        CompactFeatures::Auto => {
+            exact
+                && (features.saturating_mul(classes) > AUTO_COMPACT_COORDS || nnz >= AUTO_ORDER_NNZ)
+        }
+    }
+}
+
+/// Whether a compaction that `setting` wants, of `features` ids to `used`, is kept. Rows
+/// without features leave nothing to compact (the intercept alone is trained). With
+/// `auto`, a huge model with most features used is left to the memory check:
+/// compaction would save little of it.
+fn compaction_worth(
+    setting: CompactFeatures,
+    features: usize,
+    classes: usize,
+    used: usize,
+) -> bool {
+    let huge = features.saturating_mul(classes) > AUTO_COMPACT_COORDS;
+    used > 0 && !(setting == CompactFeatures::Auto && huge && used * 2 > features)
+}
+
+/// The renumbering `asyb convert` stores in a cache under `setting` (`auto`: where a
+/// training run's default compaction, for one output, would apply): `ds` renumbered
+/// by frequency ([`ColumnMap::by_frequency`], the map a training run computes) and the
+/// map, or `None` with `ds` unchanged. A run that compacts uses the stored rows as
+/// they are; one that does not renumbers them back ([`Problem::from_renumbered`]).
+pub fn renumber_for_cache(ds: &mut Dataset, setting: CompactFeatures) -> Option<ColumnMap> {
+    if !compaction_wanted(setting, true, ds.features, 1, ds.nnz()) {
+        return None;
+    }
+    let map = ColumnMap::by_frequency(ds);
+    if !compaction_worth(setting, ds.features, 1, map.used()) {
+        return None;
+    }
+    map.compact(ds).then_some(map)
 }
 
 /// The file's own names for the two classes: 0/1 or -1/+1.

@@ -985,6 +985,7 @@ fn fingerprint_follows_the_content() {
     asyb::data::cache::write_cache(
         &cache,
         &ds,
+        None,
         &asyb::data::cache::Source::of(&text, true).unwrap(),
     )
     .unwrap();

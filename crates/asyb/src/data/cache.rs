@@ -2,15 +2,16 @@
 //! `asyb convert` and memory-mapped on load, its arrays used in place. Owns the format and its
 //! validation; knows nothing of the text format beyond what it records of its source.
 //!
-//! Layout (all integers little-endian; format version [`VERSION`]):
+//! Layout (all integers little-endian; format version [`VERSION`], which also reads
+//! version 1, the same layout without the feature map):
 //!
 //! | offset | bytes | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `ASYBCSR\0` |
 //! | 8 | 4 | version |
-//! | 12 | 4 | flags: bit 0 values present, bit 1 source was 1-based |
+//! | 12 | 4 | flags: bit 0 values present, bit 1 source was 1-based, bit 2 features renumbered |
 //! | 16 | 8 | rows n |
-//! | 24 | 8 | features d |
+//! | 24 | 8 | features d (of the source: the original ids) |
 //! | 32 | 8 | nonzeros |
 //! | 40 | 8 | source size in bytes |
 //! | 48 | 8 | source modification time, seconds since the epoch (signed) |
@@ -18,17 +19,25 @@
 //! | 60 | 4 | length of the source path that follows the header |
 //! | 64 | 4 | CRC-32 of the payload |
 //! | 68 | 4 | CRC-32 of bytes 0..68, 72..128 and the source path |
-//! | 72 | 56 | zero |
+//! | 72 | 8 | renumbered features u (0 unless bit 2 is set) |
+//! | 80 | 48 | zero |
 //! | 128 | p | source path (UTF-8, as given to `convert`, made absolute) |
 //!
 //! The payload starts at the first multiple of 64 after the path; each array starts on a
 //! 64-byte boundary (zero padding between): `indptr` (n + 1 u64), `indices` (nnz u32),
-//! `values` (nnz f32, when flagged), `labels` (n f32). The file ends with the labels. The
-//! alignment lets the loader map the arrays in place.
+//! `values` (nnz f32, when flagged), `labels` (n f32), and when the features are
+//! renumbered `map` (u u32: the original id of each feature id the rows use). The file
+//! ends with the last array. The alignment lets the loader map the arrays in place.
+//!
+//! Renumbered features: `asyb convert` numbers the used features most frequent first, as
+//! the trainer's compaction does on load ([`ColumnMap::by_frequency`]), and stores the
+//! rows in those ids (all below u) with the map, so that a training run uses the mapped
+//! rows as they are, without the renumbering's copy and sort. Readers that want the
+//! original ids ([`crate::data::read`]) renumber them back.
 //!
 //! Loading checks everything: magic, version, both checksums, the exact file length,
-//! and the CSR invariants (monotone `indptr`, strictly increasing indices below d,
-//! finite values and labels), so that a truncated, corrupted or foreign file is refused
+//! and the CSR invariants (monotone `indptr`, strictly increasing indices below d, or
+//! below u with a map of distinct ids below d, finite values and labels), so that a truncated, corrupted or foreign file is refused
 //! with a message naming it, never misread. A cache whose recorded source still exists
 //! but has changed size or modification time is refused as stale.
 
@@ -41,6 +50,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use crate::data::columns::ColumnMap;
 use crate::data::{Array, Dataset};
 use crate::io::{atomic_write, io_err};
 use crate::{Error, Result};
@@ -48,13 +58,19 @@ use crate::{Error, Result};
 /// First bytes of every cache file.
 pub const MAGIC: [u8; 8] = *b"ASYBCSR\0";
 
-/// Format version written by [`write_cache`]; [`read_cache`] refuses any other.
-pub const VERSION: u32 = 1;
+/// Format version written by [`write_cache`]; [`read_cache`] reads it and
+/// [`OLDEST_VERSION`] onwards, and refuses any other.
+pub const VERSION: u32 = 2;
+
+/// The oldest format version [`read_cache`] reads.
+pub const OLDEST_VERSION: u32 = 1;
 
 const HEADER_BYTES: usize = 128;
 const ALIGN: usize = 64;
 const FLAG_VALUES: u32 = 1;
 const FLAG_ONE_BASED: u32 = 2;
+const FLAG_RENUMBERED: u32 = 4;
+const KNOWN_FLAGS: u32 = FLAG_VALUES | FLAG_ONE_BASED | FLAG_RENUMBERED;
 
 /// What a cache records about the text file it was made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,10 +115,18 @@ struct Sections {
     indices: usize,
     values: Option<usize>,
     labels: usize,
+    /// The feature map, when the features are renumbered.
+    map: Option<usize>,
     end: usize,
 }
 
-fn sections(path_len: usize, rows: usize, nnz: usize, has_values: bool) -> Option<Sections> {
+fn sections(
+    path_len: usize,
+    rows: usize,
+    nnz: usize,
+    has_values: bool,
+    renumbered: Option<usize>,
+) -> Option<Sections> {
     let indptr = align(HEADER_BYTES.checked_add(path_len)?);
     let indices = align(indptr.checked_add(rows.checked_add(1)?.checked_mul(8)?)?);
     let mut next = align(indices.checked_add(nnz.checked_mul(4)?)?);
@@ -114,25 +138,59 @@ fn sections(path_len: usize, rows: usize, nnz: usize, has_values: bool) -> Optio
         None
     };
     let labels = next;
-    let end = labels.checked_add(rows.checked_mul(4)?)?;
+    let mut end = labels.checked_add(rows.checked_mul(4)?)?;
+    let map = match renumbered {
+        Some(u) => {
+            let m = align(end);
+            end = m.checked_add(u.checked_mul(4)?)?;
+            Some(m)
+        }
+        None => None,
+    };
     Some(Sections {
         indptr,
         indices,
         values,
         labels,
+        map,
         end,
     })
 }
 
-/// Writes `ds` as a cache at `path`, atomically, recording `source`.
-pub fn write_cache(path: &Path, ds: &Dataset, source: &Source) -> Result<()> {
+/// Writes `ds` as a cache at `path`, atomically, recording `source`. With `columns`,
+/// `ds` holds the renumbered features of that map (its feature count is the map's
+/// [`ColumnMap::used`]), and the map is stored with it.
+pub fn write_cache(
+    path: &Path,
+    ds: &Dataset,
+    columns: Option<&ColumnMap>,
+    source: &Source,
+) -> Result<()> {
     let rows = ds.rows();
     let nnz = ds.indices.len();
+    if let Some(m) = columns {
+        if m.used() != ds.features {
+            return Err(Error::config(
+                "cache",
+                format!(
+                    "the feature map has {} features, the rows {}",
+                    m.used(),
+                    ds.features
+                ),
+            ));
+        }
+    }
     let src_path = source.path.to_string_lossy().into_owned();
-    let s = sections(src_path.len(), rows, nnz, ds.values.is_some())
-        .ok_or_else(|| Error::config("cache", "dataset too large for the cache format"))?;
+    let s = sections(
+        src_path.len(),
+        rows,
+        nnz,
+        ds.values.is_some(),
+        columns.map(ColumnMap::used),
+    )
+    .ok_or_else(|| Error::config("cache", "dataset too large for the cache format"))?;
     let mut crc = crc32fast::Hasher::new();
-    write_payload(ds, &s, |b| {
+    write_payload(ds, columns, &s, |b| {
         crc.update(b);
         Ok(())
     })?;
@@ -148,9 +206,13 @@ pub fn write_cache(path: &Path, ds: &Dataset, source: &Source) -> Result<()> {
     if source.index_base_one {
         flags |= FLAG_ONE_BASED;
     }
+    if columns.is_some() {
+        flags |= FLAG_RENUMBERED;
+    }
+    let features = columns.map_or(ds.features, |m| m.features);
     head[12..16].copy_from_slice(&flags.to_le_bytes());
     head[16..24].copy_from_slice(&(rows as u64).to_le_bytes());
-    head[24..32].copy_from_slice(&(ds.features as u64).to_le_bytes());
+    head[24..32].copy_from_slice(&(features as u64).to_le_bytes());
     head[32..40].copy_from_slice(&(nnz as u64).to_le_bytes());
     head[40..48].copy_from_slice(&source.bytes.to_le_bytes());
     let (secs, nanos) = split_time(source.mtime);
@@ -158,6 +220,8 @@ pub fn write_cache(path: &Path, ds: &Dataset, source: &Source) -> Result<()> {
     head[56..60].copy_from_slice(&nanos.to_le_bytes());
     head[60..64].copy_from_slice(&(src_path.len() as u32).to_le_bytes());
     head[64..68].copy_from_slice(&payload_crc.to_le_bytes());
+    let used = columns.map_or(0, ColumnMap::used) as u64;
+    head[72..80].copy_from_slice(&used.to_le_bytes());
     let mut hcrc = crc32fast::Hasher::new();
     hcrc.update(&head[..68]);
     hcrc.update(&head[72..]);
@@ -168,13 +232,18 @@ pub fn write_cache(path: &Path, ds: &Dataset, source: &Source) -> Result<()> {
 
     atomic_write(path, |w| {
         w.write_all(&head).map_err(io_err(path))?;
-        write_payload(ds, &s, |b| w.write_all(b).map_err(io_err(path)))
+        write_payload(ds, columns, &s, |b| w.write_all(b).map_err(io_err(path)))
     })
 }
 
 /// Feeds the payload (the arrays as little-endian bytes with the zero padding between
 /// them, in file order) to `f` in pieces of about 64 KiB.
-fn write_payload(ds: &Dataset, s: &Sections, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+fn write_payload(
+    ds: &Dataset,
+    columns: Option<&ColumnMap>,
+    s: &Sections,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     const PIECE: usize = 1 << 16;
     let zeros = [0u8; ALIGN];
     let mut buf: Vec<u8> = Vec::with_capacity(PIECE + 8);
@@ -204,7 +273,12 @@ fn write_payload(ds: &Dataset, s: &Sections, mut f: impl FnMut(&[u8]) -> Result<
         pos = v0 + vals.len() * 4;
     }
     f(&zeros[..s.labels - pos])?;
-    array(&mut ds.labels.iter().flat_map(|y| y.to_le_bytes()), &mut f)
+    array(&mut ds.labels.iter().flat_map(|y| y.to_le_bytes()), &mut f)?;
+    if let (Some(m0), Some(map)) = (s.map, columns) {
+        f(&zeros[..m0 - (s.labels + ds.labels.len() * 4)])?;
+        array(&mut map.ids().iter().flat_map(|i| i.to_le_bytes()), &mut f)?;
+    }
+    Ok(())
 }
 
 fn split_time(t: SystemTime) -> (i64, u32) {
@@ -236,8 +310,11 @@ fn join_time(secs: i64, nanos: u32) -> SystemTime {
 /// A loaded cache: the data and its recorded source.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Loaded {
+    /// The rows as stored: in the renumbered feature ids when `columns` is given.
     pub data: Dataset,
     pub source: Source,
+    /// The stored renumbering of the features (compact id to original id), if any.
+    pub columns: Option<ColumnMap>,
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
@@ -298,9 +375,9 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
         return Err(bad("wrong magic bytes".into()));
     }
     let version = le_u32(head, 8);
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(bad(format!(
-            "format version {version}, this asyb reads version {VERSION}; run asyb convert again"
+            "format version {version}, this asyb reads versions {OLDEST_VERSION} to {VERSION}; run asyb convert again"
         )));
     }
     let path_len = le_u32(head, 60) as usize;
@@ -322,8 +399,21 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
     let features = usize::try_from(le_u64(head, 24)).map_err(|_| bad("feature count".into()))?;
     let nnz = usize::try_from(le_u64(head, 32)).map_err(|_| bad("nonzero count".into()))?;
     let has_values = flags & FLAG_VALUES != 0;
-    let s =
-        sections(path_len, rows, nnz, has_values).ok_or_else(|| bad("sizes overflow".into()))?;
+    let renumbered = flags & FLAG_RENUMBERED != 0;
+    let used = usize::try_from(le_u64(head, 72)).map_err(|_| bad("feature map size".into()))?;
+    let known = if version == 1 {
+        KNOWN_FLAGS & !FLAG_RENUMBERED
+    } else {
+        KNOWN_FLAGS
+    };
+    if flags & !known != 0 {
+        return Err(bad(format!("unknown flags {flags:#x}")));
+    }
+    if !renumbered && used != 0 {
+        return Err(bad("a feature map size without a feature map".into()));
+    }
+    let s = sections(path_len, rows, nnz, has_values, renumbered.then_some(used))
+        .ok_or_else(|| bad("sizes overflow".into()))?;
     if s.end as u64 != file_len {
         return Err(bad(format!(
             "{file_len} bytes where the header implies {} (truncated or corrupted)",
@@ -363,6 +453,9 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
         Some(v0) => pads.extend([indices_end..v0, values_end..s.labels]),
         None => pads.push(indices_end..s.labels),
     }
+    if let Some(m0) = s.map {
+        pads.push(s.labels + rows * 4..m0);
+    }
     if pads.into_iter().any(|r| map[r].iter().any(|&b| b != 0)) {
         return Err(bad("nonzero padding (corrupted)".into()));
     }
@@ -383,15 +476,29 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
         None => None,
     };
     let labels = array_at(&map, s.labels, rows, f32_from_le).ok_or_else(truncated)?;
+    let columns = match s.map {
+        Some(m0) => {
+            // Copied out (its pages released), as the map is held as a vector.
+            let mut ids: Array<u32> =
+                array_at(&map, m0, used, u32::from_le).ok_or_else(truncated)?;
+            let ids = std::mem::take(ids.make_mut());
+            Some(ColumnMap::from_ids(features, ids).map_err(bad)?)
+        }
+        None => None,
+    };
     let data = Dataset {
         indptr,
         indices,
         values,
         labels,
-        features,
+        features: if renumbered { used } else { features },
     };
     validate(&data).map_err(bad)?;
-    Ok(Loaded { data, source })
+    Ok(Loaded {
+        data,
+        source,
+        columns,
+    })
 }
 
 /// The CSR invariants every reader of a [`Dataset`] relies on.
@@ -504,8 +611,119 @@ mod tests {
         let cache = dir.path().join("data.cache");
         let ds = sample(values);
         assert_eq!(ds.values.is_some(), values);
-        write_cache(&cache, &ds, &Source::of(&text, true).unwrap()).unwrap();
+        write_cache(&cache, &ds, None, &Source::of(&text, true).unwrap()).unwrap();
         (dir, text, cache, ds)
+    }
+
+    /// `sample(values)` renumbered by frequency (not in id order) written as a cache with
+    /// its map: the directory, the cache, the original rows, the renumbered rows, the map.
+    fn setup_renumbered(values: bool) -> (tempfile::TempDir, PathBuf, Dataset, Dataset, ColumnMap) {
+        let (dir, text, cache, ds) = setup(values);
+        let mut rows = ds.clone();
+        let map = ColumnMap::by_frequency(&rows);
+        assert!(map.compact(&mut rows));
+        assert!(
+            map.ids().windows(2).any(|w| w[0] > w[1]),
+            "not a reordering"
+        );
+        write_cache(&cache, &rows, Some(&map), &Source::of(&text, true).unwrap()).unwrap();
+        (dir, cache, ds, rows, map)
+    }
+
+    /// The header's and the payload's checksums recomputed after an edit of `bytes`.
+    fn reseal(bytes: &mut [u8]) {
+        let path_len = le_u32(bytes, 60) as usize;
+        let payload = align(HEADER_BYTES + path_len);
+        let crc = crc32fast::hash(&bytes[payload..]);
+        bytes[64..68].copy_from_slice(&crc.to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&bytes[..68]);
+        h.update(&bytes[72..HEADER_BYTES + path_len]);
+        bytes[68..72].copy_from_slice(&h.finalize().to_le_bytes());
+    }
+
+    #[test]
+    fn renumbered_rows_round_trip_with_their_map() {
+        for values in [false, true] {
+            let (_d, cache, ds, rows, map) = setup_renumbered(values);
+            let l = read_cache(&cache).unwrap();
+            assert_eq!(l.data, rows);
+            assert_eq!(l.data.features, map.used());
+            assert_eq!(l.columns.as_ref(), Some(&map));
+            assert_eq!(l.columns.unwrap().features, ds.features);
+            if cfg!(target_endian = "little") {
+                assert!(l.data.indices.is_mapped());
+            }
+            // The general reader gives the original rows back.
+            let opts = crate::data::ReadOptions::default();
+            let (back, _) = crate::data::read(&cache, &opts).unwrap();
+            assert_eq!(back, ds);
+            let (kept, _, m) = crate::data::read_renumbered(&cache, &opts).unwrap();
+            assert_eq!((kept, m), (rows, Some(map)));
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_renumbered_cache_is_refused() {
+        let (_d, cache, _ds, _rows, _map) = setup_renumbered(false);
+        let good = std::fs::read(&cache).unwrap();
+        for at in (0..good.len()).step_by(5) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x04;
+            std::fs::write(&cache, &bad).unwrap();
+            assert!(read_cache(&cache).is_err(), "flip at byte {at} accepted");
+        }
+    }
+
+    #[test]
+    fn maps_with_a_repeated_or_out_of_range_id_are_refused_even_if_checksummed() {
+        let (_d, cache, ds, _rows, map) = setup_renumbered(false);
+        let good = std::fs::read(&cache).unwrap();
+        let m0 = good.len() - map.used() * 4;
+        assert_eq!(&good[m0..m0 + 4], &map.ids()[0].to_le_bytes());
+        for (id, says) in [
+            (map.ids()[1], "appears twice"),
+            (ds.features as u32, "out of range"),
+        ] {
+            let mut bad = good.clone();
+            bad[m0..m0 + 4].copy_from_slice(&id.to_le_bytes());
+            reseal(&mut bad);
+            std::fs::write(&cache, &bad).unwrap();
+            let e = read_cache(&cache).unwrap_err().to_string();
+            assert!(e.contains("data.cache") && e.contains(says), "{e}");
+        }
+        // A row's last id at the map's size, one beyond the renumbered features.
+        let path_len = le_u32(&good, 60) as usize;
+        let s = sections(path_len, ds.rows(), ds.nnz(), false, Some(map.used())).unwrap();
+        let last = s.indices + (ds.indptr[1] - 1) * 4;
+        let mut bad = good.clone();
+        bad[last..last + 4].copy_from_slice(&(map.used() as u32).to_le_bytes());
+        reseal(&mut bad);
+        std::fs::write(&cache, &bad).unwrap();
+        let e = read_cache(&cache).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("row 1: feature index beyond {}", map.used())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_cannot_claim_a_map() {
+        let (_d, _text, cache, ds) = setup(true);
+        let mut v1 = std::fs::read(&cache).unwrap();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        reseal(&mut v1);
+        std::fs::write(&cache, &v1).unwrap();
+        let l = read_cache(&cache).unwrap();
+        assert_eq!((l.data, l.columns), (ds, None));
+
+        let (_d, cache, ..) = setup_renumbered(true);
+        let mut v1 = std::fs::read(&cache).unwrap();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        reseal(&mut v1);
+        std::fs::write(&cache, &v1).unwrap();
+        let e = read_cache(&cache).unwrap_err().to_string();
+        assert!(e.contains("unknown flags"), "{e}");
     }
 
     #[test]
@@ -589,11 +807,11 @@ mod tests {
         let e = read_cache(&p).unwrap_err().to_string();
         assert!(e.contains("not a usable asyb cache"), "{e}");
         let mut v = MAGIC.to_vec();
-        v.extend_from_slice(&2u32.to_le_bytes());
+        v.extend_from_slice(&(VERSION + 1).to_le_bytes());
         v.resize(HEADER_BYTES, 0);
         std::fs::write(&p, &v).unwrap();
         let e = read_cache(&p).unwrap_err().to_string();
-        assert!(e.contains("version 2"), "{e}");
+        assert!(e.contains(&format!("version {}", VERSION + 1)), "{e}");
     }
 
     #[test]

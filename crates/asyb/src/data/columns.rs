@@ -82,6 +82,42 @@ impl ColumnMap {
         })
     }
 
+    /// The map of compact id `c` to original id `ids[c]` as a file recorded it (a
+    /// cache's stored renumbering): refused with a reason unless the ids are distinct
+    /// and all below `features`.
+    pub fn from_ids(features: usize, ids: Vec<u32>) -> std::result::Result<ColumnMap, String> {
+        if let Some(&f) = ids.iter().find(|&&f| f as usize >= features) {
+            return Err(format!(
+                "feature map: original id {f} is out of range for {features} features"
+            ));
+        }
+        let increasing = ids.windows(2).all(|w| w[0] < w[1]);
+        if !increasing {
+            // Distinct: a bitmap when it is no larger than the ids, else a sorted copy.
+            let repeated = if features / 8 <= ids.len() * 4 {
+                let mut bits = vec![0u64; features.div_ceil(64)];
+                ids.iter().copied().find(|&f| {
+                    let (w, b) = (f as usize / 64, 1u64 << (f % 64));
+                    let seen = bits[w] & b != 0;
+                    bits[w] |= b;
+                    seen
+                })
+            } else {
+                let mut sorted = ids.clone();
+                sorted.sort_unstable();
+                sorted.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+            };
+            if let Some(f) = repeated {
+                return Err(format!("feature map: original id {f} appears twice"));
+            }
+        }
+        Ok(ColumnMap {
+            features,
+            ids,
+            increasing,
+        })
+    }
+
     /// The features of `ds` that occur in at least one row, in increasing order of id.
     pub fn of(ds: &Dataset) -> ColumnMap {
         ColumnMap {
@@ -164,9 +200,12 @@ impl ColumnMap {
             for (c, &f) in self.ids.iter().enumerate() {
                 table[f as usize] = c as u32;
             }
-            self.compact_with(ds, |f| {
-                table.get(f as usize).copied().filter(|&c| c != u32::MAX)
-            })
+            self.compact_with(
+                ds,
+                |f| table.get(f as usize).copied().filter(|&c| c != u32::MAX),
+                |c| self.ids[c as usize],
+                self.used(),
+            )
         } else {
             let mut bits = vec![0u64; self.features.div_ceil(64)];
             for &f in &self.ids {
@@ -174,15 +213,47 @@ impl ColumnMap {
             }
             let rank = Ranks::new(bits);
             let lookup = self.lookup();
-            self.compact_with(ds, |f| rank.of(f).map(|r| lookup.compact_of_rank(r)))
+            self.compact_with(
+                ds,
+                |f| rank.of(f).map(|r| lookup.compact_of_rank(r)),
+                |c| self.ids[c as usize],
+                self.used(),
+            )
         }
     }
 
-    /// [`ColumnMap::compact`] with `to_compact` giving the compact id of an original one.
+    /// The inverse of [`ColumnMap::compact`]: renumbers `ds`, whose feature ids are
+    /// this map's compact ids, back to the original ids, each row's entries sorted again,
+    /// and sets its feature count to the original one. Returns `false`, leaving `ds` as
+    /// it was, when a row holds an id beyond [`Self::used`].
+    pub fn expand(&self, ds: &mut Dataset) -> bool {
+        // Checked first, so that the renumbering cannot stop half way (putting rows back
+        // would need the inverse of the map).
+        if ds.indices.iter().any(|&c| c as usize >= self.used()) {
+            return false;
+        }
+        self.compact_with(
+            ds,
+            |c| self.ids.get(c as usize).copied(),
+            |f| {
+                self.ids
+                    .iter()
+                    .position(|&o| o == f)
+                    .map_or(f, |c| c as u32)
+            },
+            self.features,
+        )
+    }
+
+    /// Renumbers every entry of `ds` by `to_new` and sets its feature count to
+    /// `features`; where `to_new` has no id for an entry, the rows renumbered so far are
+    /// put back with `to_old` and `false` is returned.
     fn compact_with(
         &self,
         ds: &mut Dataset,
-        to_compact: impl Fn(u32) -> Option<u32> + Sync,
+        to_new: impl Fn(u32) -> Option<u32> + Sync,
+        to_old: impl Fn(u32) -> u32 + Sync,
+        features: usize,
     ) -> bool {
         let sort = !self.increasing;
         let rows = ds.rows();
@@ -210,18 +281,18 @@ impl ColumnMap {
                     None => None,
                 };
                 let base = indptr[lo];
-                let to_compact = &to_compact;
+                let (to_new, to_old) = (&to_new, &to_old);
                 handles.push(sc.spawn(move || {
                     let mut pairs = Vec::new();
                     for r in lo..hi {
                         let (a, b) = (indptr[r] - base, indptr[r + 1] - base);
                         let row = &mut piece[a..b];
                         for k in 0..row.len() {
-                            match to_compact(row[k]) {
+                            match to_new(row[k]) {
                                 Some(c) => row[k] = c,
                                 None => {
                                     for f in &mut row[..k] {
-                                        *f = self.ids[*f as usize];
+                                        *f = to_old(*f);
                                     }
                                     return Some(r);
                                 }
@@ -240,7 +311,7 @@ impl ColumnMap {
                 .collect()
         });
         if stopped.iter().all(Option::is_none) {
-            ds.features = self.used();
+            ds.features = features;
             return true;
         }
         // Put back the rows renumbered before the stop: original ids, sorted again.
@@ -250,7 +321,7 @@ impl ColumnMap {
                 let (a, b) = (indptr[r], indptr[r + 1]);
                 let row = &mut indices[a..b];
                 for f in row.iter_mut() {
-                    *f = self.ids[*f as usize];
+                    *f = to_old(*f);
                 }
                 sort_row(row, values.as_deref_mut().map(|v| &mut v[a..b]), &mut pairs);
             }
@@ -643,7 +714,7 @@ mod tests {
         let mut c = ds.clone();
         assert!(m.compact(&mut c));
         same_rows(&m, &ds, &c, 97);
-        assert_eq!(m.restricted(&ds), (c, 0));
+        assert_eq!(m.restricted(&ds), (c.clone(), 0));
 
         let mut foreign_rows = rows.clone();
         foreign_rows.last_mut().unwrap().1.push((65_000, 1.0));
@@ -651,6 +722,42 @@ mod tests {
         let mut f = foreign.clone();
         assert!(!m.compact(&mut f));
         assert_eq!(f, foreign);
+
+        // Expanded back, the compacted rows are the original ones, values with them.
+        let mut back = c.clone();
+        assert!(m.expand(&mut back));
+        assert_eq!(back, ds);
+        // An id beyond the map leaves the rows alone.
+        let mut beyond = c.clone();
+        let last = beyond.indices.len() - 1;
+        beyond.indices[last] = m.used() as u32;
+        let kept = beyond.clone();
+        assert!(!m.expand(&mut beyond));
+        assert_eq!(beyond, kept);
+    }
+
+    #[test]
+    fn stored_maps_are_checked_for_range_and_repeats() {
+        // Both checks for repeats: a bitmap (few features) and a sorted copy (many).
+        for features in [100, 1 << 30] {
+            let m = ColumnMap::from_ids(features, vec![7, 3, 99, 0]).unwrap();
+            assert_eq!(m.ids(), [7, 3, 99, 0]);
+            assert_eq!(m.lookup().compact_id(99), Some(2));
+            let e = ColumnMap::from_ids(features, vec![7, 3, 99, 3]).unwrap_err();
+            assert!(e.contains("original id 3 appears twice"), "{e}");
+        }
+        let e = ColumnMap::from_ids(99, vec![7, 99]).unwrap_err();
+        assert!(
+            e.contains("original id 99 is out of range for 99 features"),
+            "{e}"
+        );
+        let inc = ColumnMap::from_ids(10, vec![1, 4, 9]).unwrap();
+        assert_eq!(inc, ColumnMap::increasing(10, vec![1, 4, 9]).unwrap());
+        let mut ds = data();
+        let by_freq = ColumnMap::by_frequency(&ds);
+        let stored = ColumnMap::from_ids(ds.features, by_freq.ids().to_vec()).unwrap();
+        assert_eq!(stored, by_freq);
+        assert!(stored.compact(&mut ds));
     }
 
     #[test]

@@ -219,15 +219,37 @@ use std::path::Path;
 use crate::{Error, Result};
 
 /// Reads training or test data: a binary cache (see [`cache`]) or LIBSVM text, told
-/// apart by the file's first bytes. A cache is held to the same options as text: a
-/// feature bound is checked against its indices, labels against the label rule, and an
-/// explicit index base must be the one the cache was converted from.
+/// apart by the file's first bytes, in the original feature ids (a cache that stores
+/// renumbered features is renumbered back). A cache is held to the same options as
+/// text: a feature bound is checked against its indices, labels against the label rule,
+/// and an explicit index base must be the one the cache was converted from.
 pub fn read(path: &Path, opts: &ReadOptions) -> Result<(Dataset, ReadReport)> {
+    let (mut ds, report, columns) = read_renumbered(path, opts)?;
+    if let Some(map) = columns {
+        if !map.expand(&mut ds) {
+            return Err(Error::Data {
+                path: path.into(),
+                reason: "a feature id beyond the cache's feature map".into(),
+            });
+        }
+    }
+    Ok((ds, report))
+}
+
+/// [`read`], except that a cache's renumbered features are kept: the rows come in the
+/// renumbered ids with the map to the original ones (whose feature count is the bound
+/// of `opts`, if given, else the source's).
+pub fn read_renumbered(
+    path: &Path,
+    opts: &ReadOptions,
+) -> Result<(Dataset, ReadReport, Option<columns::ColumnMap>)> {
     if !cache::is_cache(path) {
-        return read_libsvm(path, opts);
+        let (ds, report) = read_libsvm(path, opts)?;
+        return Ok((ds, report, None));
     }
     let loaded = cache::read_cache(path)?;
     let mut ds = loaded.data;
+    let mut columns = loaded.columns;
     let one = loaded.source.index_base_one;
     let bad = |reason: String| Error::Data {
         path: path.into(),
@@ -243,7 +265,11 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<(Dataset, ReadReport)> {
         _ => {}
     }
     if let Some(d) = opts.features {
-        if let Some(&j) = ds.indices.iter().max() {
+        let largest = match &columns {
+            Some(m) => m.ids().iter().max(),
+            None => ds.indices.iter().max(),
+        };
+        if let Some(&j) = largest {
             if j as usize >= d {
                 let shown = u64::from(j) + u64::from(one);
                 return Err(bad(format!(
@@ -251,7 +277,10 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<(Dataset, ReadReport)> {
                 )));
             }
         }
-        ds.features = d;
+        match &mut columns {
+            Some(m) => m.features = d,
+            None => ds.features = d,
+        }
     }
     let label_ok = |y: f32| match opts.labels {
         LabelRule::Any => true,
@@ -276,5 +305,5 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<(Dataset, ReadReport)> {
         index_base_one: one,
         bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
     };
-    Ok((ds, report))
+    Ok((ds, report, columns))
 }

@@ -112,7 +112,13 @@ mod tests {
         assert_eq!(whole.rows(), 1000);
         check_parts(&text, &whole);
         let bin = dir.path().join("d.cache");
-        write_cache(&bin, &whole, &Source::of(&text, true).unwrap()).unwrap();
+        write_cache(&bin, &whole, None, &Source::of(&text, true).unwrap()).unwrap();
+        check_parts(&bin, &whole);
+        // A cache of renumbered features gives the parts in the original ids.
+        let mut rows = whole.clone();
+        let map = crate::data::columns::ColumnMap::by_frequency(&rows);
+        assert!(map.compact(&mut rows) && !map.ids().windows(2).all(|w| w[0] < w[1]));
+        write_cache(&bin, &rows, Some(&map), &Source::of(&text, true).unwrap()).unwrap();
         check_parts(&bin, &whole);
     }
 
