@@ -283,7 +283,13 @@ fn run<L: Loss>(
     let transport = LocalTransport::new(shards.clone(), clock.clone());
     let control = Control::new(0, u64::MAX);
     let counters = Counters::default();
-    let svrg = Svrg::of(cfg, plan.updates_per_epoch, pb.train.rows(), true);
+    let svrg = Svrg::of(
+        cfg,
+        plan.updates_per_epoch,
+        pb.train.rows(),
+        true,
+        cfg.eval_threads,
+    );
     let ctx = WorkerContext {
         data: &pb.train,
         partition: &partition,
@@ -327,7 +333,7 @@ fn run<L: Loss>(
     let mut snapshot_times = Vec::new();
     if let Some(sv) = svrg.as_ref().filter(|sv| sv.warmup == 0) {
         let t = Instant::now();
-        sv.snapshot(loss, &pb.train, &partition, &shards, cfg.eval_threads);
+        sv.snapshot(loss, &pb.train, &partition, &shards);
         snapshot_times.push(t.elapsed().as_secs_f64());
     }
     let mut hold_at = svrg.as_ref().map_or(u64::MAX, |s| s.first());
@@ -484,7 +490,7 @@ fn run<L: Loss>(
                     if let Some(sv) = &svrg {
                         // Every push is in: the snapshot, then everyone goes on.
                         let t = Instant::now();
-                        sv.snapshot(loss, &pb.train, &partition, &shards, cfg.eval_threads);
+                        sv.snapshot(loss, &pb.train, &partition, &shards);
                         snapshot_times.push(t.elapsed().as_secs_f64());
                         hold_at = k + sv.every;
                         let resume = now + machine.snapshot_secs;

@@ -383,7 +383,9 @@ const AUTO_STEP_TOL: f64 = 1e-4;
 /// average rather than the maximum, so that a few long rows do not shrink the step).
 /// `c` bounds the loss's second derivative; the nonconvex term adds `2 alpha`. With
 /// `metric = Some((d, sums))`, both are taken in the metric `d` (see [`column_metric`]),
-/// `sums` the column sums of squares of `data` ([`column_sq_sums`]).
+/// `sums` the column sums of squares of `data` ([`column_sq_sums`]). The power
+/// iteration's products are summed over [`SETUP_PARTS`] fixed parts of the rows, so
+/// that the step is the same on any machine.
 pub(crate) fn auto_step(
     loss: LossKind,
     data: &Dataset,
@@ -391,7 +393,6 @@ pub(crate) fn auto_step(
     alpha: f64,
     batch: usize,
     metric: Option<(&[f64], &[f64])>,
-    threads: usize,
 ) -> (f64, String) {
     let c = curvature(loss);
     // The power iteration reads a fixed stride of rows in place.
@@ -405,7 +406,7 @@ pub(crate) fn auto_step(
         reg,
         layout,
         alpha: 0.0,
-        threads
+        threads: SETUP_PARTS,
     }
     .gram_top_eigenvalue(30, AUTO_STEP_TOL, scale.as_deref()));
     let l_f = c * gram;
@@ -730,7 +731,6 @@ impl<'a> Trainer<'a> {
                 raw.alpha,
                 raw.batch,
                 metric.as_deref().zip(sums.as_deref()),
-                self.cfg.eval_threads,
             ),
         };
         drop(sums);
@@ -874,7 +874,16 @@ impl<'a> Trainer<'a> {
         let transport = LocalTransport::new(shards.clone(), clock.clone());
         let control = Control::new(plan.workers, plan.max_updates.unwrap_or(u64::MAX));
         let from_zero = w0.iter().all(|&v| v == 0.0);
-        let svrg = Svrg::of(self.cfg, plan.updates_per_epoch, pb.train.rows(), from_zero);
+        // The snapshot pass takes the place of the workers' own passes (an MPI worker
+        // rank computes its rows' part): it runs on as many threads as there are
+        // workers, so that a run of W workers computes on W cores while it trains.
+        let svrg = Svrg::of(
+            self.cfg,
+            plan.updates_per_epoch,
+            pb.train.rows(),
+            from_zero,
+            plan.workers.min(threads),
+        );
         // Training time starts here: the first snapshot is part of the algorithm.
         let mut mon = Monitor::new(
             plan.updates_per_epoch,
@@ -884,7 +893,7 @@ impl<'a> Trainer<'a> {
         mon.resume_at(start_secs, start_k);
         if let Some(sv) = &svrg {
             if sv.warmup == 0 {
-                sv.snapshot(loss, &pb.train, &partition, &shards, threads);
+                sv.snapshot(loss, &pb.train, &partition, &shards);
             }
             control
                 .hold_at
@@ -1093,13 +1102,7 @@ impl<'a> Trainer<'a> {
                     // A worker reached the snapshot step and asked for the pause.
                     control.pause();
                     // Part of the algorithm: counted as training time.
-                    sv.snapshot(
-                        ev.obj.loss,
-                        &self.problem.train,
-                        partition,
-                        shards,
-                        ev.obj.threads,
-                    );
+                    sv.snapshot(ev.obj.loss, &self.problem.train, partition, shards);
                     control.hold_at.store(at + sv.every, Relaxed);
                     // Resumed below unless an evaluation is due: a snapshot must not
                     // starve the evaluations when snapshots come faster than polls.
@@ -1345,24 +1348,28 @@ pub(crate) struct Svrg {
     pub(crate) every: u64,
     /// Block updates of plain SGD before the first snapshot ([`svrg_warmup`]).
     pub(crate) warmup: u64,
+    /// Threads of the snapshot pass.
+    pub(crate) threads: usize,
     pub(crate) derivs: RwLock<Vec<f32>>,
 }
 
 impl Svrg {
     /// The run's SVRG state when `cfg` uses it: snapshots every [`svrg_every`] updates
     /// after a warm-up of [`svrg_warmup`] (`from_zero`: the run starts from the zero
-    /// model), no derivatives yet.
+    /// model), each a pass on `threads` threads, no derivatives yet.
     pub(crate) fn of(
         cfg: &ValidConfig,
         updates_per_epoch: f64,
         rows: usize,
         from_zero: bool,
+        threads: usize,
     ) -> Option<Svrg> {
         cfg.svrg.then(|| {
             let every = svrg_every(&cfg.raw, updates_per_epoch, rows);
             Svrg {
                 every,
                 warmup: svrg_warmup(&cfg.raw, every, updates_per_epoch, from_zero),
+                threads: threads.max(1),
                 derivs: RwLock::new(Vec::new()),
             }
         })
@@ -1384,8 +1391,8 @@ impl Svrg {
         data: &Dataset,
         partition: &BlockPartition,
         shards: &[Arc<dyn ShardApi>],
-        threads: usize,
     ) {
+        let threads = self.threads;
         let layout = partition.layout();
         let k = layout.classes;
 

@@ -191,7 +191,10 @@ fn one_worker_repeatable(vr: VarianceReduction) {
     c.blocks = Some(4);
     c.seed = 11;
     let a = run(&c, &ds);
+    // Other evaluation times and threads: the automatic step's power iteration and the
+    // SVRG snapshots do not take the evaluations' thread count.
     c.eval_every_secs = 0.01;
+    c.eval_threads = Some(3);
     let b = run(&c, &ds);
     assert_eq!(a.weights.len(), b.weights.len());
     assert!(a

@@ -317,7 +317,6 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
             raw.alpha,
             raw.batch,
             metric.as_deref().map(|d| (d, sums.as_slice())),
-            cfg.eval_threads,
         ),
         _ => (f64::NAN, String::new()),
     };
