@@ -399,13 +399,18 @@ pub fn perf_table(r: &PerfReport) -> String {
             "setup before training, 2 workers", run.setup_secs
         ));
     }
-    for &rel in &TARGETS {
-        if let (Some(t2), Some(run)) = (at(2, rel), run_of(2)) {
-            s.push_str(&format!(
-                "{:<44} {:>8.2} s\n",
-                format!("end to end from the text to {rel:.0e}, 2 workers"),
-                r.read_text_secs + r.prepare_text_secs + run.setup_secs + t2
-            ));
+    for (from, before) in [
+        ("text", r.read_text_secs + r.prepare_text_secs),
+        ("cache", r.load_cache_secs + r.prepare_cache_secs),
+    ] {
+        for &rel in &TARGETS {
+            if let (Some(t2), Some(run)) = (at(2, rel), run_of(2)) {
+                s.push_str(&format!(
+                    "{:<44} {:>8.2} s\n",
+                    format!("end to end from the {from} to {rel:.0e}, 2 workers"),
+                    before + run.setup_secs + t2
+                ));
+            }
         }
     }
     if let Some(rss) = r.peak_rss_bytes {
@@ -433,8 +438,9 @@ mod tests {
         }
     }
 
-    /// The end-to-end lines add the text's read and preparation, the setup and the
-    /// training time to each target, and the speedup divides the two runs' times.
+    /// The end-to-end lines add the text's (or the cache's) read and preparation, the
+    /// setup and the training time to each target, and the speedup divides the two
+    /// runs' times.
     #[test]
     fn perf_table_adds_read_setup_and_training() {
         let run = |workers, secs: [f64; 2], setup_secs| TargetRun {
@@ -478,6 +484,8 @@ mod tests {
         assert_eq!(line("setup before training, 2 workers"), "0.25");
         assert_eq!(line("end to end from the text to 1e-3"), "4.90");
         assert_eq!(line("end to end from the text to 1e-4"), "8.90");
+        assert_eq!(line("end to end from the cache to 1e-3"), "4.46");
+        assert_eq!(line("end to end from the cache to 1e-4"), "8.46");
         assert!(
             t.contains("speedup 1 -> 2 workers to 1e-3                   1.50x"),
             "{t}"
