@@ -550,6 +550,9 @@ pub struct TrainArgs {
     /// Also evaluate every this many updates.
     #[arg(long)]
     pub eval_every_updates: Option<u64>,
+    /// Also evaluate every this many epochs (e.g. 0.05).
+    #[arg(long)]
+    pub eval_every_epochs: Option<f64>,
     /// Rows of the training set the monitored objective uses (a fixed stride subsample
     /// beyond). [default: 1000000]
     #[arg(long)]
@@ -655,6 +658,7 @@ impl TrainArgs {
             max_seconds,
             target_objective,
             eval_every_updates,
+            eval_every_epochs,
             eval_threads,
             model,
             log,

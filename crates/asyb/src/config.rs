@@ -324,6 +324,9 @@ pub struct TrainConfig {
     pub eval_every_secs: f64,
     /// Evaluate every this many updates (in addition to the time interval).
     pub eval_every_updates: Option<u64>,
+    /// Evaluate every this many epochs (in addition to the time interval): runs with
+    /// different worker counts are then evaluated at the same points of their progress.
+    pub eval_every_epochs: Option<f64>,
     /// Rows of the training set used for the monitored objective; a larger training set
     /// is subsampled by a fixed stride (same rows at every evaluation).
     pub eval_rows: usize,
@@ -389,6 +392,7 @@ impl Default for TrainConfig {
             target_objective: None,
             eval_every_secs: 1.0,
             eval_every_updates: None,
+            eval_every_epochs: None,
             eval_rows: 1_000_000,
             eval_threads: None,
             seed: 1,
@@ -667,6 +671,9 @@ impl TrainConfig {
         if self.eval_every_updates == Some(0) {
             return Err(Error::config("eval-every-updates", "must be at least 1"));
         }
+        if let Some(e) = self.eval_every_epochs {
+            positive_finite("eval-every-epochs", e)?;
+        }
         if self.eval_rows == 0 {
             return Err(Error::config("eval-rows", "must be at least 1"));
         }
@@ -796,6 +803,18 @@ mod tests {
             ),
             ("svrg-epochs", Box::new(|c| c.svrg_epochs = Some(-1.0))),
             ("svrg-warmup", Box::new(|c| c.svrg_warmup = Some(f64::NAN))),
+            (
+                "eval-every-updates",
+                Box::new(|c| c.eval_every_updates = Some(0)),
+            ),
+            (
+                "eval-every-epochs",
+                Box::new(|c| c.eval_every_epochs = Some(0.0)),
+            ),
+            (
+                "eval-every-epochs",
+                Box::new(|c| c.eval_every_epochs = Some(f64::INFINITY)),
+            ),
         ];
         for (field, set) in cases {
             let mut c = TrainConfig::default();

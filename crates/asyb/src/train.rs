@@ -43,7 +43,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
-use crate::config::{Algorithm, StepSetting, ValidConfig};
+use crate::config::{Algorithm, StepSetting, TrainConfig, ValidConfig};
 use crate::data::Dataset;
 use crate::fista::{self, FistaStop};
 use crate::model::loss::{Loss, LossKind};
@@ -885,11 +885,7 @@ impl<'a> Trainer<'a> {
             plan.workers.min(threads),
         );
         // Training time starts here: the first snapshot is part of the algorithm.
-        let mut mon = Monitor::new(
-            plan.updates_per_epoch,
-            raw.eval_every_secs,
-            raw.eval_every_updates,
-        );
+        let mut mon = Monitor::new(plan.updates_per_epoch, raw);
         mon.resume_at(start_secs, start_k);
         if let Some(sv) = &svrg {
             if sv.warmup == 0 {
@@ -1184,11 +1180,7 @@ impl<'a> Trainer<'a> {
             .init
             .take()
             .unwrap_or_else(|| vec![0.0; layout.coords()]);
-        let mut mon = Monitor::new(
-            plan.updates_per_epoch,
-            raw.eval_every_secs,
-            raw.eval_every_updates,
-        );
+        let mut mon = Monitor::new(plan.updates_per_epoch, raw);
         let mut rec = mon.record(0, 0, 0, 0.0);
         let t = Instant::now();
         ev.eval(&x, &mut rec);
@@ -1455,7 +1447,18 @@ pub(crate) struct Monitor {
 }
 
 impl Monitor {
-    pub(crate) fn new(updates_per_epoch: f64, every_secs: f64, every_updates: Option<u64>) -> Self {
+    /// The monitor of a run with `updates_per_epoch`, evaluating at the intervals of
+    /// `raw` (`eval-every` seconds, and the smaller of `eval-every-updates` and
+    /// `eval-every-epochs` in updates).
+    pub(crate) fn new(updates_per_epoch: f64, raw: &TrainConfig) -> Self {
+        let every_secs = raw.eval_every_secs;
+        let by_epochs = raw
+            .eval_every_epochs
+            .map(|e| ((e * updates_per_epoch).round() as u64).max(1));
+        let every_updates = match (raw.eval_every_updates, by_epochs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Monitor {
             start: Instant::now(),
             offset: 0.0,
@@ -1624,6 +1627,36 @@ mod tests {
         ds.compact_binary();
         assert!(ds.values.is_none());
         assert_eq!(column_sq_sums(&ds, layout), vec![2.0, 1.0, 1.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn evaluations_come_at_the_nearest_interval_in_updates_or_epochs() {
+        let mut raw = crate::config::TrainConfig {
+            eval_every_secs: 1e9,
+            ..Default::default()
+        };
+        let due_at = |raw: &crate::config::TrainConfig, upe: f64| {
+            let m = Monitor::new(upe, raw);
+            (1..100_000).find(|&k| m.due(k, 0.0))
+        };
+        assert_eq!(due_at(&raw, 1000.0), None);
+        raw.eval_every_epochs = Some(0.25);
+        assert_eq!(due_at(&raw, 1000.0), Some(250));
+        // 0.25 of 15625 updates is 3906.25: rounded.
+        assert_eq!(due_at(&raw, 15625.0), Some(3906));
+        raw.eval_every_updates = Some(300);
+        assert_eq!(due_at(&raw, 1000.0), Some(250));
+        raw.eval_every_updates = Some(200);
+        assert_eq!(due_at(&raw, 1000.0), Some(200));
+        // At least one update apart.
+        raw.eval_every_updates = None;
+        raw.eval_every_epochs = Some(1e-9);
+        assert_eq!(due_at(&raw, 1000.0), Some(1));
+        // The seconds still count.
+        raw.eval_every_secs = 2.0;
+        raw.eval_every_epochs = Some(1.0);
+        assert!(Monitor::new(1000.0, &raw).due(10, 2.0));
+        assert!(!Monitor::new(1000.0, &raw).due(10, 1.9));
     }
 
     #[test]

@@ -852,11 +852,7 @@ impl<L: Loss> Coordinator<'_, L> {
             crate::ps::scatter(&partition, &shards, &c.weights);
         }
         drop(resumed);
-        let mut mon = Monitor::new(
-            updates_per_epoch,
-            raw.eval_every_secs,
-            raw.eval_every_updates,
-        );
+        let mut mon = Monitor::new(updates_per_epoch, raw);
         mon.resume_at(start_secs, start_k);
         let svrg_every = train::svrg_every(raw, updates_per_epoch, n);
         let w0 = crate::ps::gather(&partition, &shards);
