@@ -201,11 +201,15 @@ pub struct BenchPerfArgs {
     /// Tolerance of the reference solver (fista).
     #[arg(long, default_value_t = 1e-12)]
     pub fista_tol: f64,
-    /// Seconds of training between evaluations (each evaluates every row; a time to a
+    /// Epochs of training between evaluations (each evaluates every row; a time to a
     /// target is that of the first evaluation at or below it, so it is late by up to
-    /// this much).
-    #[arg(long, default_value_t = 0.2)]
-    pub eval_every: f64,
+    /// this much, the same share of every run whatever its worker count).
+    #[arg(long, default_value_t = 0.025)]
+    pub eval_every_epochs: f64,
+    /// Times each worker count this many times, the counts alternated; the table shows
+    /// the median and the range.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Epoch budget of each training run.
     #[arg(long, default_value_t = 30.0)]
     pub max_epochs: f64,

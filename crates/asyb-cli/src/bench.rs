@@ -29,6 +29,8 @@ const LAMBDA: f64 = 1e-6;
 const DATA_SEED: u64 = 1;
 /// Relative suboptimality targets.
 const TARGETS: [f64; 2] = [1e-3, 1e-4];
+/// An evaluation interval in seconds that no run reaches.
+const NEVER_SECS: f64 = 1e9;
 
 /// The generated data and the problem of `bench perf` (the data stamp of the workdir).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,8 @@ struct Workload {
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetRun {
     pub workers: usize,
+    /// Which of the `--repeat` rounds (its seed is the bench's plus this).
+    pub round: usize,
     /// Per target: `(relative suboptimality, training seconds, epochs)`, `None` where the
     /// run stopped before reaching it.
     pub reached: Vec<(f64, Option<(f64, f64)>)>,
@@ -112,7 +116,9 @@ fn config(
         workers: Some(workers),
         epochs: Some(a.max_epochs),
         target_objective: target,
-        eval_every_secs: a.eval_every,
+        // Evaluations at fixed shares of an epoch only.
+        eval_every_secs: NEVER_SECS,
+        eval_every_epochs: Some(a.eval_every_epochs),
         eval_rows: w.rows,
         seed: a.seed,
         fista_tol: a.fista_tol,
@@ -138,7 +144,8 @@ fn rss_run(text: &Path, w: &Workload, psi: f64, a: &BenchPerfArgs) -> Result<(Op
         .args(["--loss", "logistic", "--reg", "l1", "--no-bias", "--quiet"])
         .args(["--lambda", &w.lambda.to_string()])
         .args(["--features", &w.features.to_string()])
-        .args(["--workers", "2", "--eval-every", &a.eval_every.to_string()])
+        .args(["--workers", "2", "--eval-every", &NEVER_SECS.to_string()])
+        .args(["--eval-every-epochs", &a.eval_every_epochs.to_string()])
         .args(["--eval-rows", &w.rows.to_string()])
         .args(["--target-objective", &format!("{psi:e}")])
         .args(["--epochs", &a.max_epochs.to_string()])
@@ -160,6 +167,11 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
     anyhow::ensure!(
         a.workers.iter().all(|&w| w >= 1),
         "--workers: every count must be at least 1"
+    );
+    anyhow::ensure!(a.repeat >= 1, "--repeat: must be at least 1");
+    anyhow::ensure!(
+        a.eval_every_epochs.is_finite() && a.eval_every_epochs > 0.0,
+        "--eval-every-epochs: must be a positive number"
     );
     let dir = &a.workdir;
     std::fs::create_dir_all(dir).map_err(|e| asyb::Error::io(dir, e))?;
@@ -248,9 +260,10 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
 
     // 6. Train to the targets from the cache.
     let mut runs = Vec::new();
-    for &workers in &a.workers {
+    for (round, &workers) in (0..a.repeat).flat_map(|r| a.workers.iter().map(move |w| (r, w))) {
         eprintln!("training with {workers} worker(s) to 1e-4 ...");
-        let vc = config(&cache, &w, workers, Some(goal(TARGETS[1])), a)?;
+        let mut vc = config(&cache, &w, workers, Some(goal(TARGETS[1])), a)?;
+        vc.raw.seed = a.seed + round as u64;
         let started = Instant::now();
         let s = run_quiet(&vc, &pb)?;
         // The run's wall clock starts with training; what came before it is setup (the
@@ -259,6 +272,7 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
         let last = s.last();
         runs.push(TargetRun {
             workers,
+            round,
             reached: TARGETS
                 .iter()
                 .map(|&r| {
@@ -311,6 +325,13 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
     Ok(())
 }
 
+/// The smallest and the largest of `v`.
+fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    v.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    })
+}
+
 /// The table `bench perf` prints.
 pub fn perf_table(r: &PerfReport) -> String {
     let mut s = String::new();
@@ -361,42 +382,77 @@ pub fn perf_table(r: &PerfReport) -> String {
         "{:<44} {:>10}  {:>7}  {}\n",
         "training from the cache (evaluation excluded)", "time", "epochs", "throughput"
     ));
-    for run in &r.runs {
-        for &(rel, reached) in &run.reached {
+    let mut counts: Vec<usize> = r.runs.iter().map(|x| x.workers).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let runs_of = |workers: usize| r.runs.iter().filter(move |x| x.workers == workers);
+    let reached = |x: &TargetRun, rel: f64| x.reached.iter().find(|p| p.0 == rel).and_then(|p| p.1);
+    // Median training time (and epochs) of the runs of `workers` that reached `rel`.
+    let at = |workers: usize, rel: f64| {
+        let hits: Vec<(f64, f64)> = runs_of(workers).filter_map(|x| reached(x, rel)).collect();
+        let secs = median(&mut hits.iter().map(|h| h.0).collect::<Vec<_>>())?;
+        let epochs = median(&mut hits.iter().map(|h| h.1).collect::<Vec<_>>())?;
+        Some((secs, epochs, hits))
+    };
+    for &workers in &counts {
+        let n = runs_of(workers).count();
+        let samples = median(
+            &mut runs_of(workers)
+                .map(|x| x.samples_per_sec)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(0.0);
+        let delay = runs_of(workers).map(|x| x.mean_delay).sum::<f64>() / n as f64;
+        let max_delay = runs_of(workers).map(|x| x.max_delay).max().unwrap_or(0);
+        for &rel in &TARGETS {
             let label = format!(
-                "to {rel:.0e}, {} worker{}",
-                run.workers,
-                if run.workers == 1 { "" } else { "s" }
+                "to {rel:.0e}, {workers} worker{}",
+                if workers == 1 { "" } else { "s" }
             );
-            match reached {
-                Some((secs, epochs)) => s.push_str(&format!(
-                    "{label:<44} {secs:>8.2} s  {epochs:>7.2}  {:.2e} samples/s, delay mean {:.2} max {}\n",
-                    run.samples_per_sec, run.mean_delay, run.max_delay
-                )),
+            match at(workers, rel) {
+                Some((secs, epochs, hits)) => {
+                    s.push_str(&format!(
+                        "{label:<44} {secs:>8.2} s  {epochs:>7.2}  {samples:.2e} samples/s, delay mean {delay:.2} max {max_delay}"
+                    ));
+                    if n > 1 {
+                        let (lo, hi) = range(hits.iter().map(|h| h.0));
+                        s.push_str(&format!("; {} runs {lo:.2}-{hi:.2} s", hits.len()));
+                        if hits.len() < n {
+                            s.push_str(&format!(" ({} not reached)", n - hits.len()));
+                        }
+                    }
+                    s.push('\n');
+                }
                 None => s.push_str(&format!("{label:<44} {:>10}\n", "not reached")),
             }
         }
     }
-    let run_of = |workers: usize| r.runs.iter().find(|x| x.workers == workers);
-    let at = |workers: usize, rel: f64| {
-        run_of(workers)
-            .and_then(|x| x.reached.iter().find(|p| p.0 == rel))
-            .and_then(|p| p.1)
-            .map(|p| p.0)
-    };
     for &rel in &TARGETS {
-        if let (Some(t1), Some(t2)) = (at(1, rel), at(2, rel)) {
+        if let (Some((t1, ..)), Some((t2, ..))) = (at(1, rel), at(2, rel)) {
             s.push_str(&format!(
-                "{:<44} {:>8.2}x\n",
+                "{:<44} {:>8.2}x",
                 format!("speedup 1 -> 2 workers to {rel:.0e}"),
                 t1 / t2
             ));
+            // Each round's own ratio: its runs were a minute apart at most.
+            let pairs: Vec<f64> = runs_of(1)
+                .filter_map(|one| {
+                    let two = runs_of(2).find(|x| x.round == one.round)?;
+                    Some(reached(one, rel)?.0 / reached(two, rel)?.0)
+                })
+                .collect();
+            if pairs.len() > 1 {
+                let (lo, hi) = range(pairs.iter().copied());
+                s.push_str(&format!("  (rounds {lo:.2}-{hi:.2}x)"));
+            }
+            s.push('\n');
         }
     }
-    if let Some(run) = run_of(2) {
+    let setup = median(&mut runs_of(2).map(|x| x.setup_secs).collect::<Vec<_>>());
+    if let Some(setup) = setup {
         s.push_str(&format!(
             "{:<44} {:>8.2} s\n",
-            "setup before training, 2 workers", run.setup_secs
+            "setup before training, 2 workers", setup
         ));
     }
     for (from, before) in [
@@ -404,11 +460,11 @@ pub fn perf_table(r: &PerfReport) -> String {
         ("cache", r.load_cache_secs + r.prepare_cache_secs),
     ] {
         for &rel in &TARGETS {
-            if let (Some(t2), Some(run)) = (at(2, rel), run_of(2)) {
+            if let (Some((t2, ..)), Some(setup)) = (at(2, rel), setup) {
                 s.push_str(&format!(
                     "{:<44} {:>8.2} s\n",
                     format!("end to end from the {from} to {rel:.0e}, 2 workers"),
-                    before + run.setup_secs + t2
+                    before + setup + t2
                 ));
             }
         }
@@ -443,16 +499,20 @@ mod tests {
     /// runs' times.
     #[test]
     fn perf_table_adds_read_setup_and_training() {
-        let run = |workers, secs: [f64; 2], setup_secs| TargetRun {
+        let run = |workers, round, secs: [Option<f64>; 2], setup_secs| TargetRun {
             workers,
-            reached: vec![(1e-3, Some((secs[0], 1.0))), (1e-4, Some((secs[1], 2.0)))],
+            round,
+            reached: vec![
+                (1e-3, secs[0].map(|t| (t, t / 4.0))),
+                (1e-4, secs[1].map(|t| (t, t / 4.0))),
+            ],
             updates_per_sec: 1.0,
             samples_per_sec: 1.0,
             mean_delay: 0.0,
             max_delay: 0,
             setup_secs,
         };
-        let r = PerfReport {
+        let mut r = PerfReport {
             rows: 10,
             features: 4,
             nonzeros: 20,
@@ -465,30 +525,78 @@ mod tests {
             write_cache_secs: 0.1,
             load_cache_secs: 0.01,
             prepare_cache_secs: 0.2,
-            runs: vec![run(1, [6.0, 12.0], 0.3), run(2, [4.0, 8.0], 0.25)],
+            runs: vec![
+                run(1, 0, [Some(6.0), Some(12.0)], 0.3),
+                run(2, 0, [Some(4.0), Some(8.0)], 0.25),
+            ],
             peak_rss_bytes: None,
             rss_run_wall_secs: None,
             csr_plus_model_bytes: 100,
         };
-        let t = perf_table(&r);
-        let line = |start: &str| {
+        let line = |t: &str, start: &str| {
             t.lines()
                 .find(|l| l.starts_with(start))
                 .unwrap_or_else(|| panic!("no line {start:?} in\n{t}"))
-                .split_whitespace()
-                .rev()
-                .nth(1)
-                .unwrap()
                 .to_string()
         };
-        assert_eq!(line("setup before training, 2 workers"), "0.25");
-        assert_eq!(line("end to end from the text to 1e-3"), "4.90");
-        assert_eq!(line("end to end from the text to 1e-4"), "8.90");
-        assert_eq!(line("end to end from the cache to 1e-3"), "4.46");
-        assert_eq!(line("end to end from the cache to 1e-4"), "8.46");
+        // The figure before the unit.
+        let figure = |t: &str, start: &str| {
+            let l = line(t, start);
+            let rest = l[start.len()..].trim_start().to_string();
+            rest.split_whitespace().next().unwrap().to_string()
+        };
+        let t = perf_table(&r);
+        assert_eq!(figure(&t, "setup before training, 2 workers"), "0.25");
+        assert_eq!(
+            figure(&t, "end to end from the text to 1e-3, 2 workers"),
+            "4.90"
+        );
+        assert_eq!(
+            figure(&t, "end to end from the text to 1e-4, 2 workers"),
+            "8.90"
+        );
+        assert_eq!(
+            figure(&t, "end to end from the cache to 1e-3, 2 workers"),
+            "4.46"
+        );
+        assert_eq!(
+            figure(&t, "end to end from the cache to 1e-4, 2 workers"),
+            "8.46"
+        );
+        assert_eq!(figure(&t, "speedup 1 -> 2 workers to 1e-3"), "1.50x");
+        assert!(!t.contains("rounds"), "{t}");
+
+        // Three rounds: medians, ranges, each round's own speedup, and a target one
+        // round missed.
+        r.runs.extend([
+            run(1, 1, [Some(7.0), Some(14.0)], 0.3),
+            run(2, 1, [Some(3.0), Some(9.0)], 0.2),
+            run(1, 2, [Some(5.0), None], 0.3),
+            run(2, 2, [Some(3.5), Some(10.0)], 0.4),
+        ]);
+        let t = perf_table(&r);
+        assert_eq!(figure(&t, "to 1e-3, 1 worker"), "6.00");
         assert!(
-            t.contains("speedup 1 -> 2 workers to 1e-3                   1.50x"),
+            line(&t, "to 1e-3, 1 worker").ends_with("; 3 runs 5.00-7.00 s"),
             "{t}"
+        );
+        assert_eq!(figure(&t, "to 1e-4, 1 worker"), "13.00");
+        assert!(
+            line(&t, "to 1e-4, 1 worker").ends_with("; 2 runs 12.00-14.00 s (1 not reached)"),
+            "{t}"
+        );
+        assert_eq!(figure(&t, "to 1e-3, 2 workers"), "3.50");
+        // 6.0 / 3.5; the rounds' own: 1.50, 2.33, 1.43.
+        assert_eq!(figure(&t, "speedup 1 -> 2 workers to 1e-3"), "1.71x");
+        assert!(
+            line(&t, "speedup 1 -> 2 workers to 1e-3").ends_with("(rounds 1.43-2.33x)"),
+            "{t}"
+        );
+        assert_eq!(figure(&t, "speedup 1 -> 2 workers to 1e-4"), "1.44x");
+        assert_eq!(figure(&t, "setup before training, 2 workers"), "0.25");
+        assert_eq!(
+            figure(&t, "end to end from the cache to 1e-3, 2 workers"),
+            "3.96"
         );
     }
 
@@ -620,6 +728,7 @@ pub struct SpeedupRow {
     pub psi_star: f64,
 }
 
+/// The median of `v` (the mean of the middle two for an even count), `None` if empty.
 fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;

@@ -725,8 +725,8 @@ fn bench_perf_end_to_end_on_a_small_workload() {
         "1e-9",
         "--max-epochs",
         "3",
-        "--eval-every",
-        "0.05",
+        "--eval-every-epochs",
+        "0.1",
         "--json",
         "perf.json",
     ];
