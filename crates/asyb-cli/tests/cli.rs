@@ -574,6 +574,16 @@ fn cache_trains_like_its_text_and_refuses_damage() {
         run_with("a.svm", "c2.safetensors", &on),
         run_with("r.cache", "r2.safetensors", &on)
     );
+    // Evaluated and scored, it reads as its text: the original feature ids.
+    for (what, extra) in [("eval", &["--json"][..]), ("predict", &[][..])] {
+        let on = |data: &str| {
+            let args = [what, "--model", "c2.safetensors", "--data", data];
+            let o = d.asyb(&[&args[..], extra].concat());
+            assert!(o.status.success(), "{}", stderr(&o));
+            stdout(&o)
+        };
+        assert_eq!(on("a.svm"), on("r.cache"), "{what}");
+    }
 
     // A damaged cache is refused in one line, naming it.
     let mut bytes = std::fs::read(d.path("a.cache")).unwrap();
