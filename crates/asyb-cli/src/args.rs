@@ -193,8 +193,8 @@ pub struct BenchPerfArgs {
     #[arg(long, default_value_t = 2_000_000)]
     pub rows: usize,
     /// Worker counts to time, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    pub workers: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Vec<u32>,
     /// The optimum Psi* if known (skips the reference solver).
     #[arg(long)]
     pub psi_star: Option<f64>,
@@ -204,12 +204,12 @@ pub struct BenchPerfArgs {
     /// Epochs of training between evaluations (each evaluates every row; a time to a
     /// target is that of the first evaluation at or below it, so it is late by up to
     /// this much, the same share of every run whatever its worker count).
-    #[arg(long, default_value_t = 0.025)]
+    #[arg(long, default_value_t = 0.025, value_parser = parse_positive)]
     pub eval_every_epochs: f64,
     /// Times each worker count this many times, the counts alternated; the table shows
     /// the median and the range.
-    #[arg(long, default_value_t = 1)]
-    pub repeat: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
     /// Epoch budget of each training run.
     #[arg(long, default_value_t = 30.0)]
     pub max_epochs: f64,
@@ -341,6 +341,14 @@ pub struct GenRegressionArgs {
     pub model_seed: u64,
     #[arg(long)]
     pub out: PathBuf,
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err(format!("{s} is not a positive number")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_loss(s: &str) -> Result<LossKind, String> {

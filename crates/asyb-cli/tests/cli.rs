@@ -233,6 +233,22 @@ fn bad_numbers_in_flags() {
         &["--train", "a.svm", "--features", "4294967295"],
         &["invalid features", "32-bit"],
     );
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--eval-every-epochs", "0"],
+        &["eval-every-epochs"],
+    );
+    // bench perf checks its counts and interval before it writes anything.
+    for (flag, value, bad) in [
+        ("--repeat", "0", "'0'"),
+        ("--workers", "1,0", "'0'"),
+        ("--eval-every-epochs", "0", "'0'"),
+        ("--eval-every-epochs", "inf", "'inf'"),
+    ] {
+        let o = d.asyb(&["bench", "perf", "--workdir", "w", flag, value]);
+        assert_bad_input(&o, &[flag, bad]);
+        assert!(!d.path("w").exists());
+    }
 }
 
 /// Feature ids are 32-bit: a file whose largest index leaves no room for the intercept
