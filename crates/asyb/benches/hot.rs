@@ -1,11 +1,14 @@
 //! The hot loops of training on the reference click-through workload
-//! (docs/performance.md): generated CTR rows, 2^20 features, L1 with the SVRG drift and
-//! column-scaled steps as a default run has them, 2 contiguous blocks on one shard.
+//! (docs/performance.md): generated CTR rows, 2^20 features, as a default run has them:
+//! the used features renumbered most frequent first, L1 with the SVRG drift and
+//! column-scaled steps, 2 interleaved blocks on one shard.
 //!
 //! - `plain_csr_pass`: margins of every row against a dense weight vector, one thread,
 //!   the floor any row loop is measured against (nonzeros per second);
-//! - `full_pass`: the loss gradient pass of the SVRG snapshot and of evaluation
-//!   (`Objective::loss_pass`, one thread);
+//! - `full_pass`: the loss gradient pass of evaluation (`Objective::loss_pass`, one
+//!   thread, a dense model);
+//! - `snapshot_pass`: the SVRG snapshot's pass (`Objective::gradient_pass`: each row's
+//!   loss derivative and the gradient, one thread, the model read in the shard's cells);
 //! - `minibatch_gradient`: one worker update without its push: sparse pull of 256 random
 //!   rows' weights (both blocks), margins, loss derivatives, one block's sorted gradient;
 //! - `pull`: the sparse pull alone, `push`: the shard applying one such block gradient
@@ -18,7 +21,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use asyb::config::Sampling;
+use asyb::config::{CompactFeatures, Sampling};
 use asyb::data::{gen, CtrSpec, Dataset};
 use asyb::model::loss::Logistic;
 use asyb::model::objective::{AnyReg, Objective};
@@ -55,19 +58,23 @@ fn setup() -> Setup {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2_000_000);
-    let data = gen::ctr(&CtrSpec {
+    let mut data = gen::ctr(&CtrSpec {
         rows,
         features: FEATURES,
         seed: 1,
         ..CtrSpec::default()
     })
     .expect("generate");
+    // The features a run holds: the used ones, most frequent first.
+    let used = asyb::problem::renumber_for_cache(&mut data, CompactFeatures::On)
+        .expect("rows with features")
+        .used();
     let layout = Layout {
-        features: FEATURES,
+        features: used,
         classes: 1,
         bias: false,
     };
-    let partition = BlockPartition::new(layout, 1, BLOCKS, 1, PartitionKind::Contiguous, 1);
+    let partition = BlockPartition::new(layout, 1, BLOCKS, 1, PartitionKind::Interleaved, 1);
     let settings = ShardSettings {
         max_delay: None,
         schedule: StepSchedule::Constant { eta: 0.1 },
@@ -75,7 +82,7 @@ fn setup() -> Setup {
         drift: true,
     };
     // Column-scaled steps as in a default run: d_j = (n + r0) / (s_j + r0).
-    let mut counts = vec![0.0f64; FEATURES];
+    let mut counts = vec![0.0f64; used];
     for &f in data.indices.iter() {
         counts[f as usize] += 1.0;
     }
@@ -163,6 +170,15 @@ fn passes(c: &mut Criterion, s: &Setup) {
     let mut grad = vec![0.0; s.layout.coords()];
     group.bench_function("full_pass", |b| {
         b.iter(|| black_box(obj.loss_pass(&s.w, Some(&mut grad))))
+    });
+    let shards = [s.shard.clone()];
+    let view = asyb::ps::ModelView::of(&s.partition, &shards).expect("interleaved blocks");
+    let mut derivs = vec![0.0f32; s.data.rows()];
+    group.bench_function("snapshot_pass", |b| {
+        b.iter(|| {
+            obj.gradient_pass(&view, &mut grad, &mut derivs);
+            black_box(grad[0])
+        })
     });
     group.finish();
 }
