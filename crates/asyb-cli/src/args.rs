@@ -195,6 +195,10 @@ pub struct BenchPerfArgs {
     /// Worker counts to time, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = clap::value_parser!(u32).range(1..))]
     pub workers: Vec<u32>,
+    /// The algorithm of the training runs (the project's targets are for asyb; on one
+    /// machine asy-full, every block per pull, needs half the margins per epoch).
+    #[arg(long, value_parser = parse_algorithm, default_value = "asyb")]
+    pub algorithm: Algorithm,
     /// The optimum Psi* if known (skips the reference solver).
     #[arg(long)]
     pub psi_star: Option<f64>,

@@ -62,6 +62,8 @@ pub struct TargetRun {
 /// Everything `bench perf` measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct PerfReport {
+    /// The training runs' algorithm.
+    pub algorithm: String,
     pub rows: usize,
     pub features: usize,
     pub nonzeros: usize,
@@ -113,6 +115,7 @@ fn config(
         lambda: w.lambda,
         bias: false,
         features: Some(w.features),
+        algorithm: a.algorithm,
         workers: Some(workers),
         epochs: Some(a.max_epochs),
         target_objective: target,
@@ -144,6 +147,7 @@ fn rss_run(text: &Path, w: &Workload, psi: f64, a: &BenchPerfArgs) -> Result<(Op
         .args(["--loss", "logistic", "--reg", "l1", "--no-bias", "--quiet"])
         .args(["--lambda", &w.lambda.to_string()])
         .args(["--features", &w.features.to_string()])
+        .args(["--algorithm", a.algorithm.name()])
         .args(["--workers", "2", "--eval-every", &NEVER_SECS.to_string()])
         .args(["--eval-every-epochs", &a.eval_every_epochs.to_string()])
         .args(["--eval-rows", &w.rows.to_string()])
@@ -293,6 +297,7 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
     };
 
     let report = PerfReport {
+        algorithm: a.algorithm.name().to_string(),
         rows: w.rows,
         features: w.features,
         nonzeros,
@@ -331,10 +336,11 @@ pub fn perf_table(r: &PerfReport) -> String {
     let mut s = String::new();
     let mb = |b: u64| b as f64 / 1e6;
     s.push_str(&format!(
-        "\nasyb bench perf: {} rows, {} features, {:.1}M nonzeros; logistic + L1 (lambda {LAMBDA:e}), no intercept; Psi* = {:.10}\n\n",
+        "\nasyb bench perf: {} rows, {} features, {:.1}M nonzeros; logistic + L1 (lambda {LAMBDA:e}), no intercept; algorithm {}; Psi* = {:.10}\n\n",
         r.rows,
         r.features,
         r.nonzeros as f64 / 1e6,
+        r.algorithm,
         r.psi_star
     ));
     s.push_str(&format!("{:<44} {:>10}  {}\n", "stage", "time", "rate"));
@@ -507,6 +513,7 @@ mod tests {
             setup_secs,
         };
         let mut r = PerfReport {
+            algorithm: "asyb".into(),
             rows: 10,
             features: 4,
             nonzeros: 20,

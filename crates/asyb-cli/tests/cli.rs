@@ -840,11 +840,17 @@ fn bench_perf_end_to_end_on_a_small_workload() {
         "bench perf's cache differs from asyb convert's"
     );
 
-    // A second run reuses the data and the optimum.
-    let o = dir.asyb(&[&args[..12], &["--no-rss"]].concat());
+    // A second run reuses the data and the optimum; it times the algorithm it is given.
+    let more = ["--no-rss", "--algorithm", "asy-full", "--json", "full.json"];
+    let o = dir.asyb(&[&args[..12], &more[..]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("generated earlier"), "{}", stderr(&o));
     assert!(stderr(&o).contains("cached in"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("algorithm asy-full;"), "{}", stdout(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("full.json")).unwrap()).unwrap();
+    assert_eq!(r["algorithm"], "asy-full");
+    assert_eq!(r["psi_star"].as_f64().unwrap(), psi_star);
 }
 
 /// 3,000 CTR rows with 4,096 features as `d.svm` in `dir`: small enough for a fista
