@@ -1402,7 +1402,7 @@ impl Svrg {
         derivs.resize(data.rows() * k, 0.0f32);
         let mut grad = vec![0.0; layout.coords()];
         // The model read in place where the shards allow it, else a dense copy.
-        match crate::ps::ModelView::of(partition, shards) {
+        match crate::ps::ModelView::on(partition, shards, threads) {
             Some(view) => obj.gradient_pass(&view, &mut grad, &mut derivs),
             None => obj.gradient_pass(
                 &crate::ps::gather(partition, shards),
@@ -1415,21 +1415,40 @@ impl Svrg {
             grad[b..b + k].fill(0.0);
         }
         drop(derivs);
-        install_drift(partition, shards, &grad);
+        install_drift(partition, shards, &grad, threads);
     }
 }
 
-/// Installs `grad` (in [`Layout`] order) as every block's SVRG drift. The blocks' copies
-/// (one pass over the rows) take the place of the snapshot pass's second gradient,
-/// freed by then, at the memory peak.
+/// Installs `grad` (in [`Layout`] order) as every block's SVRG drift, the blocks dealt
+/// to at most `threads` threads. Each block's copy takes the place of the snapshot
+/// pass's second gradient, freed by then, at the memory peak; each thread scans the
+/// rows for its blocks' (a shift and a mask where the partition allows).
 pub(crate) fn install_drift(
     partition: &BlockPartition,
     shards: &[Arc<dyn ShardApi>],
     grad: &[f64],
+    threads: usize,
 ) {
-    for (j, b) in crate::ps::to_blocks(partition, grad).iter().enumerate() {
-        shards[j % shards.len()].set_drift(BlockId(j as u32), b);
-    }
+    let k = partition.layout().classes;
+    let pow2 = partition.interleaved_pow2();
+    crate::ps::on_threads(partition.blocks(), threads, |j| {
+        let mut b = vec![0.0; partition.block_coords(j)];
+        match pow2 {
+            // Block j holds rows j, j + 2^m, ... at offsets 0, 1, ... (one class).
+            Some(m) => {
+                for (o, x) in b.iter_mut().enumerate() {
+                    *x = grad[(o << m) | j];
+                }
+            }
+            None => partition.for_each_row(|row, loc| {
+                if loc.block as usize == j {
+                    let at = loc.offset as usize;
+                    b[at..at + k].copy_from_slice(&grad[row * k..(row + 1) * k]);
+                }
+            }),
+        }
+        shards[j % shards.len()].set_drift(BlockId(j as u32), &b);
+    });
 }
 
 /// Evaluation timing and the record list of a run.
@@ -1564,6 +1583,89 @@ mod tests {
     use super::*;
     use crate::config::TrainConfig;
     use crate::data::gen::{ctr, CtrSpec};
+
+    /// The drift installed block by block on threads (rows located with a shift and a
+    /// mask where the partition allows) is the one the blocks' dense copies give
+    /// (`ps::to_blocks`): the same models, bit for bit, after the same pushes.
+    #[test]
+    fn drift_installed_on_threads_equals_the_blocks_copies() {
+        use crate::model::reg::L1;
+        use crate::ps::blocks::{PartitionKind, ShardId};
+        use crate::ps::shard::{Clock, Shard, ShardSettings, StepSchedule};
+        use rand::{Rng, SeedableRng};
+        use rand_xoshiro::Xoshiro256PlusPlus;
+        let cases = [
+            (1, 4, PartitionKind::Interleaved, 1),
+            (1, 4, PartitionKind::Interleaved, 2),
+            (1, 3, PartitionKind::Interleaved, 2),
+            (1, 3, PartitionKind::Contiguous, 3),
+            (2, 4, PartitionKind::Interleaved, 2),
+            (1, 5, PartitionKind::Hashed, 2),
+        ];
+        for (classes, blocks, kind, threads) in cases {
+            let layout = Layout {
+                features: 41,
+                classes,
+                bias: true,
+            };
+            let part = BlockPartition::new(layout, 1, blocks, 2, kind, 7);
+            assert_eq!(
+                part.interleaved_pow2().is_some(),
+                classes == 1 && blocks == 4 && kind == PartitionKind::Interleaved
+            );
+            let settings = ShardSettings {
+                max_delay: None,
+                schedule: StepSchedule::Constant { eta: 0.1 },
+                alpha: 0.0,
+                drift: true,
+            };
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(blocks as u64);
+            let grad: Vec<f64> = (0..layout.coords())
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let pushes: Vec<(usize, Vec<(u32, f64)>)> = (0..60)
+                .map(|_| {
+                    let j = rng.random_range(0..blocks);
+                    let c = rng.random_range(0..part.block_coords(j)) as u32;
+                    (j, vec![(c, rng.random_range(-1.0..1.0))])
+                })
+                .collect();
+            let model = |threaded: bool| {
+                let clock = Arc::new(Clock::default());
+                let shards: Vec<Arc<dyn ShardApi>> = (0..2)
+                    .map(|s| {
+                        Arc::new(Shard::new(
+                            ShardId(s),
+                            &part,
+                            L1 { lambda: 0.01 },
+                            settings,
+                            clock.clone(),
+                            Default::default(),
+                        )) as Arc<dyn ShardApi>
+                    })
+                    .collect();
+                if threaded {
+                    install_drift(&part, &shards, &grad, threads);
+                } else {
+                    for (j, b) in crate::ps::to_blocks(&part, &grad).iter().enumerate() {
+                        shards[j % 2].set_drift(BlockId(j as u32), b);
+                    }
+                }
+                for (k, (j, g)) in pushes.iter().enumerate() {
+                    shards[j % 2].apply(BlockId(*j as u32), k as u64, g);
+                }
+                crate::ps::gather(&part, &shards)
+            };
+            let (a, b) = (model(false), model(true));
+            let what = format!("{classes} classes, {blocks} blocks, {kind:?}, {threads} threads");
+            assert!(a.iter().any(|&x| x != 0.0), "{what}");
+            assert_eq!(
+                a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{what}"
+            );
+        }
+    }
 
     /// A kept model gives back the model it was made of, sparse or dense.
     #[test]

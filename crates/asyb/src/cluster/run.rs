@@ -866,7 +866,8 @@ impl<L: Loss> Coordinator<'_, L> {
                 let b = layout.bias_row() * layout.classes;
                 r.grad[b..b + layout.classes].fill(0.0);
             }
-            train::install_drift(&partition, &shards, &r.grad);
+            // One call at a time to the remote servers, as before.
+            train::install_drift(&partition, &shards, &r.grad, 1);
             Ok(())
         };
         let evaluate = |this: &Self, w: &[f64], rec: &mut EvalRecord| -> Result<()> {

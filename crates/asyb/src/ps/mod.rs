@@ -13,11 +13,23 @@ use crate::model::objective::Weights;
 use crate::ps::blocks::{BlockId, BlockPartition};
 use crate::ps::shard::ShardApi;
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// `take(j)` for every block `j < nb`, the blocks dealt to the cores in turn.
 fn on_every_core<T: Send>(nb: usize, take: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(nb);
+    on_threads(nb, cores(), take)
+}
+
+/// `take(j)` for every block `j < nb`, the blocks dealt in turn to at most `threads`
+/// threads (the calling one alone for 1).
+pub(crate) fn on_threads<T: Send>(
+    nb: usize,
+    threads: usize,
+    take: impl Fn(usize) -> T + Sync,
+) -> Vec<T> {
+    let threads = threads.min(nb);
     if threads <= 1 {
         return (0..nb).map(take).collect();
     }
@@ -80,12 +92,20 @@ pub struct ModelView<'a> {
 }
 
 impl<'a> ModelView<'a> {
-    /// The view of every block, each brought up to date first; `None` when the
-    /// partition or a shard does not allow one (use [`gather`]).
+    /// The view of every block, each brought up to date first (on every core); `None`
+    /// when the partition or a shard does not allow one (use [`gather`]).
     pub fn of(partition: &BlockPartition, shards: &'a [Arc<dyn ShardApi>]) -> Option<Self> {
+        Self::on(partition, shards, cores())
+    }
+
+    /// [`ModelView::of`], the blocks brought up to date on at most `threads` threads.
+    pub fn on(
+        partition: &BlockPartition,
+        shards: &'a [Arc<dyn ShardApi>],
+        threads: usize,
+    ) -> Option<Self> {
         let shift = partition.interleaved_pow2()?;
-        // Each block is brought up to date first.
-        let blocks = on_every_core(partition.blocks(), |j| {
+        let blocks = on_threads(partition.blocks(), threads, |j| {
             shards[j % shards.len()].values(BlockId(j as u32))
         })
         .into_iter()
