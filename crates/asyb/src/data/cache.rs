@@ -96,9 +96,16 @@ impl Source {
     }
 }
 
-/// Whether the file at `path` starts with the cache magic (content, not name, tells a
-/// cache from text). Unreadable or short files are not caches.
+/// Whether the file at `path` is a regular file that starts with the cache magic
+/// (content, not name, tells a cache from text). Unreadable or short files are not
+/// caches, and neither is anything but a regular file: a pipe, a FIFO or a device is
+/// never opened here, since reading its first bytes would take them from the text
+/// reader (a cache is memory-mapped, so it must be a regular file; the text reader
+/// refuses a cache that comes through a stream).
 pub fn is_cache(path: &Path) -> bool {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut head = [0u8; 8];
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))

@@ -313,12 +313,22 @@ impl Compression {
     }
 }
 
-/// Opens `path` and wraps it in the decoder its first bytes call for. Every decoder
-/// accepts concatenated members/streams/frames, as written by `pigz`, `pbzip2`, `pixz`
-/// and `zstd -T`.
+/// Whether `path` names standard input (`-`).
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Opens `path` (`-`: standard input) and wraps it in the decoder its first bytes call
+/// for. The bytes read to tell the format are handed back in front of the rest, so a
+/// pipe or a FIFO loses nothing. Every decoder accepts concatenated
+/// members/streams/frames, as written by `pigz`, `pbzip2`, `pixz` and `zstd -T`.
 fn open(path: &Path) -> Result<(Box<dyn Read>, Compression)> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut magic = [0u8; 6];
+    let mut file: Box<dyn Read> = if is_stdin(path) {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(File::open(path).map_err(|e| Error::io(path, e))?)
+    };
+    let mut magic = [0u8; 8];
     let mut got = 0;
     while got < magic.len() {
         match file.read(&mut magic[got..]) {
@@ -329,6 +339,16 @@ fn open(path: &Path) -> Result<(Box<dyn Read>, Compression)> {
         }
     }
     let head = magic.get(..got).unwrap_or(&[]).to_vec();
+    if head == crate::data::cache::MAGIC {
+        return Err(Error::Data {
+            path: path.into(),
+            reason: if is_stdin(path) || !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+                "a binary cache must be read from a regular file (it is memory-mapped), not from a pipe, FIFO or device".into()
+            } else {
+                "a binary cache, not LIBSVM text".into()
+            },
+        });
+    }
     let compression = Compression::sniff(&head);
     let raw = std::io::Cursor::new(head).chain(file);
     let source: Box<dyn Read> = match compression {

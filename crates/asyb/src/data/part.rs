@@ -48,9 +48,16 @@ pub fn read_part(
         rep.rows = piece.rows();
         return Ok((piece, rep, PartSource::Rows { lo, hi }));
     }
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::Data {
+            path: path.into(),
+            reason: format!(
+                "the ranks read parts of one file by byte ranges, so it must be a regular file, not a pipe, FIFO or device: give a regular file, a cache, or one file per rank ({RANK_PLACEHOLDER} in the name)"
+            ),
+        });
+    }
+    let len = meta.len();
     let (start, end) = (
         (u128::from(len) * part as u128 / parts as u128) as u64,
         (u128::from(len) * (part as u128 + 1) / parts as u128) as u64,
