@@ -35,8 +35,8 @@ pub fn model_index_base(model: &SavedModel) -> IndexBase {
     }
 }
 
-/// Reads a LIBSVM file to score with `model`: the model's index base unless `base` says
-/// otherwise; features the model never saw are kept (they get no weight). With
+/// Reads a LIBSVM file to score with `model`: numbered as the model's training data
+/// ([`crate::data::read_following`]) unless `base` says otherwise; features the model never saw are kept (they get no weight). With
 /// `labelled`, labels are checked and normalized as in training (binary -1/+1, softmax
 /// class indices of the model's classes); otherwise they are read as any number and
 /// ignored.
@@ -53,12 +53,13 @@ pub fn read_for_model(
         _ => LabelRule::Any,
     };
     let opts = ReadOptions {
-        index_base: base.unwrap_or_else(|| model_index_base(model)),
+        index_base: base.unwrap_or(IndexBase::Auto),
         features: None,
         skip_bad_lines,
         labels,
     };
-    let (mut ds, rep) = crate::data::read(path, &opts)?;
+    let one_based = model_index_base(model) == IndexBase::One;
+    let (mut ds, rep) = crate::data::read_following(path, &opts, one_based)?;
     if labelled {
         match loss {
             LossKind::Logistic | LossKind::SquaredHinge => {

@@ -75,14 +75,10 @@ impl Problem {
                 // weight, so the test file is read without a feature bound.
                 let topts = ReadOptions {
                     features: None,
-                    index_base: if train_report.index_base_one {
-                        IndexBase::One
-                    } else {
-                        IndexBase::Zero
-                    },
                     ..opts
                 };
-                let (ds, rep) = crate::data::read(p, &topts)?;
+                let (ds, rep) =
+                    crate::data::read_following(p, &topts, train_report.index_base_one)?;
                 (Some(ds), Some(rep))
             }
             None => (None, None),

@@ -457,6 +457,46 @@ fn skip_bad_lines_counts_and_keeps_the_rest() {
 
 // ---------------------------------------------------------------- index bases and layout
 
+/// A file read after other data (a test file, rows to score) is numbered like them: after
+/// 1-based data it is 1-based; after 0-based data it must hold index 0, or it is refused
+/// rather than read shifted; an explicit base applies as it is.
+#[test]
+fn a_following_file_is_numbered_like_the_data_before_it() {
+    let dir = tmp();
+    let zero = put(dir.path(), "zero.svm", b"1 1:1 3:1\n0 0:2\n");
+    let one = put(dir.path(), "one.svm", b"1 1:1 3:1\n0 2:2\n");
+    let auto = ReadOptions::default();
+    let follow = |p: &Path, o: &ReadOptions, one_based: bool| {
+        asyb::data::read_following(p, o, one_based).map(|(ds, _)| ds.indices.to_vec())
+    };
+
+    // After 0-based data: a file with index 0 is 0-based; one without is refused, naming
+    // the file and the flag (read as 0-based it would shift every feature of a 1-based
+    // file by one, the silent error this guards against).
+    assert_eq!(follow(&zero, &auto, false).unwrap(), vec![1, 3, 0]);
+    let e = follow(&one, &auto, false).unwrap_err();
+    match &e {
+        Error::Data { path, reason } => {
+            assert_eq!(path, &one);
+            assert!(reason.contains("--index-base 0"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // After 1-based data: 1-based, and index 0 is an error.
+    assert_eq!(follow(&one, &auto, true).unwrap(), vec![0, 2, 1]);
+    assert!(matches!(
+        follow(&zero, &auto, true).unwrap_err(),
+        Error::Parse { line: 2, .. }
+    ));
+    // An explicit base wins either way.
+    let z = ReadOptions {
+        index_base: IndexBase::Zero,
+        ..ReadOptions::default()
+    };
+    assert_eq!(follow(&one, &z, false).unwrap(), vec![1, 3, 2]);
+    assert_eq!(follow(&one, &z, true).unwrap(), vec![1, 3, 2]);
+}
+
 #[test]
 fn index_base_detection_and_overrides() {
     let dir = tmp();

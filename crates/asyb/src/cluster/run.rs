@@ -814,14 +814,9 @@ impl<L: Loss> Coordinator<'_, L> {
             Some(p) => {
                 let opts = ReadOptions {
                     features: None,
-                    index_base: if index_base_one {
-                        IndexBase::One
-                    } else {
-                        IndexBase::Zero
-                    },
                     ..read_options(cfg)
                 };
-                let (mut t, _) = crate::data::read(p, &opts)?;
+                let (mut t, _) = crate::data::read_following(p, &opts, index_base_one)?;
                 if binary(raw.loss) {
                     crate::problem::normalize_binary(&mut t);
                 }

@@ -236,6 +236,41 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<(Dataset, ReadReport)> {
     Ok((ds, report))
 }
 
+/// Reads a file whose features must be numbered like data read before it (a test file
+/// beside training data, rows to score with a model), whose index base was `one_based`.
+/// An explicit base in `opts` applies as it is. Under [`IndexBase::Auto`], after 1-based
+/// data the file is read as 1-based (an index 0 is then an error). After 0-based data
+/// the file must show its base by holding feature index 0: one that holds features but
+/// no index 0 reads as 1-based as well as 0-based, and which one was meant cannot be
+/// told, so it is refused (naming `--index-base`) rather than read shifted by one.
+pub fn read_following(
+    path: &Path,
+    opts: &ReadOptions,
+    one_based: bool,
+) -> Result<(Dataset, ReadReport)> {
+    if opts.index_base != IndexBase::Auto {
+        return read(path, opts);
+    }
+    if one_based {
+        let one = ReadOptions {
+            index_base: IndexBase::One,
+            ..*opts
+        };
+        return read(path, &one);
+    }
+    let (ds, report) = read(path, opts)?;
+    if report.index_base_one && ds.nnz() > 0 {
+        return Err(Error::Data {
+            path: path.into(),
+            reason: "no row holds feature index 0, so its index base cannot be told, and the \
+                training data were 0-based: pass --index-base 0 to read it as 0-based \
+                (1-based data must be renumbered to match the training data)"
+                .into(),
+        });
+    }
+    Ok((ds, report))
+}
+
 /// [`read`], except that a cache's renumbered features are kept: the rows come in the
 /// renumbered ids with the map to the original ones (whose feature count is the bound
 /// of `opts`, if given, else the source's).
