@@ -23,6 +23,14 @@ use crate::args::{ConvertArgs, DemoArgs, EvalArgs, GenCommand, PredictArgs, Trai
 use crate::plot::{self, Series};
 use crate::report::{self, Reporter};
 
+/// `println!` that returns a failed write (a closed pipe: `asyb eval | head -1`) as an
+/// error instead of panicking; `main` counts a broken pipe as success.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
+
 /// Fails unless the directory `path` would be written in exists.
 fn check_output(field: &str, path: &Path) -> Result<()> {
     let dir = match path.parent() {
@@ -320,7 +328,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         a.psi_star,
     )?;
     print_summary(&s, &pb.train_path.display().to_string(), a.psi_star)?;
-    list_outputs(&vc);
+    list_outputs(&vc)?;
     interrupted_status(&s)
 }
 
@@ -380,7 +388,7 @@ fn train_mpi(a: &TrainArgs, vc: &ValidConfig) -> Result<()> {
         .as_ref()
         .map_or(String::new(), |p| p.display().to_string());
     print_summary(&s, &name, a.psi_star)?;
-    list_outputs(vc);
+    list_outputs(vc)?;
     interrupted_status(&s)
 }
 
@@ -402,16 +410,17 @@ fn interrupted_status(s: &RunSummary) -> Result<()> {
     Ok(())
 }
 
-fn list_outputs(vc: &ValidConfig) {
+fn list_outputs(vc: &ValidConfig) -> Result<()> {
     for (what, p) in [
         ("model", &vc.raw.model),
         ("log", &vc.raw.log),
         ("plot", &vc.raw.plot),
     ] {
         if let Some(p) = p {
-            println!("  {what:<10}  {}", p.display());
+            outln!("  {what:<10}  {}", p.display());
         }
     }
+    Ok(())
 }
 
 /// A warm start must describe the same parameters as the problem.
@@ -515,27 +524,27 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     skipped_note(&a.data, &Some(rep));
     let e = predict::evaluate(&model, &ds);
     if a.json {
-        println!("{}", serde_json::to_string(&e)?);
+        outln!("{}", serde_json::to_string(&e)?);
         return Ok(());
     }
     let m = &e.metrics;
-    println!("rows        {}", e.rows);
-    println!("objective   {:.6e}", e.psi);
+    outln!("rows        {}", e.rows);
+    outln!("objective   {:.6e}", e.psi);
     let loss_name = match model.meta.loss.name() {
         "logistic" | "softmax" => "logloss",
         _ => "loss",
     };
-    println!("{loss_name:<11} {:.6e}", m.loss);
+    outln!("{loss_name:<11} {:.6e}", m.loss);
     if let Some(v) = m.accuracy {
-        println!("accuracy    {v:.4}");
+        outln!("accuracy    {v:.4}");
     }
     if let Some(v) = m.auc {
-        println!("AUC         {v:.4}");
+        outln!("AUC         {v:.4}");
     }
     if let Some(v) = m.rmse {
-        println!("RMSE        {v:.6}");
+        outln!("RMSE        {v:.6}");
     }
-    println!(
+    outln!(
         "nnz         {} of {} weights",
         e.nnz,
         model.meta.layout.features * model.meta.layout.classes
@@ -585,10 +594,10 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
     let s = run(&vc, &pb, None, a.quiet, None)?;
     write_outputs(&vc, &TrainLabels::of(&pb), &s, Some(&a.plot), None)?;
     print_summary(&s, "generated CTR data", None)?;
-    println!("  plot        {}", a.plot.display());
+    outln!("  plot        {}", a.plot.display());
     interrupted_status(&s)?;
     if s.last().psi < s.first().psi {
-        println!(
+        outln!(
             "\nthe objective fell from {:.6} to {:.6}: next, try 'asyb gen ctr --out train.svm' and 'asyb train --train train.svm'",
             s.first().psi,
             s.last().psi

@@ -437,6 +437,206 @@ fn train_predict_eval_round_trip() {
     assert!(rel(warm[1]["psi"].as_f64().unwrap(), psi) < 1e-5);
 }
 
+/// Scores of `predict` on `data` (one per line), from standard input when `stdin` is
+/// given.
+fn predict_lines(dir: &Dir, data: &str, stdin: Option<&str>) -> Vec<String> {
+    let mut cmd = Command::cargo_bin("asyb").unwrap();
+    cmd.current_dir(dir.tmp.path())
+        .args(["predict", "--model", "m.safetensors", "--data", data]);
+    if let Some(text) = stdin {
+        cmd.write_stdin(text.as_bytes().to_vec());
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).lines().map(String::from).collect()
+}
+
+/// Rows that come through a pipe, `-` or a FIFO are scored one for one, in order, as the
+/// same rows from a regular file: telling a cache from text must not take the stream's
+/// first bytes (it did: the first row was lost).
+#[test]
+fn predictions_line_up_through_pipes_fifos_and_stdin() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--lambda",
+        "1e-3",
+        "--model",
+        "m.safetensors",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = "1 123:1\n0 5:1\n1 7:1\n0 9:1\n";
+    d.write("rows.svm", rows);
+    let want = predict_lines(&d, "rows.svm", None);
+    assert_eq!(want.len(), 4);
+    // The rows differ in score, so a lost or shifted row cannot go unnoticed.
+    assert_ne!(want[1], want[2]);
+    assert_eq!(predict_lines(&d, "/dev/stdin", Some(rows)), want);
+    assert_eq!(predict_lines(&d, "-", Some(rows)), want);
+
+    let fifo = d.path("rows.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let writer = {
+        let fifo = fifo.clone();
+        // Opening a FIFO for writing waits for its reader; should asyb never open it,
+        // the thread stays blocked without holding up the test.
+        std::thread::spawn(move || std::fs::write(fifo, rows).unwrap())
+    };
+    assert_eq!(predict_lines(&d, "rows.fifo", None), want);
+    writer.join().unwrap();
+    // The FIFO was read in place, not replaced by a file.
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &std::fs::symlink_metadata(&fifo).unwrap().file_type()
+    ));
+
+    // A cache is memory-mapped: through a pipe it is refused with one line, not read as
+    // text.
+    let o = d.asyb(&["convert", "a.svm", "--out", "a.cache"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = Command::cargo_bin("asyb")
+        .unwrap()
+        .current_dir(d.tmp.path())
+        .args(["predict", "--model", "m.safetensors", "--data", "-"])
+        .write_stdin(std::fs::read(d.path("a.cache")).unwrap())
+        .output()
+        .unwrap();
+    assert_bad_input(&o, &["-:", "regular file"]);
+    assert!(o.stdout.is_empty());
+}
+
+/// A reader that closes its end early (`asyb eval | head -1`) ends the command with
+/// success and no message; it used to panic with exit 101.
+#[test]
+fn a_closed_standard_output_is_success() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--model",
+        "m.safetensors",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for cmd in [
+        vec!["eval", "--model", "m.safetensors", "--data", "a.svm"],
+        vec!["predict", "--model", "m.safetensors", "--data", "a.svm"],
+    ] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("asyb"))
+            .current_dir(d.tmp.path())
+            .args(&cmd)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the command reads its model, so its first write finds no reader.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{cmd:?}: {}", stderr(&o));
+        assert!(o.stderr.is_empty(), "{cmd:?}: {}", stderr(&o));
+    }
+}
+
+/// Each file's index base: a 1-based test file beside 0-based training data is not read
+/// as 0-based (every feature shifted by one, with no error); it is refused, and
+/// `--index-base 0` reads a 0-based one that happens to lack index 0. The model keeps
+/// the base for `eval` and `predict`.
+#[test]
+fn a_test_file_is_not_read_in_the_training_files_index_base() {
+    let d = Dir::new();
+    // small_binary is 1-based with features 1..=18; shifted down, it holds index 0.
+    let zero: String = small_binary()
+        .lines()
+        .map(|l| {
+            let mut t = l.split(' ');
+            let mut out = t.next().unwrap().to_string();
+            for tok in t {
+                let (i, v) = tok.split_once(':').unwrap();
+                out.push_str(&format!(" {}:{v}", i.parse::<u32>().unwrap() - 1));
+            }
+            out + "\n"
+        })
+        .collect();
+    assert!(zero.contains(" 0:"));
+    d.write("train0.svm", &zero);
+    d.write("test1.svm", small_binary());
+    // The 0-based rows without index 0: 0-based, but the base cannot be seen.
+    let no_zero: String = zero
+        .lines()
+        .filter(|l| !l.contains(" 0:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    d.write("test0.svm", &no_zero);
+    train_fails(
+        &d,
+        &["--train", "train0.svm", "--test", "test1.svm"],
+        &["test1.svm", "index 0", "--index-base 0"],
+    );
+    let o = d.asyb(&[
+        "train",
+        "--train",
+        "train0.svm",
+        "--test",
+        "test0.svm",
+        "--index-base",
+        "0",
+        "--model",
+        "m.safetensors",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The model was trained 0-based: eval follows it, with the same guard.
+    let o = d.asyb(&["eval", "--model", "m.safetensors", "--data", "test1.svm"]);
+    assert_bad_input(&o, &["test1.svm", "--index-base 0"]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = d.asyb(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let a = json(&[
+        "eval",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "test0.svm",
+        "--index-base",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        a["rows"].as_u64().unwrap() as usize,
+        no_zero.lines().count()
+    );
+    // Rows that hold index 0 show their base: read as when it is given.
+    let b = json(&[
+        "eval",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "train0.svm",
+        "--json",
+    ]);
+    let c = json(&[
+        "eval",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "train0.svm",
+        "--index-base",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(b, c);
+    assert_eq!(b["rows"], 200);
+}
+
 #[test]
 fn model_file_errors() {
     let d = Dir::new();
