@@ -411,7 +411,8 @@ fn a_cache_of_renumbered_features_loads_as_the_problem_of_the_plain_one() {
     asyb::data::write_libsvm(&text, &ds).unwrap();
     let test = dir.path().join("test.svm");
     asyb::data::write_libsvm(&test, &planted_logistic(200, 600, 8, 6)).unwrap();
-    let source = Source::of(&text, false).unwrap();
+    // The text is 1-based (as `write_libsvm` writes it), and so is the test file.
+    let source = Source::of(&text, true).unwrap();
     let plain = dir.path().join("plain.cache");
     write_cache(&plain, &ds, None, &source).unwrap();
     let mut rows = ds.clone();
