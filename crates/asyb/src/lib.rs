@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod data;
+pub(crate) mod driver;
 pub mod error;
 pub mod fista;
 pub mod hint;

@@ -45,19 +45,21 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint;
 use crate::config::{Algorithm, StepSetting, TrainConfig, ValidConfig};
 use crate::data::Dataset;
+use crate::driver::{
+    Backend, Checkpointing, Counts, Driver, Evaluator, SnapshotSchedule, StopRules, Stopped,
+};
 use crate::fista::{self, FistaStop};
 use crate::model::loss::{Loss, LossKind};
 use crate::model::objective::{AnyReg, Objective, Weights};
 use crate::model::reg::{RegKind, RegSpec};
 use crate::model::Layout;
-use crate::monitor::{EvalRecord, Observe, Progress, RunInfo};
+use crate::monitor::{EvalRecord, Observe, RunInfo};
 use crate::problem::Problem;
 use crate::ps::blocks::{BlockId, BlockPartition, ShardId};
 use crate::ps::shard::{
     Clock, DelayStats, DelaySummary, Shard, ShardApi, ShardSettings, StepSchedule,
 };
 use crate::ps::transport::local::LocalTransport;
-use crate::ps::transport::Transport;
 use crate::ps::worker::{self, BlockMode, Control, Counters, SyncRound, WorkerContext};
 use crate::{with_loss, with_reg, Error, Result};
 
@@ -584,53 +586,6 @@ impl KeptModel {
     }
 }
 
-/// Evaluates models: the monitored objective, the prox-gradient mapping, test metrics.
-struct Evaluator<'a, L: Loss> {
-    obj: Objective<'a, L>,
-    test: Option<Objective<'a, L>>,
-    loss: LossKind,
-    eta: f64,
-}
-
-impl<L: Loss> Evaluator<'_, L> {
-    /// Evaluates the shards' current model (the workers paused) into `rec`: read in
-    /// place where the shards allow it ([`crate::ps::ModelView`]), else from a dense
-    /// copy. With `keep`, also returns the model as kept for a rollback.
-    fn eval_shards(
-        &mut self,
-        partition: &BlockPartition,
-        shards: &[Arc<dyn ShardApi>],
-        rec: &mut EvalRecord,
-        keep: bool,
-    ) -> Option<KeptModel> {
-        match crate::ps::ModelView::of(partition, shards) {
-            Some(view) => {
-                self.eval(&view, rec);
-                keep.then(|| KeptModel::of(&view))
-            }
-            None => {
-                let w = crate::ps::gather(partition, shards);
-                self.eval(&w, rec);
-                keep.then(|| KeptModel::of(&w))
-            }
-        }
-    }
-
-    /// The gradient is allocated for each evaluation rather than kept between them:
-    /// the memory it takes is needed only here.
-    fn eval<W: Weights + ?Sized>(&mut self, w: &W, rec: &mut EvalRecord) {
-        let mut grad = vec![0.0; w.len()];
-        let f = self.obj.f_and_grad(w, Some(&mut grad));
-        rec.psi = f + self.obj.h(w);
-        rec.pgm_sq_norm = self.obj.pgm_sq_norm(w, &grad, self.eta);
-        rec.nnz = Objective::<L>::nnz(w, self.obj.layout);
-        rec.test = self
-            .test
-            .as_ref()
-            .map(|t| crate::predict::test_metrics(t, self.loss, w));
-    }
-}
-
 impl<'a> Trainer<'a> {
     pub fn new(cfg: &'a ValidConfig, problem: &'a Problem) -> Self {
         Trainer {
@@ -646,12 +601,6 @@ impl<'a> Trainer<'a> {
     /// "interrupted") once `flag` becomes true, checked every few milliseconds.
     pub fn interrupt_on(&mut self, flag: Arc<AtomicBool>) {
         self.interrupt = Some(flag);
-    }
-
-    fn interrupted(&self) -> bool {
-        self.interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Starts from `w` (in [`Layout`] order) instead of zero.
@@ -800,7 +749,7 @@ impl<'a> Trainer<'a> {
             alpha: raw.alpha,
             threads,
         };
-        let mut ev = Evaluator {
+        let ev = Evaluator {
             obj,
             test: pb.test.as_ref().map(|t| Objective {
                 data: t,
@@ -846,8 +795,13 @@ impl<'a> Trainer<'a> {
         for o in self.observers.iter_mut() {
             o.on_start(&info)?;
         }
+        let rules = StopRules {
+            max_seconds: raw.max_seconds,
+            target: raw.target_objective,
+            interrupt: self.interrupt.clone(),
+        };
         if raw.algorithm == Algorithm::Fista {
-            return self.run_fista(loss, &plan, info, &mut ev);
+            return self.run_fista(&plan, info, &ev, &rules);
         }
 
         let start_k = resumed.as_ref().map_or(0, |c| c.updates);
@@ -871,9 +825,10 @@ impl<'a> Trainer<'a> {
             w0[b..b + layout.classes].fill(0.0);
         }
         crate::ps::scatter(&partition, &shards, &w0);
+        let from_zero = w0.iter().all(|&v| v == 0.0);
+        drop(w0);
         let transport = LocalTransport::new(shards.clone(), clock.clone());
         let control = Control::new(plan.workers, plan.max_updates.unwrap_or(u64::MAX));
-        let from_zero = w0.iter().all(|&v| v == 0.0);
         // The snapshot pass takes the place of the workers' own passes (an MPI worker
         // rank computes its rows' part): it runs on as many threads as there are
         // workers, so that a run of W workers computes on W cores while it trains.
@@ -887,19 +842,10 @@ impl<'a> Trainer<'a> {
         // Training time starts here: the first snapshot is part of the algorithm.
         let mut mon = Monitor::new(plan.updates_per_epoch, raw);
         mon.resume_at(start_secs, start_k);
-        if let Some(sv) = &svrg {
-            if sv.warmup == 0 {
-                sv.snapshot(loss, &pb.train, &partition, &shards);
-            }
-            control
-                .hold_at
-                .store(start_k + sv.first(), std::sync::atomic::Ordering::Release);
-        }
         let counters = Counters::default();
         counters
             .samples
             .store(start_samples, std::sync::atomic::Ordering::Relaxed);
-        let mode = BlockMode::of(raw.algorithm);
         let ctx = WorkerContext {
             data: &pb.train,
             partition: &partition,
@@ -908,26 +854,11 @@ impl<'a> Trainer<'a> {
             counters: &counters,
             batch: raw.batch,
             sampling: raw.sampling,
-            mode,
+            mode: BlockMode::of(raw.algorithm),
             snapshot: svrg.as_ref().map(|sv| &sv.derivs),
         };
         let round = SyncRound::new(plan.workers, plan.blocks);
-
-        let mut rec = mon.record(start_k, start_samples, 0, mon.train_secs());
-        let t = Instant::now();
-        ev.eval(&w0, &mut rec);
-        mon.eval_secs += t.elapsed().as_secs_f64();
-        mon.push(rec, &mut self.observers)?;
-        let mut last_good = KeptModel::of(&w0);
-        drop(w0);
-        if !mon.last_psi().is_finite() {
-            return Err(Error::config(
-                "init-model",
-                "the objective at the initial model is not finite",
-            ));
-        }
-
-        let mut ckpt = match (&raw.checkpoint_dir, &ckpt_key) {
+        let ckpt = match (&raw.checkpoint_dir, &ckpt_key) {
             (Some(dir), Some(key)) => Some(Checkpointing {
                 dir: dir.clone(),
                 every: raw.checkpoint_every_secs,
@@ -936,238 +867,48 @@ impl<'a> Trainer<'a> {
             }),
             _ => None,
         };
-        let mut failures: Vec<WorkerFailure> = Vec::new();
-        let outcome: Result<StopReason> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..plan.workers)
-                .map(|w| {
-                    let (ctx, round) = (&ctx, &round);
-                    let seed = raw.seed;
-                    let workers = plan.workers;
-                    s.spawn(move || {
-                        // An asynchronous worker that fails is reported and the others
-                        // go on (asynchronous training needs no particular worker).
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            if raw.algorithm == Algorithm::Sync {
-                                worker::run_sync(loss, ctx, round, w, workers, seed)
-                            } else {
-                                worker::run_async(loss, ctx, w, workers, seed)
-                            }
-                        }))
-                        .map_err(|p| panic_message(p.as_ref()))
-                    })
-                })
-                .collect();
-            let reason = self.watch(
-                &mut mon,
-                &control,
-                &transport,
-                &partition,
-                &shards,
-                &counters,
-                &stats,
-                &mut ev,
-                &mut last_good,
-                svrg.as_ref(),
-                raw.max_seconds,
-                raw.target_objective,
-                plan.max_updates.is_some() && self.cfg.epochs.is_some(),
-                ckpt.as_mut(),
-            );
-            control.stop();
-            control.resume();
-            for (w, h) in handles.into_iter().enumerate() {
-                let failure = match h.join() {
-                    Ok(Ok(())) => None,
-                    Ok(Err(msg)) => Some(msg),
-                    Err(p) => Some(panic_message(p.as_ref())),
-                };
-                if let Some(reason) = failure {
-                    failures.push(WorkerFailure { worker: w, reason });
-                }
-            }
-            match reason {
-                Err(e) => Err(e),
-                // Synchronous rounds need every worker; with none left nothing trained.
-                Ok(_)
-                    if !failures.is_empty()
-                        && (raw.algorithm == Algorithm::Sync || failures.len() == plan.workers) =>
-                {
-                    Err(Error::Runtime {
-                        role: "worker",
-                        id: failures[0].worker,
-                        reason: format!(
-                            "{} ({} of {} workers failed)",
-                            failures[0].reason,
-                            failures.len(),
-                            plan.workers
-                        ),
-                    })
-                }
-                Ok(r) => Ok(r),
-            }
-        });
-        let reason = outcome?;
-        let k = transport.now();
-        let weights = if reason == StopReason::Diverged {
-            last_good.into_dense()
-        } else {
-            // Not needed any more: its memory is free for the final evaluation.
-            drop(last_good);
-            if mon.last_updates() != k {
-                let mut rec = mon.record(
-                    k,
-                    counters.samples.load(std::sync::atomic::Ordering::Relaxed),
-                    stats.rejected(),
-                    mon.train_secs(),
-                );
-                let t = Instant::now();
-                ev.eval_shards(&partition, &shards, &mut rec, false);
-                mon.eval_secs += t.elapsed().as_secs_f64();
-                mon.push(rec, &mut self.observers)?;
-            }
-            crate::ps::gather(&partition, &shards)
-        };
-        if let Some(c) = &ckpt {
-            if reason != StopReason::Diverged {
-                c.write(
-                    &weights,
-                    k,
-                    counters.samples.load(std::sync::atomic::Ordering::Relaxed),
-                    mon.train_secs(),
-                )?;
-            }
-        }
-        let mut summary = mon.finish(
+        let driver = Driver {
+            mon,
+            observers: &mut self.observers,
+            ev,
+            rules,
+            by_epochs: plan.max_updates.is_some() && self.cfg.epochs.is_some(),
+            snapshots: svrg.as_ref().map(|sv| SnapshotSchedule {
+                every: sv.every,
+                next: start_k + sv.first(),
+                at_start: sv.warmup == 0,
+            }),
+            ckpt,
+            workers: plan.workers,
+            needs_all: raw.algorithm == Algorithm::Sync,
             info,
-            reason,
-            weights,
-            layout,
-            plan.reg,
-            stats.summary(),
-            &mut self.observers,
-        )?;
-        summary.failed_workers = failures;
-        Ok(summary)
+            reg: plan.reg,
+        };
+        std::thread::scope(|scope| {
+            driver.run(&mut Threads {
+                scope,
+                loss,
+                algorithm: raw.algorithm,
+                seed: raw.seed,
+                workers: plan.workers,
+                ctx: &ctx,
+                round: &round,
+                shards: &shards,
+                stats: &stats,
+                svrg: svrg.as_ref(),
+                handles: Vec::new(),
+            })
+        })
     }
 
-    /// The monitor loop: runs on the trainer's thread while the workers train.
-    #[allow(clippy::too_many_arguments)]
-    fn watch<L: Loss>(
-        &mut self,
-        mon: &mut Monitor,
-        control: &Control,
-        transport: &dyn Transport,
-        partition: &BlockPartition,
-        shards: &[Arc<dyn ShardApi>],
-        counters: &Counters,
-        stats: &DelayStats,
-        ev: &mut Evaluator<L>,
-        last_good: &mut KeptModel,
-        svrg: Option<&Svrg>,
-        max_seconds: Option<f64>,
-        target: Option<f64>,
-        by_epochs: bool,
-        mut ckpt: Option<&mut Checkpointing>,
-    ) -> Result<StopReason> {
-        use std::sync::atomic::Ordering::Relaxed;
-        // A model that starts at the target (a resumed run, a warm start) is done.
-        if target.is_some_and(|t| mon.last_psi() <= t) {
-            return Ok(StopReason::TargetObjective);
-        }
-        let mut last_progress = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(2));
-            let k = transport.now();
-            let secs = mon.train_secs();
-            if control.stopped() || control.running() == 0 {
-                return Ok(if by_epochs {
-                    StopReason::Epochs
-                } else {
-                    StopReason::MaxUpdates
-                });
-            }
-            if max_seconds.is_some_and(|m| secs >= m) {
-                return Ok(StopReason::MaxSeconds);
-            }
-            if self.interrupted() {
-                return Ok(StopReason::Interrupted);
-            }
-            if let Some(sv) = svrg {
-                let at = control.hold_at.load(Relaxed);
-                if control.pause_requested() && k >= at {
-                    // A worker reached the snapshot step and asked for the pause.
-                    control.pause();
-                    // Part of the algorithm: counted as training time.
-                    sv.snapshot(ev.obj.loss, &self.problem.train, partition, shards);
-                    control.hold_at.store(at + sv.every, Relaxed);
-                    // Resumed below unless an evaluation is due: a snapshot must not
-                    // starve the evaluations when snapshots come faster than polls.
-                    if !mon.due(transport.now(), mon.train_secs()) {
-                        control.resume();
-                        continue;
-                    }
-                }
-            }
-            if last_progress.elapsed() >= Duration::from_millis(100) {
-                last_progress = Instant::now();
-                let p = Progress {
-                    updates: k,
-                    epochs: k as f64 / mon.updates_per_epoch,
-                    train_secs: secs,
-                    psi: mon.last_psi(),
-                };
-                for o in self.observers.iter_mut() {
-                    o.on_progress(&p);
-                }
-            }
-            if let Some(c) = ckpt.as_deref_mut() {
-                let secs = mon.train_secs();
-                if secs >= c.next {
-                    // Not training: counted with the evaluations.
-                    control.pause();
-                    let t = Instant::now();
-                    let w = crate::ps::gather(partition, shards);
-                    c.write(&w, transport.now(), counters.samples.load(Relaxed), secs)?;
-                    c.next = secs + c.every;
-                    mon.eval_secs += t.elapsed().as_secs_f64();
-                    if !mon.due(transport.now(), mon.train_secs()) {
-                        control.resume();
-                        continue;
-                    }
-                }
-            }
-            if !mon.due(transport.now(), mon.train_secs()) {
-                continue;
-            }
-            control.pause();
-            let t = Instant::now();
-            let k = transport.now();
-            let secs = mon.train_secs();
-            let mut rec = mon.record(k, counters.samples.load(Relaxed), stats.rejected(), secs);
-            let kept = ev.eval_shards(partition, shards, &mut rec, true);
-            mon.eval_secs += t.elapsed().as_secs_f64();
-            let psi = rec.psi;
-            mon.push(rec, &mut self.observers)?;
-            if !psi.is_finite() {
-                return Ok(StopReason::Diverged);
-            }
-            if let Some(kept) = kept {
-                *last_good = kept;
-            }
-            if target.is_some_and(|t| psi <= t) {
-                return Ok(StopReason::TargetObjective);
-            }
-            mon.schedule_next(k, secs);
-            control.resume();
-        }
-    }
-
+    /// The `fista` run: no workers, so no backend, but the same monitor, observers and
+    /// stop rules as [`Driver::run`].
     fn run_fista<L: Loss>(
         mut self,
-        _loss: L,
         plan: &Plan,
         info: RunInfo,
-        ev: &mut Evaluator<L>,
+        ev: &Evaluator<L>,
+        rules: &StopRules,
     ) -> Result<RunSummary> {
         let raw = &self.cfg.raw;
         let layout = self.problem.layout;
@@ -1192,7 +933,6 @@ impl<'a> Trainer<'a> {
         let n = self.problem.train.rows();
         let rows = n as u64;
         let observers = &mut self.observers;
-        let interrupt = self.interrupt.clone();
         // Jacobi factors for the full-gradient method (see `fista`): every column is
         // seen in full at each iteration, so the floor only guards empty columns. The
         // nonconvex term's curvature is the same on every coordinate, so it runs plain.
@@ -1231,20 +971,15 @@ impl<'a> Trainer<'a> {
                         return false;
                     }
                     mon.schedule_next(iters, secs);
-                    if raw.target_objective.is_some_and(|t| psi <= t) {
-                        early = Some(StopReason::TargetObjective);
+                    // A non-finite objective is the solver's to judge (it keeps the last
+                    // finite iterate).
+                    if let Some(r @ StopReason::TargetObjective) = rules.after_eval(psi) {
+                        early = Some(r);
                         return false;
                     }
                 }
-                if raw.max_seconds.is_some_and(|m| secs >= m) {
-                    early = Some(StopReason::MaxSeconds);
-                    return false;
-                }
-                if interrupt
-                    .as_ref()
-                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
-                {
-                    early = Some(StopReason::Interrupted);
+                if let Some(r) = rules.between(secs) {
+                    early = Some(r);
                     return false;
                 }
                 true
@@ -1277,28 +1012,151 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Periodic checkpoints of a run (`checkpoint-dir`).
-struct Checkpointing {
-    dir: std::path::PathBuf,
-    every: f64,
-    key: String,
-    /// Training time of the next checkpoint.
-    next: f64,
+/// The in-process backend: worker threads, started in `scope`, on shards in this
+/// process.
+struct Threads<'s, 'e, L: Loss> {
+    scope: &'s std::thread::Scope<'s, 'e>,
+    loss: L,
+    algorithm: Algorithm,
+    seed: u64,
+    workers: usize,
+    ctx: &'e WorkerContext<'e>,
+    round: &'e SyncRound,
+    shards: &'e [Arc<dyn ShardApi>],
+    stats: &'e DelayStats,
+    svrg: Option<&'e Svrg>,
+    handles: Vec<std::thread::ScopedJoinHandle<'s, std::result::Result<(), String>>>,
 }
 
-impl Checkpointing {
-    fn write(&self, w: &[f64], updates: u64, samples: u64, train_secs: f64) -> Result<()> {
-        checkpoint::write(
-            &self.dir,
-            &checkpoint::Checkpoint {
-                updates,
-                samples,
-                train_secs,
-                key: self.key.clone(),
-                weights: w.to_vec(),
-            },
-        )?;
+impl<'s, 'e, L: Loss> Backend for Threads<'s, 'e, L> {
+    fn wait(&mut self) -> Result<bool> {
+        std::thread::sleep(Duration::from_millis(2));
+        let control = self.ctx.control;
+        Ok(control.stopped() || control.running() == 0)
+    }
+
+    fn counts(&mut self) -> Result<Counts> {
+        Ok(Counts {
+            updates: self.ctx.transport.now(),
+            samples: self
+                .ctx
+                .counters
+                .samples
+                .load(std::sync::atomic::Ordering::Relaxed),
+            rejected: self.stats.rejected(),
+        })
+    }
+
+    fn start(&mut self) -> Result<()> {
+        for w in 0..self.workers {
+            let (ctx, round, loss) = (self.ctx, self.round, self.loss);
+            let (sync, workers, seed) =
+                (self.algorithm == Algorithm::Sync, self.workers, self.seed);
+            self.handles.push(self.scope.spawn(move || {
+                // An asynchronous worker that fails is reported and the others go on
+                // (asynchronous training needs no particular worker).
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    if sync {
+                        worker::run_sync(loss, ctx, round, w, workers, seed)
+                    } else {
+                        worker::run_async(loss, ctx, w, workers, seed)
+                    }
+                }))
+                .map_err(|p| panic_message(p.as_ref()))
+            }));
+        }
         Ok(())
+    }
+
+    fn pause(&mut self) -> Result<()> {
+        self.ctx.control.pause();
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<()> {
+        self.ctx.control.resume();
+        Ok(())
+    }
+
+    fn hold_at(&mut self, k: u64) {
+        self.ctx
+            .control
+            .hold_at
+            .store(k, std::sync::atomic::Ordering::Release);
+    }
+
+    fn snapshot_due(&self, k: u64, at: u64) -> bool {
+        // A worker that reached the snapshot step asked for the pause.
+        self.ctx.control.pause_requested() && k >= at
+    }
+
+    /// Reads the model in place where the shards allow it ([`crate::ps::ModelView`]),
+    /// else from a dense copy.
+    fn evaluate<M: Loss>(
+        &mut self,
+        ev: &Evaluator<M>,
+        rec: &mut EvalRecord,
+        keep: bool,
+    ) -> Result<Option<KeptModel>> {
+        let partition = self.ctx.partition;
+        Ok(match crate::ps::ModelView::of(partition, self.shards) {
+            Some(view) => {
+                ev.eval(&view, rec);
+                keep.then(|| KeptModel::of(&view))
+            }
+            None => {
+                let w = crate::ps::gather(partition, self.shards);
+                ev.eval(&w, rec);
+                keep.then(|| KeptModel::of(&w))
+            }
+        })
+    }
+
+    fn snapshot_gradient(&mut self, grad: &mut [f64]) -> Result<()> {
+        let sv = self.svrg.expect("snapshots only with SVRG");
+        sv.gradient(
+            self.loss,
+            self.ctx.data,
+            self.ctx.partition,
+            self.shards,
+            grad,
+        );
+        Ok(())
+    }
+
+    fn install_drift(&mut self, grad: &[f64]) -> Result<()> {
+        let threads = self.svrg.map_or(1, |sv| sv.threads);
+        install_drift(self.ctx.partition, self.shards, grad, threads);
+        Ok(())
+    }
+
+    fn gather(&mut self) -> Result<Vec<f64>> {
+        Ok(crate::ps::gather(self.ctx.partition, self.shards))
+    }
+
+    fn stop(&mut self) -> Result<Stopped> {
+        let control = self.ctx.control;
+        control.stop();
+        control.resume();
+        let mut failures = Vec::new();
+        for (w, h) in self.handles.drain(..).enumerate() {
+            let failure = match h.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(msg)) => Some(msg),
+                Err(p) => Some(panic_message(p.as_ref())),
+            };
+            if let Some(reason) = failure {
+                failures.push(WorkerFailure { worker: w, reason });
+            }
+        }
+        Ok(Stopped {
+            failures,
+            traffic: None,
+        })
+    }
+
+    fn delays(&mut self) -> Result<DelaySummary> {
+        Ok(self.stats.summary())
     }
 }
 
@@ -1384,10 +1242,29 @@ impl Svrg {
         partition: &BlockPartition,
         shards: &[Arc<dyn ShardApi>],
     ) {
-        let threads = self.threads;
         let layout = partition.layout();
         let k = layout.classes;
+        let mut grad = vec![0.0; layout.coords()];
+        self.gradient(loss, data, partition, shards, &mut grad);
+        if !layout.bias {
+            let b = layout.bias_row() * k;
+            grad[b..b + k].fill(0.0);
+        }
+        install_drift(partition, shards, &grad, self.threads);
+    }
 
+    /// The pass of [`Svrg::snapshot`]: every row's loss derivatives kept for the
+    /// workers, and the gradient of the loss part at the shards' model into `grad`.
+    pub(crate) fn gradient<L: Loss>(
+        &self,
+        loss: L,
+        data: &Dataset,
+        partition: &BlockPartition,
+        shards: &[Arc<dyn ShardApi>],
+        grad: &mut [f64],
+    ) {
+        let threads = self.threads;
+        let layout = partition.layout();
         let obj = Objective {
             data,
             rows: None,
@@ -1399,23 +1276,12 @@ impl Svrg {
         };
         let mut derivs = self.derivs.write();
         derivs.clear();
-        derivs.resize(data.rows() * k, 0.0f32);
-        let mut grad = vec![0.0; layout.coords()];
+        derivs.resize(data.rows() * layout.classes, 0.0f32);
         // The model read in place where the shards allow it, else a dense copy.
         match crate::ps::ModelView::on(partition, shards, threads) {
-            Some(view) => obj.gradient_pass(&view, &mut grad, &mut derivs),
-            None => obj.gradient_pass(
-                &crate::ps::gather(partition, shards),
-                &mut grad,
-                &mut derivs,
-            ),
+            Some(view) => obj.gradient_pass(&view, grad, &mut derivs),
+            None => obj.gradient_pass(&crate::ps::gather(partition, shards), grad, &mut derivs),
         }
-        if !layout.bias {
-            let b = layout.bias_row() * k;
-            grad[b..b + k].fill(0.0);
-        }
-        drop(derivs);
-        install_drift(partition, shards, &grad, threads);
     }
 }
 
@@ -1544,6 +1410,15 @@ impl Monitor {
 
     pub(crate) fn last_updates(&self) -> u64 {
         self.records.last().map_or(0, |r| r.updates)
+    }
+
+    /// Training time at the last evaluation.
+    pub(crate) fn last_train_secs(&self) -> f64 {
+        self.records.last().map_or(0.0, |r| r.train_secs)
+    }
+
+    pub(crate) fn updates_per_epoch(&self) -> f64 {
+        self.updates_per_epoch
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -21,23 +21,27 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
 use super::RoleMap;
 use crate::checkpoint;
 use crate::config::{IndexBaseSetting, StepSetting, ValidConfig};
-use crate::data::libsvm::{IndexBase, ReadOptions};
+use crate::data::libsvm::ReadOptions;
 use crate::data::part::{read_part, PartSource};
 use crate::data::Dataset;
+use crate::driver::{
+    Backend, Checkpointing, Counts, Driver, Evaluator, SnapshotSchedule, StopRules, Stopped,
+};
 use crate::model::loss::{Loss, LossKind};
 use crate::model::objective::{AnyReg, Objective};
 use crate::model::reg::RegSpec;
 use crate::model::Layout;
-use crate::monitor::{EvalRecord, Observe, Progress, RunInfo};
+use crate::monitor::{EvalRecord, Observe, RunInfo};
 use crate::problem::read_options;
 use crate::ps::blocks::{BlockPartition, ShardId};
+use crate::ps::shard::DelaySummary;
 use crate::ps::shard::{Clock, DelayStats, Shard, ShardApi, ShardSettings, StepSchedule};
 use crate::ps::transport::mpi::{
     recv, send, serve, set_local_server, tag, try_recv, LocalServer, MpiTransport, RemoteShard,
@@ -45,7 +49,7 @@ use crate::ps::transport::mpi::{
 };
 use crate::ps::transport::wire::{Dec, Enc};
 use crate::ps::worker::{self, BlockMode, Control, Counters, WorkerContext};
-use crate::train::{self, Monitor, RunSummary, StopReason, Traffic, WorkerFailure};
+use crate::train::{self, KeptModel, Monitor, RunSummary, Traffic, WorkerFailure};
 use crate::{with_loss, with_reg, Error, Result};
 
 /// Commands (coordinator to agents) and their answers' kinds.
@@ -834,11 +838,16 @@ impl<L: Loss> Coordinator<'_, L> {
             alpha: raw.alpha,
             threads: cfg.eval_threads,
         };
-        let test_obj = test.as_ref().map(|t| Objective {
-            data: t,
-            rows: None,
-            ..obj
-        });
+        let ev = Evaluator {
+            obj,
+            test: test.as_ref().map(|t| Objective {
+                data: t,
+                rows: None,
+                ..obj
+            }),
+            loss: raw.loss,
+            eta: eta0,
+        };
         let (_, _, partition) = plan_blocks(cfg, roles, features, blocks);
         let shards = self.shards();
         let start_samples = resumed.as_ref().map_or(0, |c| c.samples);
@@ -846,220 +855,52 @@ impl<L: Loss> Coordinator<'_, L> {
         if let Some(c) = &resumed {
             crate::ps::scatter(&partition, &shards, &c.weights);
         }
+        let from_zero = resumed
+            .as_ref()
+            .map_or(true, |c| c.weights.iter().all(|&v| v == 0.0));
         drop(resumed);
         let mut mon = Monitor::new(updates_per_epoch, raw);
         mon.resume_at(start_secs, start_k);
         let svrg_every = train::svrg_every(raw, updates_per_epoch, n);
-        let w0 = crate::ps::gather(&partition, &shards);
-        let from_zero = w0.iter().all(|&v| v == 0.0);
         let warmup = train::svrg_warmup(raw, svrg_every, updates_per_epoch, from_zero);
-        let mut next_snapshot = start_k + train::svrg_first(svrg_every, warmup);
-        let snapshot = |this: &Self| -> Result<()> {
-            let w = crate::ps::gather(&partition, &shards);
-            let mut r = this.reduce(cmd::SNAP, &w)?;
-            if !layout.bias {
-                let b = layout.bias_row() * layout.classes;
-                r.grad[b..b + layout.classes].fill(0.0);
-            }
-            // One call at a time to the remote servers, as before.
-            train::install_drift(&partition, &shards, &r.grad, 1);
-            Ok(())
+        let ckpt = raw.checkpoint_dir.as_ref().map(|dir| Checkpointing {
+            dir: dir.clone(),
+            every: raw.checkpoint_every_secs,
+            key: key.clone(),
+            next: mon.train_secs() + raw.checkpoint_every_secs,
+        });
+        let driver = Driver {
+            mon,
+            observers,
+            ev,
+            rules: StopRules {
+                max_seconds: raw.max_seconds,
+                target: raw.target_objective,
+                interrupt: self.interrupt.clone(),
+            },
+            by_epochs: by_epochs.is_some(),
+            snapshots: cfg.svrg.then(|| SnapshotSchedule {
+                every: svrg_every,
+                next: start_k + train::svrg_first(svrg_every, warmup),
+                at_start: warmup == 0,
+            }),
+            ckpt,
+            workers: roles.workers(),
+            needs_all: false,
+            info,
+            reg,
         };
-        let evaluate = |this: &Self, w: &[f64], rec: &mut EvalRecord| -> Result<()> {
-            let r = this.reduce(cmd::EVAL, w)?;
-            rec.psi = r.f + obj.h(w);
-            rec.pgm_sq_norm = obj.pgm_sq_norm(w, &r.grad, eta0);
-            rec.nnz = Objective::<L>::nnz(w, layout);
-            rec.test = test_obj
-                .as_ref()
-                .map(|t| crate::predict::test_metrics(t, raw.loss, w));
-            Ok(())
-        };
-        if cfg.svrg && warmup == 0 {
-            snapshot(self)?;
-        }
-        let mut rec = mon.record(start_k, start_samples, 0, mon.train_secs());
-        let t = Instant::now();
-        evaluate(self, &w0, &mut rec)?;
-        mon.eval_secs += t.elapsed().as_secs_f64();
-        mon.push(rec, observers)?;
-        let mut last_good = train::KeptModel::of(&w0);
-        drop(w0);
-        if !mon.last_psi().is_finite() {
-            return Err(Error::config(
-                "init-model",
-                "the objective at the initial model is not finite",
-            ));
-        }
-        let ckpt_every = raw.checkpoint_every_secs;
-        let mut next_ckpt = mon.train_secs() + ckpt_every;
-        let write_ckpt = |w: &[f64], k: u64, samples: u64, secs: f64| -> Result<()> {
-            if let Some(dir) = &raw.checkpoint_dir {
-                checkpoint::write(
-                    dir,
-                    &checkpoint::Checkpoint {
-                        updates: k,
-                        samples,
-                        train_secs: secs,
-                        key: key.clone(),
-                        weights: w.to_vec(),
-                    },
-                )?;
-            }
-            Ok(())
-        };
-        // 5. Train.
-        self.command_all(Enc::new(cmd::WORK, 0));
-        self.workers_started = true;
-        let workers = roles.workers();
-        let mut exited = 0;
-        let mut last_progress = Instant::now();
-        let target = raw.target_objective;
-        let reason = 'watch: {
-            if target.is_some_and(|t| mon.last_psi() <= t) {
-                break 'watch StopReason::TargetObjective;
-            }
-            loop {
-                std::thread::sleep(Duration::from_millis(5));
-                while try_recv(None, tag::NOTE).is_some() {
-                    exited += 1;
-                }
-                let (k, _) = self.status();
-                let secs = mon.train_secs();
-                if exited == workers || max_updates.is_some_and(|m| k >= m) {
-                    break 'watch if by_epochs.is_some() {
-                        StopReason::Epochs
-                    } else {
-                        StopReason::MaxUpdates
-                    };
-                }
-                if raw.max_seconds.is_some_and(|m| secs >= m) {
-                    break 'watch StopReason::MaxSeconds;
-                }
-                if self
-                    .interrupt
-                    .as_ref()
-                    .is_some_and(|f| f.load(Ordering::Relaxed))
-                {
-                    break 'watch StopReason::Interrupted;
-                }
-                if cfg.svrg && k >= next_snapshot {
-                    // Part of the algorithm: counted as training time.
-                    self.pause()?;
-                    snapshot(self)?;
-                    next_snapshot = self.status().0 + svrg_every;
-                    self.resume();
-                }
-                if last_progress.elapsed() >= Duration::from_millis(100) {
-                    last_progress = Instant::now();
-                    let p = Progress {
-                        updates: k,
-                        epochs: k as f64 / updates_per_epoch,
-                        train_secs: secs,
-                        psi: mon.last_psi(),
-                    };
-                    for o in observers.iter_mut() {
-                        o.on_progress(&p);
-                    }
-                }
-                let ckpt_due = raw.checkpoint_dir.is_some() && secs >= next_ckpt;
-                if !ckpt_due && !mon.due(k, secs) {
-                    continue;
-                }
-                let t = Instant::now();
-                let samples = start_samples + self.pause()?;
-                let (k, rejected) = self.status();
-                let secs = mon.train_secs();
-                let w = crate::ps::gather(&partition, &shards);
-                if ckpt_due {
-                    write_ckpt(&w, k, samples, secs)?;
-                    next_ckpt = secs + ckpt_every;
-                }
-                if mon.due(k, secs) {
-                    let mut rec = mon.record(k, samples, rejected, secs);
-                    evaluate(self, &w, &mut rec)?;
-                    let psi = rec.psi;
-                    mon.eval_secs += t.elapsed().as_secs_f64();
-                    mon.push(rec, observers)?;
-                    if !psi.is_finite() {
-                        break 'watch StopReason::Diverged;
-                    }
-                    last_good = train::KeptModel::of(&w);
-                    if target.is_some_and(|t| psi <= t) {
-                        break 'watch StopReason::TargetObjective;
-                    }
-                    mon.schedule_next(k, secs);
-                } else {
-                    mon.eval_secs += t.elapsed().as_secs_f64();
-                }
-                self.resume();
-            }
-        };
-        // 6. Stop the workers, evaluate the final model, stop the servers.
-        self.resume();
-        self.command_all(Enc::new(cmd::STOP, 0));
-        let mut failures = Vec::new();
-        let mut samples = start_samples;
-        let mut traffic = Traffic::default();
-        for (rank, m) in self.answers(cmd::STOP)?.iter().enumerate() {
-            let mut d = Dec::new(m)?.1;
-            samples += d.u64()?;
-            traffic.messages += d.u64()?;
-            traffic.bytes += d.u64()?;
-            let why = d.str()?;
-            if !why.is_empty() {
-                failures.push(WorkerFailure {
-                    worker: roles.worker_of(rank).unwrap_or(rank),
-                    reason: why,
-                });
-            }
-        }
-        self.workers_started = false;
-        let (k, rejected) = self.status();
-        let weights = if reason == StopReason::Diverged {
-            last_good.into_dense()
-        } else {
-            let w = crate::ps::gather(&partition, &shards);
-            if mon.last_updates() != k {
-                let mut rec = mon.record(k, samples, rejected, mon.train_secs());
-                let t = Instant::now();
-                evaluate(self, &w, &mut rec)?;
-                mon.eval_secs += t.elapsed().as_secs_f64();
-                mon.push(rec, observers)?;
-            }
-            w
-        };
-        if reason != StopReason::Diverged {
-            write_ckpt(&weights, k, samples, mon.train_secs())?;
-        }
-        let stats = DelayStats::default();
-        for s in 0..roles.servers {
-            let raw_stats = RemoteShard::new(ShardId(s as u32), roles.servers, s as i32).stop();
-            if !stats.add_raw(&raw_stats) {
-                return Err(runtime("malformed delay statistics".into()));
-            }
-        }
-        self.servers_started = false;
+        let summary = driver.run(&mut Ranks {
+            co: self,
+            partition: &partition,
+            shards: &shards,
+            max_updates,
+            exited: 0,
+            start_samples,
+            samples: start_samples,
+        })?;
         self.command_all(Enc::new(cmd::EXIT, 0));
         while try_recv(None, tag::NOTE).is_some() {}
-        if failures.len() == workers {
-            return Err(Error::Runtime {
-                role: "worker",
-                id: failures[0].worker,
-                reason: format!("{} (every worker failed)", failures[0].reason),
-            });
-        }
-        let mut summary = mon.finish(
-            info,
-            reason,
-            weights,
-            layout,
-            reg,
-            stats.summary(),
-            observers,
-        )?;
-        summary.failed_workers = failures;
-        summary.traffic = Some(traffic);
         Ok(ClusterRun {
             summary,
             class_labels: if binary(raw.loss) {
@@ -1073,5 +914,135 @@ impl<L: Loss> Coordinator<'_, L> {
             },
             index_base_one,
         })
+    }
+}
+
+/// The MPI backend, on rank 0: the worker ranks are driven by commands, the model lives
+/// on the server ranks (gathered for every evaluation), and the loss and gradient sums
+/// are every worker rank's over its own rows, added up weighted by rows.
+struct Ranks<'c, 'a, 'p, L: Loss> {
+    co: &'c mut Coordinator<'a, L>,
+    partition: &'p BlockPartition,
+    shards: &'p [Arc<dyn ShardApi>],
+    max_updates: Option<u64>,
+    /// Worker ranks whose worker has exited.
+    exited: usize,
+    start_samples: u64,
+    /// Rows pushed, as of the last pause.
+    samples: u64,
+}
+
+impl<L: Loss> Backend for Ranks<'_, '_, '_, L> {
+    fn wait(&mut self) -> Result<bool> {
+        std::thread::sleep(Duration::from_millis(5));
+        while try_recv(None, tag::NOTE).is_some() {
+            self.exited += 1;
+        }
+        let k = self.co.status().0;
+        Ok(self.exited == self.co.roles.workers() || self.max_updates.is_some_and(|m| k >= m))
+    }
+
+    fn counts(&mut self) -> Result<Counts> {
+        let (updates, rejected) = self.co.status();
+        Ok(Counts {
+            updates,
+            samples: self.samples,
+            rejected,
+        })
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.co.command_all(Enc::new(cmd::WORK, 0));
+        self.co.workers_started = true;
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Result<()> {
+        self.samples = self.start_samples + self.co.pause()?;
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<()> {
+        self.co.resume();
+        Ok(())
+    }
+
+    /// The workers cannot hold at an exact step: the coordinator pauses them once it
+    /// sees the step passed.
+    fn hold_at(&mut self, _k: u64) {}
+
+    fn snapshot_due(&self, k: u64, at: u64) -> bool {
+        k >= at
+    }
+
+    fn evaluate<M: Loss>(
+        &mut self,
+        ev: &Evaluator<M>,
+        rec: &mut EvalRecord,
+        keep: bool,
+    ) -> Result<Option<KeptModel>> {
+        let w = crate::ps::gather(self.partition, self.shards);
+        let r = self.co.reduce(cmd::EVAL, &w)?;
+        ev.record(&w, r.f, &r.grad, rec);
+        Ok(keep.then(|| KeptModel::of(&w)))
+    }
+
+    fn snapshot_gradient(&mut self, grad: &mut [f64]) -> Result<()> {
+        let w = crate::ps::gather(self.partition, self.shards);
+        let r = self.co.reduce(cmd::SNAP, &w)?;
+        grad.copy_from_slice(&r.grad);
+        Ok(())
+    }
+
+    fn install_drift(&mut self, grad: &[f64]) -> Result<()> {
+        // One call at a time to the remote servers.
+        train::install_drift(self.partition, self.shards, grad, 1);
+        Ok(())
+    }
+
+    fn gather(&mut self) -> Result<Vec<f64>> {
+        Ok(crate::ps::gather(self.partition, self.shards))
+    }
+
+    fn stop(&mut self) -> Result<Stopped> {
+        let co = &mut *self.co;
+        co.resume();
+        co.command_all(Enc::new(cmd::STOP, 0));
+        let mut failures = Vec::new();
+        let mut samples = self.start_samples;
+        let mut traffic = Traffic::default();
+        for (rank, m) in co.answers(cmd::STOP)?.iter().enumerate() {
+            let mut d = Dec::new(m)?.1;
+            samples += d.u64()?;
+            traffic.messages += d.u64()?;
+            traffic.bytes += d.u64()?;
+            let why = d.str()?;
+            if !why.is_empty() {
+                failures.push(WorkerFailure {
+                    worker: co.roles.worker_of(rank).unwrap_or(rank),
+                    reason: why,
+                });
+            }
+        }
+        co.workers_started = false;
+        self.samples = samples;
+        Ok(Stopped {
+            failures,
+            traffic: Some(traffic),
+        })
+    }
+
+    /// Stops the servers, which answer with their statistics.
+    fn delays(&mut self) -> Result<DelaySummary> {
+        let stats = DelayStats::default();
+        let servers = self.co.roles.servers;
+        for s in 0..servers {
+            let raw_stats = RemoteShard::new(ShardId(s as u32), servers, s as i32).stop();
+            if !stats.add_raw(&raw_stats) {
+                return Err(runtime("malformed delay statistics".into()));
+            }
+        }
+        self.co.servers_started = false;
+        Ok(stats.summary())
     }
 }
