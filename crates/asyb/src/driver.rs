@@ -53,6 +53,11 @@ pub(crate) trait Backend {
     /// Lets the workers train for a moment (wall-clock backends sleep); true once every
     /// worker has stopped on its own (the update budget is used, or none is left).
     fn wait(&mut self) -> Result<bool>;
+    /// The training time on a virtual clock (the simulator); `None`: the wall clock,
+    /// less the evaluations.
+    fn virtual_secs(&self) -> Option<f64> {
+        None
+    }
     /// The counts now.
     fn counts(&mut self) -> Result<Counts>;
     /// Starts the workers (before: paused, the model at its start).
@@ -223,6 +228,7 @@ impl<L: Loss> Driver<'_, '_, L> {
 
     /// A record at the backend's counts now.
     fn record_now<B: Backend>(&mut self, b: &mut B) -> Result<EvalRecord> {
+        self.mon.set_virtual(b.virtual_secs());
         let c = b.counts()?;
         let secs = self.mon.train_secs();
         Ok(self.mon.record(c.updates, c.samples, c.rejected, secs))
@@ -332,6 +338,7 @@ impl<L: Loss> Driver<'_, '_, L> {
         let mut last_progress = Instant::now();
         loop {
             let done = b.wait()?;
+            self.mon.set_virtual(b.virtual_secs());
             let k = b.counts()?.updates;
             let secs = self.mon.train_secs();
             if done {

@@ -35,16 +35,17 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Algorithm, ValidConfig};
+use crate::driver::{Backend, Counts, Driver, Evaluator, SnapshotSchedule, StopRules, Stopped};
 use crate::model::loss::Loss;
 use crate::model::objective::{AnyReg, Objective};
 use crate::monitor::EvalRecord;
 use crate::problem::Problem;
 use crate::ps::blocks::BlockId;
+use crate::ps::shard::ShardApi;
 use crate::ps::shard::{Clock, DelayStats, DelaySummary, PushOutcome};
 use crate::ps::transport::local::LocalTransport;
-use crate::ps::transport::Transport;
 use crate::ps::worker::{BlockMode, Control, Counters, MinibatchGradient, Sampler, WorkerContext};
-use crate::train::{Svrg, Trainer};
+use crate::train::{evaluate_shards, install_drift, KeptModel, Monitor, StopReason, Svrg, Trainer};
 use crate::{with_loss, Error, Result};
 
 /// A worker's compute time per minibatch.
@@ -255,7 +256,7 @@ fn run<L: Loss>(
     workers: usize,
     goal: f64,
     budget: Budget,
-    mut cal: Option<(u64, &mut Calibration)>,
+    cal: Option<(u64, &mut Calibration)>,
 ) -> Result<SimRun> {
     let wall = Instant::now();
     let raw = &cfg.raw;
@@ -263,19 +264,19 @@ fn run<L: Loss>(
     let mut vc = cfg.clone();
     vc.workers = workers;
     let plan = Trainer::new(&vc, pb).plan()?;
-    let in_updates = |epochs: f64| -> u64 {
-        if epochs.is_finite() {
-            (epochs * plan.updates_per_epoch).ceil().max(1.0) as u64
-        } else {
-            u64::MAX
-        }
+    let in_updates = |epochs: f64| -> Option<u64> {
+        epochs
+            .is_finite()
+            .then(|| (epochs * plan.updates_per_epoch).ceil().max(1.0) as u64)
     };
-    let eval_every = in_updates(budget.eval_every_epochs);
-    let max_updates = match &cal {
-        Some((n, _)) => *n,
-        None => in_updates(budget.max_epochs),
+    let (max_updates, eval_every) = match &cal {
+        // Calibration times the updates, not the evaluations.
+        Some((n, _)) => (Some(*n), None),
+        None => (
+            in_updates(budget.max_epochs),
+            in_updates(budget.eval_every_epochs),
+        ),
     };
-    let max_virtual_secs = budget.max_virtual_secs;
     let clock = Arc::new(Clock::default());
     let stats = Arc::new(DelayStats::default());
     let servers = raw.servers;
@@ -310,39 +311,12 @@ fn run<L: Loss>(
         alpha: raw.alpha,
         threads: cfg.eval_threads,
     };
-    let mut grad_buf = vec![0.0; layout.coords()];
-    let mut evaluate = |k: u64, t: f64, samples: u64| -> EvalRecord {
-        let w = crate::ps::gather(&partition, &shards);
-        let f = obj.f_and_grad(&w, Some(&mut grad_buf));
-        EvalRecord {
-            updates: k,
-            epochs: k as f64 / plan.updates_per_epoch,
-            samples,
-            train_secs: t,
-            wall_secs: wall.elapsed().as_secs_f64(),
-            psi: f + obj.h(&w),
-            pgm_sq_norm: obj.pgm_sq_norm(&w, &grad_buf, plan.eta0),
-            nnz: Objective::<L>::nnz(&w, layout),
-            rejected: stats.rejected(),
-            samples_per_sec: if t > 0.0 { samples as f64 / t } else { 0.0 },
-            updates_per_sec: if t > 0.0 { k as f64 / t } else { 0.0 },
-            ..Default::default()
-        }
-    };
-
-    let mut snapshot_times = Vec::new();
-    if let Some(sv) = svrg.as_ref().filter(|sv| sv.warmup == 0) {
-        let t = Instant::now();
-        sv.snapshot(loss, &pb.train, &partition, &shards);
-        snapshot_times.push(t.elapsed().as_secs_f64());
-    }
-    let mut hold_at = svrg.as_ref().map_or(u64::MAX, |s| s.first());
     let lognormal = (machine.compute.sigma > 0.0)
         .then(|| LogNormal::new(machine.compute.median_secs.ln(), machine.compute.sigma))
         .transpose()
         .map_err(|e| Error::config("compute-sigma", e.to_string()))?;
     let blocks = partition.blocks();
-    let mut ws: Vec<SimWorker> = (0..workers)
+    let ws: Vec<SimWorker> = (0..workers)
         .map(|w| SimWorker {
             rng: Xoshiro256PlusPlus::seed_from_u64(
                 raw.seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -357,163 +331,87 @@ fn run<L: Loss>(
             server_pushes: vec![Vec::new(); servers],
         })
         .collect();
-    let mut sched = Sched {
-        heap: BinaryHeap::new(),
-        seq: 0,
+    let info = crate::train::run_info(&vc, pb, &plan, obj.n());
+    let driver = Driver {
+        mon: Monitor::with_intervals(plan.updates_per_epoch, f64::INFINITY, eval_every),
+        observers: &mut [],
+        ev: Evaluator {
+            obj,
+            test: None,
+            loss: raw.loss,
+            eta: plan.eta0,
+        },
+        rules: StopRules {
+            max_seconds: budget
+                .max_virtual_secs
+                .is_finite()
+                .then_some(budget.max_virtual_secs),
+            target: goal.is_finite().then_some(goal),
+            interrupt: None,
+        },
+        by_epochs: true,
+        snapshots: svrg.as_ref().map(|sv| SnapshotSchedule {
+            every: sv.every,
+            next: sv.first(),
+            at_start: sv.warmup == 0,
+        }),
+        ckpt: None,
+        workers,
+        needs_all: false,
+        info,
+        reg: plan.reg,
     };
-    // First pulls: each worker's request leaves at time 0.
-    for (w, sw) in ws.iter_mut().enumerate() {
-        sw.sampler.fill(&mut sw.rng, &mut sw.batch, raw.batch);
-        sw.pull_bytes = pull_bytes(&pb.train, &sw.batch);
-        sched.pull_requests(0.0, machine, sw, w);
+    let mut sim = Sim {
+        loss,
+        machine,
+        ctx: &ctx,
+        shards: &shards,
+        stats: &stats,
+        svrg: svrg.as_ref(),
+        lognormal,
+        ws,
+        sched: Sched {
+            heap: BinaryHeap::new(),
+            seq: 0,
+        },
+        server_free: vec![0.0; servers],
+        in_flight: 0,
+        samples: 0,
+        now: 0.0,
+        hold_at: u64::MAX,
+        holding: false,
+        max_updates: max_updates.unwrap_or(u64::MAX),
+        max_virtual_secs: budget.max_virtual_secs,
+        times: Times::default(),
+        snapshot_started: None,
+    };
+    let summary = driver.run(&mut sim)?;
+    if let Some((_, c)) = cal {
+        sim.times.calibrate(c, summary.last().updates);
     }
-    let mut server_free = vec![0.0f64; servers];
-    let mut in_flight = workers;
-    let mut samples = 0u64;
-    let mut records = vec![evaluate(0, 0.0, 0)];
-    let mut next_eval = eval_every;
-    if cal.is_some() {
-        // Calibration times the updates, not the evaluations.
-        next_eval = u64::MAX;
-    }
-    let mut reached: Option<(f64, u64)> = None;
-    let mut now = 0.0;
-    let mut compute_times = Vec::new();
-    let mut push_times = Vec::new();
-    while let Some(Reverse((tb, _, kind, w, s))) = sched.heap.pop() {
-        now = f64::from_bits(tb);
-        if now > max_virtual_secs {
-            break;
-        }
-        match kind {
-            Kind::PullArrives => {
-                let start = server_free[s].max(now);
-                server_free[s] = start + machine.pull_service_secs;
-                sched.at(server_free[s], Kind::ServePull, w, s);
-            }
-            Kind::ServePull => {
-                let sw = &mut ws[w];
-                sw.waiting -= 1;
-                if sw.waiting > 0 {
-                    continue;
-                }
-                let block = match ctx.mode {
-                    BlockMode::OneRandom => Some(sw.rng.random_range(0..blocks) as u32),
-                    BlockMode::All => None,
-                };
-                let t = Instant::now();
-                sw.pulled_at = sw.grad.compute(loss, &ctx, &sw.batch, block.map(BlockId));
-                compute_times.push(t.elapsed().as_secs_f64());
-                let mut c = match &lognormal {
-                    Some(d) => d.sample(&mut sw.rng),
-                    None => machine.compute.median_secs,
-                };
-                if machine.compute.straggler_prob > 0.0
-                    && sw.rng.random::<f64>() < machine.compute.straggler_prob
-                {
-                    c *= machine.compute.straggler_slowdown;
-                }
-                for p in sw.server_pushes.iter_mut() {
-                    p.clear();
-                }
-                let targets: Vec<u32> = match block {
-                    Some(j) => vec![j],
-                    None => (0..blocks as u32).collect(),
-                };
-                for j in targets {
-                    sw.server_pushes[partition.shard_of(BlockId(j)).0 as usize].push(j);
-                }
-                let reply = now + transfer(machine, sw.pull_bytes / servers as f64) + c;
-                sw.waiting = 0;
-                for (v, p) in sw.server_pushes.iter().enumerate() {
-                    if !p.is_empty() {
-                        sw.waiting += 1;
-                        let entries: usize =
-                            p.iter().map(|&j| sw.grad.block(BlockId(j)).len()).sum();
-                        sched.at(
-                            reply + transfer(machine, 12.0 * entries as f64),
-                            Kind::PushArrives,
-                            w,
-                            v,
-                        );
-                    }
-                }
-            }
-            Kind::PushArrives => {
-                let start = server_free[s].max(now);
-                server_free[s] = start + machine.push_service_secs;
-                sched.at(server_free[s], Kind::ApplyPush, w, s);
-            }
-            Kind::ApplyPush => {
-                let sw = &mut ws[w];
-                let t = Instant::now();
-                for &j in &sw.server_pushes[s] {
-                    let out = transport.push(BlockId(j), sw.pulled_at, sw.grad.block(BlockId(j)));
-                    if matches!(out, PushOutcome::Applied { .. }) {
-                        samples += sw.batch.len() as u64;
-                    }
-                }
-                push_times.push(t.elapsed().as_secs_f64());
-                sw.waiting -= 1;
-                if sw.waiting > 0 {
-                    continue;
-                }
-                in_flight -= 1;
-                let k = transport.now();
-                if k >= max_updates.min(next_eval) {
-                    let rec = evaluate(k, now, samples);
-                    let psi = rec.psi;
-                    records.push(rec);
-                    next_eval = k.saturating_add(eval_every);
-                    if !psi.is_finite() {
-                        break;
-                    }
-                    if psi <= goal {
-                        reached = Some((now, k));
-                        break;
-                    }
-                    if k >= max_updates {
-                        break;
-                    }
-                }
-                // The acknowledgement returns; the worker draws its next minibatch.
-                let sw = &mut ws[w];
-                sw.sampler.fill(&mut sw.rng, &mut sw.batch, raw.batch);
-                sw.pull_bytes = pull_bytes(&pb.train, &sw.batch);
-                if k >= hold_at {
-                    sw.held = true;
-                } else {
-                    in_flight += 1;
-                    sched.pull_requests(now + machine.latency_secs, machine, sw, w);
-                }
-                if in_flight == 0 {
-                    if let Some(sv) = &svrg {
-                        // Every push is in: the snapshot, then everyone goes on.
-                        let t = Instant::now();
-                        sv.snapshot(loss, &pb.train, &partition, &shards);
-                        snapshot_times.push(t.elapsed().as_secs_f64());
-                        hold_at = k + sv.every;
-                        let resume = now + machine.snapshot_secs;
-                        for f in server_free.iter_mut() {
-                            *f = f.max(resume);
-                        }
-                        for (v, sw) in ws.iter_mut().enumerate() {
-                            if sw.held {
-                                sw.held = false;
-                                in_flight += 1;
-                                sched.pull_requests(resume, machine, sw, v);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let k = transport.now();
-    if records.last().is_some_and(|r| r.updates != k) && reached.is_none() {
-        records.push(evaluate(k, now, samples));
-    }
-    if let Some((_, c)) = cal.as_mut() {
+    let reached = summary.stop_reason == StopReason::TargetObjective;
+    let last = summary.last();
+    Ok(SimRun {
+        workers,
+        time_to_target_secs: reached.then_some(last.train_secs),
+        updates_to_target: reached.then_some(last.updates),
+        delays: summary.delays,
+        records: summary.records,
+        wall_secs: wall.elapsed().as_secs_f64(),
+    })
+}
+
+/// Real times of the parts of a simulated run, for [`calibrate`].
+#[derive(Default)]
+struct Times {
+    compute: Vec<f64>,
+    push: Vec<f64>,
+    snapshot: Vec<f64>,
+}
+
+impl Times {
+    /// Medians (and the log-normal spread of the compute times) into `c`.
+    fn calibrate(&mut self, c: &mut Calibration, updates: u64) {
         let med = |v: &mut Vec<f64>| -> f64 {
             if v.is_empty() {
                 return 0.0;
@@ -521,27 +419,285 @@ fn run<L: Loss>(
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let logs: Vec<f64> = compute_times
+        let logs: Vec<f64> = self
+            .compute
             .iter()
             .filter(|&&x| x > 0.0)
             .map(|x| x.ln())
             .collect();
         let mean = logs.iter().sum::<f64>() / logs.len().max(1) as f64;
         let var = logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / logs.len().max(1) as f64;
-        c.updates = k;
-        c.compute.median_secs = med(&mut compute_times);
+        c.updates = updates;
+        c.compute.median_secs = med(&mut self.compute);
         c.compute.sigma = var.sqrt();
-        c.push_service_secs = med(&mut push_times);
-        c.snapshot_secs = med(&mut snapshot_times);
+        c.push_service_secs = med(&mut self.push);
+        c.snapshot_secs = med(&mut self.snapshot);
     }
-    Ok(SimRun {
-        workers,
-        time_to_target_secs: reached.map(|r| r.0),
-        updates_to_target: reached.map(|r| r.1),
-        records,
-        delays: stats.summary(),
-        wall_secs: wall.elapsed().as_secs_f64(),
-    })
+}
+
+/// The simulator as a backend of the run driver: the workers are event sequences on
+/// this thread, the clock is virtual, and the model is the real shards'.
+struct Sim<'a, L: Loss> {
+    loss: L,
+    machine: &'a Machine,
+    ctx: &'a WorkerContext<'a>,
+    shards: &'a [Arc<dyn ShardApi>],
+    stats: &'a DelayStats,
+    svrg: Option<&'a Svrg>,
+    lognormal: Option<LogNormal<f64>>,
+    ws: Vec<SimWorker>,
+    sched: Sched,
+    /// When each server is next free.
+    server_free: Vec<f64>,
+    /// Workers with an update under way.
+    in_flight: usize,
+    samples: u64,
+    now: f64,
+    /// Updates at which the workers hold for the next snapshot.
+    hold_at: u64,
+    /// Every worker holds and no push is in flight: the snapshot is due.
+    holding: bool,
+    max_updates: u64,
+    max_virtual_secs: f64,
+    times: Times,
+    snapshot_started: Option<Instant>,
+}
+
+impl<L: Loss> Sim<'_, L> {
+    /// Worker `w` draws its next minibatch and sends its pull requests at `t`.
+    fn next_pull(&mut self, w: usize, t: f64) {
+        let sw = &mut self.ws[w];
+        sw.sampler.fill(&mut sw.rng, &mut sw.batch, self.ctx.batch);
+        sw.pull_bytes = pull_bytes(self.ctx.data, &sw.batch);
+        self.sched.pull_requests(t, self.machine, sw, w);
+    }
+
+    /// The last server has served worker `w`'s pull: the gradient on the model of now,
+    /// the compute time, the pushes sent.
+    fn serve_pull(&mut self, w: usize) {
+        let (ctx, machine) = (self.ctx, self.machine);
+        let blocks = ctx.partition.blocks();
+        let servers = self.server_free.len();
+        let sw = &mut self.ws[w];
+        let block = match ctx.mode {
+            BlockMode::OneRandom => Some(sw.rng.random_range(0..blocks) as u32),
+            BlockMode::All => None,
+        };
+        let t = Instant::now();
+        sw.pulled_at = sw
+            .grad
+            .compute(self.loss, ctx, &sw.batch, block.map(BlockId));
+        self.times.compute.push(t.elapsed().as_secs_f64());
+        let mut c = match &self.lognormal {
+            Some(d) => d.sample(&mut sw.rng),
+            None => machine.compute.median_secs,
+        };
+        if machine.compute.straggler_prob > 0.0
+            && sw.rng.random::<f64>() < machine.compute.straggler_prob
+        {
+            c *= machine.compute.straggler_slowdown;
+        }
+        for p in sw.server_pushes.iter_mut() {
+            p.clear();
+        }
+        match block {
+            Some(j) => sw.server_pushes[ctx.partition.shard_of(BlockId(j)).0 as usize].push(j),
+            None => {
+                for j in 0..blocks as u32 {
+                    sw.server_pushes[ctx.partition.shard_of(BlockId(j)).0 as usize].push(j);
+                }
+            }
+        }
+        let reply = self.now + transfer(machine, sw.pull_bytes / servers as f64) + c;
+        sw.waiting = 0;
+        for (v, p) in sw.server_pushes.iter().enumerate() {
+            if !p.is_empty() {
+                sw.waiting += 1;
+                let entries: usize = p.iter().map(|&j| sw.grad.block(BlockId(j)).len()).sum();
+                self.sched.at(
+                    reply + transfer(machine, 12.0 * entries as f64),
+                    Kind::PushArrives,
+                    w,
+                    v,
+                );
+            }
+        }
+    }
+
+    /// Server `s` applies its part of worker `w`'s push; true when that completes the
+    /// worker's update.
+    fn apply_push(&mut self, w: usize, s: usize) -> bool {
+        let sw = &mut self.ws[w];
+        let t = Instant::now();
+        for &j in &sw.server_pushes[s] {
+            let out = self
+                .ctx
+                .transport
+                .push(BlockId(j), sw.pulled_at, sw.grad.block(BlockId(j)));
+            if matches!(out, PushOutcome::Applied { .. }) {
+                self.samples += sw.batch.len() as u64;
+            }
+        }
+        self.times.push.push(t.elapsed().as_secs_f64());
+        sw.waiting -= 1;
+        sw.waiting == 0
+    }
+}
+
+impl<L: Loss> Backend for Sim<'_, L> {
+    /// Runs the events up to the next completed update (or the time limit).
+    fn wait(&mut self) -> Result<bool> {
+        while let Some(Reverse((tb, _, kind, w, s))) = self.sched.heap.pop() {
+            self.now = f64::from_bits(tb);
+            if self.now > self.max_virtual_secs {
+                return Ok(false);
+            }
+            match kind {
+                Kind::PullArrives => {
+                    let start = self.server_free[s].max(self.now);
+                    self.server_free[s] = start + self.machine.pull_service_secs;
+                    self.sched.at(self.server_free[s], Kind::ServePull, w, s);
+                }
+                Kind::ServePull => {
+                    self.ws[w].waiting -= 1;
+                    if self.ws[w].waiting == 0 {
+                        self.serve_pull(w);
+                    }
+                }
+                Kind::PushArrives => {
+                    let start = self.server_free[s].max(self.now);
+                    self.server_free[s] = start + self.machine.push_service_secs;
+                    self.sched.at(self.server_free[s], Kind::ApplyPush, w, s);
+                }
+                Kind::ApplyPush => {
+                    if !self.apply_push(w, s) {
+                        continue;
+                    }
+                    self.in_flight -= 1;
+                    let k = self.ctx.transport.now();
+                    if k >= self.max_updates {
+                        return Ok(true);
+                    }
+                    // The acknowledgement returns; the worker draws its next minibatch.
+                    if k >= self.hold_at {
+                        let sw = &mut self.ws[w];
+                        sw.sampler.fill(&mut sw.rng, &mut sw.batch, self.ctx.batch);
+                        sw.pull_bytes = pull_bytes(self.ctx.data, &sw.batch);
+                        sw.held = true;
+                        self.holding = self.in_flight == 0;
+                    } else {
+                        self.in_flight += 1;
+                        self.next_pull(w, self.now + self.machine.latency_secs);
+                    }
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn virtual_secs(&self) -> Option<f64> {
+        Some(self.now)
+    }
+
+    fn counts(&mut self) -> Result<Counts> {
+        Ok(Counts {
+            updates: self.ctx.transport.now(),
+            samples: self.samples,
+            rejected: self.stats.rejected(),
+        })
+    }
+
+    /// Each worker's first pull request leaves at time 0.
+    fn start(&mut self) -> Result<()> {
+        for w in 0..self.ws.len() {
+            self.in_flight += 1;
+            self.next_pull(w, 0.0);
+        }
+        Ok(())
+    }
+
+    /// The workers compute only within [`Backend::wait`].
+    fn pause(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// After a snapshot the held workers pull again once it is taken (its virtual
+    /// time, during which the servers are busy too).
+    fn resume(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.holding) {
+            return Ok(());
+        }
+        let resume = self.now + self.machine.snapshot_secs;
+        for f in self.server_free.iter_mut() {
+            *f = f.max(resume);
+        }
+        for w in 0..self.ws.len() {
+            if std::mem::take(&mut self.ws[w].held) {
+                self.in_flight += 1;
+                let sw = &mut self.ws[w];
+                self.sched.pull_requests(resume, self.machine, sw, w);
+            }
+        }
+        Ok(())
+    }
+
+    fn hold_at(&mut self, k: u64) {
+        self.hold_at = k;
+    }
+
+    fn snapshot_due(&self, _k: u64, _at: u64) -> bool {
+        self.holding
+    }
+
+    fn evaluate<M: Loss>(
+        &mut self,
+        ev: &Evaluator<M>,
+        rec: &mut EvalRecord,
+        keep: bool,
+    ) -> Result<Option<KeptModel>> {
+        Ok(evaluate_shards(
+            ev,
+            self.ctx.partition,
+            self.shards,
+            rec,
+            keep,
+        ))
+    }
+
+    fn snapshot_gradient(&mut self, grad: &mut [f64]) -> Result<()> {
+        self.snapshot_started = Some(Instant::now());
+        let sv = self.svrg.expect("snapshots only with SVRG");
+        sv.gradient(
+            self.loss,
+            self.ctx.data,
+            self.ctx.partition,
+            self.shards,
+            grad,
+        );
+        Ok(())
+    }
+
+    fn install_drift(&mut self, grad: &[f64]) -> Result<()> {
+        let threads = self.svrg.map_or(1, |sv| sv.threads);
+        install_drift(self.ctx.partition, self.shards, grad, threads);
+        if let Some(t) = self.snapshot_started.take() {
+            self.times.snapshot.push(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    fn gather(&mut self) -> Result<Vec<f64>> {
+        Ok(crate::ps::gather(self.ctx.partition, self.shards))
+    }
+
+    fn stop(&mut self) -> Result<Stopped> {
+        Ok(Stopped::default())
+    }
+
+    fn delays(&mut self) -> Result<DelaySummary> {
+        Ok(self.stats.summary())
+    }
 }
 
 #[cfg(test)]

@@ -759,28 +759,7 @@ impl<'a> Trainer<'a> {
             loss: raw.loss,
             eta: plan.eta0,
         };
-        let info = RunInfo {
-            algorithm: raw.algorithm.name().into(),
-            loss: raw.loss.name().into(),
-            reg: raw.reg.name().into(),
-            lambda: raw.lambda,
-            workers: plan.workers,
-            blocks: plan.blocks,
-            batch: raw.batch,
-            rows: pb.train.rows(),
-            features: pb.columns.as_ref().map_or(layout.features, |c| c.features),
-            used_features: pb.columns.as_ref().map(|c| c.used()),
-            classes: layout.classes,
-            nnz: pb.train.nnz(),
-            eta0: plan.eta0,
-            step_note: plan.step_note.clone(),
-            updates_per_epoch: plan.updates_per_epoch,
-            max_updates: plan.max_updates,
-            max_seconds: raw.max_seconds,
-            target_objective: raw.target_objective,
-            eval_rows: obj.n(),
-            cluster: None,
-        };
+        let info = run_info(self.cfg, pb, &plan, obj.n());
         // A checkpoint to resume from is checked before anything is reported.
         let ckpt_key =
             (raw.checkpoint_dir.is_some() || raw.resume.is_some()).then(|| problem_key(raw, pb));
@@ -1012,6 +991,58 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// What a run of `plan` on `pb` reports at its start (`eval_rows`: the rows of the
+/// monitored objective).
+pub(crate) fn run_info(cfg: &ValidConfig, pb: &Problem, plan: &Plan, eval_rows: usize) -> RunInfo {
+    let raw = &cfg.raw;
+    let layout = pb.layout;
+    RunInfo {
+        algorithm: raw.algorithm.name().into(),
+        loss: raw.loss.name().into(),
+        reg: raw.reg.name().into(),
+        lambda: raw.lambda,
+        workers: plan.workers,
+        blocks: plan.blocks,
+        batch: raw.batch,
+        rows: pb.train.rows(),
+        features: pb.columns.as_ref().map_or(layout.features, |c| c.features),
+        used_features: pb.columns.as_ref().map(|c| c.used()),
+        classes: layout.classes,
+        nnz: pb.train.nnz(),
+        eta0: plan.eta0,
+        step_note: plan.step_note.clone(),
+        updates_per_epoch: plan.updates_per_epoch,
+        max_updates: plan.max_updates,
+        max_seconds: raw.max_seconds,
+        target_objective: raw.target_objective,
+        eval_rows,
+        cluster: None,
+    }
+}
+
+/// Evaluates the model of shards in this process (the workers paused) with `ev`: read
+/// in place where the shards allow it ([`crate::ps::ModelView`]), else from a dense
+/// copy. With `keep`, also returns the model as kept for a rollback.
+pub(crate) fn evaluate_shards<L: Loss>(
+    ev: &Evaluator<L>,
+    partition: &BlockPartition,
+    shards: &[Arc<dyn ShardApi>],
+    rec: &mut EvalRecord,
+    keep: bool,
+) -> Option<KeptModel> {
+    match crate::ps::ModelView::of(partition, shards) {
+        Some(view) => {
+            ev.eval(&view, rec);
+            keep.then(|| KeptModel::of(&view))
+        }
+        None => {
+            let w = crate::ps::gather(partition, shards);
+            ev.eval(&w, rec);
+            keep.then(|| KeptModel::of(&w))
+        }
+    }
+}
+
 /// The in-process backend: worker threads, started in `scope`, on shards in this
 /// process.
 struct Threads<'s, 'e, L: Loss> {
@@ -1090,26 +1121,19 @@ impl<'s, 'e, L: Loss> Backend for Threads<'s, 'e, L> {
         self.ctx.control.pause_requested() && k >= at
     }
 
-    /// Reads the model in place where the shards allow it ([`crate::ps::ModelView`]),
-    /// else from a dense copy.
     fn evaluate<M: Loss>(
         &mut self,
         ev: &Evaluator<M>,
         rec: &mut EvalRecord,
         keep: bool,
     ) -> Result<Option<KeptModel>> {
-        let partition = self.ctx.partition;
-        Ok(match crate::ps::ModelView::of(partition, self.shards) {
-            Some(view) => {
-                ev.eval(&view, rec);
-                keep.then(|| KeptModel::of(&view))
-            }
-            None => {
-                let w = crate::ps::gather(partition, self.shards);
-                ev.eval(&w, rec);
-                keep.then(|| KeptModel::of(&w))
-            }
-        })
+        Ok(evaluate_shards(
+            ev,
+            self.ctx.partition,
+            self.shards,
+            rec,
+            keep,
+        ))
     }
 
     fn snapshot_gradient(&mut self, grad: &mut [f64]) -> Result<()> {
@@ -1231,30 +1255,12 @@ impl Svrg {
         svrg_first(self.every, self.warmup)
     }
 
-    /// Takes a snapshot at the shards' current model x~ (workers paused): the loss
-    /// derivatives `l'(z~_i)` of every row at its margins (as f32), and the full gradient
-    /// `grad f(x~)` of the loss part (the nonconvex term is applied exactly by the
-    /// shards) as every block's drift: one pass over the data, counted as training time.
-    pub(crate) fn snapshot<L: Loss>(
-        &self,
-        loss: L,
-        data: &Dataset,
-        partition: &BlockPartition,
-        shards: &[Arc<dyn ShardApi>],
-    ) {
-        let layout = partition.layout();
-        let k = layout.classes;
-        let mut grad = vec![0.0; layout.coords()];
-        self.gradient(loss, data, partition, shards, &mut grad);
-        if !layout.bias {
-            let b = layout.bias_row() * k;
-            grad[b..b + k].fill(0.0);
-        }
-        install_drift(partition, shards, &grad, self.threads);
-    }
-
-    /// The pass of [`Svrg::snapshot`]: every row's loss derivatives kept for the
-    /// workers, and the gradient of the loss part at the shards' model into `grad`.
+    /// The pass of a snapshot at the shards' current model x~ (workers paused): the loss
+    /// derivatives `l'(z~_i)` of every row at its margins (as f32), kept for the
+    /// workers, and the full gradient `grad f(x~)` of the loss part (the nonconvex term
+    /// is applied exactly by the shards) into `grad`, which the driver installs as every
+    /// block's drift ([`install_drift`]): one pass over the data, counted as training
+    /// time.
     pub(crate) fn gradient<L: Loss>(
         &self,
         loss: L,
@@ -1329,6 +1335,8 @@ pub(crate) struct Monitor {
     next_updates: Option<u64>,
     updates_per_epoch: f64,
     records: Vec<EvalRecord>,
+    /// The time of a virtual clock, which replaces the wall clock's training time.
+    virtual_secs: Option<f64>,
 }
 
 impl Monitor {
@@ -1336,7 +1344,6 @@ impl Monitor {
     /// `raw` (`eval-every` seconds, and the smaller of `eval-every-updates` and
     /// `eval-every-epochs` in updates).
     pub(crate) fn new(updates_per_epoch: f64, raw: &TrainConfig) -> Self {
-        let every_secs = raw.eval_every_secs;
         let by_epochs = raw
             .eval_every_epochs
             .map(|e| ((e * updates_per_epoch).round() as u64).max(1));
@@ -1344,6 +1351,16 @@ impl Monitor {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        Monitor::with_intervals(updates_per_epoch, raw.eval_every_secs, every_updates)
+    }
+
+    /// The monitor of a run that evaluates every `every_secs` of training time and
+    /// every `every_updates` updates.
+    pub(crate) fn with_intervals(
+        updates_per_epoch: f64,
+        every_secs: f64,
+        every_updates: Option<u64>,
+    ) -> Self {
         Monitor {
             start: Instant::now(),
             offset: 0.0,
@@ -1354,7 +1371,13 @@ impl Monitor {
             next_updates: every_updates,
             updates_per_epoch,
             records: Vec::new(),
+            virtual_secs: None,
         }
+    }
+
+    /// Training time from a virtual clock (`None`: the wall clock, less evaluations).
+    pub(crate) fn set_virtual(&mut self, secs: Option<f64>) {
+        self.virtual_secs = secs;
     }
 
     /// Continues a run that had trained `secs` seconds and `k` updates.
@@ -1365,6 +1388,9 @@ impl Monitor {
     }
 
     pub(crate) fn train_secs(&self) -> f64 {
+        if let Some(t) = self.virtual_secs {
+            return t;
+        }
         self.offset + (self.start.elapsed().as_secs_f64() - self.eval_secs).max(0.0)
     }
 
