@@ -50,6 +50,7 @@ pub(crate) struct Stopped {
 /// What backends differ in. The driver calls these from one thread, in the order
 /// [`Driver::run`] describes; `pause` may be called when already paused.
 pub(crate) trait Backend {
+    type Model: ModelAccess;
     /// Lets the workers train for a moment (wall-clock backends sleep); true once every
     /// worker has stopped on its own (the update budget is used, or none is left).
     fn wait(&mut self) -> Result<bool>;
@@ -70,6 +71,16 @@ pub(crate) trait Backend {
     fn hold_at(&mut self, k: u64);
     /// Whether the snapshot set at [`Backend::hold_at`] `at` is due at update `k`.
     fn snapshot_due(&self, k: u64, at: u64) -> bool;
+    /// Stops the workers for good.
+    fn stop(&mut self) -> Result<Stopped>;
+    /// The model and the rows, as this backend holds them.
+    fn model(&mut self) -> &mut Self::Model;
+}
+
+/// What a backend's model and rows offer the driver: reading the model (in place or
+/// gathered), the loss and gradient sums over the backend's rows, installing the SVRG
+/// drift, and the delay statistics of the pushes.
+pub(crate) trait ModelAccess {
     /// The workers paused: evaluates the model into `rec` with `ev` (the loss and
     /// gradient sums over this backend's rows; the rest is `ev`'s), and with `keep`
     /// returns the model as kept for a rollback.
@@ -86,8 +97,6 @@ pub(crate) trait Backend {
     fn install_drift(&mut self, grad: &[f64]) -> Result<()>;
     /// The current model as one dense vector (workers paused or stopped).
     fn gather(&mut self) -> Result<Vec<f64>>;
-    /// Stops the workers for good.
-    fn stop(&mut self) -> Result<Stopped>;
     /// The delay statistics of the pushes (after [`Backend::stop`]).
     fn delays(&mut self) -> Result<DelaySummary>;
 }
@@ -240,7 +249,7 @@ impl<L: Loss> Driver<'_, '_, L> {
     fn evaluate<B: Backend>(&mut self, b: &mut B, keep: bool) -> Result<(f64, Option<KeptModel>)> {
         let t = Instant::now();
         let mut rec = self.record_now(b)?;
-        let kept = b.evaluate(&self.ev, &mut rec, keep)?;
+        let kept = b.model().evaluate(&self.ev, &mut rec, keep)?;
         self.mon.eval_secs += t.elapsed().as_secs_f64();
         let psi = rec.psi;
         self.mon.push(rec, self.observers)?;
@@ -252,12 +261,12 @@ impl<L: Loss> Driver<'_, '_, L> {
     fn snapshot<B: Backend>(&mut self, b: &mut B) -> Result<()> {
         let layout = self.layout();
         let mut grad = vec![0.0; layout.coords()];
-        b.snapshot_gradient(&mut grad)?;
+        b.model().snapshot_gradient(&mut grad)?;
         if !layout.bias {
             let at = layout.bias_row() * layout.classes;
             grad[at..at + layout.classes].fill(0.0);
         }
-        b.install_drift(&grad)
+        b.model().install_drift(&grad)
     }
 
     /// The whole run on `b`: see the module doc.
@@ -304,14 +313,14 @@ impl<L: Loss> Driver<'_, '_, L> {
             if self.mon.last_updates() != c.updates {
                 self.evaluate(b, false)?;
             }
-            b.gather()?
+            b.model().gather()?
         };
         if let Some(ck) = &self.ckpt {
             if reason != StopReason::Diverged {
                 ck.write(&weights, c.updates, c.samples, self.mon.train_secs())?;
             }
         }
-        let delays = b.delays()?;
+        let delays = b.model().delays()?;
         let layout = self.layout();
         let mut summary = self.mon.finish(
             self.info,
@@ -388,7 +397,7 @@ impl<L: Loss> Driver<'_, '_, L> {
                 b.pause()?;
                 let t = Instant::now();
                 let secs = self.mon.train_secs();
-                let w = b.gather()?;
+                let w = b.model().gather()?;
                 let c = b.counts()?;
                 let ck = self.ckpt.as_mut().expect("checked");
                 ck.write(&w, c.updates, c.samples, secs)?;

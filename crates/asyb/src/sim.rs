@@ -41,11 +41,10 @@ use crate::model::objective::{AnyReg, Objective};
 use crate::monitor::EvalRecord;
 use crate::problem::Problem;
 use crate::ps::blocks::BlockId;
-use crate::ps::shard::ShardApi;
 use crate::ps::shard::{Clock, DelayStats, DelaySummary, PushOutcome};
 use crate::ps::transport::local::LocalTransport;
 use crate::ps::worker::{BlockMode, Control, Counters, MinibatchGradient, Sampler, WorkerContext};
-use crate::train::{evaluate_shards, install_drift, KeptModel, Monitor, StopReason, Svrg, Trainer};
+use crate::train::{LocalModel, Monitor, StopReason, Svrg, Trainer};
 use crate::{with_loss, Error, Result};
 
 /// A worker's compute time per minibatch.
@@ -291,17 +290,15 @@ fn run<L: Loss>(
         true,
         cfg.eval_threads,
     );
-    let ctx = WorkerContext {
-        data: &pb.train,
-        partition: &partition,
-        transport: &transport,
-        control: &control,
-        counters: &counters,
-        batch: raw.batch,
-        sampling: raw.sampling,
-        mode: BlockMode::of(raw.algorithm),
-        snapshot: svrg.as_ref().map(|s| &s.derivs),
-    };
+    let ctx = WorkerContext::new(
+        raw,
+        &pb.train,
+        &partition,
+        &transport,
+        &control,
+        &counters,
+        svrg.as_ref().map(|s| &s.derivs),
+    );
     let obj = Objective {
         data: &pb.train,
         rows: plan.eval_rows.as_deref(),
@@ -365,9 +362,7 @@ fn run<L: Loss>(
         loss,
         machine,
         ctx: &ctx,
-        shards: &shards,
-        stats: &stats,
-        svrg: svrg.as_ref(),
+        model: LocalModel::new(loss, &pb.train, &partition, &shards, &stats, svrg.as_ref()),
         lognormal,
         ws,
         sched: Sched {
@@ -383,10 +378,10 @@ fn run<L: Loss>(
         max_updates: max_updates.unwrap_or(u64::MAX),
         max_virtual_secs: budget.max_virtual_secs,
         times: Times::default(),
-        snapshot_started: None,
     };
     let summary = driver.run(&mut sim)?;
     if let Some((_, c)) = cal {
+        sim.times.snapshot = std::mem::take(&mut sim.model.snapshot_secs);
         sim.times.calibrate(c, summary.last().updates);
     }
     let reached = summary.stop_reason == StopReason::TargetObjective;
@@ -441,9 +436,7 @@ struct Sim<'a, L: Loss> {
     loss: L,
     machine: &'a Machine,
     ctx: &'a WorkerContext<'a>,
-    shards: &'a [Arc<dyn ShardApi>],
-    stats: &'a DelayStats,
-    svrg: Option<&'a Svrg>,
+    model: LocalModel<'a, L>,
     lognormal: Option<LogNormal<f64>>,
     ws: Vec<SimWorker>,
     sched: Sched,
@@ -460,7 +453,6 @@ struct Sim<'a, L: Loss> {
     max_updates: u64,
     max_virtual_secs: f64,
     times: Times,
-    snapshot_started: Option<Instant>,
 }
 
 impl<L: Loss> Sim<'_, L> {
@@ -544,7 +536,9 @@ impl<L: Loss> Sim<'_, L> {
     }
 }
 
-impl<L: Loss> Backend for Sim<'_, L> {
+impl<'a, L: Loss> Backend for Sim<'a, L> {
+    type Model = LocalModel<'a, L>;
+
     /// Runs the events up to the next completed update (or the time limit).
     fn wait(&mut self) -> Result<bool> {
         while let Some(Reverse((tb, _, kind, w, s))) = self.sched.heap.pop() {
@@ -604,7 +598,7 @@ impl<L: Loss> Backend for Sim<'_, L> {
         Ok(Counts {
             updates: self.ctx.transport.now(),
             samples: self.samples,
-            rejected: self.stats.rejected(),
+            rejected: self.model.stats.rejected(),
         })
     }
 
@@ -650,53 +644,12 @@ impl<L: Loss> Backend for Sim<'_, L> {
         self.holding
     }
 
-    fn evaluate<M: Loss>(
-        &mut self,
-        ev: &Evaluator<M>,
-        rec: &mut EvalRecord,
-        keep: bool,
-    ) -> Result<Option<KeptModel>> {
-        Ok(evaluate_shards(
-            ev,
-            self.ctx.partition,
-            self.shards,
-            rec,
-            keep,
-        ))
-    }
-
-    fn snapshot_gradient(&mut self, grad: &mut [f64]) -> Result<()> {
-        self.snapshot_started = Some(Instant::now());
-        let sv = self.svrg.expect("snapshots only with SVRG");
-        sv.gradient(
-            self.loss,
-            self.ctx.data,
-            self.ctx.partition,
-            self.shards,
-            grad,
-        );
-        Ok(())
-    }
-
-    fn install_drift(&mut self, grad: &[f64]) -> Result<()> {
-        let threads = self.svrg.map_or(1, |sv| sv.threads);
-        install_drift(self.ctx.partition, self.shards, grad, threads);
-        if let Some(t) = self.snapshot_started.take() {
-            self.times.snapshot.push(t.elapsed().as_secs_f64());
-        }
-        Ok(())
-    }
-
-    fn gather(&mut self) -> Result<Vec<f64>> {
-        Ok(crate::ps::gather(self.ctx.partition, self.shards))
-    }
-
     fn stop(&mut self) -> Result<Stopped> {
         Ok(Stopped::default())
     }
 
-    fn delays(&mut self) -> Result<DelaySummary> {
-        Ok(self.stats.summary())
+    fn model(&mut self) -> &mut LocalModel<'a, L> {
+        &mut self.model
     }
 }
 

@@ -46,7 +46,8 @@ use crate::checkpoint;
 use crate::config::{Algorithm, StepSetting, TrainConfig, ValidConfig};
 use crate::data::Dataset;
 use crate::driver::{
-    Backend, Checkpointing, Counts, Driver, Evaluator, SnapshotSchedule, StopRules, Stopped,
+    Backend, Checkpointing, Counts, Driver, Evaluator, ModelAccess, SnapshotSchedule, StopRules,
+    Stopped,
 };
 use crate::fista::{self, FistaStop};
 use crate::model::loss::{Loss, LossKind};
@@ -60,7 +61,7 @@ use crate::ps::shard::{
     Clock, DelayStats, DelaySummary, Shard, ShardApi, ShardSettings, StepSchedule,
 };
 use crate::ps::transport::local::LocalTransport;
-use crate::ps::worker::{self, BlockMode, Control, Counters, SyncRound, WorkerContext};
+use crate::ps::worker::{self, Control, Counters, SyncRound, WorkerContext};
 use crate::{with_loss, with_reg, Error, Result};
 
 /// Why a run stopped.
@@ -825,17 +826,15 @@ impl<'a> Trainer<'a> {
         counters
             .samples
             .store(start_samples, std::sync::atomic::Ordering::Relaxed);
-        let ctx = WorkerContext {
-            data: &pb.train,
-            partition: &partition,
-            transport: &transport,
-            control: &control,
-            counters: &counters,
-            batch: raw.batch,
-            sampling: raw.sampling,
-            mode: BlockMode::of(raw.algorithm),
-            snapshot: svrg.as_ref().map(|sv| &sv.derivs),
-        };
+        let ctx = WorkerContext::new(
+            raw,
+            &pb.train,
+            &partition,
+            &transport,
+            &control,
+            &counters,
+            svrg.as_ref().map(|sv| &sv.derivs),
+        );
         let round = SyncRound::new(plan.workers, plan.blocks);
         let ckpt = match (&raw.checkpoint_dir, &ckpt_key) {
             (Some(dir), Some(key)) => Some(Checkpointing {
@@ -872,9 +871,7 @@ impl<'a> Trainer<'a> {
                 workers: plan.workers,
                 ctx: &ctx,
                 round: &round,
-                shards: &shards,
-                stats: &stats,
-                svrg: svrg.as_ref(),
+                model: LocalModel::new(loss, &pb.train, &partition, &shards, &stats, svrg.as_ref()),
                 handles: Vec::new(),
             })
         })
@@ -1020,26 +1017,89 @@ pub(crate) fn run_info(cfg: &ValidConfig, pb: &Problem, plan: &Plan, eval_rows: 
     }
 }
 
-/// Evaluates the model of shards in this process (the workers paused) with `ev`: read
-/// in place where the shards allow it ([`crate::ps::ModelView`]), else from a dense
-/// copy. With `keep`, also returns the model as kept for a rollback.
-pub(crate) fn evaluate_shards<L: Loss>(
-    ev: &Evaluator<L>,
-    partition: &BlockPartition,
-    shards: &[Arc<dyn ShardApi>],
-    rec: &mut EvalRecord,
-    keep: bool,
-) -> Option<KeptModel> {
-    match crate::ps::ModelView::of(partition, shards) {
-        Some(view) => {
-            ev.eval(&view, rec);
-            keep.then(|| KeptModel::of(&view))
+/// The model of shards in this process and the rows beside it: what the in-process
+/// backends (threads, the simulator) give the driver.
+pub(crate) struct LocalModel<'e, L: Loss> {
+    pub(crate) loss: L,
+    pub(crate) data: &'e Dataset,
+    pub(crate) partition: &'e BlockPartition,
+    pub(crate) shards: &'e [Arc<dyn ShardApi>],
+    pub(crate) stats: &'e DelayStats,
+    pub(crate) svrg: Option<&'e Svrg>,
+    /// Real seconds of each snapshot (the pass and the drift), for the simulator's
+    /// calibration.
+    pub(crate) snapshot_secs: Vec<f64>,
+    snapshot_started: Option<Instant>,
+}
+
+impl<'e, L: Loss> LocalModel<'e, L> {
+    pub(crate) fn new(
+        loss: L,
+        data: &'e Dataset,
+        partition: &'e BlockPartition,
+        shards: &'e [Arc<dyn ShardApi>],
+        stats: &'e DelayStats,
+        svrg: Option<&'e Svrg>,
+    ) -> Self {
+        LocalModel {
+            loss,
+            data,
+            partition,
+            shards,
+            stats,
+            svrg,
+            snapshot_secs: Vec::new(),
+            snapshot_started: None,
         }
-        None => {
-            let w = crate::ps::gather(partition, shards);
-            ev.eval(&w, rec);
-            keep.then(|| KeptModel::of(&w))
+    }
+}
+
+impl<L: Loss> ModelAccess for LocalModel<'_, L> {
+    /// Reads the model in place where the shards allow it ([`crate::ps::ModelView`]),
+    /// else from a dense copy.
+    fn evaluate<M: Loss>(
+        &mut self,
+        ev: &Evaluator<M>,
+        rec: &mut EvalRecord,
+        keep: bool,
+    ) -> Result<Option<KeptModel>> {
+        Ok(
+            match crate::ps::ModelView::of(self.partition, self.shards) {
+                Some(view) => {
+                    ev.eval(&view, rec);
+                    keep.then(|| KeptModel::of(&view))
+                }
+                None => {
+                    let w = crate::ps::gather(self.partition, self.shards);
+                    ev.eval(&w, rec);
+                    keep.then(|| KeptModel::of(&w))
+                }
+            },
+        )
+    }
+
+    fn snapshot_gradient(&mut self, grad: &mut [f64]) -> Result<()> {
+        self.snapshot_started = Some(Instant::now());
+        let sv = self.svrg.expect("snapshots only with SVRG");
+        sv.gradient(self.loss, self.data, self.partition, self.shards, grad);
+        Ok(())
+    }
+
+    fn install_drift(&mut self, grad: &[f64]) -> Result<()> {
+        let threads = self.svrg.map_or(1, |sv| sv.threads);
+        install_drift(self.partition, self.shards, grad, threads);
+        if let Some(t) = self.snapshot_started.take() {
+            self.snapshot_secs.push(t.elapsed().as_secs_f64());
         }
+        Ok(())
+    }
+
+    fn gather(&mut self) -> Result<Vec<f64>> {
+        Ok(crate::ps::gather(self.partition, self.shards))
+    }
+
+    fn delays(&mut self) -> Result<DelaySummary> {
+        Ok(self.stats.summary())
     }
 }
 
@@ -1053,13 +1113,17 @@ struct Threads<'s, 'e, L: Loss> {
     workers: usize,
     ctx: &'e WorkerContext<'e>,
     round: &'e SyncRound,
-    shards: &'e [Arc<dyn ShardApi>],
-    stats: &'e DelayStats,
-    svrg: Option<&'e Svrg>,
+    model: LocalModel<'e, L>,
     handles: Vec<std::thread::ScopedJoinHandle<'s, std::result::Result<(), String>>>,
 }
 
 impl<'s, 'e, L: Loss> Backend for Threads<'s, 'e, L> {
+    type Model = LocalModel<'e, L>;
+
+    fn model(&mut self) -> &mut LocalModel<'e, L> {
+        &mut self.model
+    }
+
     fn wait(&mut self) -> Result<bool> {
         std::thread::sleep(Duration::from_millis(2));
         let control = self.ctx.control;
@@ -1074,7 +1138,7 @@ impl<'s, 'e, L: Loss> Backend for Threads<'s, 'e, L> {
                 .counters
                 .samples
                 .load(std::sync::atomic::Ordering::Relaxed),
-            rejected: self.stats.rejected(),
+            rejected: self.model.stats.rejected(),
         })
     }
 
@@ -1121,43 +1185,6 @@ impl<'s, 'e, L: Loss> Backend for Threads<'s, 'e, L> {
         self.ctx.control.pause_requested() && k >= at
     }
 
-    fn evaluate<M: Loss>(
-        &mut self,
-        ev: &Evaluator<M>,
-        rec: &mut EvalRecord,
-        keep: bool,
-    ) -> Result<Option<KeptModel>> {
-        Ok(evaluate_shards(
-            ev,
-            self.ctx.partition,
-            self.shards,
-            rec,
-            keep,
-        ))
-    }
-
-    fn snapshot_gradient(&mut self, grad: &mut [f64]) -> Result<()> {
-        let sv = self.svrg.expect("snapshots only with SVRG");
-        sv.gradient(
-            self.loss,
-            self.ctx.data,
-            self.ctx.partition,
-            self.shards,
-            grad,
-        );
-        Ok(())
-    }
-
-    fn install_drift(&mut self, grad: &[f64]) -> Result<()> {
-        let threads = self.svrg.map_or(1, |sv| sv.threads);
-        install_drift(self.ctx.partition, self.shards, grad, threads);
-        Ok(())
-    }
-
-    fn gather(&mut self) -> Result<Vec<f64>> {
-        Ok(crate::ps::gather(self.ctx.partition, self.shards))
-    }
-
     fn stop(&mut self) -> Result<Stopped> {
         let control = self.ctx.control;
         control.stop();
@@ -1177,10 +1204,6 @@ impl<'s, 'e, L: Loss> Backend for Threads<'s, 'e, L> {
             failures,
             traffic: None,
         })
-    }
-
-    fn delays(&mut self) -> Result<DelaySummary> {
-        Ok(self.stats.summary())
     }
 }
 

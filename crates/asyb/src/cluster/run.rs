@@ -32,7 +32,8 @@ use crate::data::libsvm::ReadOptions;
 use crate::data::part::{read_part, PartSource};
 use crate::data::Dataset;
 use crate::driver::{
-    Backend, Checkpointing, Counts, Driver, Evaluator, SnapshotSchedule, StopRules, Stopped,
+    Backend, Checkpointing, Counts, Driver, Evaluator, ModelAccess, SnapshotSchedule, StopRules,
+    Stopped,
 };
 use crate::model::loss::{Loss, LossKind};
 use crate::model::objective::{AnyReg, Objective};
@@ -48,7 +49,7 @@ use crate::ps::transport::mpi::{
     Wait,
 };
 use crate::ps::transport::wire::{Dec, Enc};
-use crate::ps::worker::{self, BlockMode, Control, Counters, WorkerContext};
+use crate::ps::worker::{self, Control, Counters, WorkerContext};
 use crate::train::{self, KeptModel, Monitor, RunSummary, Traffic, WorkerFailure};
 use crate::{with_loss, with_reg, Error, Result};
 
@@ -374,17 +375,15 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
     let empty = Dataset::new(features);
     let data = part.as_ref().map_or(&empty, |p| &p.data);
     let eval_rows = part.as_ref().and_then(|p| p.eval.as_deref());
-    let ctx = WorkerContext {
+    let ctx = WorkerContext::new(
+        raw,
         data,
-        partition: &partition,
-        transport: &transport,
-        control: &control,
-        counters: &counters,
-        batch: raw.batch,
-        sampling: raw.sampling,
-        mode: BlockMode::of(raw.algorithm),
-        snapshot: cfg.svrg.then_some(&derivs),
-    };
+        &partition,
+        &transport,
+        &control,
+        &counters,
+        cfg.svrg.then_some(&derivs),
+    );
     answer(Enc::new(cmd::START, 0));
     std::thread::scope(|s| -> Result<()> {
         if let Some(sh) = &shard {
@@ -933,6 +932,8 @@ struct Ranks<'c, 'a, 'p, L: Loss> {
 }
 
 impl<L: Loss> Backend for Ranks<'_, '_, '_, L> {
+    type Model = Self;
+
     fn wait(&mut self) -> Result<bool> {
         std::thread::sleep(Duration::from_millis(5));
         while try_recv(None, tag::NOTE).is_some() {
@@ -975,6 +976,40 @@ impl<L: Loss> Backend for Ranks<'_, '_, '_, L> {
         k >= at
     }
 
+    fn stop(&mut self) -> Result<Stopped> {
+        let co = &mut *self.co;
+        co.resume();
+        co.command_all(Enc::new(cmd::STOP, 0));
+        let mut failures = Vec::new();
+        let mut samples = self.start_samples;
+        let mut traffic = Traffic::default();
+        for (rank, m) in co.answers(cmd::STOP)?.iter().enumerate() {
+            let mut d = Dec::new(m)?.1;
+            samples += d.u64()?;
+            traffic.messages += d.u64()?;
+            traffic.bytes += d.u64()?;
+            let why = d.str()?;
+            if !why.is_empty() {
+                failures.push(WorkerFailure {
+                    worker: co.roles.worker_of(rank).unwrap_or(rank),
+                    reason: why,
+                });
+            }
+        }
+        co.workers_started = false;
+        self.samples = samples;
+        Ok(Stopped {
+            failures,
+            traffic: Some(traffic),
+        })
+    }
+
+    fn model(&mut self) -> &mut Self {
+        self
+    }
+}
+
+impl<L: Loss> ModelAccess for Ranks<'_, '_, '_, L> {
     fn evaluate<M: Loss>(
         &mut self,
         ev: &Evaluator<M>,
@@ -1002,34 +1037,6 @@ impl<L: Loss> Backend for Ranks<'_, '_, '_, L> {
 
     fn gather(&mut self) -> Result<Vec<f64>> {
         Ok(crate::ps::gather(self.partition, self.shards))
-    }
-
-    fn stop(&mut self) -> Result<Stopped> {
-        let co = &mut *self.co;
-        co.resume();
-        co.command_all(Enc::new(cmd::STOP, 0));
-        let mut failures = Vec::new();
-        let mut samples = self.start_samples;
-        let mut traffic = Traffic::default();
-        for (rank, m) in co.answers(cmd::STOP)?.iter().enumerate() {
-            let mut d = Dec::new(m)?.1;
-            samples += d.u64()?;
-            traffic.messages += d.u64()?;
-            traffic.bytes += d.u64()?;
-            let why = d.str()?;
-            if !why.is_empty() {
-                failures.push(WorkerFailure {
-                    worker: co.roles.worker_of(rank).unwrap_or(rank),
-                    reason: why,
-                });
-            }
-        }
-        co.workers_started = false;
-        self.samples = samples;
-        Ok(Stopped {
-            failures,
-            traffic: Some(traffic),
-        })
     }
 
     /// Stops the servers, which answer with their statistics.

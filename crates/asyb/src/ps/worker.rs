@@ -176,6 +176,31 @@ pub struct WorkerContext<'a> {
     pub snapshot: Option<&'a RwLock<Vec<f32>>>,
 }
 
+impl<'a> WorkerContext<'a> {
+    /// The context of a run of `raw`'s algorithm, batch and sampling.
+    pub fn new(
+        raw: &crate::config::TrainConfig,
+        data: &'a Dataset,
+        partition: &'a BlockPartition,
+        transport: &'a dyn Transport,
+        control: &'a Control,
+        counters: &'a Counters,
+        snapshot: Option<&'a RwLock<Vec<f32>>>,
+    ) -> Self {
+        WorkerContext {
+            data,
+            partition,
+            transport,
+            control,
+            counters,
+            batch: raw.batch,
+            sampling: raw.sampling,
+            mode: BlockMode::of(raw.algorithm),
+            snapshot,
+        }
+    }
+}
+
 /// Draws minibatches.
 pub(crate) struct Sampler {
     /// Worker `w` of `workers`: its share is the rows `w + workers * j`, `j < share`.
