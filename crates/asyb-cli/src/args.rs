@@ -492,7 +492,7 @@ pub struct TrainArgs {
     /// number of cores]
     #[arg(long, value_parser = parse_workers)]
     pub workers: Option<WorkerCounts>,
-    /// Parameter blocks M. [default: max(2, workers)]
+    /// Parameter blocks M. [default: max(2, workers, servers)]
     #[arg(long)]
     pub blocks: Option<usize>,
     /// Block partition: interleaved (feature g in block g mod M), contiguous or hashed.

@@ -6,7 +6,7 @@
 //!
 //! Defaults, and why:
 //! - `workers`: the machine's cores (async workers are compute bound).
-//! - `blocks`: `max(2, workers)`: each push updates one block, so more blocks mean less of
+//! - `blocks`: `max(2, workers, servers)`: each push updates one block, so more blocks mean less of
 //!   each minibatch's gradient is used; at least one block per worker keeps two workers
 //!   from queueing on one block's write lock most of the time.
 //! - `batch`: 256 rows: large enough to amortize a pull and a push, small enough for many
@@ -282,7 +282,7 @@ pub struct TrainConfig {
     pub algorithm: Algorithm,
     /// Worker threads; default: the number of cores.
     pub workers: Option<usize>,
-    /// Number of blocks M; default: max(2, workers), at most the number of features.
+    /// Number of blocks M; default: max(2, workers, servers), at most the number of features.
     pub blocks: Option<usize>,
     pub partition: PartitionKind,
     /// Shards the blocks are spread over: threads in process; with the MPI backend,

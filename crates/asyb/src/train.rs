@@ -221,6 +221,33 @@ impl Plan {
     }
 }
 
+/// The block count of a run of `workers` workers on `servers` servers, the same rule
+/// on every backend: `blocks` (the flag), else max(2, workers, servers) but at most the
+/// `groups` feature groups; never more blocks than groups (`features` says which in the
+/// error) nor fewer than servers.
+pub(crate) fn block_count(
+    blocks: Option<usize>,
+    workers: usize,
+    servers: usize,
+    groups: usize,
+    features: impl FnOnce() -> String,
+) -> Result<usize> {
+    let m = blocks.unwrap_or_else(|| workers.max(2).max(servers).min(groups));
+    if m > groups {
+        return Err(Error::config(
+            "blocks",
+            format!("{m} blocks for {}: at most {groups}", features()),
+        ));
+    }
+    if servers > m {
+        return Err(Error::config(
+            "servers",
+            format!("{servers} servers for {m} blocks"),
+        ));
+    }
+    Ok(m)
+}
+
 /// The regularizer as the shards apply it (group lengths in coordinates), and the
 /// feature rows per regularizer group.
 pub(crate) fn reg_spec(cfg: &ValidConfig, classes: usize) -> (RegSpec, usize) {
@@ -638,36 +665,26 @@ impl<'a> Trainer<'a> {
         let (reg, group_rows) = self.reg_spec();
         let feature_groups = layout.features.div_ceil(group_rows);
         let workers = self.cfg.workers;
-        let blocks = match (raw.algorithm, raw.blocks) {
-            (Algorithm::Fista, _) => 1,
-            (_, Some(m)) if m > feature_groups => {
-                return Err(Error::config(
-                    "blocks",
-                    format!(
-                        "{m} blocks for {} {}features{}: at most {feature_groups}",
-                        layout.features,
-                        if self.problem.columns.is_some() {
-                            "used "
-                        } else {
-                            ""
-                        },
-                        if group_rows > 1 {
-                            format!(" in groups of {group_rows}")
-                        } else {
-                            String::new()
-                        }
-                    ),
-                ))
-            }
-            (_, Some(m)) => m,
-            (_, None) => workers.max(2).min(feature_groups),
+        let blocks = if raw.algorithm == Algorithm::Fista {
+            1
+        } else {
+            block_count(raw.blocks, workers, raw.servers, feature_groups, || {
+                format!(
+                    "{} {}features{}",
+                    layout.features,
+                    if self.problem.columns.is_some() {
+                        "used "
+                    } else {
+                        ""
+                    },
+                    if group_rows > 1 {
+                        format!(" in groups of {group_rows}")
+                    } else {
+                        String::new()
+                    }
+                )
+            })?
         };
-        if raw.servers > blocks {
-            return Err(Error::config(
-                "servers",
-                format!("{} servers for {blocks} blocks", raw.servers),
-            ));
-        }
         let sums = self.cfg.scaled_steps.then(|| column_sq_sums(data, layout));
         let metric = sums
             .as_deref()

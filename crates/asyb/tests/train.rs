@@ -234,6 +234,38 @@ fn target_objective_stops_the_run() {
     assert!(s.last().psi <= psi_star * 1.05);
 }
 
+/// The block count follows one rule on every backend: without `--blocks`, max(2,
+/// workers, servers), at most one block per feature; an in-process run with more servers
+/// than the default blocks used to fail where an MPI run raised the blocks.
+#[test]
+fn default_blocks_are_at_least_the_servers() {
+    let ds = planted_logistic(500, 40, 4, 6);
+    let blocks = |workers: usize, servers: usize, blocks: Option<usize>| {
+        let mut c = config(Algorithm::Asyb, workers);
+        c.servers = servers;
+        c.blocks = blocks;
+        c.max_updates = Some(50);
+        let v = c.check().map_err(|e| e.to_string())?;
+        let pb = Problem::from_datasets(&v, ds.clone(), "train.svm".as_ref(), None, None)
+            .map_err(|e| e.to_string())?;
+        Trainer::new(&v, &pb)
+            .run()
+            .map(|s| s.info.blocks)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(blocks(1, 1, None), Ok(2));
+    assert_eq!(blocks(3, 1, None), Ok(3));
+    assert_eq!(blocks(1, 3, None), Ok(3));
+    assert_eq!(blocks(2, 5, Some(6)), Ok(6));
+    // An explicit count below the servers is refused, as is one above the features.
+    assert!(blocks(1, 3, Some(2)).unwrap_err().contains("servers"));
+    let e = blocks(1, 1, Some(100)).unwrap_err();
+    assert!(e.contains("100 blocks for 40 features: at most 40"), "{e}");
+    // More servers than features cannot be served: one line, naming the servers.
+    let e = blocks(1, 50, None).unwrap_err();
+    assert!(e.contains("50 servers for 40 blocks"), "{e}");
+}
+
 #[test]
 fn max_updates_and_max_seconds_stop_the_run() {
     let ds = planted_logistic(1000, 50, 6, 5);

@@ -686,16 +686,13 @@ impl<L: Loss> Coordinator<'_, L> {
         };
         let (reg, group_rows) = train::reg_spec(cfg, 1);
         let feature_groups = features.div_ceil(group_rows);
-        let blocks = raw
-            .blocks
-            .unwrap_or_else(|| roles.workers().max(2).min(feature_groups))
-            .max(roles.servers);
-        if blocks > feature_groups {
-            return Err(Error::config(
-                "blocks",
-                format!("{blocks} blocks for {features} features: at most {feature_groups}"),
-            ));
-        }
+        let blocks = train::block_count(
+            raw.blocks,
+            roles.workers(),
+            roles.servers,
+            feature_groups,
+            || format!("{features} features"),
+        )?;
         let dense = Layout {
             features,
             classes: 1,
