@@ -111,7 +111,27 @@ pub(crate) struct Evaluator<'a, L: Loss> {
     pub(crate) eta: f64,
 }
 
-impl<L: Loss> Evaluator<'_, L> {
+impl<'a, L: Loss> Evaluator<'a, L> {
+    /// The evaluator of the objective `obj` with step `eta`, and of the `test` data's
+    /// metrics under the same loss, regularizer and layout.
+    pub(crate) fn new(
+        obj: Objective<'a, L>,
+        test: Option<&'a crate::data::Dataset>,
+        loss: LossKind,
+        eta: f64,
+    ) -> Self {
+        Evaluator {
+            obj,
+            test: test.map(|t| Objective {
+                data: t,
+                rows: None,
+                ..obj
+            }),
+            loss,
+            eta,
+        }
+    }
+
     /// Fills `rec` for model `w` whose loss part is `f` with gradient `grad`.
     pub(crate) fn record<W: Weights + ?Sized>(
         &self,

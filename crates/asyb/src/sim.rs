@@ -332,12 +332,7 @@ fn run<L: Loss>(
     let driver = Driver {
         mon: Monitor::with_intervals(plan.updates_per_epoch, f64::INFINITY, eval_every),
         observers: &mut [],
-        ev: Evaluator {
-            obj,
-            test: None,
-            loss: raw.loss,
-            eta: plan.eta0,
-        },
+        ev: Evaluator::new(obj, None, raw.loss, plan.eta0),
         rules: StopRules {
             max_seconds: budget
                 .max_virtual_secs

@@ -221,6 +221,26 @@ impl Plan {
     }
 }
 
+/// The update budget of a run: the epoch budget in updates, `max-updates`, or the
+/// smaller of the two.
+pub(crate) fn update_budget(cfg: &ValidConfig, updates_per_epoch: f64) -> Option<u64> {
+    let by_epochs = cfg
+        .epochs
+        .map(|e| (e * updates_per_epoch).ceil().max(1.0) as u64);
+    match (by_epochs, cfg.raw.max_updates) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How per-column steps scale the step, for the step note.
+pub(crate) fn scaling_note(raw: &TrainConfig) -> String {
+    format!(
+        "; coordinate j steps eta * (n + r0) / (s_j + r0), s_j its column's sum of squares, r0 = {}",
+        raw.step_scaling_floor
+    )
+}
+
 /// The block count of a run of `workers` workers on `servers` servers, the same rule
 /// on every backend: `blocks` (the flag), else max(2, workers, servers) but at most the
 /// `groups` feature groups; never more blocks than groups (`features` says which in the
@@ -702,10 +722,7 @@ impl<'a> Trainer<'a> {
         };
         drop(sums);
         if metric.is_some() {
-            step_note.push_str(&format!(
-                "; coordinate j steps eta * (n + r0) / (s_j + r0), s_j its column's sum of squares, r0 = {}",
-                raw.step_scaling_floor
-            ));
+            step_note.push_str(&scaling_note(raw));
         }
         let updates_per_epoch = data.rows() as f64 * blocks as f64 / raw.batch as f64;
         let schedule = if raw.step_decay {
@@ -716,14 +733,7 @@ impl<'a> Trainer<'a> {
         } else {
             StepSchedule::Constant { eta: eta0 }
         };
-        let by_epochs = self
-            .cfg
-            .epochs
-            .map(|e| (e * updates_per_epoch).ceil().max(1.0) as u64);
-        let max_updates = match (by_epochs, raw.max_updates) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let max_updates = update_budget(self.cfg, updates_per_epoch);
         let max_delay = if raw.algorithm == Algorithm::Seq {
             Some(0)
         } else {
@@ -767,16 +777,7 @@ impl<'a> Trainer<'a> {
             alpha: raw.alpha,
             threads,
         };
-        let ev = Evaluator {
-            obj,
-            test: pb.test.as_ref().map(|t| Objective {
-                data: t,
-                rows: None,
-                ..obj
-            }),
-            loss: raw.loss,
-            eta: plan.eta0,
-        };
+        let ev = Evaluator::new(obj, pb.test.as_ref(), raw.loss, plan.eta0);
         let info = run_info(self.cfg, pb, &plan, obj.n());
         // A checkpoint to resume from is checked before anything is reported.
         let ckpt_key =

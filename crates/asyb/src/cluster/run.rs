@@ -203,6 +203,41 @@ fn plan_blocks(
     (layout, reg, partition)
 }
 
+/// The test data of `cfg`, numbered like the training data (`index_base_one`), with
+/// normalized labels.
+fn read_test(cfg: &ValidConfig, index_base_one: bool) -> Result<Option<Dataset>> {
+    let Some(p) = &cfg.raw.test else {
+        return Ok(None);
+    };
+    let opts = ReadOptions {
+        features: None,
+        ..read_options(cfg)
+    };
+    let (mut t, _) = crate::data::read_following(p, &opts, index_base_one)?;
+    if binary(cfg.raw.loss) {
+        crate::problem::normalize_binary(&mut t);
+    }
+    Ok(Some(t))
+}
+
+/// What names an MPI run's problem for its checkpoints: the parts' fingerprints, the
+/// rows, the objective.
+fn checkpoint_key(
+    raw: &crate::config::TrainConfig,
+    fingerprints: &[u64],
+    n: usize,
+    layout: Layout,
+) -> String {
+    format!(
+        "mpi data {:016x} ({n} rows in {} parts) | {}",
+        fingerprints
+            .iter()
+            .fold(0u64, |h, &f| crate::ps::blocks::splitmix64(h ^ f)),
+        fingerprints.len(),
+        train::objective_key(raw, layout)
+    )
+}
+
 /// The next command for this rank's agent.
 fn next_command() -> Vec<u8> {
     recv(Some(0), tag::COMMAND, Wait::Command).0
@@ -504,6 +539,19 @@ struct Coordinator<'a, L: Loss> {
     workers_started: bool,
 }
 
+/// What the worker ranks read, added up.
+struct Survey {
+    n: usize,
+    nnz: usize,
+    features: usize,
+    /// Some label is 0 (binary labels 0/1 rather than -1/+1).
+    has_zero: bool,
+    index_base_one: bool,
+    fingerprints: Vec<u64>,
+    /// Each worker rank's rows and where they came from, for the summary.
+    rows_of: Vec<String>,
+}
+
 /// One evaluation's answers added up.
 struct Reduced {
     rows: u64,
@@ -635,11 +683,11 @@ impl<L: Loss> Coordinator<'_, L> {
         r
     }
 
-    fn run_inner(&mut self, observers: &mut [&mut dyn Observe]) -> Result<ClusterRun> {
-        let cfg = self.cfg;
-        let raw = &cfg.raw;
+    /// Asks every rank what it read (`INFO`): the worker ranks' rows added up, and the
+    /// checks that they agree.
+    fn survey(&self) -> Result<Survey> {
+        let raw = &self.cfg.raw;
         let roles = self.roles;
-        // 1. What every worker read.
         self.command_all(Enc::new(cmd::INFO, 0));
         let mut rows_of = Vec::new();
         let (mut n, mut nnz, mut features, mut has_zero) = (0usize, 0usize, 0usize, false);
@@ -676,31 +724,21 @@ impl<L: Loss> Coordinator<'_, L> {
                 "the ranks' parts of the data read as differently based (some hold feature index 0, some do not): pass --index-base 0 or 1",
             ));
         }
-        let index_base_one = bases[0];
-        let features = raw.features.unwrap_or(features);
-        // 2. Layout and blocks.
-        let layout = Layout {
+        Ok(Survey {
+            n,
+            nnz,
             features,
-            classes: 1,
-            bias: raw.bias,
-        };
-        let (reg, group_rows) = train::reg_spec(cfg, 1);
-        let feature_groups = features.div_ceil(group_rows);
-        let blocks = train::block_count(
-            raw.blocks,
-            roles.workers(),
-            roles.servers,
-            feature_groups,
-            || format!("{features} features"),
-        )?;
-        let dense = Layout {
-            features,
-            classes: 1,
-            bias: raw.bias,
-        };
-        // Rank 0 holds a dense model and at most its share of the cells.
-        let per_coord = train::COPY_BYTES + train::CELL_BYTES.div_ceil(roles.servers as u64);
-        train::memory_guard(dense, per_coord, false, false, train::total_memory())?;
+            has_zero,
+            index_base_one: bases[0],
+            fingerprints,
+            rows_of,
+        })
+    }
+
+    /// The column sums (`LAYOUT`) and the step (`METRIC`) agreed with the worker ranks:
+    /// the smallest automatic step over their parts, or the one given.
+    fn agree_step(&self, features: usize, n: usize, blocks: usize) -> Result<(f64, String)> {
+        let (cfg, raw) = (self.cfg, &self.cfg.raw);
         self.command_all(
             Enc::new(cmd::LAYOUT, 24)
                 .u64(features as u64)
@@ -716,7 +754,7 @@ impl<L: Loss> Coordinator<'_, L> {
                 }
             }
         }
-        // 3. Metric and step.
+        // The metric, then the step.
         let metric = if cfg.scaled_steps {
             train::column_metric(&sums, n, raw.step_scaling_floor)
         } else {
@@ -746,44 +784,67 @@ impl<L: Loss> Coordinator<'_, L> {
             }
         }
         if cfg.scaled_steps {
-            step_note.push_str(&format!(
-                "; coordinate j steps eta * (n + r0) / (s_j + r0), s_j its column's sum of squares, r0 = {}",
-                raw.step_scaling_floor
-            ));
+            step_note.push_str(&train::scaling_note(raw));
         }
-        let updates_per_epoch = n as f64 * blocks as f64 / raw.batch as f64;
-        let by_epochs = cfg
-            .epochs
-            .map(|e| (e * updates_per_epoch).ceil().max(1.0) as u64);
-        let max_updates = match (by_epochs, raw.max_updates) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        // Checkpoint to resume from.
-        let key = format!(
-            "mpi data {:016x} ({n} rows in {} parts) | {}",
-            fingerprints
-                .iter()
-                .fold(0u64, |h, &f| crate::ps::blocks::splitmix64(h ^ f)),
-            fingerprints.len(),
-            train::objective_key(raw, layout)
+        Ok((eta0, step_note))
+    }
+
+    /// Starts the servers (`START`) at step `eta0`, resuming at update `start_k`. Each
+    /// counts its own updates (about k / S).
+    fn start_servers(&mut self, eta0: f64, updates_per_epoch: f64, start_k: u64) -> Result<()> {
+        let servers = self.roles.servers;
+        let t0 = self.cfg.raw.step_t0.unwrap_or(updates_per_epoch) / servers as f64;
+        self.command_all(
+            Enc::new(cmd::START, 24)
+                .f64(eta0)
+                .f64(t0)
+                .u64(start_k / servers as u64),
         );
+        self.answers(cmd::START)?;
+        self.servers_started = true;
+        Ok(())
+    }
+
+    fn run_inner(&mut self, observers: &mut [&mut dyn Observe]) -> Result<ClusterRun> {
+        let cfg = self.cfg;
+        let raw = &cfg.raw;
+        let roles = self.roles;
+        // 1. What every worker read.
+        let Survey {
+            n,
+            nnz,
+            features,
+            has_zero,
+            index_base_one,
+            fingerprints,
+            rows_of,
+        } = self.survey()?;
+        let features = raw.features.unwrap_or(features);
+        // 2. Layout and blocks.
+        let group_rows = train::reg_spec(cfg, 1).1;
+        let blocks = train::block_count(
+            raw.blocks,
+            roles.workers(),
+            roles.servers,
+            features.div_ceil(group_rows),
+            || format!("{features} features"),
+        )?;
+        let (layout, reg, partition) = plan_blocks(cfg, roles, features, blocks);
+        // Rank 0 holds a dense model and at most its share of the cells.
+        let per_coord = train::COPY_BYTES + train::CELL_BYTES.div_ceil(roles.servers as u64);
+        train::memory_guard(layout, per_coord, false, false, train::total_memory())?;
+        let (eta0, step_note) = self.agree_step(features, n, blocks)?;
+        let updates_per_epoch = n as f64 * blocks as f64 / raw.batch as f64;
+        let max_updates = train::update_budget(cfg, updates_per_epoch);
+        // Checkpoint to resume from.
+        let key = checkpoint_key(raw, &fingerprints, n, layout);
         let resumed = match &raw.resume {
             Some(dir) => Some(checkpoint::resume(dir, &key, layout.coords())?),
             None => None,
         };
         let start_k = resumed.as_ref().map_or(0, |c| c.updates);
-        // 4. Servers: each counts its own updates (about k / S).
-        let s_count = roles.servers as f64;
-        let t0 = raw.step_t0.unwrap_or(updates_per_epoch) / s_count;
-        self.command_all(
-            Enc::new(cmd::START, 24)
-                .f64(eta0)
-                .f64(t0)
-                .u64(start_k / roles.servers as u64),
-        );
-        self.answers(cmd::START)?;
-        self.servers_started = true;
+        // 4. Servers.
+        self.start_servers(eta0, updates_per_epoch, start_k)?;
         let info = RunInfo {
             algorithm: raw.algorithm.name().into(),
             loss: raw.loss.name().into(),
@@ -810,20 +871,7 @@ impl<L: Loss> Coordinator<'_, L> {
             o.on_start(&info)?;
         }
         // Test data, read here only.
-        let test = match &raw.test {
-            Some(p) => {
-                let opts = ReadOptions {
-                    features: None,
-                    ..read_options(cfg)
-                };
-                let (mut t, _) = crate::data::read_following(p, &opts, index_base_one)?;
-                if binary(raw.loss) {
-                    crate::problem::normalize_binary(&mut t);
-                }
-                Some(t)
-            }
-            None => None,
-        };
+        let test = read_test(cfg, index_base_one)?;
         let empty = Dataset::new(features);
         let obj = Objective {
             data: &empty,
@@ -834,17 +882,7 @@ impl<L: Loss> Coordinator<'_, L> {
             alpha: raw.alpha,
             threads: cfg.eval_threads,
         };
-        let ev = Evaluator {
-            obj,
-            test: test.as_ref().map(|t| Objective {
-                data: t,
-                rows: None,
-                ..obj
-            }),
-            loss: raw.loss,
-            eta: eta0,
-        };
-        let (_, _, partition) = plan_blocks(cfg, roles, features, blocks);
+        let ev = Evaluator::new(obj, test.as_ref(), raw.loss, eta0);
         let shards = self.shards();
         let start_samples = resumed.as_ref().map_or(0, |c| c.samples);
         let start_secs = resumed.as_ref().map_or(0.0, |c| c.train_secs);
@@ -874,7 +912,7 @@ impl<L: Loss> Coordinator<'_, L> {
                 target: raw.target_objective,
                 interrupt: self.interrupt.clone(),
             },
-            by_epochs: by_epochs.is_some(),
+            by_epochs: cfg.epochs.is_some(),
             snapshots: cfg.svrg.then(|| SnapshotSchedule {
                 every: svrg_every,
                 next: start_k + train::svrg_first(svrg_every, warmup),
