@@ -428,7 +428,9 @@ impl<L: Loss> Driver<'_, '_, L> {
                     continue;
                 }
             }
-            if !self.due(b)? {
+            // The step read at the top of this look: under MPI each read is a round
+            // trip to every server.
+            if !self.mon.due(k, self.mon.train_secs()) {
                 continue;
             }
             b.pause()?;
