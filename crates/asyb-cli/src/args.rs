@@ -404,6 +404,16 @@ fn parse_sampling(s: &str) -> Result<Sampling, String> {
         )),
     }
 }
+/// The losses, from the library's list.
+fn loss_help() -> String {
+    let names: Vec<&str> = LossKind::ALL.iter().map(|(n, _)| *n).collect();
+    format!(
+        "{}. [default: {}]",
+        names.join(", "),
+        TrainConfig::default().loss.name()
+    )
+}
+
 /// One worker count, or a list of them for `bench speedup`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerCounts(pub Vec<usize>);
@@ -443,9 +453,12 @@ pub struct TrainArgs {
     /// Held-out data for test metrics at every evaluation.
     #[arg(long, value_name = "FILE")]
     pub test: Option<PathBuf>,
-    /// logistic, squared, squared-hinge or softmax. [default: logistic]
-    #[arg(long, value_parser = parse_loss)]
+    #[arg(long, value_parser = parse_loss, help = loss_help())]
     pub loss: Option<LossKind>,
+    /// Huber loss: where it turns from quadratic to linear, in units of the target.
+    /// [default: 1]
+    #[arg(long)]
+    pub huber_delta: Option<f64>,
     /// none, l1, l2, elastic-net, nonneg, box or group-lasso. [default: l1]
     #[arg(long, value_parser = parse_reg)]
     pub reg: Option<RegKind>,
@@ -661,6 +674,7 @@ impl TrainArgs {
             eval_rows
         );
         set_some!(
+            huber_delta,
             svrg_epochs,
             svrg_warmup,
             train,

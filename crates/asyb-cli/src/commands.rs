@@ -191,16 +191,18 @@ fn saved_model(vc: &ValidConfig, labels: &TrainLabels, s: &RunSummary) -> SavedM
             (layout, w, Some(ids))
         }
     };
+    let mut meta = ModelMeta {
+        loss: vc.raw.loss,
+        reg: s.reg,
+        blocks: s.info.blocks,
+        layout,
+        class_labels: labels.class_labels.clone(),
+        alpha: vc.raw.alpha,
+        extra,
+    };
+    meta.set_loss(vc.loss);
     SavedModel {
-        meta: ModelMeta {
-            loss: vc.raw.loss,
-            reg: s.reg,
-            blocks: s.info.blocks,
-            layout,
-            class_labels: labels.class_labels.clone(),
-            alpha: vc.raw.alpha,
-            extra,
-        },
+        meta,
         weights,
         feature_ids,
     }
@@ -530,10 +532,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let m = &e.metrics;
     outln!("rows        {}", e.rows);
     outln!("objective   {:.6e}", e.psi);
-    let loss_name = match model.meta.loss.name() {
-        "logistic" | "softmax" => "logloss",
-        _ => "loss",
-    };
+    let loss_name = model.meta.loss.info().metric;
     outln!("{loss_name:<11} {:.6e}", m.loss);
     if let Some(v) = m.accuracy {
         outln!("accuracy    {v:.4}");

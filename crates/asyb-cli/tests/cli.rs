@@ -1603,3 +1603,90 @@ fn billion_feature_ids_train_compacted_into_a_sparse_model() {
         &["compact-features", "group-lasso"],
     );
 }
+
+/// `--loss huber --huber-delta` trains; the model records delta, so `eval` computes the
+/// same objective as the run; the flag is refused with another loss or a bad value.
+#[test]
+fn huber_loss_with_its_delta_trains_and_evaluates() {
+    let d = Dir::new();
+    let mut text = String::new();
+    for i in 0..300 {
+        let (a, b) = (i % 7 + 1, i % 11 + 8);
+        let y = 0.5 * a as f64 - 0.25 * (b - 8) as f64 + if i % 25 == 0 { 40.0 } else { 0.0 };
+        text.push_str(&format!("{y} {a}:1 {b}:1\n"));
+    }
+    d.write("r.svm", text);
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--train",
+            "r.svm",
+            "--algorithm",
+            "fista",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        d.asyb(&args)
+    };
+    let o = train(&[
+        "--loss",
+        "huber",
+        "--huber-delta",
+        "0.5",
+        "--lambda",
+        "1e-4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train(&[
+        "--loss",
+        "huber",
+        "--huber-delta",
+        "0.5",
+        "--lambda",
+        "1e-4",
+        "--model",
+        "h.safetensors",
+        "--log",
+        "h.jsonl",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let psi = log_records(&d.path("h.jsonl")).last().unwrap()["psi"]
+        .as_f64()
+        .unwrap();
+    let o = d.asyb(&[
+        "eval",
+        "--model",
+        "h.safetensors",
+        "--data",
+        "r.svm",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let got = e["psi"].as_f64().unwrap();
+    assert!(
+        (got - psi).abs() <= 1e-5 * psi.abs(),
+        "eval {got} vs run {psi}"
+    );
+    assert!(e["metrics"]["rmse"].as_f64().is_some(), "{e}");
+
+    train_fails(
+        &d,
+        &[
+            "--train",
+            "r.svm",
+            "--loss",
+            "squared",
+            "--huber-delta",
+            "1",
+        ],
+        &["huber-delta"],
+    );
+    train_fails(
+        &d,
+        &["--train", "r.svm", "--loss", "huber", "--huber-delta", "0"],
+        &["huber-delta"],
+    );
+    let o = d.asyb(&["train", "--help"]);
+    assert!(stdout(&o).contains("huber"), "{}", stdout(&o));
+}

@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::loss::LossKind;
+use crate::model::loss::{Labels, LossKind, LossSpec};
 use crate::model::reg::{RegKind, RegSpec};
 use crate::ps::blocks::PartitionKind;
 use crate::{Error, Result};
@@ -259,6 +259,8 @@ pub struct TrainConfig {
     /// Test data for held-out metrics.
     pub test: Option<PathBuf>,
     pub loss: LossKind,
+    /// Huber loss: where it turns from quadratic to linear; default 1.
+    pub huber_delta: Option<f64>,
     pub reg: RegKind,
     pub lambda: f64,
     /// Elastic net: weight of the L1 part in [0, 1].
@@ -356,6 +358,7 @@ impl Default for TrainConfig {
             train: None,
             test: None,
             loss: LossKind::Logistic,
+            huber_delta: None,
             reg: RegKind::L1,
             lambda: 1e-6,
             l1_ratio: 0.5,
@@ -423,6 +426,8 @@ pub const DEFAULT_SCALING_FLOOR: f64 = 1024.0;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ValidConfig {
     pub raw: TrainConfig,
+    /// The loss with its parameter.
+    pub loss: LossSpec,
     pub workers: usize,
     pub eval_threads: usize,
     pub reg: RegSpec,
@@ -495,6 +500,27 @@ impl TrainConfig {
                 reason: e.message().to_string(),
             }
         })
+    }
+
+    /// The loss with its parameter: a given parameter must be the loss's, finite and > 0.
+    fn loss_spec(&self) -> Result<LossSpec> {
+        let given = [("huber-delta", self.huber_delta)];
+        let takes = self.loss.info().param.map(|p| p.name);
+        for (name, value) in given {
+            let Some(v) = value else { continue };
+            if takes != Some(name) {
+                return Err(Error::config(
+                    name,
+                    format!("applies to another loss than '{}'", self.loss.name()),
+                ));
+            }
+            positive_finite(name, v)?;
+        }
+        let param = given
+            .iter()
+            .find(|(n, _)| takes == Some(*n))
+            .and_then(|g| g.1);
+        Ok(LossSpec::new(self.loss, param))
     }
 
     /// Validates every field, one error for the first bad one.
@@ -572,7 +598,7 @@ impl TrainConfig {
                     ),
                 ));
             }
-            if self.loss == LossKind::Softmax {
+            if self.loss.info().labels == Labels::Classes {
                 return Err(Error::config(
                     "backend",
                     "the MPI backend does not train softmax yet (its class list would have to be agreed across ranks); use the local backend",
@@ -687,10 +713,7 @@ impl TrainConfig {
                 "the seq algorithm runs one worker",
             ));
         }
-        if self.loss == LossKind::Softmax && self.reg == RegKind::GroupLasso && self.group_size == 0
-        {
-            return Err(Error::config("group-size", "must be at least 1"));
-        }
+        let loss = self.loss_spec()?;
         let workers = match self.algorithm {
             Algorithm::Seq | Algorithm::Fista => 1,
             _ => self.workers.unwrap_or_else(cores),
@@ -713,6 +736,7 @@ impl TrainConfig {
         };
         Ok(ValidConfig {
             raw: self.clone(),
+            loss,
             workers,
             eval_threads: self.eval_threads.unwrap_or_else(cores),
             reg: RegSpec {
@@ -743,6 +767,23 @@ mod tests {
     }
 
     #[test]
+    fn the_loss_parameter_reaches_the_valid_config() {
+        let mut c = TrainConfig {
+            loss: LossKind::Huber,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.check().unwrap().loss,
+            LossSpec::new(LossKind::Huber, Some(1.0))
+        );
+        c.huber_delta = Some(0.25);
+        assert_eq!(c.check().unwrap().loss.param, 0.25);
+        let t = TrainConfig::from_toml("loss = \"huber\"\nhuber-delta = 2.5\n", "r.toml".as_ref())
+            .unwrap();
+        assert_eq!(t.check().unwrap().loss.param, 2.5);
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         type Edit = Box<dyn Fn(&mut TrainConfig)>;
         let cases: Vec<(&str, Edit)> = vec![
@@ -754,6 +795,21 @@ mod tests {
             ("blocks", Box::new(|c| c.blocks = Some(0))),
             ("batch", Box::new(|c| c.batch = 0)),
             ("l1-ratio", Box::new(|c| c.l1_ratio = 1.5)),
+            ("huber-delta", Box::new(|c| c.huber_delta = Some(1.0))),
+            (
+                "huber-delta",
+                Box::new(|c| {
+                    c.loss = LossKind::Huber;
+                    c.huber_delta = Some(0.0)
+                }),
+            ),
+            (
+                "huber-delta",
+                Box::new(|c| {
+                    c.loss = LossKind::Huber;
+                    c.huber_delta = Some(f64::INFINITY)
+                }),
+            ),
             ("epochs", Box::new(|c| c.epochs = Some(0.0))),
             (
                 "servers",

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint;
-use crate::model::loss::{Loss, LossKind};
+use crate::model::loss::Loss;
 use crate::model::objective::{Objective, Weights};
 use crate::model::reg::RegSpec;
 use crate::model::Layout;
@@ -107,7 +107,6 @@ pub(crate) trait ModelAccess {
 pub(crate) struct Evaluator<'a, L: Loss> {
     pub(crate) obj: Objective<'a, L>,
     pub(crate) test: Option<Objective<'a, L>>,
-    pub(crate) loss: LossKind,
     pub(crate) eta: f64,
 }
 
@@ -117,7 +116,6 @@ impl<'a, L: Loss> Evaluator<'a, L> {
     pub(crate) fn new(
         obj: Objective<'a, L>,
         test: Option<&'a crate::data::Dataset>,
-        loss: LossKind,
         eta: f64,
     ) -> Self {
         Evaluator {
@@ -127,7 +125,6 @@ impl<'a, L: Loss> Evaluator<'a, L> {
                 rows: None,
                 ..obj
             }),
-            loss,
             eta,
         }
     }
@@ -146,7 +143,7 @@ impl<'a, L: Loss> Evaluator<'a, L> {
         rec.test = self
             .test
             .as_ref()
-            .map(|t| crate::predict::test_metrics(t, self.loss, w));
+            .map(|t| crate::predict::test_metrics(t, w));
     }
 
     /// Evaluates `w` on `obj`'s own rows. The gradient is allocated for each evaluation

@@ -37,7 +37,7 @@ use safetensors::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 
 use crate::io::{atomic_write, io_err};
-use crate::model::loss::LossKind;
+use crate::model::loss::{Labels, LossKind, LossSpec};
 use crate::model::reg::{RegKind, RegSpec};
 use crate::model::Layout;
 use crate::{Error, Result};
@@ -93,6 +93,29 @@ pub struct ModelMeta {
     /// Free-form entries (algorithm, updates, final psi, ...), stored under their own
     /// keys; none may be one of [`RESERVED_KEYS`].
     pub extra: BTreeMap<String, String>,
+}
+
+impl ModelMeta {
+    /// The loss with its parameter, which [`ModelMeta::set_loss`] records among the
+    /// extras under the parameter's name (checked on load); a model without the entry
+    /// has the parameter's default.
+    pub fn loss_spec(&self) -> LossSpec {
+        let param = self
+            .loss
+            .info()
+            .param
+            .and_then(|p| self.extra.get(p.name).and_then(|v| v.parse::<f64>().ok()));
+        LossSpec::new(self.loss, param)
+    }
+
+    /// Sets the loss and records its parameter.
+    pub fn set_loss(&mut self, spec: LossSpec) {
+        self.loss = spec.kind;
+        if let Some(p) = spec.kind.info().param {
+            self.extra
+                .insert(p.name.into(), format!("{:?}", spec.param));
+        }
+    }
 }
 
 /// A model as stored in a file.
@@ -460,20 +483,32 @@ fn check_meta(meta: &ModelMeta) -> std::result::Result<(), String> {
         return field("blocks", "0".into(), "must be >= 1");
     }
 
+    if let Some(p) = meta.loss.info().param {
+        if let Some(v) = meta.extra.get(p.name) {
+            if !v.parse::<f64>().is_ok_and(|x| x.is_finite() && x > 0.0) {
+                return field(p.name, shown(v), "must be a finite number > 0");
+            }
+        }
+    }
     let layout = meta.layout;
     let k = layout.classes;
-    match meta.loss {
-        LossKind::Softmax if k < 2 => {
-            return field("classes", k.to_string(), "softmax needs at least 2 classes");
+    let labels_kind = meta.loss.info().labels;
+    match labels_kind {
+        Labels::Classes if k < 2 => {
+            return field(
+                "classes",
+                k.to_string(),
+                &format!("{} needs at least 2 classes", meta.loss.name()),
+            );
         }
-        LossKind::Softmax => {}
-        other if k != 1 => {
+        Labels::Classes => {}
+        _ if k != 1 => {
             return field(
                 "classes",
                 k.to_string(),
                 &format!(
                     "loss '{}' has one output per feature, needs 1",
-                    other.name()
+                    meta.loss.name()
                 ),
             );
         }
@@ -494,10 +529,10 @@ fn check_meta(meta: &ModelMeta) -> std::result::Result<(), String> {
     }
 
     let labels = &meta.class_labels;
-    let expected = match meta.loss {
-        LossKind::Softmax => k,
-        LossKind::Logistic | LossKind::SquaredHinge => 2,
-        LossKind::Squared => 0,
+    let expected = match labels_kind {
+        Labels::Classes => k,
+        Labels::Binary => 2,
+        Labels::Real => 0,
     };
     if !labels.is_empty() && labels.len() != expected {
         return field(
@@ -995,6 +1030,31 @@ mod tests {
                 proptest::prop_assert_eq!(m.weights.len(), m.meta.layout.coords());
             }
         }
+    }
+
+    #[test]
+    fn the_loss_parameter_is_recorded_and_checked() {
+        let mut m = model(LossKind::Huber, 1);
+        m.meta.set_loss(LossSpec::new(LossKind::Huber, Some(0.3)));
+        let back = decode(&encode(&m).unwrap().to_bytes()).unwrap();
+        assert_eq!(
+            back.meta.loss_spec(),
+            LossSpec::new(LossKind::Huber, Some(0.3))
+        );
+        // A model written without the entry has the default.
+        m.meta.extra.remove("huber-delta");
+        let back = decode(&encode(&m).unwrap().to_bytes()).unwrap();
+        assert_eq!(back.meta.loss_spec().param, 1.0);
+        for bad in ["0", "-1", "nan", "inf", "x"] {
+            m.meta.extra.insert("huber-delta".into(), bad.into());
+            let reason = encode_err(&m);
+            assert!(reason.contains("huber-delta"), "{reason}");
+        }
+        // A loss without a parameter records none.
+        let mut l = model(LossKind::Logistic, 1);
+        l.meta.set_loss(LossKind::Logistic.into());
+        assert!(l.meta.extra.is_empty());
+        assert_eq!(l.meta.loss_spec(), LossSpec::from(LossKind::Logistic));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::model::Layout;
 
 use crate::data::libsvm::{IndexBase, LabelRule, ReadOptions, ReadReport};
 use crate::data::Dataset;
-use crate::model::loss::{sigmoid, Loss, LossKind};
+use crate::model::loss::{sigmoid, Labels, Link, Loss};
 use crate::model::metrics;
 use crate::model::objective::AnyReg;
 use crate::model::objective::Objective;
@@ -48,8 +48,8 @@ pub fn read_for_model(
     labelled: bool,
 ) -> Result<(Dataset, ReadReport)> {
     let loss = model.meta.loss;
-    let labels = match (labelled, loss) {
-        (true, LossKind::Logistic | LossKind::SquaredHinge) => LabelRule::Binary,
+    let labels = match (labelled, loss.info().labels) {
+        (true, Labels::Binary) => LabelRule::Binary,
         _ => LabelRule::Any,
     };
     let opts = ReadOptions {
@@ -61,14 +61,14 @@ pub fn read_for_model(
     let one_based = model_index_base(model) == IndexBase::One;
     let (mut ds, rep) = crate::data::read_following(path, &opts, one_based)?;
     if labelled {
-        match loss {
-            LossKind::Logistic | LossKind::SquaredHinge => {
+        match loss.info().labels {
+            Labels::Binary => {
                 for y in ds.labels.iter_mut() {
                     *y = if *y > 0.0 { 1.0 } else { -1.0 };
                 }
             }
-            LossKind::Squared => {}
-            LossKind::Softmax => {
+            Labels::Real => {}
+            Labels::Classes => {
                 let classes = &model.meta.class_labels;
                 for (i, y) in ds.labels.iter_mut().enumerate() {
                     match classes.iter().position(|c| c == y) {
@@ -128,8 +128,10 @@ fn objective<'a, L: Loss>(
 /// Margins of every row, `classes` per row.
 pub fn margins(model: &SavedModel, data: &Dataset) -> Vec<f64> {
     let (data, layout) = view(model, data);
-    with_loss!(model.meta.loss, |l| objective(model, &data, layout, l)
-        .margins(&model.weights))
+    with_loss!(model.meta.loss_spec(), |l| objective(
+        model, &data, layout, l
+    )
+    .margins(&model.weights))
 }
 
 /// One score per row (see the module doc); with `raw`, the margins.
@@ -137,10 +139,10 @@ pub fn scores(model: &SavedModel, data: &Dataset, raw: bool) -> Vec<Vec<f64>> {
     let z = margins(model, data);
     let k = model.meta.layout.classes;
     z.chunks(k)
-        .map(|zi| match (raw, model.meta.loss) {
-            (true, _) | (_, LossKind::Squared | LossKind::SquaredHinge) => zi.to_vec(),
-            (false, LossKind::Logistic) => vec![sigmoid(zi[0])],
-            (false, LossKind::Softmax) => {
+        .map(|zi| match (raw, model.meta.loss.info().link) {
+            (true, _) | (_, Link::Margin) => zi.to_vec(),
+            (false, Link::Probability) => vec![sigmoid(zi[0])],
+            (false, Link::Class) => {
                 let best = zi
                     .iter()
                     .enumerate()
@@ -171,24 +173,23 @@ pub struct Evaluation {
 /// Evaluates `model` on `data` (labels normalized by [`read_for_model`]).
 pub fn evaluate(model: &SavedModel, data: &Dataset) -> Evaluation {
     let (data, layout) = view(model, data);
-    with_loss!(model.meta.loss, |l| {
+    with_loss!(model.meta.loss_spec(), |l| {
         let obj = objective(model, &data, layout, l);
         let w = &model.weights;
         Evaluation {
             rows: data.rows(),
             psi: obj.f_and_grad(w, None) + obj.h(w),
-            metrics: test_metrics(&obj, model.meta.loss, w),
+            metrics: test_metrics(&obj, w),
             nnz: Objective::<crate::model::loss::Logistic>::nnz(w, layout),
         }
     })
 }
 
-/// Held-out metrics of `w` on the objective's data: logloss, accuracy and AUC for binary
-/// losses (the loss's own mean for squared hinge), RMSE for regression, softmax logloss
-/// and accuracy for multiclass.
+/// Held-out metrics of `w` on the objective's data: the mean loss (the logloss of the
+/// logistic and softmax losses), and by the loss's labels accuracy and AUC (binary), RMSE
+/// (regression) or accuracy (classes).
 pub fn test_metrics<L: Loss, W: crate::model::objective::Weights + ?Sized>(
     t: &Objective<L>,
-    loss: LossKind,
     w: &W,
 ) -> TestMetrics {
     let z = t.margins(w);
@@ -202,27 +203,21 @@ pub fn test_metrics<L: Loss, W: crate::model::objective::Weights + ?Sized>(
             .sum();
         sum / y.len().max(1) as f64
     };
-    match loss {
-        LossKind::Logistic => TestMetrics {
-            loss: metrics::logloss(&z, y),
-            accuracy: Some(metrics::binary_accuracy(&z, y)),
-            auc: metrics::auc(&z, y),
-            rmse: None,
-        },
-        LossKind::SquaredHinge => TestMetrics {
+    match L::INFO.labels {
+        Labels::Binary => TestMetrics {
             loss: mean_loss(),
             accuracy: Some(metrics::binary_accuracy(&z, y)),
             auc: metrics::auc(&z, y),
             rmse: None,
         },
-        LossKind::Squared => TestMetrics {
+        Labels::Real => TestMetrics {
             loss: mean_loss(),
             accuracy: None,
             auc: None,
             rmse: Some(metrics::rmse(&z, y)),
         },
-        LossKind::Softmax => TestMetrics {
-            loss: metrics::softmax_logloss(&z, k, y),
+        Labels::Classes => TestMetrics {
+            loss: mean_loss(),
             accuracy: Some(metrics::multiclass_accuracy(&z, k, y)),
             auc: None,
             rmse: None,
@@ -233,6 +228,7 @@ pub fn test_metrics<L: Loss, W: crate::model::objective::Weights + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::loss::LossKind;
     use crate::model::reg::{RegKind, RegSpec};
     use crate::model::Layout;
     use crate::model_file::ModelMeta;

@@ -14,7 +14,7 @@ use crate::config::{
 use crate::data::columns::ColumnMap;
 use crate::data::libsvm::{IndexBase, LabelRule, ReadOptions, ReadReport};
 use crate::data::Dataset;
-use crate::model::loss::LossKind;
+use crate::model::loss::{Labels, LossKind};
 use crate::model::Layout;
 use crate::{Error, Result};
 
@@ -56,9 +56,9 @@ pub(crate) fn read_options(cfg: &ValidConfig) -> ReadOptions {
 }
 
 fn label_rule(loss: LossKind) -> LabelRule {
-    match loss {
-        LossKind::Logistic | LossKind::SquaredHinge => LabelRule::Binary,
-        LossKind::Squared | LossKind::Softmax => LabelRule::Any,
+    match loss.info().labels {
+        Labels::Binary => LabelRule::Binary,
+        Labels::Real | Labels::Classes => LabelRule::Any,
     }
 }
 
@@ -164,8 +164,8 @@ impl Problem {
             }
             None => train.features = features,
         }
-        let (classes, class_labels) = match raw.loss {
-            LossKind::Logistic | LossKind::SquaredHinge => {
+        let (classes, class_labels) = match raw.loss.info().labels {
+            Labels::Binary => {
                 let labels = binary_labels(&train);
                 normalize_binary(&mut train);
                 if let Some(t) = test.as_mut() {
@@ -173,8 +173,8 @@ impl Problem {
                 }
                 (1, labels)
             }
-            LossKind::Squared => (1, Vec::new()),
-            LossKind::Softmax => {
+            Labels::Real => (1, Vec::new()),
+            Labels::Classes => {
                 let mut distinct: Vec<f32> = train.labels.to_vec();
                 distinct.sort_by(f32::total_cmp);
                 distinct.dedup();

@@ -199,7 +199,7 @@ pub fn simulate(
             "the simulator runs the asynchronous algorithms asyb and asy-full",
         ));
     }
-    with_loss!(cfg.raw.loss, |l| run(
+    with_loss!(cfg.loss, |l| run(
         l, cfg, pb, machine, workers, goal, budget, None
     ))
 }
@@ -233,7 +233,7 @@ pub fn calibrate(cfg: &ValidConfig, pb: &Problem, updates: u64) -> Result<Calibr
         max_epochs: f64::INFINITY,
         max_virtual_secs: f64::INFINITY,
     };
-    with_loss!(cfg.raw.loss, |l| run(
+    with_loss!(cfg.loss, |l| run(
         l,
         cfg,
         pb,
@@ -332,7 +332,7 @@ fn run<L: Loss>(
     let driver = Driver {
         mon: Monitor::with_intervals(plan.updates_per_epoch, f64::INFINITY, eval_every),
         observers: &mut [],
-        ev: Evaluator::new(obj, None, raw.loss, plan.eta0),
+        ev: Evaluator::new(obj, None, plan.eta0),
         rules: StopRules {
             max_seconds: budget
                 .max_virtual_secs

@@ -401,12 +401,7 @@ pub struct Trainer<'a> {
 
 /// The loss's bound on its second derivative in the margin.
 fn curvature(loss: LossKind) -> f64 {
-    match loss {
-        LossKind::Logistic => 0.25,
-        LossKind::Squared => 1.0,
-        LossKind::SquaredHinge => 2.0,
-        LossKind::Softmax => 0.5,
-    }
+    loss.info().curvature
 }
 
 /// Mean over rows of the squared row norm, the intercept's 1 included when trained.
@@ -760,7 +755,7 @@ impl<'a> Trainer<'a> {
     /// Runs to a stop criterion.
     pub fn run(self) -> Result<RunSummary> {
         let plan = self.plan()?;
-        with_loss!(self.cfg.raw.loss, |loss| self.run_with(loss, plan))
+        with_loss!(self.cfg.loss, |loss| self.run_with(loss, plan))
     }
 
     fn run_with<L: Loss>(mut self, loss: L, mut plan: Plan) -> Result<RunSummary> {
@@ -777,7 +772,7 @@ impl<'a> Trainer<'a> {
             alpha: raw.alpha,
             threads,
         };
-        let ev = Evaluator::new(obj, pb.test.as_ref(), raw.loss, plan.eta0);
+        let ev = Evaluator::new(obj, pb.test.as_ref(), plan.eta0);
         let info = run_info(self.cfg, pb, &plan, obj.n());
         // A checkpoint to resume from is checked before anything is reported.
         let ckpt_key =

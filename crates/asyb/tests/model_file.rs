@@ -32,7 +32,7 @@ fn model(loss: LossKind, features: usize, classes: usize, bias: bool) -> SavedMo
     let class_labels = match loss {
         LossKind::Softmax => (0..classes).map(|c| 10.0 + c as f32).collect(),
         LossKind::Logistic | LossKind::SquaredHinge => vec![0.0, 1.0],
-        LossKind::Squared => Vec::new(),
+        LossKind::Squared | LossKind::Huber => Vec::new(),
     };
     let mut extra = BTreeMap::new();
     extra.insert("algorithm".to_string(), "asyb".to_string());

@@ -15,7 +15,7 @@
 //!   a wrong factor) lands far outside it.
 
 use asyb::model::loss::{
-    log1pexp, sigmoid, Logistic, Loss, LossKind, Softmax, Squared, SquaredHinge,
+    log1pexp, sigmoid, Huber, Logistic, Loss, LossKind, Softmax, Squared, SquaredHinge,
 };
 use asyb::model::reg::{
     BoxConstraint, ElasticNet, GroupLasso, NoReg, RegKind, RegSpec, Regularizer, StepSums, L1, L2,
@@ -106,6 +106,14 @@ proptest! {
     }
 
     #[test]
+    fn huber_grad_matches_differences(z in -20.0f64..20.0, y in -10.0f32..10.0, delta in 0.01f64..5.0) {
+        // The second derivative jumps at |z - y| = delta, where differences lose an order
+        // of accuracy.
+        prop_assume!(((z - f64::from(y)).abs() - delta).abs() > 1e-4);
+        check_grad_by_differences(Huber::with_param(delta), &[z], y)?;
+    }
+
+    #[test]
     fn softmax_grad_matches_differences(
         (z, y) in (2usize..=5).prop_flat_map(|k| {
             (prop::collection::vec(-20.0f64..20.0, k), 0..k)
@@ -145,6 +153,7 @@ proptest! {
             same(Logistic, &[zz], y)?;
             same(SquaredHinge, &[zz], y)?;
             same(Squared, &[zz], t)?;
+            same(Huber::with_param(0.5), &[zz], t)?;
             same(Softmax, &[zz, -zz, 0.5 * zz], (t.abs() as usize % 3) as f32)?;
             let yf = f64::from(y);
             prop_assert_eq!(grad_of(Logistic, &[zz], y)[0].to_bits(), (-yf * sigmoid(-yf * zz)).to_bits());
@@ -916,16 +925,82 @@ fn with_loss_dispatches_on_the_kind() {
         (LossKind::Squared, 0.7 * 0.7 / 2.0),
         (LossKind::SquaredHinge, 0.7 * 0.7),
         (LossKind::Softmax, lse + 0.2),
+        // |r| = 0.7 lies within the default delta 1: r^2 / 2.
+        (LossKind::Huber, 0.7 * 0.7 / 2.0),
     ];
     for (kind, expected) in cases {
         let got = with_loss!(kind, |l| l.value(&z, 1.0));
         assert!(close(got, expected, 1e-14), "{kind:?}: {got} vs {expected}");
     }
+    // The parameter reaches the loss: beyond delta 0.5, 0.5 (0.7 - 0.25).
+    let spec = asyb::model::loss::LossSpec::new(LossKind::Huber, Some(0.5));
+    let got = with_loss!(spec, |l| l.value(&z, 1.0));
+    assert!(close(got, 0.225, 1e-14), "{got}");
+}
+
+/// Every registered loss: its facts are consistent, `with_param` of its default is its
+/// default value, and its curvature bound holds: the derivative changes by at most
+/// `curvature` times the change of the margin along random directions.
+#[test]
+fn every_loss_keeps_its_curvature_bound() {
+    use asyb::model::loss::{Labels, LossSpec};
+    let mut rng_state = 0x1234_5678_u64;
+    let mut next = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        (rng_state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for (name, kind) in LossKind::ALL {
+        let info = kind.info();
+        assert_eq!(info.name, name);
+        assert!(info.curvature > 0.0 && info.curvature.is_finite(), "{name}");
+        if let Some(p) = info.param {
+            assert!(p.default > 0.0 && p.default.is_finite(), "{name}");
+            assert_eq!(LossSpec::from(kind).param, p.default);
+        }
+        let k = if info.labels == Labels::Classes { 3 } else { 1 };
+        for _ in 0..2000 {
+            let z: Vec<f64> = (0..k).map(|_| 8.0 * next() - 4.0).collect();
+            let dir: Vec<f64> = (0..k).map(|_| next() - 0.5).collect();
+            let t = 1e-3 * next();
+            let y = match info.labels {
+                Labels::Binary => {
+                    if next() < 0.5 {
+                        -1.0
+                    } else {
+                        1.0
+                    }
+                }
+                Labels::Real => (6.0 * next() - 3.0) as f32,
+                Labels::Classes => (next() * 3.0).floor().min(2.0) as f32,
+            };
+            let z2: Vec<f64> = z.iter().zip(&dir).map(|(a, d)| a + t * d).collect();
+            let (mut g1, mut g2) = (vec![0.0; k], vec![0.0; k]);
+            with_loss!(kind, |l| {
+                l.grad(&z, y, &mut g1);
+                l.grad(&z2, y, &mut g2);
+            });
+            // <g2 - g1, dir> <= curvature * t * |dir|^2 (the second derivative along dir).
+            let along: f64 = g2
+                .iter()
+                .zip(&g1)
+                .zip(&dir)
+                .map(|((a, b), d)| (a - b) * d)
+                .sum();
+            let dd: f64 = dir.iter().map(|d| d * d).sum();
+            assert!(
+                along <= info.curvature * t * dd * (1.0 + 1e-9) + 1e-15,
+                "{name}: {along} > {} at z {z:?}",
+                info.curvature * t * dd
+            );
+        }
+    }
 }
 
 #[test]
 fn loss_names_round_trip() {
-    assert_eq!(LossKind::ALL.len(), 4);
+    assert_eq!(LossKind::ALL.len(), 5);
     for (name, kind) in LossKind::ALL {
         assert_eq!(name.parse::<LossKind>(), Ok(kind));
         assert_eq!(kind.name(), name);
@@ -934,6 +1009,7 @@ fn loss_names_round_trip() {
     }
     assert!(LossKind::Logistic.is_binary() && LossKind::SquaredHinge.is_binary());
     assert!(!LossKind::Squared.is_binary() && !LossKind::Softmax.is_binary());
+    assert!(!LossKind::Huber.is_binary());
     for bad in ["hinge", "", "Logistic", "logistic "] {
         let err = bad.parse::<LossKind>().unwrap_err();
         assert!(err.contains(&format!("'{bad}'")), "{err}");

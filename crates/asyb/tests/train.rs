@@ -322,6 +322,85 @@ fn other_losses_and_regularizers_decrease_the_objective() {
     }
 }
 
+/// Rows of 0/1 features with a planted sparse linear target plus noise in [-0.3, 0.3];
+/// one row in twenty has its target raised by 30 (an outlier). Returns the data and the
+/// planted weights (intercept 0).
+fn planted_regression_with_outliers(
+    rows: usize,
+    features: usize,
+    seed: u64,
+) -> (Dataset, Vec<f64>) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let w: Vec<f64> = (0..features)
+        .map(|f| {
+            if f % 4 == 0 {
+                rng.random_range(-2.0..2.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut ds = Dataset::new(features);
+    for i in 0..rows {
+        let mut fs: Vec<u32> = (0..6)
+            .map(|_| rng.random_range(0..features as u32))
+            .collect();
+        fs.sort();
+        fs.dedup();
+        let mut y = fs.iter().map(|&f| w[f as usize]).sum::<f64>() + rng.random_range(-0.3..0.3);
+        if i % 20 == 0 {
+            y += 30.0;
+        }
+        ds.push_row(y as f32, fs.into_iter().map(|f| (f, 1.0)));
+    }
+    (ds, w)
+}
+
+/// The Huber loss trains to the FISTA optimum of its own objective, and on data with
+/// outliers its fit stays near the planted weights where least squares is pulled away.
+#[test]
+fn huber_reaches_the_fista_optimum_and_resists_outliers() {
+    let (ds, planted) = planted_regression_with_outliers(3000, 40, 11);
+    let setup = |loss: LossKind, algorithm: Algorithm, workers: usize| {
+        let mut c = config(algorithm, workers);
+        c.loss = loss;
+        if loss == LossKind::Huber {
+            c.huber_delta = Some(1.0);
+        }
+        c.lambda = 1e-3;
+        c.fista_tol = 1e-14;
+        c
+    };
+    let reference = run(&setup(LossKind::Huber, Algorithm::Fista, 1), &ds);
+    assert_eq!(reference.stop_reason, StopReason::Converged);
+    let psi_star = reference.last().psi;
+    let mut c = setup(LossKind::Huber, Algorithm::Asyb, 2);
+    c.epochs = Some(30.0);
+    let s = run(&c, &ds);
+    let rel = (s.last().psi - psi_star) / psi_star;
+    assert!(
+        rel < 1e-4 && rel > -1e-9,
+        "psi {} psi* {psi_star} rel {rel}",
+        s.last().psi
+    );
+
+    let squared = run(&setup(LossKind::Squared, Algorithm::Fista, 1), &ds);
+    let error = |w: &[f64]| -> f64 {
+        // The features and the intercept (planted 0), all 41 rows.
+        let mut e: f64 = planted.iter().zip(w).map(|(p, x)| (p - x) * (p - x)).sum();
+        e += w[40] * w[40];
+        e.sqrt()
+    };
+    let (e_huber, e_squared) = (error(&reference.weights), error(&squared.weights));
+    eprintln!(
+        "huber: rel gap {rel:.2e}; distance to planted: huber {e_huber:.3}, squared {e_squared:.3}"
+    );
+    assert!(
+        e_huber < 0.25 * e_squared,
+        "distance to the planted weights: huber {e_huber}, squared {e_squared}"
+    );
+}
+
 #[test]
 fn an_interrupt_stops_the_run_and_keeps_the_model() {
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -35,7 +35,7 @@ use crate::driver::{
     Backend, Checkpointing, Counts, Driver, Evaluator, ModelAccess, SnapshotSchedule, StopRules,
     Stopped,
 };
-use crate::model::loss::{Loss, LossKind};
+use crate::model::loss::Loss;
 use crate::model::objective::{AnyReg, Objective};
 use crate::model::reg::RegSpec;
 use crate::model::Layout;
@@ -145,7 +145,7 @@ impl Cluster {
         }
         std::thread::scope(|s| {
             let a = s.spawn(|| agent(cfg, roles, 0));
-            let r = with_loss!(cfg.raw.loss, |l| Coordinator {
+            let r = with_loss!(cfg.loss, |l| Coordinator {
                 cfg,
                 roles,
                 ranks: self.size,
@@ -172,10 +172,6 @@ fn runtime(reason: String) -> Error {
         id: 0,
         reason,
     }
-}
-
-fn binary(loss: LossKind) -> bool {
-    matches!(loss, LossKind::Logistic | LossKind::SquaredHinge)
 }
 
 /// The layout, the regularizer as the shards apply it, and the block partition of a
@@ -214,7 +210,7 @@ fn read_test(cfg: &ValidConfig, index_base_one: bool) -> Result<Option<Dataset>>
         ..read_options(cfg)
     };
     let (mut t, _) = crate::data::read_following(p, &opts, index_base_one)?;
-    if binary(cfg.raw.loss) {
+    if cfg.raw.loss.is_binary() {
         crate::problem::normalize_binary(&mut t);
     }
     Ok(Some(t))
@@ -284,7 +280,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
             match read {
                 Ok((mut ds, rep, src)) => {
                     let has_zero = ds.labels.contains(&0.0);
-                    if binary(raw.loss) {
+                    if raw.loss.is_binary() {
                         crate::problem::normalize_binary(&mut ds);
                     }
                     let source = match src {
@@ -440,7 +436,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
             match kind {
                 cmd::WORK => {
                     if let Some(w) = worker_ix {
-                        let (ctx, loss) = (&ctx, raw.loss);
+                        let (ctx, loss) = (&ctx, cfg.loss);
                         let seed = raw.seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                         worker_thread = Some(s.spawn(move || {
                             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -464,7 +460,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
                         return Err(runtime("model of the wrong length".into()));
                     }
                     let mut grad = vec![0.0; layout.coords()];
-                    let (rows, f) = with_loss!(raw.loss, |l| {
+                    let (rows, f) = with_loss!(cfg.loss, |l| {
                         let obj = Objective {
                             data,
                             rows: if kind == cmd::EVAL { eval_rows } else { None },
@@ -882,7 +878,7 @@ impl<L: Loss> Coordinator<'_, L> {
             alpha: raw.alpha,
             threads: cfg.eval_threads,
         };
-        let ev = Evaluator::new(obj, test.as_ref(), raw.loss, eta0);
+        let ev = Evaluator::new(obj, test.as_ref(), eta0);
         let shards = self.shards();
         let start_samples = resumed.as_ref().map_or(0, |c| c.samples);
         let start_secs = resumed.as_ref().map_or(0.0, |c| c.train_secs);
@@ -937,7 +933,7 @@ impl<L: Loss> Coordinator<'_, L> {
         while try_recv(None, tag::NOTE).is_some() {}
         Ok(ClusterRun {
             summary,
-            class_labels: if binary(raw.loss) {
+            class_labels: if raw.loss.is_binary() {
                 if has_zero {
                     vec![0.0, 1.0]
                 } else {
