@@ -169,43 +169,17 @@ fn saved_model(vc: &ValidConfig, labels: &TrainLabels, s: &RunSummary) -> SavedM
         predict::INDEX_BASE_KEY.into(),
         if one_based { "1" } else { "0" }.into(),
     );
-    // A model trained on compacted feature ids is written sparse: the rows of its
-    // nonzero features under their original ids.
-    let (layout, weights, feature_ids) = match &labels.columns {
-        None => (s.layout, s.weights.clone(), None),
-        Some(cols) => {
-            let k = s.layout.classes;
-            let (mut ids, mut w) = (Vec::new(), Vec::new());
-            for (f, c) in cols.lookup().by_original_id() {
-                let row = &s.weights[c as usize * k..(c as usize + 1) * k];
-                if row.iter().any(|&x| x != 0.0) {
-                    ids.push(f);
-                    w.extend_from_slice(row);
-                }
-            }
-            w.extend_from_slice(&s.weights[cols.used() * k..]);
-            let layout = asyb::model::Layout {
-                features: cols.features,
-                ..s.layout
-            };
-            (layout, w, Some(ids))
-        }
-    };
     let mut meta = ModelMeta {
         loss: vc.raw.loss,
         reg: s.reg,
         blocks: s.info.blocks,
-        layout,
+        layout: s.layout,
         class_labels: labels.class_labels.clone(),
         alpha: vc.raw.alpha,
         extra,
     };
     meta.set_loss(vc.loss);
-    SavedModel {
-        meta,
-        weights,
-        feature_ids,
-    }
+    SavedModel::of_run(meta, &s.weights, labels.columns.as_ref())
 }
 
 /// A flag raised by the first Ctrl-C, which stops training like a stop criterion (the
@@ -428,42 +402,7 @@ fn list_outputs(vc: &ValidConfig) -> Result<()> {
 /// A warm start must describe the same parameters as the problem.
 fn init_weights(path: &Path, vc: &ValidConfig, pb: &Problem) -> Result<Vec<f64>> {
     let m = model_file::load(path)?;
-    let bad = |reason: String| Error::Model {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if m.meta.loss != vc.raw.loss {
-        return Err(bad(format!(
-            "model was trained with loss {}, this run uses {}",
-            m.meta.loss.name(),
-            vc.raw.loss.name()
-        ))
-        .into());
-    }
-    let layout = asyb::model::Layout {
-        features: pb
-            .columns
-            .as_ref()
-            .map_or(pb.layout.features, |c| c.features),
-        ..pb.layout
-    };
-    if m.meta.layout != layout {
-        let l = |x: asyb::model::Layout| {
-            format!(
-                "{} features x {} outputs{}",
-                x.features,
-                x.classes,
-                if x.bias { " + bias" } else { "" }
-            )
-        };
-        return Err(bad(format!(
-            "model has {}, the data needs {}",
-            l(m.meta.layout),
-            l(layout)
-        ))
-        .into());
-    }
-    Ok(m.weights_for(pb.columns.as_ref()).map_err(bad)?)
+    Ok(m.warm_start(path, vc.raw.loss, pb.layout, pb.columns.as_ref())?)
 }
 
 fn index_base(s: Option<IndexBaseSetting>) -> Option<IndexBase> {

@@ -196,6 +196,82 @@ impl SavedModel {
         out.extend_from_slice(bias);
         Ok(out)
     }
+
+    /// The model of a run: `meta` with the run's layout and `weights` in it. A run on
+    /// compacted feature ids (`columns`) gives a sparse model: the rows of its nonzero
+    /// features under their original ids, and the layout of every original feature.
+    pub fn of_run(
+        mut meta: ModelMeta,
+        weights: &[f64],
+        columns: Option<&crate::data::columns::ColumnMap>,
+    ) -> SavedModel {
+        let Some(cols) = columns else {
+            return SavedModel {
+                meta,
+                weights: weights.to_vec(),
+                feature_ids: None,
+            };
+        };
+        let k = meta.layout.classes;
+        let (mut ids, mut w) = (Vec::new(), Vec::new());
+        for (f, c) in cols.lookup().by_original_id() {
+            let row = &weights[c as usize * k..(c as usize + 1) * k];
+            if row.iter().any(|&x| x != 0.0) {
+                ids.push(f);
+                w.extend_from_slice(row);
+            }
+        }
+        w.extend_from_slice(&weights[cols.used() * k..]);
+        meta.layout.features = cols.features;
+        SavedModel {
+            meta,
+            weights: w,
+            feature_ids: Some(ids),
+        }
+    }
+
+    /// The weights to start a run from (`--init-model`; `path` names the file in
+    /// errors): the model must have the run's loss and the layout of its data (`layout`
+    /// of the run, `columns` when the feature ids are compacted).
+    pub fn warm_start(
+        &self,
+        path: &Path,
+        loss: LossKind,
+        layout: Layout,
+        columns: Option<&crate::data::columns::ColumnMap>,
+    ) -> Result<Vec<f64>> {
+        let bad = |reason: String| Error::Model {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.meta.loss != loss {
+            return Err(bad(format!(
+                "model was trained with loss {}, this run uses {}",
+                self.meta.loss.name(),
+                loss.name()
+            )));
+        }
+        let layout = Layout {
+            features: columns.map_or(layout.features, |c| c.features),
+            ..layout
+        };
+        if self.meta.layout != layout {
+            let l = |x: Layout| {
+                format!(
+                    "{} features x {} outputs{}",
+                    x.features,
+                    x.classes,
+                    if x.bias { " + bias" } else { "" }
+                )
+            };
+            return Err(bad(format!(
+                "model has {}, the data needs {}",
+                l(self.meta.layout),
+                l(layout)
+            )));
+        }
+        self.weights_for(columns).map_err(bad)
+    }
 }
 
 /// Writes `model` to `path` atomically: on any error an existing file at `path` is left
