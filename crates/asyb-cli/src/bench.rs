@@ -178,66 +178,14 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
     };
     let text = dir.join("train.svm");
     let cache = dir.join("train.cache");
-    let stamp = dir.join("train.json");
 
     // 1. Generate (unless the same workload is already there).
-    let have = read_json::<Workload>(&stamp).is_some_and(|s| s == w) && text.exists();
-    let generate_secs = if have {
-        eprintln!("data: {} (generated earlier)", text.display());
-        None
-    } else {
-        eprintln!(
-            "generating {} rows of CTR data into {} ...",
-            w.rows,
-            text.display()
-        );
-        let spec = CtrSpec {
-            rows: w.rows,
-            features: w.features,
-            seed: w.data_seed,
-            ..CtrSpec::default()
-        };
-        let t = Instant::now();
-        gen::write_ctr(&spec, &text)?;
-        let secs = t.elapsed().as_secs_f64();
-        write_json_atomic(&stamp, &w)?;
-        Some(secs)
-    };
+    let generate_secs = generate_data(&w, &text, &dir.join("train.json"))?;
 
     // 2. Read the text, 3. write the cache, 4. load it; each read is then prepared for
     // training (labels, feature order), timed apart.
     eprintln!("reading the text, writing and loading the cache ...");
-    let vc = config(&text, &w, 1, None, a)?;
-    let t = Instant::now();
-    let (mut ds, report, _) = Problem::read_train(&vc)?;
-    let read_text_secs = t.elapsed().as_secs_f64();
-    let text_bytes = std::fs::metadata(&text)
-        .map_err(|e| asyb::Error::io(&text, e))?
-        .len();
-    ds.compact_binary();
-    // What `asyb convert` does after parsing: the features renumbered, the cache
-    // written (on a copy: the text's rows are prepared below).
-    let mut rows = ds.clone();
-    let t = Instant::now();
-    let source = asyb::data::cache::Source::of(&text, report.index_base_one)?;
-    let map = asyb::problem::renumber_for_cache(&mut rows, CompactFeatures::Auto);
-    asyb::data::cache::write_cache(&cache, &rows, map.as_ref(), &source)?;
-    let write_cache_secs = t.elapsed().as_secs_f64();
-    drop(rows);
-    let t = Instant::now();
-    drop(Problem::from_datasets(&vc, ds, &text, None, None)?);
-    let prepare_text_secs = t.elapsed().as_secs_f64();
-    let cache_bytes = std::fs::metadata(&cache)
-        .map_err(|e| asyb::Error::io(&cache, e))?
-        .len();
-    let vc = config(&cache, &w, 1, None, a)?;
-    let t = Instant::now();
-    let (ds, report, columns) = Problem::read_train(&vc)?;
-    let load_cache_secs = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let mut pb = Problem::from_renumbered(&vc, ds, columns, &cache, None, None)?;
-    pb.train_report = Some(report);
-    let prepare_cache_secs = t.elapsed().as_secs_f64();
+    let (pb, stages) = time_data_stages(&text, &cache, &w, a)?;
     let csr_plus_model_bytes =
         (pb.train.heap_bytes() + pb.layout.coords() * std::mem::size_of::<f64>()) as u64;
     let nonzeros = pb.train.nnz();
@@ -259,31 +207,7 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
     for (round, workers) in
         (0..rounds).flat_map(|r| a.workers.iter().map(move |&w| (r, w as usize)))
     {
-        eprintln!("training with {workers} worker(s) to 1e-4 ...");
-        let mut vc = config(&cache, &w, workers, Some(goal(TARGETS[1])), a)?;
-        vc.raw.seed = a.seed + round as u64;
-        let started = Instant::now();
-        let s = run_quiet(&vc, &pb)?;
-        // The run's wall clock starts with training; what came before it is setup (the
-        // little after it, gathering the final model, is counted with it).
-        let setup_secs = (started.elapsed().as_secs_f64() - s.wall_secs).max(0.0);
-        let last = s.last();
-        runs.push(TargetRun {
-            workers,
-            round,
-            reached: TARGETS
-                .iter()
-                .map(|&r| {
-                    let hit = reached_at(&s.records, goal(r));
-                    (r, hit.map(|h| (h.train_secs, h.epochs)))
-                })
-                .collect(),
-            updates_per_sec: last.updates_per_sec,
-            samples_per_sec: last.samples_per_sec,
-            mean_delay: s.delays.mean,
-            max_delay: s.delays.max,
-            setup_secs,
-        });
+        runs.push(target_run(&cache, &w, &pb, workers, round, psi_star, a)?);
     }
     drop(pb);
 
@@ -301,26 +225,165 @@ pub fn perf(a: &BenchPerfArgs) -> Result<()> {
         rows: w.rows,
         features: w.features,
         nonzeros,
-        text_bytes,
-        cache_bytes,
+        text_bytes: stages.text_bytes,
+        cache_bytes: stages.cache_bytes,
         psi_star,
         generate_secs,
-        read_text_secs,
-        prepare_text_secs,
-        write_cache_secs,
-        load_cache_secs,
-        prepare_cache_secs,
+        read_text_secs: stages.read_text_secs,
+        prepare_text_secs: stages.prepare_text_secs,
+        write_cache_secs: stages.write_cache_secs,
+        load_cache_secs: stages.load_cache_secs,
+        prepare_cache_secs: stages.prepare_cache_secs,
         runs,
         peak_rss_bytes,
         rss_run_wall_secs,
         csr_plus_model_bytes,
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(perf_table(&report).as_bytes())?;
-    out.flush()?;
+    print_stdout(&perf_table(&report))?;
     if let Some(p) = &a.json {
         write_json_atomic(p, &report)?;
     }
+    Ok(())
+}
+
+/// Writes the data of `w` to `text` and its stamp to `stamp`, unless the stamp says the
+/// same workload is there already: the seconds the generation took, `None` if skipped.
+fn generate_data(w: &Workload, text: &Path, stamp: &Path) -> Result<Option<f64>> {
+    let have = read_json::<Workload>(stamp).is_some_and(|s| s == *w) && text.exists();
+    if have {
+        eprintln!("data: {} (generated earlier)", text.display());
+        return Ok(None);
+    }
+    eprintln!(
+        "generating {} rows of CTR data into {} ...",
+        w.rows,
+        text.display()
+    );
+    let spec = CtrSpec {
+        rows: w.rows,
+        features: w.features,
+        seed: w.data_seed,
+        ..CtrSpec::default()
+    };
+    let t = Instant::now();
+    gen::write_ctr(&spec, text)?;
+    let secs = t.elapsed().as_secs_f64();
+    write_json_atomic(stamp, w)?;
+    Ok(Some(secs))
+}
+
+/// The sizes and timings of the data stages of `bench perf` (the fields of the same
+/// names in [`PerfReport`]).
+struct DataStages {
+    text_bytes: u64,
+    cache_bytes: u64,
+    read_text_secs: f64,
+    prepare_text_secs: f64,
+    write_cache_secs: f64,
+    load_cache_secs: f64,
+    prepare_cache_secs: f64,
+}
+
+/// Reads the text, writes the binary cache from it and loads the cache, timing each
+/// step and each read's preparation for training apart: the problem loaded from the
+/// cache, ready to train, and the timings.
+fn time_data_stages(
+    text: &Path,
+    cache: &Path,
+    w: &Workload,
+    a: &BenchPerfArgs,
+) -> Result<(Problem, DataStages)> {
+    let vc = config(text, w, 1, None, a)?;
+    let t = Instant::now();
+    let (mut ds, report, _) = Problem::read_train(&vc)?;
+    let read_text_secs = t.elapsed().as_secs_f64();
+    let text_bytes = file_len(text)?;
+    ds.compact_binary();
+    // What `asyb convert` does after parsing: the features renumbered, the cache
+    // written (on a copy: the text's rows are prepared below).
+    let mut rows = ds.clone();
+    let t = Instant::now();
+    let source = asyb::data::cache::Source::of(text, report.index_base_one)?;
+    let map = asyb::problem::renumber_for_cache(&mut rows, CompactFeatures::Auto);
+    asyb::data::cache::write_cache(cache, &rows, map.as_ref(), &source)?;
+    let write_cache_secs = t.elapsed().as_secs_f64();
+    drop(rows);
+    let t = Instant::now();
+    drop(Problem::from_datasets(&vc, ds, text, None, None)?);
+    let prepare_text_secs = t.elapsed().as_secs_f64();
+    let cache_bytes = file_len(cache)?;
+    let vc = config(cache, w, 1, None, a)?;
+    let t = Instant::now();
+    let (ds, report, columns) = Problem::read_train(&vc)?;
+    let load_cache_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut pb = Problem::from_renumbered(&vc, ds, columns, cache, None, None)?;
+    pb.train_report = Some(report);
+    let prepare_cache_secs = t.elapsed().as_secs_f64();
+    let stages = DataStages {
+        text_bytes,
+        cache_bytes,
+        read_text_secs,
+        prepare_text_secs,
+        write_cache_secs,
+        load_cache_secs,
+        prepare_cache_secs,
+    };
+    Ok((pb, stages))
+}
+
+/// The size of the file at `path` in bytes.
+fn file_len(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .map_err(|e| asyb::Error::io(path, e))?
+        .len())
+}
+
+/// One training run of `bench perf` from the cache with `workers` workers and the seed
+/// of `round`, to the smallest target: when it reached each target, its throughput,
+/// delays and setup time.
+fn target_run(
+    cache: &Path,
+    w: &Workload,
+    pb: &Problem,
+    workers: usize,
+    round: usize,
+    psi_star: f64,
+    a: &BenchPerfArgs,
+) -> Result<TargetRun> {
+    let goal = |rel: f64| psi_star * (1.0 + rel);
+    eprintln!("training with {workers} worker(s) to 1e-4 ...");
+    let mut vc = config(cache, w, workers, Some(goal(TARGETS[1])), a)?;
+    vc.raw.seed = a.seed + round as u64;
+    let started = Instant::now();
+    let s = run_quiet(&vc, pb)?;
+    // The run's wall clock starts with training; what came before it is setup (the
+    // little after it, gathering the final model, is counted with it).
+    let setup_secs = (started.elapsed().as_secs_f64() - s.wall_secs).max(0.0);
+    let last = s.last();
+    Ok(TargetRun {
+        workers,
+        round,
+        reached: TARGETS
+            .iter()
+            .map(|&r| {
+                let hit = reached_at(&s.records, goal(r));
+                (r, hit.map(|h| (h.train_secs, h.epochs)))
+            })
+            .collect(),
+        updates_per_sec: last.updates_per_sec,
+        samples_per_sec: last.samples_per_sec,
+        mean_delay: s.delays.mean,
+        max_delay: s.delays.max,
+        setup_secs,
+    })
+}
+
+/// Writes `text` to standard output and flushes it.
+pub(crate) fn print_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
     Ok(())
 }
 
@@ -331,10 +394,50 @@ fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
     })
 }
 
+/// Megabytes (10^6 bytes).
+fn mb(b: u64) -> f64 {
+    b as f64 / 1e6
+}
+
+impl TargetRun {
+    /// Training seconds and epochs to the target `rel`, `None` where the run stopped
+    /// before reaching it.
+    fn time_to(&self, rel: f64) -> Option<(f64, f64)> {
+        self.reached.iter().find(|p| p.0 == rel).and_then(|p| p.1)
+    }
+}
+
+impl PerfReport {
+    /// The runs with `workers` workers.
+    fn runs_of(&self, workers: usize) -> impl Iterator<Item = &TargetRun> + '_ {
+        self.runs.iter().filter(move |x| x.workers == workers)
+    }
+
+    /// Median training time (and epochs) of the runs of `workers` that reached `rel`,
+    /// with each of those runs' own; `None` if none reached it.
+    fn median_to(&self, workers: usize, rel: f64) -> Option<Reached> {
+        let hits: Vec<(f64, f64)> = self
+            .runs_of(workers)
+            .filter_map(|x| x.time_to(rel))
+            .collect();
+        let secs = median(&mut hits.iter().map(|h| h.0).collect::<Vec<_>>())?;
+        let epochs = median(&mut hits.iter().map(|h| h.1).collect::<Vec<_>>())?;
+        Some(Reached { secs, epochs, hits })
+    }
+}
+
+/// The runs of one worker count that reached one target.
+struct Reached {
+    /// Median training seconds and epochs to the target.
+    secs: f64,
+    epochs: f64,
+    /// Each run's own `(seconds, epochs)`.
+    hits: Vec<(f64, f64)>,
+}
+
 /// The table `bench perf` prints.
 pub fn perf_table(r: &PerfReport) -> String {
     let mut s = String::new();
-    let mb = |b: u64| b as f64 / 1e6;
     s.push_str(&format!(
         "\nasyb bench perf: {} rows, {} features, {:.1}M nonzeros; logistic + L1 (lambda {LAMBDA:e}), no intercept; algorithm {}; Psi* = {:.10}\n\n",
         r.rows,
@@ -343,6 +446,25 @@ pub fn perf_table(r: &PerfReport) -> String {
         r.algorithm,
         r.psi_star
     ));
+    push_data_stages(&mut s, r);
+    s.push('\n');
+    push_training_runs(&mut s, r);
+    push_speedups(&mut s, r);
+    push_end_to_end(&mut s, r);
+    if let Some(rss) = r.peak_rss_bytes {
+        s.push_str(&format!(
+            "\npeak RSS of `asyb train` from the text, 2 workers, to 1e-3: {:.0} MB = {:.2}x the CSR data plus the model ({:.0} MB); wall {:.1} s with evaluations\n",
+            mb(rss),
+            rss as f64 / r.csr_plus_model_bytes as f64,
+            mb(r.csr_plus_model_bytes),
+            r.rss_run_wall_secs.unwrap_or(0.0)
+        ));
+    }
+    s
+}
+
+/// The perf table's lines of the data stages: generate, read, write and load the cache.
+fn push_data_stages(s: &mut String, r: &PerfReport) {
     s.push_str(&format!("{:<44} {:>10}  {}\n", "stage", "time", "rate"));
     if let Some(g) = r.generate_secs {
         s.push_str(&format!(
@@ -377,7 +499,11 @@ pub fn perf_table(r: &PerfReport) -> String {
         "{:<44} {:>8.2} s\n",
         "prepare it (labels)", r.prepare_cache_secs
     ));
-    s.push('\n');
+}
+
+/// The perf table's line per worker count and target: the median time and epochs to
+/// it, the throughput and delays, and over several rounds the range of the times.
+fn push_training_runs(s: &mut String, r: &PerfReport) {
     s.push_str(&format!(
         "{:<44} {:>10}  {:>7}  {}\n",
         "training from the cache (evaluation excluded)", "time", "epochs", "throughput"
@@ -385,32 +511,24 @@ pub fn perf_table(r: &PerfReport) -> String {
     let mut counts: Vec<usize> = r.runs.iter().map(|x| x.workers).collect();
     counts.sort_unstable();
     counts.dedup();
-    let runs_of = |workers: usize| r.runs.iter().filter(move |x| x.workers == workers);
-    let reached = |x: &TargetRun, rel: f64| x.reached.iter().find(|p| p.0 == rel).and_then(|p| p.1);
-    // Median training time (and epochs) of the runs of `workers` that reached `rel`.
-    let at = |workers: usize, rel: f64| {
-        let hits: Vec<(f64, f64)> = runs_of(workers).filter_map(|x| reached(x, rel)).collect();
-        let secs = median(&mut hits.iter().map(|h| h.0).collect::<Vec<_>>())?;
-        let epochs = median(&mut hits.iter().map(|h| h.1).collect::<Vec<_>>())?;
-        Some((secs, epochs, hits))
-    };
     for &workers in &counts {
-        let n = runs_of(workers).count();
+        let n = r.runs_of(workers).count();
         let samples = median(
-            &mut runs_of(workers)
+            &mut r
+                .runs_of(workers)
                 .map(|x| x.samples_per_sec)
                 .collect::<Vec<_>>(),
         )
         .unwrap_or(0.0);
-        let delay = runs_of(workers).map(|x| x.mean_delay).sum::<f64>() / n as f64;
-        let max_delay = runs_of(workers).map(|x| x.max_delay).max().unwrap_or(0);
+        let delay = r.runs_of(workers).map(|x| x.mean_delay).sum::<f64>() / n as f64;
+        let max_delay = r.runs_of(workers).map(|x| x.max_delay).max().unwrap_or(0);
         for &rel in &TARGETS {
             let label = format!(
                 "to {rel:.0e}, {workers} worker{}",
                 if workers == 1 { "" } else { "s" }
             );
-            match at(workers, rel) {
-                Some((secs, epochs, hits)) => {
+            match r.median_to(workers, rel) {
+                Some(Reached { secs, epochs, hits }) => {
                     s.push_str(&format!(
                         "{label:<44} {secs:>8.2} s  {epochs:>7.2}  {samples:.2e} samples/s, delay mean {delay:.2} max {max_delay}"
                     ));
@@ -427,18 +545,24 @@ pub fn perf_table(r: &PerfReport) -> String {
             }
         }
     }
+}
+
+/// The perf table's speedup from 1 to 2 workers per target: the ratio of the median
+/// times, and over several rounds the range of each round's own ratio.
+fn push_speedups(s: &mut String, r: &PerfReport) {
     for &rel in &TARGETS {
-        if let (Some((t1, ..)), Some((t2, ..))) = (at(1, rel), at(2, rel)) {
+        if let (Some(at1), Some(at2)) = (r.median_to(1, rel), r.median_to(2, rel)) {
             s.push_str(&format!(
                 "{:<44} {:>8.2}x",
                 format!("speedup 1 -> 2 workers to {rel:.0e}"),
-                t1 / t2
+                at1.secs / at2.secs
             ));
             // Each round's own ratio: its runs were a minute apart at most.
-            let pairs: Vec<f64> = runs_of(1)
+            let pairs: Vec<f64> = r
+                .runs_of(1)
                 .filter_map(|one| {
-                    let two = runs_of(2).find(|x| x.round == one.round)?;
-                    Some(reached(one, rel)?.0 / reached(two, rel)?.0)
+                    let two = r.runs_of(2).find(|x| x.round == one.round)?;
+                    Some(one.time_to(rel)?.0 / two.time_to(rel)?.0)
                 })
                 .collect();
             if pairs.len() > 1 {
@@ -448,7 +572,12 @@ pub fn perf_table(r: &PerfReport) -> String {
             s.push('\n');
         }
     }
-    let setup = median(&mut runs_of(2).map(|x| x.setup_secs).collect::<Vec<_>>());
+}
+
+/// The perf table's median setup time with 2 workers, and the end-to-end times from the
+/// text and from the cache to each target: read and preparation, setup and training.
+fn push_end_to_end(s: &mut String, r: &PerfReport) {
+    let setup = median(&mut r.runs_of(2).map(|x| x.setup_secs).collect::<Vec<_>>());
     if let Some(setup) = setup {
         s.push_str(&format!(
             "{:<44} {:>8.2} s\n",
@@ -460,25 +589,15 @@ pub fn perf_table(r: &PerfReport) -> String {
         ("cache", r.load_cache_secs + r.prepare_cache_secs),
     ] {
         for &rel in &TARGETS {
-            if let (Some((t2, ..)), Some(setup)) = (at(2, rel), setup) {
+            if let (Some(at2), Some(setup)) = (r.median_to(2, rel), setup) {
                 s.push_str(&format!(
                     "{:<44} {:>8.2} s\n",
                     format!("end to end from the {from} to {rel:.0e}, 2 workers"),
-                    before + setup + t2
+                    before + setup + at2.secs
                 ));
             }
         }
     }
-    if let Some(rss) = r.peak_rss_bytes {
-        s.push_str(&format!(
-            "\npeak RSS of `asyb train` from the text, 2 workers, to 1e-3: {:.0} MB = {:.2}x the CSR data plus the model ({:.0} MB); wall {:.1} s with evaluations\n",
-            mb(rss),
-            rss as f64 / r.csr_plus_model_bytes as f64,
-            mb(r.csr_plus_model_bytes),
-            r.rss_run_wall_secs.unwrap_or(0.0)
-        ));
-    }
-    s
 }
 
 #[cfg(test)]
@@ -767,24 +886,81 @@ pub(crate) fn output_flags(t: &crate::args::TrainArgs) -> [(&'static str, bool);
     ]
 }
 
-pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
-    let t = &a.train;
-    let why = "not used by bench speedup (it sets the target from --target and Psi*)";
-    refuse_flags(&output_flags(t), why)?;
-    refuse_flags(&[("target-objective", t.target_objective.is_some())], why)?;
-    if !(a.target.is_finite() && a.target > 0.0) {
-        return Err(asyb::Error::config("target", "must be a finite number > 0").into());
-    }
-    if a.seeds == 0 {
-        return Err(asyb::Error::config("seeds", "must be at least 1").into());
-    }
-    let mut counts = t
+/// The worker counts of `--workers`, or `default` without it; each must be at least 1.
+pub(crate) fn worker_counts(t: &crate::args::TrainArgs, default: &[usize]) -> Result<Vec<usize>> {
+    let counts = t
         .workers
         .as_ref()
-        .map_or_else(|| vec![1, 2, 4, 8], |w| w.0.clone());
+        .map_or_else(|| default.to_vec(), |w| w.0.clone());
     if counts.contains(&0) {
         return Err(asyb::Error::config("workers", "every count must be at least 1").into());
     }
+    Ok(counts)
+}
+
+/// Refuses the train flags of a `command` that sets its own target from `--target` and
+/// Psi*, and checks `target`, the relative suboptimality to reach.
+pub(crate) fn check_relative_target(
+    t: &crate::args::TrainArgs,
+    target: f64,
+    command: &str,
+) -> Result<()> {
+    let why = format!("not used by {command} (it sets the target from --target and Psi*)");
+    refuse_flags(&output_flags(t), &why)?;
+    refuse_flags(&[("target-objective", t.target_objective.is_some())], &why)?;
+    if !(target.is_finite() && target > 0.0) {
+        return Err(asyb::Error::config("target", "must be a finite number > 0").into());
+    }
+    Ok(())
+}
+
+/// Psi*: `given` (`--psi-star`), or the reference optimum cached in `cache` (computed
+/// there first if it is not).
+pub(crate) fn reference_optimum(
+    given: Option<f64>,
+    vc: &ValidConfig,
+    pb: &Problem,
+    cache: &Path,
+) -> Result<f64> {
+    match given {
+        Some(p) => Ok(p),
+        None => cached_optimum(vc, pb, cache),
+    }
+}
+
+/// The speedup of a run that took `time` over the base run's `base` (both to the same
+/// target), where both reached it.
+pub(crate) fn speedup_over(base: Option<f64>, time: Option<f64>) -> Option<f64> {
+    match (base, time) {
+        (Some(b), Some(x)) if x > 0.0 => Some(b / x),
+        _ => None,
+    }
+}
+
+/// The problem and target, as the figures of `bench speedup` and `sim` name them.
+pub(crate) fn problem_title(raw: &TrainConfig, target: f64) -> String {
+    format!(
+        "{} + {} (lambda {}), target {:e} relative",
+        raw.loss.name(),
+        raw.reg.name(),
+        raw.lambda,
+        target
+    )
+}
+
+/// The number of cores the table reports, and that a worker count above it is
+/// oversubscribed.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
+    let t = &a.train;
+    check_relative_target(t, a.target, "bench speedup")?;
+    if a.seeds == 0 {
+        return Err(asyb::Error::config("seeds", "must be at least 1").into());
+    }
+    let mut counts = worker_counts(t, &[1, 2, 4, 8])?;
     counts.sort_unstable();
     counts.dedup();
     let vc = crate::commands::train_config(t)?;
@@ -803,12 +979,9 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
         raw.epochs = Some(50.0);
     }
     let vc = raw.clone().check()?;
-    let psi_star = match t.psi_star {
-        Some(p) => p,
-        None => cached_optimum(&vc, &pb, &a.optimum_cache)?,
-    };
+    let psi_star = reference_optimum(t.psi_star, &vc, &pb, &a.optimum_cache)?;
     let goal = psi_star + a.target * psi_star.abs();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
 
     let algorithms = if a.compare.is_empty() {
         vec![raw.algorithm]
@@ -833,10 +1006,7 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
             let mut row = speedup_row(&raw, &pb, alg, w, a, goal, psi_star, &mut curves)?;
             row.oversubscribed = w > cores;
             let base = *first.get_or_insert(row.time_to_target_secs);
-            row.speedup = match (base, row.time_to_target_secs) {
-                (Some(b), Some(x)) if x > 0.0 => Some(b / x),
-                _ => None,
-            };
+            row.speedup = speedup_over(base, row.time_to_target_secs);
             rows.push(row);
         }
     }
@@ -849,22 +1019,18 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
         }
     }
 
-    let mut out = std::io::stdout().lock();
-    out.write_all(speedup_table("asyb bench speedup", &rows, &pb.train_path, cores).as_bytes())?;
-    out.flush()?;
-    let title = format!(
-        "{} + {} (lambda {}), target {:e} relative",
-        vc.raw.loss.name(),
-        vc.raw.reg.name(),
-        vc.raw.lambda,
-        a.target
-    );
+    print_stdout(&speedup_table(
+        "asyb bench speedup",
+        &rows,
+        &pb.train_path,
+        cores,
+    ))?;
     let outputs = SpeedupOutputs {
         json: a.json.as_deref(),
         plot: vc.raw.plot.as_deref(),
         speedup_plot: a.speedup_plot.as_deref(),
     };
-    outputs.write(&title, &rows, &curves, psi_star)?;
+    outputs.write(&problem_title(&vc.raw, a.target), &rows, &curves, psi_star)?;
     if several && a.speedup_plot.is_some() {
         eprintln!(
             "note: the speedup figure shows the first algorithm, {}",
@@ -1121,7 +1287,45 @@ fn mean_after_start(records: &[EvalRecord], budget: u64) -> f64 {
 }
 
 pub fn rate(a: &crate::args::BenchRateArgs) -> Result<()> {
-    use asyb::config::{StepScaling, StepSetting, VarianceReduction};
+    let t = &a.train;
+    let budgets = rate_budgets(a)?;
+    let counts = worker_counts(t, &[1, 2])?;
+    let vc = crate::commands::train_config(t)?;
+    let pb = Problem::load(&vc)?;
+    let raw = rate_config(&vc.raw, t, &pb);
+    let c = match a.c {
+        Some(c) => c,
+        None => {
+            let mut probe = raw.clone();
+            probe.workers = Some(1);
+            probe.max_updates = Some(1);
+            let s = run_quiet(&probe.check()?, &pb)?;
+            s.info.eta0 * (budgets[0] as f64).sqrt()
+        }
+    };
+    let mut fits = Vec::new();
+    for &w in &counts {
+        fits.push(rate_fit(&raw, &pb, w, &budgets, c, a.points)?);
+    }
+    let report = RateReport {
+        slope: fits[0].slope,
+        c,
+        alpha: raw.alpha,
+        lambda: raw.lambda,
+        fits,
+    };
+    print_stdout(&rate_table(&report))?;
+    if let Some(p) = &a.json {
+        write_json_atomic(p, &report)?;
+    }
+    if let Some(p) = &vc.raw.plot {
+        write_rate_plot(p, &report, &raw)?;
+    }
+    Ok(())
+}
+
+/// Checks the flags of `bench rate`: the budgets K, sorted and without repeats.
+fn rate_budgets(a: &crate::args::BenchRateArgs) -> Result<Vec<u64>> {
     let t = &a.train;
     let why = "not used by bench rate (each run is K updates at the step c / sqrt(K))";
     refuse_flags(&output_flags(t), why)?;
@@ -1152,16 +1356,14 @@ pub fn rate(a: &crate::args::BenchRateArgs) -> Result<()> {
             return Err(asyb::Error::config("c", "must be a finite number > 0").into());
         }
     }
-    let counts = t
-        .workers
-        .as_ref()
-        .map_or_else(|| vec![1, 2], |w| w.0.clone());
-    if counts.contains(&0) {
-        return Err(asyb::Error::config("workers", "every count must be at least 1").into());
-    }
-    let vc = crate::commands::train_config(t)?;
-    let pb = Problem::load(&vc)?;
-    let mut raw = vc.raw.clone();
+    Ok(budgets)
+}
+
+/// The settings of every `bench rate` run, from the user's: the theorem's setting, no
+/// time or epoch limit, evaluations on every row and only at the update counts asked.
+fn rate_config(user: &TrainConfig, t: &crate::args::TrainArgs, pb: &Problem) -> TrainConfig {
+    use asyb::config::{StepScaling, VarianceReduction};
+    let mut raw = user.clone();
     // The theorem's setting: plain stochastic gradients, one step for every coordinate,
     // a nonconvex smooth part (alpha defaults to 1e-3 here).
     raw.variance_reduction = VarianceReduction::None;
@@ -1174,98 +1376,88 @@ pub fn rate(a: &crate::args::BenchRateArgs) -> Result<()> {
     raw.max_seconds = None;
     raw.eval_every_secs = 1e9;
     raw.eval_rows = pb.train.rows();
-    let c = match a.c {
-        Some(c) => c,
-        None => {
-            let mut probe = raw.clone();
-            probe.workers = Some(1);
-            probe.max_updates = Some(1);
-            let s = run_quiet(&probe.check()?, &pb)?;
-            s.info.eta0 * (budgets[0] as f64).sqrt()
-        }
-    };
-    let mut fits = Vec::new();
-    for &w in &counts {
-        let mut points = Vec::new();
-        for &k in &budgets {
-            let mut r = raw.clone();
-            r.workers = Some(w);
-            r.max_updates = Some(k);
-            r.eval_every_updates = Some((k / a.points).max(1));
-            let step = c / (k as f64).sqrt();
-            r.step = StepSetting::Fixed(step);
-            let s = run_quiet(&r.check()?, &pb)?;
-            let last = s.last();
-            let p = RatePoint {
-                budget: k,
-                step,
-                mean_pgm_sq_norm: mean_after_start(&s.records, k),
-                final_pgm_sq_norm: last.pgm_sq_norm,
-                final_psi: last.psi,
-                mean_delay: s.delays.mean,
-            };
-            eprintln!(
-                "W = {w}, K = {k}: step {step:.4e}, mean ||P||^2 {:.4e}, final {:.4e}, Psi {:.6e}",
-                p.mean_pgm_sq_norm, p.final_pgm_sq_norm, p.final_psi
-            );
-            points.push(p);
-        }
-        let usable: Vec<&RatePoint> = points
-            .iter()
-            .filter(|p| p.mean_pgm_sq_norm.is_finite() && p.mean_pgm_sq_norm > 0.0)
-            .collect();
-        anyhow::ensure!(
-            usable.len() >= 2,
-            "W = {w}: fewer than two budgets gave a finite positive ||P||^2 (did the runs diverge? try a smaller --c)"
+    raw
+}
+
+/// The runs of `bench rate` with `w` workers, one per budget K at the step c / sqrt(K),
+/// and the line fitted to their log mean ||P||^2 against log K.
+fn rate_fit(
+    raw: &TrainConfig,
+    pb: &Problem,
+    w: usize,
+    budgets: &[u64],
+    c: f64,
+    evaluations: u64,
+) -> Result<RateFit> {
+    use asyb::config::StepSetting;
+    let mut points = Vec::new();
+    for &k in budgets {
+        let mut r = raw.clone();
+        r.workers = Some(w);
+        r.max_updates = Some(k);
+        r.eval_every_updates = Some((k / evaluations).max(1));
+        let step = c / (k as f64).sqrt();
+        r.step = StepSetting::Fixed(step);
+        let s = run_quiet(&r.check()?, pb)?;
+        let last = s.last();
+        let p = RatePoint {
+            budget: k,
+            step,
+            mean_pgm_sq_norm: mean_after_start(&s.records, k),
+            final_pgm_sq_norm: last.pgm_sq_norm,
+            final_psi: last.psi,
+            mean_delay: s.delays.mean,
+        };
+        eprintln!(
+            "W = {w}, K = {k}: step {step:.4e}, mean ||P||^2 {:.4e}, final {:.4e}, Psi {:.6e}",
+            p.mean_pgm_sq_norm, p.final_pgm_sq_norm, p.final_psi
         );
-        let xs: Vec<f64> = usable.iter().map(|p| (p.budget as f64).ln()).collect();
-        let ys: Vec<f64> = usable.iter().map(|p| p.mean_pgm_sq_norm.ln()).collect();
-        let (slope, intercept, r_squared) = fit_line(&xs, &ys);
-        fits.push(RateFit {
-            workers: w,
-            slope,
-            intercept,
-            r_squared,
-            points,
-        });
+        points.push(p);
     }
-    let report = RateReport {
-        slope: fits[0].slope,
-        c,
-        alpha: raw.alpha,
-        lambda: raw.lambda,
-        fits,
-    };
-    let mut out = std::io::stdout().lock();
-    out.write_all(rate_table(&report).as_bytes())?;
-    out.flush()?;
-    if let Some(p) = &a.json {
-        write_json_atomic(p, &report)?;
-    }
-    if let Some(p) = &vc.raw.plot {
-        let curves: Vec<(String, Vec<(f64, f64)>)> = report
-            .fits
-            .iter()
-            .map(|f| {
-                (
-                    format!("W={} (slope {:.2})", f.workers, f.slope),
-                    f.points
-                        .iter()
-                        .map(|p| (p.budget as f64, p.mean_pgm_sq_norm))
-                        .collect(),
-                )
-            })
-            .collect();
-        let title = format!(
-            "mean ||P(x^k)||^2 over K updates at step {:.3} / sqrt(K); {} + {} (lambda {}) + nonconvex alpha {}",
-            c,
-            raw.loss.name(),
-            raw.reg.name(),
-            raw.lambda,
-            raw.alpha
-        );
-        crate::plot::write_rate_svg(p, &title, &curves)?;
-    }
+    let usable: Vec<&RatePoint> = points
+        .iter()
+        .filter(|p| p.mean_pgm_sq_norm.is_finite() && p.mean_pgm_sq_norm > 0.0)
+        .collect();
+    anyhow::ensure!(
+        usable.len() >= 2,
+        "W = {w}: fewer than two budgets gave a finite positive ||P||^2 (did the runs diverge? try a smaller --c)"
+    );
+    let xs: Vec<f64> = usable.iter().map(|p| (p.budget as f64).ln()).collect();
+    let ys: Vec<f64> = usable.iter().map(|p| p.mean_pgm_sq_norm.ln()).collect();
+    let (slope, intercept, r_squared) = fit_line(&xs, &ys);
+    Ok(RateFit {
+        workers: w,
+        slope,
+        intercept,
+        r_squared,
+        points,
+    })
+}
+
+/// The figure of `bench rate`: mean ||P||^2 against K for each worker count.
+fn write_rate_plot(p: &Path, report: &RateReport, raw: &TrainConfig) -> Result<()> {
+    let curves: Vec<(String, Vec<(f64, f64)>)> = report
+        .fits
+        .iter()
+        .map(|f| {
+            (
+                format!("W={} (slope {:.2})", f.workers, f.slope),
+                f.points
+                    .iter()
+                    .map(|p| (p.budget as f64, p.mean_pgm_sq_norm))
+                    .collect(),
+            )
+        })
+        .collect();
+    let title = format!(
+        "mean ||P(x^k)||^2 over K updates at step {:.3} / sqrt(K); {} + {} (lambda {}) + nonconvex alpha {}",
+        report.c,
+        raw.loss.name(),
+        raw.reg.name(),
+        raw.lambda,
+        raw.alpha
+    );
+    crate::plot::write_rate_svg(p, &title, &curves)?;
     Ok(())
 }
 

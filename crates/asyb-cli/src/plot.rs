@@ -582,6 +582,14 @@ mod tests {
     }
 
     /// A run converging like 1/k, `speed` times faster in wall time per update.
+    /// `records` as the one series of a figure, labelled "r".
+    fn series_r(records: &[EvalRecord]) -> [Series<'_>; 1] {
+        [Series {
+            label: "r".into(),
+            records,
+        }]
+    }
+
     fn run(speed: f64, n: u64) -> Vec<EvalRecord> {
         (0..n)
             .map(|i| {
@@ -776,10 +784,7 @@ mod tests {
                     )
                 })
                 .collect();
-            let series = [Series {
-                label: "r".into(),
-                records: &recs,
-            }];
+            let series = series_r(&recs);
             let psi_star = [None, Some(0.0), Some(values[next(values.len())])][next(3)];
             assert!(render(&series, psi_star).contains("<svg"));
         }
@@ -869,10 +874,7 @@ mod tests {
     #[test]
     fn log_axes_label_both_end_decades() {
         let recs = vec![record(0, 0.0, 0.9, 0.9), record(10, 1.0, 0.004, 0.004)];
-        let series = [Series {
-            label: "r".into(),
-            records: &recs,
-        }];
+        let series = series_r(&recs);
         let svg = render(&series, Some(0.0));
         for label in ["\n0.001\n", "\n0.01\n", "\n0.1\n", "\n1\n"] {
             assert!(svg.contains(label), "tick {label:?} missing");
@@ -882,10 +884,7 @@ mod tests {
     #[test]
     fn log_panels_without_positive_values_say_so() {
         let recs = vec![record(0, 0.0, 0.5, 0.0), record(10, 1.0, 0.5, 0.0)];
-        let series = [Series {
-            label: "r".into(),
-            records: &recs,
-        }];
+        let series = series_r(&recs);
         let svg = render(&series, Some(0.5));
         assert_eq!(svg.matches("no positive values for a log axis").count(), 4);
         let svg = render(&series, None);

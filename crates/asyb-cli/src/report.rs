@@ -70,6 +70,15 @@ fn test_brief(t: &TestMetrics) -> String {
     s
 }
 
+/// ", N classes" for a multiclass problem.
+fn classes_note(info: &RunInfo) -> String {
+    if info.classes > 1 {
+        format!(", {} classes", info.classes)
+    } else {
+        String::new()
+    }
+}
+
 /// ", N used" when the feature ids were compacted.
 fn used_note(info: &RunInfo) -> String {
     info.used_features
@@ -88,11 +97,7 @@ impl Observe for Reporter {
             info.features,
             used_note(info),
             info.nnz,
-            if info.classes > 1 {
-                format!(", {} classes", info.classes)
-            } else {
-                String::new()
-            }
+            classes_note(info)
         );
         if info.algorithm == "fista" {
             eprintln!("algorithm fista (full-gradient reference solver)");
@@ -177,11 +182,22 @@ fn sci(v: f64) -> String {
 
 /// The final summary table.
 pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "\nsummary");
+    push_run_lines(&mut o, s, data_name);
+    push_start_and_final(&mut o, s, psi_star);
+    if s.info.algorithm != "fista" {
+        push_delays(&mut o, &s.delays);
+    }
+    o
+}
+
+/// The summary's lines on the run: the data, the problem and the algorithm, why and
+/// when it stopped, failed workers, messages, times and throughput.
+fn push_run_lines(o: &mut String, s: &RunSummary, data_name: &str) {
     let i = &s.info;
     let first = s.first();
     let last = s.last();
-    let mut o = String::new();
-    let _ = writeln!(o, "\nsummary");
     let _ = writeln!(
         o,
         "  data        {data_name}: {} rows, {} features{}, {} nonzeros",
@@ -196,11 +212,7 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
         i.loss,
         i.reg,
         i.lambda,
-        if i.classes > 1 {
-            format!(", {} classes", i.classes)
-        } else {
-            String::new()
-        }
+        classes_note(i)
     );
     if i.algorithm == "fista" {
         let _ = writeln!(o, "  algorithm   fista");
@@ -265,6 +277,14 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
             last.updates_per_sec
         );
     }
+}
+
+/// The summary's table of the figures at the start and at the end: the objective, the
+/// relative gap (with Psi*), ||P||^2, the nonzeros and the test metrics.
+fn push_start_and_final(o: &mut String, s: &RunSummary, psi_star: Option<f64>) {
+    let i = &s.info;
+    let first = s.first();
+    let last = s.last();
     let _ = writeln!(o, "\n  {:<22}{:>16}{:>16}", "", "start", "final");
     let row = |o: &mut String, name: &str, a: String, b: String| {
         let _ = writeln!(o, "  {name:<22}{a:>16}{b:>16}");
@@ -274,59 +294,59 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
     } else {
         "objective".to_string()
     };
-    row(&mut o, &psi_name, sci(first.psi), sci(last.psi));
+    row(o, &psi_name, sci(first.psi), sci(last.psi));
     if let Some(p) = psi_star {
         row(
-            &mut o,
+            o,
             "(psi - psi*) / psi*",
             format!("{:.3e}", rel_gap(first.psi, p)),
             format!("{:.3e}", rel_gap(last.psi, p)),
         );
     }
     row(
-        &mut o,
+        o,
         "||P(x)||^2",
         format!("{:.3e}", first.pgm_sq_norm),
         format!("{:.3e}", last.pgm_sq_norm),
     );
-    row(&mut o, "nnz", first.nnz.to_string(), last.nnz.to_string());
+    row(o, "nnz", first.nnz.to_string(), last.nnz.to_string());
     if let (Some(a), Some(b)) = (&first.test, &last.test) {
         let loss_name = match i.loss.as_str() {
             "logistic" | "softmax" => "test logloss",
             _ => "test loss",
         };
-        row(&mut o, loss_name, sci(a.loss), sci(b.loss));
+        row(o, loss_name, sci(a.loss), sci(b.loss));
         let opt = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.4}"));
         if b.accuracy.is_some() {
-            row(&mut o, "test accuracy", opt(a.accuracy), opt(b.accuracy));
+            row(o, "test accuracy", opt(a.accuracy), opt(b.accuracy));
         }
         if b.auc.is_some() {
-            row(&mut o, "test AUC", opt(a.auc), opt(b.auc));
+            row(o, "test AUC", opt(a.auc), opt(b.auc));
         }
         if b.rmse.is_some() {
-            row(&mut o, "test RMSE", opt(a.rmse), opt(b.rmse));
+            row(o, "test RMSE", opt(a.rmse), opt(b.rmse));
         }
     }
-    if i.algorithm != "fista" {
-        let d = &s.delays;
-        let _ = writeln!(
-            o,
-            "\n  delays      mean {:.2}, max {}; {} pushes applied, {} rejected",
-            d.mean, d.max, d.applied, d.rejected
-        );
-        let total = d.applied.max(1) as f64;
-        for &(lo, hi, count) in d.histogram.iter().filter(|h| h.2 > 0) {
-            let range = if lo == hi {
-                lo.to_string()
-            } else {
-                format!("{lo}-{hi}")
-            };
-            let frac = count as f64 / total;
-            let bar = "#".repeat((frac * 40.0).round() as usize);
-            let _ = writeln!(o, "  {range:>14}  {:>5.1}%  {bar}", frac * 100.0);
-        }
+}
+
+/// The summary's delay statistics and their histogram, one bar per nonempty bucket.
+fn push_delays(o: &mut String, d: &asyb::ps::shard::DelaySummary) {
+    let _ = writeln!(
+        o,
+        "\n  delays      mean {:.2}, max {}; {} pushes applied, {} rejected",
+        d.mean, d.max, d.applied, d.rejected
+    );
+    let total = d.applied.max(1) as f64;
+    for &(lo, hi, count) in d.histogram.iter().filter(|h| h.2 > 0) {
+        let range = if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}-{hi}")
+        };
+        let frac = count as f64 / total;
+        let bar = "#".repeat((frac * 40.0).round() as usize);
+        let _ = writeln!(o, "  {range:>14}  {:>5.1}%  {bar}", frac * 100.0);
     }
-    o
 }
 
 /// Peak resident memory of this process so far (`VmHWM` of /proc/self/status), where

@@ -37,6 +37,14 @@ impl Dir {
             .unwrap()
     }
 
+    /// Runs `asyb` with `args`, which must succeed (else the test fails with its
+    /// standard error); its output.
+    fn asyb_ok(&self, args: &[&str]) -> Output {
+        let o = self.asyb(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    }
+
     /// Names in the directory, sorted.
     fn files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.tmp.path())
@@ -192,8 +200,7 @@ fn truncated_compressed_file() {
     d.write("cut.svm.gz", &gz[..gz.len() / 2]);
     train_fails(&d, &["--train", "cut.svm.gz"], &["cut.svm.gz", "truncated"]);
     // The whole file trains.
-    let o = d.asyb(&["train", "--train", "ok.svm.gz", "--epochs", "1", "--quiet"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    d.asyb_ok(&["train", "--train", "ok.svm.gz", "--epochs", "1", "--quiet"]);
 }
 
 #[test]
@@ -312,7 +319,7 @@ fn config_errors_name_line_and_field() {
 fn skip_bad_lines_counts_them() {
     let d = Dir::new();
     d.write("a.svm", format!("{}1 x:1\n0 2:nan\n", small_binary()));
-    let o = d.asyb(&[
+    let o = d.asyb_ok(&[
         "train",
         "--train",
         "a.svm",
@@ -321,7 +328,6 @@ fn skip_bad_lines_counts_them() {
         "1",
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("skipped 2 malformed lines"),
         "{}",
@@ -342,7 +348,7 @@ fn log_records(path: &Path) -> Vec<serde_json::Value> {
 fn train_predict_eval_round_trip() {
     let d = Dir::new();
     d.write("a.svm", small_binary());
-    let o = d.asyb(&[
+    let o = d.asyb_ok(&[
         "train",
         "--train",
         "a.svm",
@@ -359,7 +365,6 @@ fn train_predict_eval_round_trip() {
         "--plot",
         "run.svg",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("converged to tolerance"), "{out}");
     let recs = log_records(&d.path("run.jsonl"));
@@ -372,7 +377,7 @@ fn train_predict_eval_round_trip() {
         .contains("<svg"));
 
     // eval on the training file gives back the final objective and test loss.
-    let o = d.asyb(&[
+    let o = d.asyb_ok(&[
         "eval",
         "--model",
         "m.safetensors",
@@ -380,7 +385,6 @@ fn train_predict_eval_round_trip() {
         "a.svm",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let e: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     // The file stores f32 weights: agreement to f32 precision.
     let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
@@ -389,7 +393,7 @@ fn train_predict_eval_round_trip() {
     assert_eq!(e["rows"], 200);
 
     // predict: one probability per row, matching the logloss eval reported.
-    let o = d.asyb(&[
+    d.asyb_ok(&[
         "predict",
         "--model",
         "m.safetensors",
@@ -398,7 +402,6 @@ fn train_predict_eval_round_trip() {
         "--out",
         "p.txt",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let probs: Vec<f64> = std::fs::read_to_string(d.path("p.txt"))
         .unwrap()
         .lines()
@@ -418,7 +421,7 @@ fn train_predict_eval_round_trip() {
     assert!(rel(logloss, test_loss) < 1e-5, "{logloss} vs {test_loss}");
 
     // A warm start from the optimum stays there.
-    let o = d.asyb(&[
+    d.asyb_ok(&[
         "train",
         "--train",
         "a.svm",
@@ -432,7 +435,6 @@ fn train_predict_eval_round_trip() {
         "warm.jsonl",
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let warm = log_records(&d.path("warm.jsonl"));
     assert!(rel(warm[1]["psi"].as_f64().unwrap(), psi) < 1e-5);
 }
@@ -458,7 +460,7 @@ fn predict_lines(dir: &Dir, data: &str, stdin: Option<&str>) -> Vec<String> {
 fn predictions_line_up_through_pipes_fifos_and_stdin() {
     let d = Dir::new();
     d.write("a.svm", small_binary());
-    let o = d.asyb(&[
+    d.asyb_ok(&[
         "train",
         "--train",
         "a.svm",
@@ -468,7 +470,6 @@ fn predictions_line_up_through_pipes_fifos_and_stdin() {
         "m.safetensors",
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let rows = "1 123:1\n0 5:1\n1 7:1\n0 9:1\n";
     d.write("rows.svm", rows);
     let want = predict_lines(&d, "rows.svm", None);
@@ -497,8 +498,7 @@ fn predictions_line_up_through_pipes_fifos_and_stdin() {
 
     // A cache is memory-mapped: through a pipe it is refused with one line, not read as
     // text.
-    let o = d.asyb(&["convert", "a.svm", "--out", "a.cache"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    d.asyb_ok(&["convert", "a.svm", "--out", "a.cache"]);
     let o = Command::cargo_bin("asyb")
         .unwrap()
         .current_dir(d.tmp.path())
@@ -516,7 +516,7 @@ fn predictions_line_up_through_pipes_fifos_and_stdin() {
 fn a_closed_standard_output_is_success() {
     let d = Dir::new();
     d.write("a.svm", small_binary());
-    let o = d.asyb(&[
+    d.asyb_ok(&[
         "train",
         "--train",
         "a.svm",
@@ -524,7 +524,6 @@ fn a_closed_standard_output_is_success() {
         "m.safetensors",
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     for cmd in [
         vec!["eval", "--model", "m.safetensors", "--data", "a.svm"],
         vec!["predict", "--model", "m.safetensors", "--data", "a.svm"],
@@ -579,7 +578,7 @@ fn a_test_file_is_not_read_in_the_training_files_index_base() {
         &["--train", "train0.svm", "--test", "test1.svm"],
         &["test1.svm", "index 0", "--index-base 0"],
     );
-    let o = d.asyb(&[
+    d.asyb_ok(&[
         "train",
         "--train",
         "train0.svm",
@@ -591,13 +590,11 @@ fn a_test_file_is_not_read_in_the_training_files_index_base() {
         "m.safetensors",
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     // The model was trained 0-based: eval follows it, with the same guard.
     let o = d.asyb(&["eval", "--model", "m.safetensors", "--data", "test1.svm"]);
     assert_bad_input(&o, &["test1.svm", "--index-base 0"]);
     let json = |args: &[&str]| -> serde_json::Value {
-        let o = d.asyb(args);
-        assert!(o.status.success(), "{}", stderr(&o));
+        let o = d.asyb_ok(args);
         serde_json::from_str(&stdout(&o)).unwrap()
     };
     let a = json(&[
@@ -647,7 +644,7 @@ fn model_file_errors() {
     let o = d.asyb(&["predict", "--model", "none.safetensors", "--data", "a.svm"]);
     assert_bad_input(&o, &["none.safetensors"]);
     // A warm start of the wrong shape.
-    let o = d.asyb(&[
+    d.asyb_ok(&[
         "train",
         "--train",
         "a.svm",
@@ -657,7 +654,6 @@ fn model_file_errors() {
         "1",
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     d.write("wide.svm", "1 1:1 40:1\n0 2:1\n");
     train_fails(
         &d,
@@ -674,8 +670,7 @@ fn flags_override_the_config_file() {
         "run.toml",
         "train = \"a.svm\"\nworkers = 2\nbatch = 16\nlambda = 0.01\nepochs = 2\nlog = \"run.jsonl\"\n",
     );
-    let o = d.asyb(&["train", "--config", "run.toml", "--workers", "1", "--quiet"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    d.asyb_ok(&["train", "--config", "run.toml", "--workers", "1", "--quiet"]);
     let info = &log_records(&d.path("run.jsonl"))[0]["info"];
     assert_eq!(info["workers"], 1, "flag wins");
     assert_eq!(info["batch"], 16, "file value kept");
@@ -687,7 +682,7 @@ fn one_worker_runs_are_bit_for_bit_repeatable() {
     let d = Dir::new();
     d.write("a.svm", small_binary());
     let run = |name: &str| {
-        let o = d.asyb(&[
+        d.asyb_ok(&[
             "train",
             "--train",
             "a.svm",
@@ -705,7 +700,6 @@ fn one_worker_runs_are_bit_for_bit_repeatable() {
             name,
             "--quiet",
         ]);
-        assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read(d.path(name)).unwrap()
     };
     assert_eq!(run("a.safetensors"), run("b.safetensors"));
@@ -714,8 +708,7 @@ fn one_worker_runs_are_bit_for_bit_repeatable() {
 #[test]
 fn demo_objective_falls() {
     let d = Dir::new();
-    let o = d.asyb(&["demo"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.asyb_ok(&["demo"]);
     let out = stdout(&o);
     let line = out
         .lines()
@@ -739,8 +732,7 @@ fn demo_objective_falls() {
 fn cache_trains_like_its_text_and_refuses_damage() {
     let d = Dir::new();
     d.write("a.svm", small_binary());
-    let o = d.asyb(&["convert", "a.svm", "--out", "a.cache"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    d.asyb_ok(&["convert", "a.svm", "--out", "a.cache"]);
     let run_with = |data: &str, model: &str, extra: &[&str]| {
         let args = [
             "train",
@@ -756,8 +748,7 @@ fn cache_trains_like_its_text_and_refuses_damage() {
             model,
             "--quiet",
         ];
-        let o = d.asyb(&[&args[..], extra].concat());
-        assert!(o.status.success(), "{}", stderr(&o));
+        d.asyb_ok(&[&args[..], extra].concat());
         std::fs::read(d.path(model)).unwrap()
     };
     let run = |data: &str, model: &str| run_with(data, model, &[]);
@@ -767,7 +758,7 @@ fn cache_trains_like_its_text_and_refuses_damage() {
     );
     // A cache of features renumbered by frequency trains the same model, compacting
     // (its stored map) or not (its rows renumbered back).
-    let o = d.asyb(&[
+    let o = d.asyb_ok(&[
         "convert",
         "a.svm",
         "--out",
@@ -775,7 +766,6 @@ fn cache_trains_like_its_text_and_refuses_damage() {
         "--compact-features",
         "on",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("renumbered most frequent first"),
         "{}",
@@ -794,8 +784,7 @@ fn cache_trains_like_its_text_and_refuses_damage() {
     for (what, extra) in [("eval", &["--json"][..]), ("predict", &[][..])] {
         let on = |data: &str| {
             let args = [what, "--model", "c2.safetensors", "--data", data];
-            let o = d.asyb(&[&args[..], extra].concat());
-            assert!(o.status.success(), "{}", stderr(&o));
+            let o = d.asyb_ok(&[&args[..], extra].concat());
             stdout(&o)
         };
         assert_eq!(on("a.svm"), on("r.cache"), "{what}");
@@ -831,10 +820,9 @@ fn convert_idx_to_libsvm_and_cache() {
     };
     d.write("img", idx(&[2, 1, 3], &[0, 255, 51, 0, 0, 0]));
     d.write("lab", idx(&[2], &[4, 9]));
-    let o = d.asyb(&[
+    d.asyb_ok(&[
         "convert", "img", "--from", "idx", "--labels", "lab", "--to", "libsvm", "--out", "x.svm",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(d.path("x.svm")).unwrap(),
         "4 2:1 3:0.2\n9\n"
@@ -848,7 +836,7 @@ fn convert_idx_to_libsvm_and_cache() {
     assert_bad_input(&o, &["lab3", "3 labels for 2 images"]);
     assert!(!d.path("x.cache").exists());
     // One class against the rest.
-    let o = d.asyb(&[
+    d.asyb_ok(&[
         "convert",
         "img",
         "--from",
@@ -862,7 +850,6 @@ fn convert_idx_to_libsvm_and_cache() {
         "--out",
         "b.svm",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(d.path("b.svm")).unwrap(),
         "0 2:1 3:0.2\n1\n"
@@ -930,8 +917,7 @@ fn ctrl_c_stops_training_and_writes_the_model() {
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("stopped     interrupted"), "{summary}");
     assert!(d.path("m.safetensors").exists());
-    let o = d.asyb(&["eval", "--model", "m.safetensors", "--data", "a.svm"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    d.asyb_ok(&["eval", "--model", "m.safetensors", "--data", "a.svm"]);
 }
 
 /// `bench perf` on a small workload: the optimum it computes is the `fista` solver's on
@@ -956,8 +942,7 @@ fn bench_perf_end_to_end_on_a_small_workload() {
         "--json",
         "perf.json",
     ];
-    let o = dir.asyb(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = dir.asyb_ok(&args);
     assert!(
         stdout(&o).contains("read the LIBSVM text"),
         "{}",
@@ -985,7 +970,7 @@ fn bench_perf_end_to_end_on_a_small_workload() {
 
     // The same optimum from the solver run by hand on the generated text.
     let psi_star = r["psi_star"].as_f64().unwrap();
-    let o = dir.asyb(&[
+    dir.asyb_ok(&[
         "train",
         "--train",
         "w/train.svm",
@@ -1008,7 +993,6 @@ fn bench_perf_end_to_end_on_a_small_workload() {
         "f.jsonl",
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let last: serde_json::Value = serde_json::from_str(
         std::fs::read_to_string(dir.path("f.jsonl"))
             .unwrap()
@@ -1025,7 +1009,7 @@ fn bench_perf_end_to_end_on_a_small_workload() {
 
     // The cache it wrote is the one `asyb convert` writes: the text's rows and labels as
     // they are, not as a run prepares them.
-    let o = dir.asyb(&[
+    dir.asyb_ok(&[
         "convert",
         "w/train.svm",
         "--features",
@@ -1033,7 +1017,6 @@ fn bench_perf_end_to_end_on_a_small_workload() {
         "--out",
         "c.cache",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         std::fs::read(dir.path("w/train.cache")).unwrap()
             == std::fs::read(dir.path("c.cache")).unwrap(),
@@ -1042,8 +1025,7 @@ fn bench_perf_end_to_end_on_a_small_workload() {
 
     // A second run reuses the data and the optimum; it times the algorithm it is given.
     let more = ["--no-rss", "--algorithm", "asy-full", "--json", "full.json"];
-    let o = dir.asyb(&[&args[..12], &more[..]].concat());
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = dir.asyb_ok(&[&args[..12], &more[..]].concat());
     assert!(stderr(&o).contains("generated earlier"), "{}", stderr(&o));
     assert!(stderr(&o).contains("cached in"), "{}", stderr(&o));
     assert!(stdout(&o).contains("algorithm asy-full;"), "{}", stdout(&o));
@@ -1056,7 +1038,7 @@ fn bench_perf_end_to_end_on_a_small_workload() {
 /// 3,000 CTR rows with 4,096 features as `d.svm` in `dir`: small enough for a fista
 /// optimum in a fraction of a second.
 fn small_ctr_file(dir: &Dir) {
-    let o = dir.asyb(&[
+    dir.asyb_ok(&[
         "gen",
         "ctr",
         "--rows",
@@ -1068,7 +1050,6 @@ fn small_ctr_file(dir: &Dir) {
         "--out",
         "d.svm",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// `bench speedup`: one row per worker count, speedup relative to the first, the
@@ -1141,7 +1122,7 @@ fn bench_speedup_table_json_and_cached_optimum() {
     assert_eq!(cache.as_array().unwrap().len(), 2);
 
     // Algorithms compared on the same target: seq runs with one worker only.
-    let o = dir.asyb(&[
+    dir.asyb_ok(&[
         "bench",
         "speedup",
         "--train",
@@ -1161,7 +1142,6 @@ fn bench_speedup_table_json_and_cached_optimum() {
         "--compare",
         "asyb,asy-full,seq",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path("cmp.json")).unwrap()).unwrap();
     let got: Vec<(String, u64)> = rows
@@ -1247,8 +1227,7 @@ fn bench_rate_fits_the_slope() {
             extra,
         ]
         .concat();
-        let o = dir.asyb(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
+        dir.asyb_ok(&args);
         let r: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path("rate.json")).unwrap()).unwrap();
         assert_eq!(r["fits"][0]["points"].as_array().unwrap().len(), 3);
@@ -1276,8 +1255,7 @@ fn killed_run_resumes_from_its_checkpoint() {
     let dir = Dir::new();
     small_ctr_file(&dir);
     let base = ["train", "--train", "d.svm", "--lambda", "1e-3", "--quiet"];
-    let o = dir.asyb(&[&base[..], &["--algorithm", "fista", "--log", "f.jsonl"]].concat());
-    assert!(o.status.success(), "{}", stderr(&o));
+    dir.asyb_ok(&[&base[..], &["--algorithm", "fista", "--log", "f.jsonl"]].concat());
     let last_psi = |log: &str| -> (f64, u64) {
         let text = std::fs::read_to_string(dir.path(log)).unwrap();
         let recs: Vec<serde_json::Value> = text
@@ -1351,7 +1329,7 @@ fn killed_run_resumes_from_its_checkpoint() {
     assert!(psi <= target, "{psi} > {target}");
     assert!(first_k > 0, "the resumed run started from scratch");
 
-    let o = dir.asyb(
+    dir.asyb_ok(
         &[
             &base[..],
             &[
@@ -1365,7 +1343,6 @@ fn killed_run_resumes_from_its_checkpoint() {
         ]
         .concat(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(last_psi("u.jsonl").0 <= target);
 
     // Another problem: refused.
@@ -1404,7 +1381,7 @@ fn killed_run_resumes_from_its_checkpoint() {
 fn sim_speedup_in_virtual_time() {
     let dir = Dir::new();
     small_ctr_file(&dir);
-    let o = dir.asyb(&[
+    let o = dir.asyb_ok(&[
         "sim",
         "--train",
         "d.svm",
@@ -1421,7 +1398,6 @@ fn sim_speedup_in_virtual_time() {
         "--speedup-plot",
         "sim.svg",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("asyb sim (virtual seconds)"),
         "{}",
@@ -1446,7 +1422,7 @@ fn sim_speedup_in_virtual_time() {
         .unwrap()
         .contains("<svg"));
 
-    let o = dir.asyb(&[
+    let o = dir.asyb_ok(&[
         "sim",
         "--train",
         "d.svm",
@@ -1460,7 +1436,6 @@ fn sim_speedup_in_virtual_time() {
         "--optimum-cache",
         "opt.json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("per minibatch"), "{}", stderr(&o));
 
     let o = dir.asyb(&["sim", "--train", "d.svm", "--optimum-cache", "opt.json"]);
@@ -1474,7 +1449,7 @@ fn sim_speedup_in_virtual_time() {
 fn billion_feature_ids_train_compacted_into_a_sparse_model() {
     let d = Dir::new();
     let gen = |rows: &str, seed: &str, out: &str| {
-        let o = d.asyb(&[
+        d.asyb_ok(&[
             "gen",
             "ctr",
             "--rows",
@@ -1486,10 +1461,10 @@ fn billion_feature_ids_train_compacted_into_a_sparse_model() {
             "--out",
             out,
         ]);
-        assert!(o.status.success(), "{}", stderr(&o));
     };
     gen("3000", "4", "wide.svm");
-    let o = d.asyb(&[
+    // The wide data's problem, solved by fista.
+    let fista = [
         "train",
         "--train",
         "wide.svm",
@@ -1499,12 +1474,14 @@ fn billion_feature_ids_train_compacted_into_a_sparse_model() {
         "fista",
         "--lambda",
         "1e-3",
-        "--model",
-        "m.safetensors",
-        "--log",
-        "run.jsonl",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    ];
+    let o = d.asyb_ok(
+        &[
+            &fista[..],
+            &["--model", "m.safetensors", "--log", "run.jsonl"],
+        ]
+        .concat(),
+    );
     let out = stdout(&o);
     assert!(out.contains("1073741824 features ("), "{out}");
     assert!(out.contains("used: ids compacted"), "{out}");
@@ -1516,7 +1493,7 @@ fn billion_feature_ids_train_compacted_into_a_sparse_model() {
     let size = std::fs::metadata(d.path("m.safetensors")).unwrap().len();
     assert!(size < 1 << 20, "{size} bytes");
 
-    let o = d.asyb(&[
+    let o = d.asyb_ok(&[
         "eval",
         "--model",
         "m.safetensors",
@@ -1524,32 +1501,21 @@ fn billion_feature_ids_train_compacted_into_a_sparse_model() {
         "wide.svm",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let e: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let got = e["psi"].as_f64().unwrap();
     assert!((got - psi).abs() / psi < 1e-5, "eval psi {got} vs {psi}");
-    let o = d.asyb(&["predict", "--model", "m.safetensors", "--data", "wide.svm"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.asyb_ok(&["predict", "--model", "m.safetensors", "--data", "wide.svm"]);
     assert_eq!(stdout(&o).lines().count(), 3000);
 
     // A warm start from the optimum, on the same data, stays there.
-    let o = d.asyb(&[
-        "train",
-        "--train",
-        "wide.svm",
-        "--features",
-        "1073741824",
-        "--algorithm",
-        "fista",
-        "--lambda",
-        "1e-3",
+    let warm_start = [
         "--init-model",
         "m.safetensors",
         "--log",
         "warm.jsonl",
         "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    ];
+    d.asyb_ok(&[&fista[..], &warm_start[..]].concat());
     let warm = log_records(&d.path("warm.jsonl"));
     let first = warm[1]["psi"].as_f64().unwrap();
     assert!((first - psi).abs() / psi < 1e-5, "{first} vs {psi}");

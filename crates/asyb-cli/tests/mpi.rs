@@ -245,6 +245,15 @@ fn mpi_runs_reach_the_optimum_of_the_in_process_solver() {
     run(Some(2), &["--backend", "mpi", "--colocate"], "colo.jsonl");
 }
 
+/// `asyb train --train data --backend mpi` and `extra` on `ranks` ranks, which must
+/// fail (within a minute): its standard error.
+fn mpi_train_fails(dir: &Dir, bin: &Path, ranks: usize, data: &str, extra: &[&str]) -> String {
+    let args = [&["train", "--train", data, "--backend", "mpi"][..], extra].concat();
+    let o = dir.run(bin, Some(ranks), &args, 60);
+    assert!(!o.status.success());
+    text(&o.stderr)
+}
+
 /// A wrong launch and bad data on one rank: one line on rank 0, non-zero exit of
 /// every rank, no hang.
 #[test]
@@ -252,42 +261,11 @@ fn mpi_errors_are_one_line_and_end_every_rank() {
     let Some(bin) = mpi_asyb() else { return };
     let dir = Dir::new();
     std::fs::write(dir.path("ok.svm"), "1 1:1\n-1 2:1\n".repeat(50)).unwrap();
-    let o = dir.run(
-        bin,
-        Some(2),
-        &[
-            "train",
-            "--train",
-            "ok.svm",
-            "--backend",
-            "mpi",
-            "--servers",
-            "2",
-            "--quiet",
-        ],
-        60,
-    );
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
+    let err = mpi_train_fails(&dir, bin, 2, "ok.svm", &["--servers", "2", "--quiet"]);
     assert_eq!(err.matches("error: invalid servers").count(), 1, "{err}");
     assert!(err.contains("leave no worker"), "{err}");
     // A flag refused before MPI starts: also said once.
-    let o = dir.run(
-        bin,
-        Some(2),
-        &[
-            "train",
-            "--train",
-            "ok.svm",
-            "--backend",
-            "mpi",
-            "--workers",
-            "2",
-        ],
-        60,
-    );
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
+    let err = mpi_train_fails(&dir, bin, 2, "ok.svm", &["--workers", "2"]);
     assert_eq!(err.matches("error: invalid workers").count(), 1, "{err}");
 
     // A bad value on line 90 (in the second rank's half).
@@ -295,23 +273,7 @@ fn mpi_errors_are_one_line_and_end_every_rank() {
     t.push_str("1 3:oops\n");
     t.push_str(&"1 1:1\n".repeat(10));
     std::fs::write(dir.path("bad.svm"), t).unwrap();
-    let o = dir.run(
-        bin,
-        Some(3),
-        &[
-            "train",
-            "--train",
-            "bad.svm",
-            "--backend",
-            "mpi",
-            "--servers",
-            "1",
-            "--quiet",
-        ],
-        60,
-    );
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
+    let err = mpi_train_fails(&dir, bin, 3, "bad.svm", &["--servers", "1", "--quiet"]);
     assert!(err.contains("bad.svm:91:"), "{err}");
     assert_eq!(err.matches("bad.svm:91:").count(), 1, "{err}");
 

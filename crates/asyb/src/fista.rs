@@ -167,6 +167,31 @@ mod tests {
         }
     }
 
+    /// `loss` + `reg` over every row of `ds` (`features` columns, an intercept with
+    /// `bias`), without the nonconvex term.
+    fn objective<L: Loss>(
+        ds: &Dataset,
+        features: usize,
+        bias: bool,
+        loss: L,
+        reg: RegSpec,
+        threads: usize,
+    ) -> Objective<'_, L> {
+        Objective {
+            data: ds,
+            rows: None,
+            loss,
+            reg: AnyReg(reg),
+            layout: Layout {
+                features,
+                classes: 1,
+                bias,
+            },
+            alpha: 0.0,
+            threads,
+        }
+    }
+
     /// Lasso with an orthogonal design has a closed-form solution: row i holds feature i
     /// with value sqrt(d), so f = (1/d) sum (sqrt(d) x_i - y_i)^2 / 2 = sum (x_i -
     /// y_i/sqrt(d))^2 / 2 and the minimizer of f + lambda ||x||_1 is
@@ -182,22 +207,9 @@ mod tests {
             .map(|(i, &y)| (y, vec![(i as u32, s)]))
             .collect();
         let ds = Dataset::from_rows(d, &rows);
-        let layout = Layout {
-            features: d,
-            classes: 1,
-            bias: false,
-        };
         let lambda = 0.1;
-        let obj = Objective {
-            data: &ds,
-            rows: None,
-            loss: Squared,
-            reg: AnyReg(spec(RegKind::L1, lambda)),
-            layout,
-            alpha: 0.0,
-            threads: 1,
-        };
-        let mut x = vec![0.0; layout.coords()];
+        let obj = objective(&ds, d, false, Squared, spec(RegKind::L1, lambda), 1);
+        let mut x = vec![0.0; obj.layout.coords()];
         let stop = solve(&obj, &mut x, 1.0, 1e-20, 10_000, None, |_, _| true);
         assert_eq!(stop, FistaStop::Converged);
         for (i, &y) in ys.iter().enumerate() {
@@ -227,21 +239,8 @@ mod tests {
             })
             .collect();
         let ds = Dataset::from_rows(d, &rows);
-        let layout = Layout {
-            features: d,
-            classes: 1,
-            bias: true,
-        };
-        let obj = Objective {
-            data: &ds,
-            rows: None,
-            loss: Logistic,
-            reg: AnyReg(spec(RegKind::L1, 0.01)),
-            layout,
-            alpha: 0.0,
-            threads: 2,
-        };
-        let mut x = vec![0.0; layout.coords()];
+        let obj = objective(&ds, d, true, Logistic, spec(RegKind::L1, 0.01), 2);
+        let mut x = vec![0.0; obj.layout.coords()];
         let stop = solve(&obj, &mut x, 1.0, 1e-16, 20_000, None, |_, _| true);
         assert_eq!(stop, FistaStop::Converged);
         let mut g = vec![0.0; x.len()];
@@ -287,20 +286,7 @@ mod tests {
             })
             .collect();
         let ds = Dataset::from_rows(d, &rows);
-        let layout = Layout {
-            features: d,
-            classes: 1,
-            bias: true,
-        };
-        let obj = Objective {
-            data: &ds,
-            rows: None,
-            loss: Logistic,
-            reg: AnyReg(spec(RegKind::L1, 2e-3)),
-            layout,
-            alpha: 0.0,
-            threads: 2,
-        };
+        let obj = objective(&ds, d, true, Logistic, spec(RegKind::L1, 2e-3), 2);
         let n = ds.rows() as f64;
         let mut metric: Vec<f64> = (0..d)
             .map(|j| {
@@ -313,7 +299,7 @@ mod tests {
         metric.push(1.0);
         // Psi along the iterations, and the iteration count at convergence.
         let run = |m: Option<&[f64]>| {
-            let mut x = vec![0.0; layout.coords()];
+            let mut x = vec![0.0; obj.layout.coords()];
             let mut trace = Vec::new();
             let stop = solve(&obj, &mut x, 1.0, 1e-20, 50_000, m, |it, _| {
                 trace.push(it.psi);

@@ -74,12 +74,18 @@ impl Default for CtrSpec {
     }
 }
 
+/// Rejects a feature count that 32-bit feature ids cannot number (or zero).
+fn check_features(features: usize) -> Result<()> {
+    if features == 0 || features as u64 > u64::from(u32::MAX) + 1 {
+        return Err(Error::config("features", "must be in 1..=2^32"));
+    }
+    Ok(())
+}
+
 impl CtrSpec {
     /// Rejects specs the generator cannot honour, naming the field.
     pub fn check(&self) -> Result<()> {
-        if self.features == 0 || self.features as u64 > u64::from(u32::MAX) + 1 {
-            return Err(Error::config("features", "must be in 1..=2^32"));
-        }
+        check_features(self.features)?;
         if self.fields == 0 {
             return Err(Error::config("fields", "must be at least 1"));
         }
@@ -133,9 +139,7 @@ impl Default for RegressionSpec {
 impl RegressionSpec {
     /// Rejects specs the generator cannot honour, naming the field.
     pub fn check(&self) -> Result<()> {
-        if self.features == 0 || self.features as u64 > u64::from(u32::MAX) + 1 {
-            return Err(Error::config("features", "must be in 1..=2^32"));
-        }
+        check_features(self.features)?;
         if self.nnz_per_row > self.features {
             return Err(Error::config(
                 "nnz_per_row",

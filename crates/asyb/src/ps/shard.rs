@@ -1220,34 +1220,7 @@ mod tests {
             Default::default(),
             metric.as_deref(),
         );
-        let bias = part.bias_loc();
-        let per_block = |v: &[f64]| -> Vec<Vec<f64>> {
-            let mut out: Vec<Vec<f64>> = (0..blocks)
-                .map(|j| vec![1.0; part.block_coords(j)])
-                .collect();
-            part.for_each_row(|row, loc| {
-                let o = loc.offset as usize;
-                out[loc.block as usize][o..o + classes].fill(v[row]);
-            });
-            out
-        };
-        let mut dense = Dense {
-            reg,
-            blocks: (0..blocks)
-                .map(|j| vec![0.0; part.block_coords(j)])
-                .collect(),
-            bias: (
-                bias.block as usize,
-                bias.offset as usize,
-                bias.offset as usize + classes,
-            ),
-            gl: reg.group_len(),
-            // The shard keeps the factors and the drifts rounded: so does the reference.
-            scale: metric
-                .as_deref()
-                .map(|m| per_block(&m.iter().map(|&d| stored_scale(d)).collect::<Vec<_>>())),
-            drift: None,
-        };
+        let mut dense = Dense::new(reg, &part, classes, metric.as_deref());
         // Start from a nonzero model so that shrinkage has something to act on.
         for j in 0..blocks {
             let init: Vec<f64> = (0..part.block_coords(j))
@@ -1256,27 +1229,9 @@ mod tests {
             shard.load(BlockId(j as u32), &init);
             dense.blocks[j] = init;
         }
-        let tol = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
         for step in 0..pushes {
             if extras.drift_every > 0 && step % extras.drift_every == 0 {
-                // Per coordinate, from a range where L1's drift may be inside or
-                // outside [-lambda, lambda].
-                let drift: Vec<Vec<f64>> = (0..blocks)
-                    .map(|j| {
-                        (0..part.block_coords(j))
-                            .map(|_| rng.random_range(-0.6..0.6))
-                            .collect()
-                    })
-                    .collect();
-                for (j, a) in drift.iter().enumerate() {
-                    shard.set_drift(BlockId(j as u32), a);
-                }
-                dense.drift = Some(
-                    drift
-                        .iter()
-                        .map(|b| b.iter().map(|&a| stored_drift(a)).collect())
-                        .collect(),
-                );
+                set_random_drift(&shard, &mut dense, &part, &mut rng);
             }
             let j = rng.random_range(0..blocks);
             let n = part.block_coords(j);
@@ -1291,44 +1246,125 @@ mod tests {
             assert!(matches!(out, PushOutcome::Applied { delay: 0, .. }));
             dense.push(j, eta, alpha, &grad);
             if step % 7 == 0 {
-                let jr = rng.random_range(0..blocks);
-                let c = rng.random_range(0..part.block_coords(jr));
-                let mut v = [0.0];
-                shard.read(BlockId(jr as u32), c as u32, &mut v);
-                assert!(
-                    tol(v[0], dense.blocks[jr][c]),
-                    "step {step} block {jr} coord {c}: lazy {} dense {}",
-                    v[0],
-                    dense.blocks[jr][c]
-                );
-                // The pull's path: several parameter rows at once.
-                let gl = classes;
-                let g0 = c / gl * gl;
-                let locs = [
-                    Loc {
-                        block: jr as u32,
-                        offset: g0 as u32,
-                    },
-                    Loc {
-                        block: 0,
-                        offset: 0,
-                    },
-                ];
-                let mut out = vec![0.0; 2 * gl];
-                shard.read_rows(&locs, gl, &mut out);
-                let want = dense.blocks[jr][g0..g0 + gl]
-                    .iter()
-                    .chain(&dense.blocks[0][..gl]);
-                for (a, b) in out.iter().zip(want) {
-                    assert!(tol(*a, *b), "step {step} pulled {a} dense {b}");
-                }
+                check_random_reads(&shard, &dense, &part, classes, &mut rng, step);
             }
         }
         for j in 0..blocks {
             let lazy = shard.snapshot(BlockId(j as u32));
             for (c, (&a, &b)) in lazy.iter().zip(&dense.blocks[j]).enumerate() {
-                assert!(tol(a, b), "block {j} coord {c}: lazy {a} dense {b}");
+                assert!(close(a, b), "block {j} coord {c}: lazy {a} dense {b}");
             }
+        }
+    }
+
+    /// Whether a lazy shard's value `a` agrees with the dense reference's `b`.
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-6 * b.abs().max(1.0)
+    }
+
+    impl<R: Regularizer> Dense<R> {
+        /// The zero model of `part`'s blocks, with the step factors `metric` per
+        /// parameter row where given (rounded as the shard keeps them) and no drift.
+        fn new(reg: R, part: &BlockPartition, classes: usize, metric: Option<&[f64]>) -> Self {
+            let blocks = part.blocks();
+            let bias = part.bias_loc();
+            let per_block = |v: &[f64]| -> Vec<Vec<f64>> {
+                let mut out: Vec<Vec<f64>> = (0..blocks)
+                    .map(|j| vec![1.0; part.block_coords(j)])
+                    .collect();
+                part.for_each_row(|row, loc| {
+                    let o = loc.offset as usize;
+                    out[loc.block as usize][o..o + classes].fill(v[row]);
+                });
+                out
+            };
+            Dense {
+                reg,
+                blocks: (0..blocks)
+                    .map(|j| vec![0.0; part.block_coords(j)])
+                    .collect(),
+                bias: (
+                    bias.block as usize,
+                    bias.offset as usize,
+                    bias.offset as usize + classes,
+                ),
+                gl: reg.group_len(),
+                // The shard keeps the factors and the drifts rounded: so does the
+                // reference.
+                scale: metric
+                    .map(|m| per_block(&m.iter().map(|&d| stored_scale(d)).collect::<Vec<_>>())),
+                drift: None,
+            }
+        }
+    }
+
+    /// Gives the shard and the reference the same new random drift.
+    fn set_random_drift<R: Regularizer>(
+        shard: &Shard<R>,
+        dense: &mut Dense<R>,
+        part: &BlockPartition,
+        rng: &mut Xoshiro256PlusPlus,
+    ) {
+        // Per coordinate, from a range where L1's drift may be inside or outside
+        // [-lambda, lambda].
+        let drift: Vec<Vec<f64>> = (0..part.blocks())
+            .map(|j| {
+                (0..part.block_coords(j))
+                    .map(|_| rng.random_range(-0.6..0.6))
+                    .collect()
+            })
+            .collect();
+        for (j, a) in drift.iter().enumerate() {
+            shard.set_drift(BlockId(j as u32), a);
+        }
+        dense.drift = Some(
+            drift
+                .iter()
+                .map(|b| b.iter().map(|&a| stored_drift(a)).collect())
+                .collect(),
+        );
+    }
+
+    /// Reads a random coordinate of the shard, and through the pull's path its
+    /// parameter row with the first block's first, checking both against the reference.
+    fn check_random_reads<R: Regularizer>(
+        shard: &Shard<R>,
+        dense: &Dense<R>,
+        part: &BlockPartition,
+        classes: usize,
+        rng: &mut Xoshiro256PlusPlus,
+        step: usize,
+    ) {
+        let jr = rng.random_range(0..part.blocks());
+        let c = rng.random_range(0..part.block_coords(jr));
+        let mut v = [0.0];
+        shard.read(BlockId(jr as u32), c as u32, &mut v);
+        assert!(
+            close(v[0], dense.blocks[jr][c]),
+            "step {step} block {jr} coord {c}: lazy {} dense {}",
+            v[0],
+            dense.blocks[jr][c]
+        );
+        // The pull's path: several parameter rows at once.
+        let gl = classes;
+        let g0 = c / gl * gl;
+        let locs = [
+            Loc {
+                block: jr as u32,
+                offset: g0 as u32,
+            },
+            Loc {
+                block: 0,
+                offset: 0,
+            },
+        ];
+        let mut out = vec![0.0; 2 * gl];
+        shard.read_rows(&locs, gl, &mut out);
+        let want = dense.blocks[jr][g0..g0 + gl]
+            .iter()
+            .chain(&dense.blocks[0][..gl]);
+        for (a, b) in out.iter().zip(want) {
+            assert!(close(*a, *b), "step {step} pulled {a} dense {b}");
         }
     }
 
@@ -1444,20 +1480,32 @@ mod tests {
         assert!(!merged.add_raw(&[1, 2, 3]));
     }
 
-    #[test]
-    fn stale_pushes_are_rejected_and_counted() {
+    /// `features` features (and an intercept with `bias`) in `blocks` contiguous blocks
+    /// of one-row groups, on one shard.
+    fn contiguous(features: usize, bias: bool, blocks: usize) -> BlockPartition {
         let layout = Layout {
-            features: 10,
+            features,
             classes: 1,
-            bias: true,
+            bias,
         };
-        let part = BlockPartition::new(layout, 1, 2, 1, PartitionKind::Contiguous, 0);
-        let settings = ShardSettings {
-            max_delay: Some(2),
-            schedule: StepSchedule::Constant { eta: 0.1 },
+        BlockPartition::new(layout, 1, blocks, 1, PartitionKind::Contiguous, 0)
+    }
+
+    /// The constant step `eta` for pushes at most `max_delay` steps old, without the
+    /// nonconvex term or a drift.
+    fn constant_step(eta: f64, max_delay: Option<u64>) -> ShardSettings {
+        ShardSettings {
+            max_delay,
+            schedule: StepSchedule::Constant { eta },
             alpha: 0.0,
             drift: false,
-        };
+        }
+    }
+
+    #[test]
+    fn stale_pushes_are_rejected_and_counted() {
+        let part = contiguous(10, true, 2);
+        let settings = constant_step(0.1, Some(2));
         let clock = Arc::new(Clock::default());
         let stats = Arc::new(DelayStats::default());
         let shard = Shard::new(
@@ -1525,19 +1573,9 @@ mod tests {
     /// shrinkage summed over all of them.
     #[test]
     fn huge_blocks_rebase_at_the_history_cap() {
-        let layout = Layout {
-            features: 1 << 20,
-            classes: 1,
-            bias: false,
-        };
-        let part = BlockPartition::new(layout, 1, 1, 1, PartitionKind::Contiguous, 0);
+        let part = contiguous(1 << 20, false, 1);
         let eta = 0.5;
-        let settings = ShardSettings {
-            max_delay: None,
-            schedule: StepSchedule::Constant { eta },
-            alpha: 0.0,
-            drift: false,
-        };
+        let settings = constant_step(eta, None);
         let lambda = 2e-6;
         let shard = Shard::new(
             ShardId(0),
@@ -1568,20 +1606,10 @@ mod tests {
     /// only per block, and each block's pushes were serialized in step order).
     #[test]
     fn concurrent_pushes_match_sequential_replay() {
-        let layout = Layout {
-            features: 200,
-            classes: 1,
-            bias: true,
-        };
-        let part = BlockPartition::new(layout, 1, 4, 1, PartitionKind::Contiguous, 0);
-        let settings = ShardSettings {
-            max_delay: None,
-            // Constant: two blocks may apply at the same k concurrently, and a decaying
-            // step would then differ from the replay's.
-            schedule: StepSchedule::Constant { eta: 0.5 },
-            alpha: 0.0,
-            drift: false,
-        };
+        let part = contiguous(200, true, 4);
+        // Constant: two blocks may apply at the same k concurrently, and a decaying step
+        // would then differ from the replay's.
+        let settings = constant_step(0.5, None);
         let reg = L1 { lambda: 0.05 };
         let clock = Arc::new(Clock::default());
         let shard = Arc::new(Shard::new(

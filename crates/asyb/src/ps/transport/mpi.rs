@@ -505,6 +505,16 @@ impl RemoteShard {
         (d.u64().expect("status"), d.u64().expect("status"))
     }
 
+    /// Sends a whole block's `values` with the request `kind` (the values to load, or
+    /// the drift to set) and waits for the server's acknowledgement.
+    fn send_block(&self, kind: u8, block: BlockId, values: &[f64]) {
+        let msg = Enc::new(kind, 13 + values.len() * 8)
+            .u8(1)
+            .u32(block.0)
+            .f64s(values);
+        self.call(msg, kind);
+    }
+
     /// Stops the server thread; returns its delay statistics ([`DelayStats::raw`]).
     pub fn stop(&self) -> Vec<u64> {
         let r = self.call(Enc::new(req::STOP, 1).u8(1), req::STOP);
@@ -570,21 +580,13 @@ impl ShardApi for RemoteShard {
         if let Some(l) = &self.local {
             return l.shard.load(block, values);
         }
-        let msg = Enc::new(req::LOAD_BLOCK, 13 + values.len() * 8)
-            .u8(1)
-            .u32(block.0)
-            .f64s(values);
-        self.call(msg, req::LOAD_BLOCK);
+        self.send_block(req::LOAD_BLOCK, block, values);
     }
 
     fn set_drift(&self, block: BlockId, drift: &[f64]) {
         if let Some(l) = &self.local {
             return l.shard.set_drift(block, drift);
         }
-        let msg = Enc::new(req::DRIFT_BLOCK, 13 + drift.len() * 8)
-            .u8(1)
-            .u32(block.0)
-            .f64s(drift);
-        self.call(msg, req::DRIFT_BLOCK);
+        self.send_block(req::DRIFT_BLOCK, block, drift);
     }
 }
