@@ -323,7 +323,12 @@ fn launcher_rank() -> Option<usize> {
 /// `asyb train --backend mpi`, on every rank: rank 0 reports and writes the outputs.
 #[cfg(feature = "mpi")]
 fn train_mpi(a: &TrainArgs, vc: &ValidConfig) -> Result<()> {
-    let cluster = asyb::cluster::Cluster::init()?;
+    let (var, value) = asyb::cluster::OMPI_EAGER_LIMIT;
+    if std::env::var_os(var).is_none() {
+        // Before MPI starts its threads.
+        std::env::set_var(var, value);
+    }
+    let cluster = asyb::cluster::Cluster::init(|m| eprintln!("error: {m}"))?;
     let rank0 = cluster.rank() == 0;
     let roles = match cluster.roles(vc) {
         Ok(r) => r,

@@ -311,11 +311,11 @@ fn push_start_and_final(o: &mut String, s: &RunSummary, psi_star: Option<f64>) {
     );
     row(o, "nnz", first.nnz.to_string(), last.nnz.to_string());
     if let (Some(a), Some(b)) = (&first.test, &last.test) {
-        let loss_name = match i.loss.as_str() {
-            "logistic" | "softmax" => "test logloss",
-            _ => "test loss",
-        };
-        row(o, loss_name, sci(a.loss), sci(b.loss));
+        let metric = i
+            .loss
+            .parse::<asyb::model::loss::LossKind>()
+            .map_or("loss", |k| k.info().metric);
+        row(o, &format!("test {metric}"), sci(a.loss), sci(b.loss));
         let opt = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.4}"));
         if b.accuracy.is_some() {
             row(o, "test accuracy", opt(a.accuracy), opt(b.accuracy));

@@ -14,4 +14,4 @@ mod run;
 
 pub use roles::RoleMap;
 #[cfg(feature = "mpi")]
-pub use run::{Cluster, ClusterRun};
+pub use run::{Cluster, ClusterRun, OMPI_EAGER_LIMIT};

@@ -77,7 +77,15 @@ pub struct Cluster {
     _universe: mpi::environment::Universe,
     rank: usize,
     size: usize,
+    on_fatal: fn(&str),
 }
+
+/// Open MPI sends shared-memory messages above 4 KB by a rendezvous, a handshake that
+/// waits for the receiver's next probe: a pull's reply is larger, and the handshake
+/// halved the update rate of two colocated ranks here. The `asyb` binary sets this
+/// variable to this value before [`Cluster::init`] unless the user set it (the library
+/// sets no environment variable).
+pub const OMPI_EAGER_LIMIT: (&str, &str) = ("OMPI_MCA_btl_vader_eager_limit", "65536");
 
 /// What rank 0 gets from a run besides the summary.
 pub struct ClusterRun {
@@ -90,17 +98,10 @@ pub struct ClusterRun {
 
 impl Cluster {
     /// Initializes MPI with full thread support (every rank runs several threads that
-    /// send and receive).
-    pub fn init() -> Result<Cluster> {
+    /// send and receive). `on_fatal` reports the failure of this rank's server, which
+    /// then aborts the whole job (its blocks are gone): the library prints nothing.
+    pub fn init(on_fatal: fn(&str)) -> Result<Cluster> {
         use mpi::topology::Communicator;
-        // Open MPI sends shared-memory messages above 4 KB by a rendezvous, a handshake
-        // that waits for the receiver's next probe: a pull's reply is larger, and the
-        // handshake halved the update rate of two colocated ranks here. Raised unless
-        // the user set it.
-        const EAGER: &str = "OMPI_MCA_btl_vader_eager_limit";
-        if std::env::var_os(EAGER).is_none() {
-            std::env::set_var(EAGER, "65536");
-        }
         let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .ok_or_else(|| Error::config("backend", "MPI was already initialized"))?;
         if level < mpi::Threading::Multiple {
@@ -114,6 +115,7 @@ impl Cluster {
             rank: world.rank() as usize,
             size: world.size() as usize,
             _universe: universe,
+            on_fatal,
         })
     }
 
@@ -140,11 +142,11 @@ impl Cluster {
         interrupt: Option<Arc<AtomicBool>>,
     ) -> Result<Option<ClusterRun>> {
         if self.rank != 0 {
-            agent(cfg, roles, self.rank)?;
+            agent(cfg, roles, self.rank, self.on_fatal)?;
             return Ok(None);
         }
         std::thread::scope(|s| {
-            let a = s.spawn(|| agent(cfg, roles, 0));
+            let a = s.spawn(|| agent(cfg, roles, 0, self.on_fatal));
             let r = with_loss!(cfg.loss, |l| Coordinator {
                 cfg,
                 roles,
@@ -258,55 +260,21 @@ struct Part {
     eval: Option<Vec<u32>>,
 }
 
-/// One rank's agent: see the module doc. Returns when told to exit.
-fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
-    let raw = &cfg.raw;
-    let worker_ix = roles.worker_of(rank);
-    let server_ix = roles.server_of(rank);
-    // INFO
+/// The next command if it is `want`; `None` for any other (the coordinator ended the
+/// run early, as with EXIT).
+fn next_of(want: u8) -> Result<Option<Vec<u8>>> {
     let msg = next_command();
     let (kind, _) = Dec::new(&msg)?;
-    if kind == cmd::EXIT {
-        return Ok(());
-    }
-    let mut part: Option<Part> = None;
-    match worker_ix {
-        Some(w) => {
-            let path = raw
-                .train
-                .as_deref()
-                .ok_or_else(|| Error::config("train", "no training data given"));
-            let read = path.and_then(|p| read_part(p, w, roles.workers(), &read_options(cfg)));
-            match read {
-                Ok((mut ds, rep, src)) => {
-                    let has_zero = ds.labels.contains(&0.0);
-                    if raw.loss.is_binary() {
-                        crate::problem::normalize_binary(&mut ds);
-                    }
-                    let source = match src {
-                        PartSource::File(p) => p.display().to_string(),
-                        PartSource::Bytes { start, end } => format!("bytes {start}..{end}"),
-                        PartSource::Rows { lo, hi } => format!("rows {lo}..{hi}"),
-                    };
-                    answer(
-                        Enc::new(cmd::INFO, 64)
-                            .u64(ds.rows() as u64)
-                            .u64(ds.nnz() as u64)
-                            .u64(ds.features as u64)
-                            .u8(u8::from(rep.index_base_one))
-                            .u8(u8::from(has_zero))
-                            .u64(ds.fingerprint())
-                            .str(&source),
-                    );
-                    part = Some(Part {
-                        data: ds,
-                        eval: None,
-                    });
-                }
-                Err(e) => answer_error(&e),
-            }
-        }
-        None => answer(
+    Ok((kind == want).then_some(msg))
+}
+
+/// A rank's answer to INFO: its part of the training data read (a worker rank), its size,
+/// index base and fingerprint sent to the coordinator, or the error that kept it from
+/// reading it.
+fn answer_info(cfg: &ValidConfig, roles: &RoleMap, worker_ix: Option<usize>) -> Option<Part> {
+    let raw = &cfg.raw;
+    let Some(w) = worker_ix else {
+        answer(
             Enc::new(cmd::INFO, 64)
                 .u64(0)
                 .u64(0)
@@ -315,14 +283,69 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
                 .u8(0)
                 .u64(0)
                 .str(""),
-        ),
+        );
+        return None;
+    };
+    let path = raw
+        .train
+        .as_deref()
+        .ok_or_else(|| Error::config("train", "no training data given"));
+    match path.and_then(|p| read_part(p, w, roles.workers(), &read_options(cfg))) {
+        Ok((mut ds, rep, src)) => {
+            let has_zero = ds.labels.contains(&0.0);
+            if raw.loss.is_binary() {
+                crate::problem::normalize_binary(&mut ds);
+            }
+            let source = match src {
+                PartSource::File(p) => p.display().to_string(),
+                PartSource::Bytes { start, end } => format!("bytes {start}..{end}"),
+                PartSource::Rows { lo, hi } => format!("rows {lo}..{hi}"),
+            };
+            answer(
+                Enc::new(cmd::INFO, 64)
+                    .u64(ds.rows() as u64)
+                    .u64(ds.nnz() as u64)
+                    .u64(ds.features as u64)
+                    .u8(u8::from(rep.index_base_one))
+                    .u8(u8::from(has_zero))
+                    .u64(ds.fingerprint())
+                    .str(&source),
+            );
+            Some(Part {
+                data: ds,
+                eval: None,
+            })
+        }
+        Err(e) => {
+            answer_error(&e);
+            None
+        }
     }
-    // LAYOUT
-    let msg = next_command();
-    let (kind, mut d) = Dec::new(&msg)?;
-    if kind != cmd::LAYOUT {
-        return Ok(());
-    }
+}
+
+/// What a rank knows of the run after LAYOUT and METRIC.
+struct AgentPlan {
+    features: usize,
+    blocks: usize,
+    layout: Layout,
+    reg: RegSpec,
+    partition: BlockPartition,
+    /// The per-column step metric (scaled steps), if any.
+    metric: Option<Vec<f64>>,
+}
+
+/// A rank's answers to LAYOUT (its column sums of squares, for scaled steps) and
+/// METRIC (its automatic step); `None` if the coordinator ended the run first.
+fn answer_plan(
+    cfg: &ValidConfig,
+    roles: &RoleMap,
+    part: &mut Option<Part>,
+) -> Result<Option<AgentPlan>> {
+    let raw = &cfg.raw;
+    let Some(msg) = next_of(cmd::LAYOUT)? else {
+        return Ok(None);
+    };
+    let (_, mut d) = Dec::new(&msg)?;
     let features = d.u64()? as usize;
     let _rows_in_all = d.u64()?;
     let blocks = d.u64()? as usize;
@@ -332,20 +355,18 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
         let share = (raw.eval_rows / roles.workers()).max(1);
         p.eval = (p.data.rows() > share).then(|| train::stride_rows(p.data.rows(), share));
     }
-    let sums = match (&part, cfg.scaled_steps) {
+    let sums = match (&*part, cfg.scaled_steps) {
         (Some(p), true) => train::column_sq_sums(&p.data, layout),
         _ => Vec::new(),
     };
     answer(Enc::new(cmd::LAYOUT, 8 + sums.len() * 8).f64s(&sums));
-    // METRIC
-    let msg = next_command();
-    let (kind, mut d) = Dec::new(&msg)?;
-    if kind != cmd::METRIC {
-        return Ok(());
-    }
+    let Some(msg) = next_of(cmd::METRIC)? else {
+        return Ok(None);
+    };
+    let (_, mut d) = Dec::new(&msg)?;
     let metric = d.f64s()?;
     let metric = (!metric.is_empty()).then_some(metric);
-    let (eta, note) = match (&part, raw.step) {
+    let (eta, note) = match (&*part, raw.step) {
         (Some(p), StepSetting::Named(_)) => train::auto_step(
             raw.loss,
             &p.data,
@@ -357,59 +378,88 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
         _ => (f64::NAN, String::new()),
     };
     answer(Enc::new(cmd::METRIC, 16 + note.len()).f64(eta).str(&note));
-    // START
-    let msg = next_command();
-    let (kind, mut d) = Dec::new(&msg)?;
-    if kind != cmd::START {
+    Ok(Some(AgentPlan {
+        features,
+        blocks,
+        layout,
+        reg,
+        partition,
+        metric,
+    }))
+}
+
+/// This rank's server for its share of the blocks (a server rank), started at update
+/// `start_k` with the step of START.
+fn start_shard(
+    cfg: &ValidConfig,
+    server_ix: Option<usize>,
+    plan: &AgentPlan,
+    schedule: StepSchedule,
+    clock: &Arc<Clock>,
+    stats: &Arc<DelayStats>,
+) -> Option<Arc<dyn ShardApi>> {
+    let settings = ShardSettings {
+        max_delay: cfg.raw.max_delay,
+        schedule,
+        alpha: cfg.raw.alpha,
+        drift: cfg.svrg,
+    };
+    let s = server_ix?;
+    let shard = with_reg!(plan.reg, |r| Arc::new(Shard::with_metric(
+        ShardId(s as u32),
+        &plan.partition,
+        r,
+        settings,
+        clock.clone(),
+        stats.clone(),
+        plan.metric.as_deref(),
+    )) as Arc<dyn ShardApi>);
+    set_local_server(Some(LocalServer {
+        id: s,
+        shard: shard.clone(),
+        clock: clock.clone(),
+        stats: stats.clone(),
+    }));
+    Some(shard)
+}
+
+/// One rank's agent: see the module doc. Returns when told to exit. `on_fatal` reports
+/// a server failure, after which the whole job is aborted.
+fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize, on_fatal: fn(&str)) -> Result<()> {
+    let raw = &cfg.raw;
+    let worker_ix = roles.worker_of(rank);
+    let server_ix = roles.server_of(rank);
+    if next_of(cmd::INFO)?.is_none() {
         return Ok(());
     }
-    let eta0 = d.f64()?;
-    let t0 = d.f64()?;
-    let start_k = d.u64()?;
+    let mut part = answer_info(cfg, roles, worker_ix);
+    let Some(plan) = answer_plan(cfg, roles, &mut part)? else {
+        return Ok(());
+    };
+    let Some(msg) = next_of(cmd::START)? else {
+        return Ok(());
+    };
+    let (_, mut d) = Dec::new(&msg)?;
+    let (eta0, t0, start_k) = (d.f64()?, d.f64()?, d.u64()?);
     let schedule = if raw.step_decay {
         StepSchedule::Decay { eta0, t0 }
     } else {
         StepSchedule::Constant { eta: eta0 }
     };
-    let settings = ShardSettings {
-        max_delay: raw.max_delay,
-        schedule,
-        alpha: raw.alpha,
-        drift: cfg.svrg,
-    };
     let clock = Arc::new(Clock::starting_at(start_k));
     let stats = Arc::new(DelayStats::default());
-    let shard: Option<Arc<dyn ShardApi>> = server_ix.map(|s| {
-        with_reg!(reg, |r| Arc::new(Shard::with_metric(
-            ShardId(s as u32),
-            &partition,
-            r,
-            settings,
-            clock.clone(),
-            stats.clone(),
-            metric.as_deref(),
-        )) as Arc<dyn ShardApi>)
-    });
-    drop(metric);
-    if let (Some(s), Some(sh)) = (server_ix, &shard) {
-        set_local_server(Some(LocalServer {
-            id: s,
-            shard: sh.clone(),
-            clock: clock.clone(),
-            stats: stats.clone(),
-        }));
-    }
+    let shard = start_shard(cfg, server_ix, &plan, schedule, &clock, &stats);
     let transport = MpiTransport::new((0..roles.servers).map(|s| s as i32).collect());
     let control = Control::new(usize::from(worker_ix.is_some()), u64::MAX);
     let counters = Counters::default();
     let derivs = RwLock::new(Vec::new());
-    let empty = Dataset::new(features);
+    let empty = Dataset::new(plan.features);
     let data = part.as_ref().map_or(&empty, |p| &p.data);
     let eval_rows = part.as_ref().and_then(|p| p.eval.as_deref());
     let ctx = WorkerContext::new(
         raw,
         data,
-        &partition,
+        &plan.partition,
         &transport,
         &control,
         &counters,
@@ -418,12 +468,12 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
     answer(Enc::new(cmd::START, 0));
     std::thread::scope(|s| -> Result<()> {
         if let Some(sh) = &shard {
-            let (clock, stats, servers) = (&clock, &stats, roles.servers);
+            let (clock, stats, servers, blocks) = (&clock, &stats, roles.servers, plan.blocks);
             s.spawn(move || {
                 if let Err(e) = serve(&**sh, clock, stats, blocks, servers, 1) {
                     // A server that cannot go on takes the whole job down: its blocks
                     // are gone, and the workers would wait for it forever.
-                    eprintln!("error: server on rank {rank}: {e}");
+                    on_fatal(&format!("server on rank {rank}: {e}"));
                     use mpi::topology::Communicator;
                     mpi::topology::SimpleCommunicator::world().abort(2);
                 }
@@ -456,44 +506,16 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
                 cmd::RESUME => control.resume(),
                 cmd::EVAL | cmd::SNAP => {
                     let w = d.f64s()?;
-                    if w.len() != layout.coords() {
-                        return Err(runtime("model of the wrong length".into()));
-                    }
-                    let mut grad = vec![0.0; layout.coords()];
-                    let (rows, f) = with_loss!(cfg.loss, |l| {
-                        let obj = Objective {
-                            data,
-                            rows: if kind == cmd::EVAL { eval_rows } else { None },
-                            loss: l,
-                            reg: AnyReg(RegSpec::NONE),
-                            layout,
-                            alpha: if kind == cmd::EVAL { raw.alpha } else { 0.0 },
-                            threads: cfg.eval_threads,
-                        };
-                        let n = obj.n();
-                        if n == 0 {
-                            (0, 0.0)
-                        } else if kind == cmd::EVAL {
-                            (n, obj.f_and_grad(&w, Some(&mut grad)))
-                        } else {
-                            // The loss is not needed: the coordinator uses the
-                            // gradient only.
-                            let mut m = derivs.write();
-                            m.clear();
-                            m.resize(n * layout.classes, 0.0);
-                            obj.gradient_pass(&w, &mut grad, &mut m);
-                            (n, 0.0)
-                        }
-                    });
-                    if rows == 0 {
-                        grad.clear();
-                    }
-                    answer(
-                        Enc::new(kind, 24 + grad.len() * 8)
-                            .u64(rows as u64)
-                            .f64(f)
-                            .f64s(&grad),
-                    );
+                    let rows = if kind == cmd::EVAL { eval_rows } else { None };
+                    answer(sums_over_part(
+                        cfg,
+                        kind,
+                        &w,
+                        data,
+                        rows,
+                        plan.layout,
+                        &derivs,
+                    )?);
                 }
                 cmd::STOP => {
                     control.stop();
@@ -522,6 +544,59 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize) -> Result<()> {
             }
         }
     })
+}
+
+/// The answer to EVAL (the loss and its gradient over `rows` of this rank's part, with
+/// the nonconvex term) or SNAP (the gradient of the loss over every row, the rows'
+/// derivatives kept in `derivs` for the workers' SVRG corrections).
+fn sums_over_part(
+    cfg: &ValidConfig,
+    kind: u8,
+    w: &[f64],
+    data: &Dataset,
+    rows: Option<&[u32]>,
+    layout: Layout,
+    derivs: &RwLock<Vec<f32>>,
+) -> Result<Enc> {
+    if w.len() != layout.coords() {
+        return Err(runtime("model of the wrong length".into()));
+    }
+    let mut grad = vec![0.0; layout.coords()];
+    let (n, f) = with_loss!(cfg.loss, |l| {
+        let obj = Objective {
+            data,
+            rows,
+            loss: l,
+            reg: AnyReg(RegSpec::NONE),
+            layout,
+            alpha: if kind == cmd::EVAL {
+                cfg.raw.alpha
+            } else {
+                0.0
+            },
+            threads: cfg.eval_threads,
+        };
+        let n = obj.n();
+        if n == 0 {
+            (0, 0.0)
+        } else if kind == cmd::EVAL {
+            (n, obj.f_and_grad(w, Some(&mut grad)))
+        } else {
+            // The loss is not needed: the coordinator uses the gradient only.
+            let mut m = derivs.write();
+            m.clear();
+            m.resize(n * layout.classes, 0.0);
+            obj.gradient_pass(w, &mut grad, &mut m);
+            (n, 0.0)
+        }
+    });
+    if n == 0 {
+        grad.clear();
+    }
+    Ok(Enc::new(kind, 24 + grad.len() * 8)
+        .u64(n as u64)
+        .f64(f)
+        .f64s(&grad))
 }
 
 /// Rank 0's side of the run.
