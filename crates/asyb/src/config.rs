@@ -523,8 +523,8 @@ impl TrainConfig {
         Ok(LossSpec::new(self.loss, param))
     }
 
-    /// Validates every field, one error for the first bad one.
-    pub fn check(&self) -> Result<ValidConfig> {
+    /// The problem (regularizer, features, compaction) and the outputs (checkpoints, warm start).
+    fn check_problem_and_outputs(&self) -> Result<()> {
         nonneg_finite("lambda", self.lambda)?;
         positive_finite("checkpoint-every", self.checkpoint_every_secs)?;
         if self.resume.is_some() && self.init_model.is_some() {
@@ -579,6 +579,11 @@ impl TrainConfig {
                 return Err(Error::config("compact-features", why));
             }
         }
+        Ok(())
+    }
+
+    /// Workers, blocks, servers and the backend.
+    fn check_parallelism(&self) -> Result<()> {
         if self.workers == Some(0) {
             return Err(Error::config("workers", "must be at least 1"));
         }
@@ -624,6 +629,11 @@ impl TrainConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The minibatch, the step, variance reduction and step scaling.
+    fn check_steps(&self) -> Result<()> {
         if self.batch == 0 {
             return Err(Error::config("batch", "must be at least 1"));
         }
@@ -676,6 +686,11 @@ impl TrainConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The stop criteria, the evaluation schedule and FISTA's tolerance.
+    fn check_budget(&self) -> Result<()> {
         if let Some(e) = self.epochs {
             positive_finite("epochs", e)?;
         }
@@ -713,6 +728,15 @@ impl TrainConfig {
                 "the seq algorithm runs one worker",
             ));
         }
+        Ok(())
+    }
+
+    /// Validates every field, one error for the first bad one.
+    pub fn check(&self) -> Result<ValidConfig> {
+        self.check_problem_and_outputs()?;
+        self.check_parallelism()?;
+        self.check_steps()?;
+        self.check_budget()?;
         let loss = self.loss_spec()?;
         let workers = match self.algorithm {
             Algorithm::Seq | Algorithm::Fista => 1,
