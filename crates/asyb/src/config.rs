@@ -440,7 +440,7 @@ pub struct ValidConfig {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    crate::par::cores()
 }
 
 fn positive_finite(field: &str, v: f64) -> Result<()> {

@@ -19,6 +19,7 @@ pub mod io;
 pub mod model;
 pub mod model_file;
 pub mod monitor;
+pub mod par;
 pub mod predict;
 pub mod problem;
 pub mod ps;

@@ -121,7 +121,7 @@ fn objective<'a, L: Loss>(
         reg: AnyReg(model.meta.reg),
         layout,
         alpha: model.meta.alpha,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: crate::par::cores(),
     }
 }
 

@@ -503,19 +503,7 @@ const SETUP_PARTS: usize = 2;
 /// The rows `0..n` in at most [`SETUP_PARTS`] contiguous ranges, `f` on each in its own
 /// thread, the results in order.
 fn setup_parts<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = crate::model::objective::ranges(n, SETUP_PARTS)
-            .into_iter()
-            .map(|r| {
-                let f = &f;
-                s.spawn(move || f(r))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("setup thread"))
-            .collect()
-    })
+    crate::par::map_ranges(n, SETUP_PARTS, f)
 }
 
 /// `sum_i x_ij^2` of every feature column j. Binary rows are counted in integers: on

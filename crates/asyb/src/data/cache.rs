@@ -518,15 +518,9 @@ fn validate(ds: &Dataset) -> std::result::Result<(), String> {
     let parts = super::threads();
     // Each thread checks a range of rows; the first failing range reports (its first
     // bad row), so the message is the one a sequential check would give.
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..parts)
-            .map(|p| sc.spawn(move || validate_rows(ds, p * n / parts..(p + 1) * n / parts)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("validation thread"))
-            .collect::<std::result::Result<Vec<()>, String>>()
-    })?;
+    crate::par::map_ranges(n, parts, |rows| validate_rows(ds, rows))
+        .into_iter()
+        .collect::<std::result::Result<Vec<()>, String>>()?;
     if let Some(i) = ds.labels.iter().position(|y| !y.is_finite()) {
         return Err(format!("row {}: label is not finite", i + 1));
     }
@@ -567,21 +561,10 @@ fn validate_rows(ds: &Dataset, rows: std::ops::Range<usize>) -> std::result::Res
 fn parallel_crc(bytes: &[u8]) -> u32 {
     let parts = super::threads();
     let piece = bytes.len().div_ceil(parts).max(1 << 20);
-    let hashers: Vec<crc32fast::Hasher> = std::thread::scope(|sc| {
-        let handles: Vec<_> = bytes
-            .chunks(piece)
-            .map(|c| {
-                sc.spawn(move || {
-                    let mut h = crc32fast::Hasher::new();
-                    h.update(c);
-                    h
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("checksum thread"))
-            .collect()
+    let hashers = crate::par::each(bytes.chunks(piece), |c| {
+        let mut h = crc32fast::Hasher::new();
+        h.update(c);
+        h
     });
     let mut total = crc32fast::Hasher::new();
     for h in &hashers {

@@ -426,18 +426,7 @@ const DENSE_TABLE_MAX: usize = 1 << 24;
 /// in order.
 fn parts<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
     let k = threads().min(n.div_ceil(1 << 16)).max(1);
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..k)
-            .map(|p| {
-                let f = &f;
-                sc.spawn(move || f(n * p / k..n * (p + 1) / k))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("compaction thread"))
-            .collect()
-    })
+    crate::par::map_ranges(n, k, f)
 }
 
 /// Row boundaries `0 = r0 < r1 < ... = rows` splitting the nonzeros about equally over

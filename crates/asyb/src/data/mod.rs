@@ -203,7 +203,7 @@ pub mod columns;
 /// Threads for the passes over a whole dataset (the cache's checksum and validation,
 /// the renumbering of features): every core, up to 8.
 pub(crate) fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    crate::par::cores().min(8)
 }
 pub mod gen;
 pub mod idx;

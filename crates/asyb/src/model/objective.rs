@@ -17,6 +17,7 @@ use super::reg::{RegSpec, Regularizer};
 use super::{nonconvex_deriv, nonconvex_value, Layout};
 use crate::data::Dataset;
 use crate::hint::prefetch;
+use crate::par;
 
 /// How many rows ahead a pass over the rows prefetches the weights a row touches: the
 /// rows are read in order, but their features are random columns of a model that does
@@ -100,14 +101,6 @@ pub struct Objective<'a, L: Loss> {
     pub threads: usize,
 }
 
-/// Splits `0..n` into at most `parts` contiguous ranges.
-pub(crate) fn ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
-    let parts = parts.clamp(1, n.max(1));
-    (0..parts)
-        .map(|p| p * n / parts..(p + 1) * n / parts)
-        .collect()
-}
-
 impl<'a, L: Loss> Objective<'a, L> {
     /// Number of rows the objective is over.
     #[inline]
@@ -137,18 +130,17 @@ impl<'a, L: Loss> Objective<'a, L> {
         let k = self.layout.classes;
         let n = self.n();
         let mut z = vec![0.0; n * k];
-        let rs = ranges(n, self.threads);
-        std::thread::scope(|s| {
-            let mut rest = z.as_mut_slice();
-            for r in rs {
-                let (mine, tail) = rest.split_at_mut(r.len() * k);
-                rest = tail;
-                s.spawn(move || {
-                    for (i, zi) in r.zip(mine.chunks_mut(k)) {
-                        self.prefetch_row(w, i + ROWS_AHEAD);
-                        self.row_margins(w, i, zi);
-                    }
-                });
+        let mut rest = z.as_mut_slice();
+        let mut pieces = Vec::new();
+        for r in par::ranges(n, self.threads) {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * k);
+            rest = tail;
+            pieces.push((r, mine));
+        }
+        par::each(pieces, |(r, mine)| {
+            for (i, zi) in r.zip(mine.chunks_mut(k)) {
+                self.prefetch_row(w, i + ROWS_AHEAD);
+                self.row_margins(w, i, zi);
             }
         });
         z
@@ -218,7 +210,7 @@ impl<'a, L: Loss> Objective<'a, L> {
             assert_eq!(g.len(), coords);
             g.fill(0.0);
         }
-        let rs = ranges(n, self.threads);
+        let rs = par::ranges(n, self.threads);
         let mut zs: Vec<Option<&mut [f32]>> = match derivs {
             Some(m) => {
                 assert_eq!(m.len(), n * k);
@@ -236,28 +228,20 @@ impl<'a, L: Loss> Objective<'a, L> {
         // The first thread accumulates into `grad` itself, the others into their own
         // vectors, added at the end: one dense vector fewer at the memory peak.
         let mut first = grad.as_deref_mut();
-        let parts: Vec<(f64, Option<Vec<f64>>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = rs
-                .into_iter()
-                .zip(zs.iter_mut().map(Option::take))
-                .enumerate()
-                .map(|(t, (r, zout))| {
-                    let mine = if t == 0 { first.take() } else { None };
-                    s.spawn(move || match mine {
-                        Some(g) => (self.pass_rows(w, r, zout, Some(g), want_loss), None),
-                        None if want_grad => {
-                            let mut own = vec![0.0; coords];
-                            let sum = self.pass_rows(w, r, zout, Some(&mut own), want_loss);
-                            (sum, Some(own))
-                        }
-                        None => (self.pass_rows(w, r, zout, None, want_loss), None),
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("evaluation thread"))
-                .collect()
+        let pieces: Vec<_> = rs
+            .into_iter()
+            .zip(zs.iter_mut().map(Option::take))
+            .enumerate()
+            .map(|(t, (r, zout))| (r, zout, if t == 0 { first.take() } else { None }))
+            .collect();
+        let parts: Vec<(f64, Option<Vec<f64>>)> = par::each(pieces, |(r, zout, mine)| match mine {
+            Some(g) => (self.pass_rows(w, r, zout, Some(g), want_loss), None),
+            None if want_grad => {
+                let mut own = vec![0.0; coords];
+                let sum = self.pass_rows(w, r, zout, Some(&mut own), want_loss);
+                (sum, Some(own))
+            }
+            None => (self.pass_rows(w, r, zout, None, want_loss), None),
         });
         let inv_n = 1.0 / n.max(1) as f64;
         if let Some(grad) = grad {
@@ -549,7 +533,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         let mut v: Vec<f64> = (0..cols)
             .map(|i| 1.0 + ((i * 2_654_435_761) % 1000) as f64 * 1e-4)
             .collect();
-        let ranges = ranges(self.n(), self.threads);
+        let ranges = par::ranges(self.n(), self.threads);
         let mut parts = vec![vec![0.0; cols]; ranges.len()];
         let mut lambda = 0.0;
         for _ in 0..iters {
@@ -561,11 +545,8 @@ impl<'a, L: Loss> Objective<'a, L> {
             for (j, x) in v.iter_mut().enumerate() {
                 *x *= sc(j) / norm;
             }
-            std::thread::scope(|s| {
-                for (p, r) in parts.iter_mut().zip(&ranges) {
-                    let (v, r) = (&v, r.clone());
-                    s.spawn(move || self.gram_product(v, r, p));
-                }
+            par::each(parts.iter_mut().zip(&ranges), |(p, r)| {
+                self.gram_product(&v, r.clone(), p)
             });
             for (j, x) in v.iter_mut().enumerate() {
                 *x = parts.iter().map(|p| p[j]).sum::<f64>() * sc(j) / n;
