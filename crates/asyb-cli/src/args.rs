@@ -407,11 +407,7 @@ fn parse_sampling(s: &str) -> Result<Sampling, String> {
 /// The losses, from the library's list.
 fn loss_help() -> String {
     let names: Vec<&str> = LossKind::ALL.iter().map(|(n, _)| *n).collect();
-    format!(
-        "{}. [default: {}]",
-        names.join(", "),
-        TrainConfig::default().loss.name()
-    )
+    names.join(", ")
 }
 
 /// One worker count, or a list of them for `bench speedup`.
@@ -456,28 +452,27 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_loss, help = loss_help())]
     pub loss: Option<LossKind>,
     /// Huber loss: where it turns from quadratic to linear, in units of the target.
-    /// [default: 1]
     #[arg(long)]
     pub huber_delta: Option<f64>,
-    /// none, l1, l2, elastic-net, nonneg, box or group-lasso. [default: l1]
+    /// none, l1, l2, elastic-net, nonneg, box or group-lasso.
     #[arg(long, value_parser = parse_reg)]
     pub reg: Option<RegKind>,
-    /// Regularization weight: Psi = mean loss + lambda * h(x). [default: 1e-6]
+    /// Regularization weight: Psi = mean loss + lambda * h(x).
     #[arg(long, allow_hyphen_values = true)]
     pub lambda: Option<f64>,
-    /// Elastic net: weight of the L1 part in [0, 1]. [default: 0.5]
+    /// Elastic net: weight of the L1 part in [0, 1].
     #[arg(long, allow_hyphen_values = true)]
     pub l1_ratio: Option<f64>,
-    /// Box constraint: lower bound. [default: -1]
+    /// Box constraint: lower bound.
     #[arg(long, allow_hyphen_values = true)]
     pub lower: Option<f64>,
-    /// Box constraint: upper bound. [default: 1]
+    /// Box constraint: upper bound.
     #[arg(long, allow_hyphen_values = true)]
     pub upper: Option<f64>,
-    /// Group lasso: consecutive features per group. [default: 1]
+    /// Group lasso: consecutive features per group.
     #[arg(long)]
     pub group_size: Option<usize>,
-    /// Weight of the smooth nonconvex term alpha * sum x^2/(1+x^2). [default: 0]
+    /// Weight of the smooth nonconvex term alpha * sum x^2/(1+x^2).
     #[arg(long, allow_hyphen_values = true)]
     pub alpha: Option<f64>,
     /// No intercept.
@@ -489,16 +484,15 @@ pub struct TrainArgs {
     /// Hold only the features that occur in the training data, numbered most frequent
     /// first (exact: the others stay at 0): auto (on from 2^22 nonzeros, or for more
     /// than 2^24 coordinates with at most half of the features used), on, off.
-    /// [default: auto]
     #[arg(long, value_parser = parse_compact_features)]
     pub compact_features: Option<CompactFeatures>,
-    /// Feature index base of the files: auto, 0 or 1. [default: auto]
+    /// Feature index base of the files: auto, 0 or 1.
     #[arg(long, value_parser = parse_index_base)]
     pub index_base: Option<IndexBaseSetting>,
     /// Skip malformed lines (counted and reported) instead of failing.
     #[arg(long)]
     pub skip_bad_lines: bool,
-    /// asyb, asy-full, sync, seq or fista. [default: asyb]
+    /// asyb, asy-full, sync, seq or fista.
     #[arg(long, value_parser = parse_algorithm)]
     pub algorithm: Option<Algorithm>,
     /// Worker threads (`asyb bench speedup`: a comma-separated list). [default: the
@@ -509,24 +503,23 @@ pub struct TrainArgs {
     #[arg(long)]
     pub blocks: Option<usize>,
     /// Block partition: interleaved (feature g in block g mod M), contiguous or hashed.
-    /// [default: interleaved]
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<PartitionKind>,
     /// Shards the blocks are spread over; with --backend mpi, ranks 0..S-1 serve them
-    /// and the other ranks are workers; in asyb sim, the simulated servers. [default: 1]
+    /// and the other ranks are workers; in asyb sim, the simulated servers.
     #[arg(long)]
     pub servers: Option<usize>,
     /// local (threads) or mpi (launched by mpirun or srun; needs an asyb built with
-    /// --features mpi). [default: local]
+    /// --features mpi).
     #[arg(long, value_parser = parse_backend)]
     pub backend: Option<Backend>,
     /// With --backend mpi: every rank serves its share of the blocks and runs a worker.
     #[arg(long)]
     pub colocate: bool,
-    /// Minibatch size N. [default: 256]
+    /// Minibatch size N.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Step size eta, or 'auto' (from the data's smoothness). [default: auto]
+    /// Step size eta, or 'auto' (from the data's smoothness).
     #[arg(long, value_parser = parse_step, allow_hyphen_values = true)]
     pub step: Option<StepSetting>,
     /// Decay the step as eta0 / sqrt(1 + k / t0).
@@ -536,7 +529,7 @@ pub struct TrainArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub step_t0: Option<f64>,
     /// Variance reduction: auto (svrg for reg none or l1), none (plain SGD, the paper's),
-    /// svrg. [default: auto]
+    /// svrg.
     #[arg(long, value_parser = parse_variance_reduction)]
     pub variance_reduction: Option<VarianceReduction>,
     /// SVRG: epochs between full-gradient snapshots. [default: 1, or 2^19 rows per
@@ -549,13 +542,13 @@ pub struct TrainArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub svrg_warmup: Option<f64>,
     /// Per-coordinate steps: auto (columns with svrg), none, columns (eta scaled by
-    /// (n + r0) / (column sum of squares + r0)). [default: auto]
+    /// (n + r0) / (column sum of squares + r0)).
     #[arg(long, value_parser = parse_step_scaling)]
     pub step_scaling: Option<StepScaling>,
-    /// r0 of column step scaling, in rows. [default: 1024]
+    /// r0 of column step scaling, in rows.
     #[arg(long, allow_hyphen_values = true)]
     pub step_scaling_floor: Option<f64>,
-    /// Minibatch sampling: shuffle (passes) or iid (with replacement). [default: shuffle]
+    /// Minibatch sampling: shuffle (passes) or iid (with replacement).
     #[arg(long, value_parser = parse_sampling)]
     pub sampling: Option<Sampling>,
     /// Reject pushes computed on a model more than this many updates old.
@@ -573,7 +566,7 @@ pub struct TrainArgs {
     /// Stop once the monitored training objective is at or below this.
     #[arg(long, allow_hyphen_values = true)]
     pub target_objective: Option<f64>,
-    /// Seconds of training between evaluations. [default: 1]
+    /// Seconds of training between evaluations.
     #[arg(long, allow_hyphen_values = true)]
     pub eval_every: Option<f64>,
     /// Also evaluate every this many updates.
@@ -583,19 +576,19 @@ pub struct TrainArgs {
     #[arg(long)]
     pub eval_every_epochs: Option<f64>,
     /// Rows of the training set the monitored objective uses (a fixed stride subsample
-    /// beyond). [default: 1000000]
+    /// beyond).
     #[arg(long)]
     pub eval_rows: Option<usize>,
     /// Threads for evaluation. [default: the number of cores]
     #[arg(long)]
     pub eval_threads: Option<usize>,
-    /// Seed of every random choice. [default: 1]
+    /// Seed of every random choice.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// FISTA: stop when ||P||^2 falls below this times its start value. [default: 1e-10]
+    /// FISTA: stop when ||P||^2 falls below this times its start value.
     #[arg(long, allow_hyphen_values = true)]
     pub fista_tol: Option<f64>,
-    /// FISTA: iteration budget. [default: 5000]
+    /// FISTA: iteration budget.
     #[arg(long)]
     pub fista_max_iters: Option<usize>,
     /// Write the final model (safetensors).
@@ -615,7 +608,7 @@ pub struct TrainArgs {
     /// training and at the end.
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
-    /// Seconds of training between checkpoints. [default: 60]
+    /// Seconds of training between checkpoints.
     #[arg(long, value_name = "SECONDS")]
     pub checkpoint_every: Option<f64>,
     /// Resume from the newest checkpoint in this directory (same data and problem; the
@@ -763,4 +756,153 @@ pub struct EvalArgs {
     /// Skip malformed lines (counted and reported) instead of failing.
     #[arg(long)]
     pub skip_bad_lines: bool,
+}
+
+/// Flags whose config key has another name (the key says its unit).
+const KEY_OF_FLAG: [(&str, &str); 2] = [
+    ("eval-every", "eval-every-secs"),
+    ("checkpoint-every", "checkpoint-every-secs"),
+];
+
+/// A default as `--help` shows it: integers without a decimal point, small numbers in
+/// exponent form.
+fn shown_number(x: f64) -> String {
+    if x == x.trunc() && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else if x.abs() < 1e-3 {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// The defaults of the flags that mirror a config key, by flag name: the values of
+/// `TrainConfig::default()` (numbers and names; an unset option has a default that
+/// depends on the run, described in the flag's own text) and the losses' parameters.
+pub fn config_defaults() -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let value = serde_json::to_value(TrainConfig::default()).expect("the config serializes");
+    for (key, v) in value.as_object().expect("the config is a table") {
+        let shown = match v {
+            serde_json::Value::Number(n) => shown_number(n.as_f64().unwrap_or(f64::NAN)),
+            serde_json::Value::String(s) => s.clone(),
+            _ => continue,
+        };
+        let flag = KEY_OF_FLAG
+            .iter()
+            .find(|(_, k)| k == key)
+            .map_or(key.as_str(), |(f, _)| f);
+        out.insert(flag.to_string(), shown);
+    }
+    for (_, kind) in LossKind::ALL {
+        if let Some(p) = kind.info().param {
+            out.insert(p.name.to_string(), shown_number(p.default));
+        }
+    }
+    out
+}
+
+/// `cmd` and its subcommands with `[default: ...]` from [`config_defaults`] appended to
+/// the help of each flag that mirrors a config key, in the commands that take the train
+/// flags (those with `--config`; elsewhere a flag of the same name means something of its
+/// own, as `predict --index-base`).
+fn with_config_defaults(
+    mut cmd: clap::Command,
+    defaults: &std::collections::BTreeMap<String, String>,
+) -> clap::Command {
+    let takes_train_flags = cmd.get_arguments().any(|a| a.get_long() == Some("config"));
+    let ids: Vec<(clap::Id, String)> = cmd
+        .get_arguments()
+        .filter(|a| takes_train_flags && a.get_default_values().is_empty())
+        .filter_map(|a| Some((a.get_id().clone(), defaults.get(a.get_long()?)?.clone())))
+        .collect();
+    for (id, value) in ids {
+        cmd = cmd.mut_arg(id, |a| {
+            let suffix = format!("[default: {value}]");
+            let help = a.get_help().map(|h| format!("{h} {suffix}"));
+            let long = a.get_long_help().map(|h| format!("{h} {suffix}"));
+            let a = a.help(help.unwrap_or(suffix));
+            match long {
+                Some(l) => a.long_help(l),
+                None => a,
+            }
+        });
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for s in subs {
+        cmd = cmd.mut_subcommand(s, |c| with_config_defaults(c, defaults));
+    }
+    cmd
+}
+
+/// The command line, its defaults in `--help` taken from the library's config (they
+/// cannot drift from it).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    with_config_defaults(Cli::command(), &config_defaults())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of every subcommand says its default at most once, and a flag that
+    /// mirrors a config key says the config's default; the train flags cover every key
+    /// that has a value by default.
+    #[test]
+    fn help_defaults_are_the_configs() {
+        let defaults = config_defaults();
+        assert_eq!(defaults["lambda"], "1e-6");
+        assert_eq!(defaults["eval-every"], "1");
+        assert_eq!(defaults["huber-delta"], "1");
+        assert_eq!(defaults["loss"], "logistic");
+        fn walk(cmd: &clap::Command, defaults: &std::collections::BTreeMap<String, String>) {
+            for a in cmd.get_arguments() {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let said = help.matches("[default:").count();
+                assert!(said <= 1, "{} --{:?}: {help}", cmd.get_name(), a.get_long());
+                let takes = cmd.get_arguments().any(|a| a.get_long() == Some("config"));
+                if let Some(v) = a.get_long().and_then(|l| defaults.get(l)) {
+                    if takes && a.get_default_values().is_empty() {
+                        assert!(
+                            help.ends_with(&format!("[default: {v}]")),
+                            "{} --{:?}: {help}",
+                            cmd.get_name(),
+                            a.get_long()
+                        );
+                    }
+                }
+            }
+            for s in cmd.get_subcommands() {
+                walk(s, defaults);
+            }
+        }
+        let cmd = command();
+        walk(&cmd, &defaults);
+        let predict = cmd.find_subcommand("predict").expect("predict");
+        let base = predict
+            .get_arguments()
+            .find(|a| a.get_long() == Some("index-base"));
+        let help = base.and_then(|a| a.get_help()).map(|h| h.to_string());
+        assert!(!help.unwrap_or_default().contains("[default: auto]"));
+        let train = cmd.find_subcommand("train").expect("train");
+        for flag in defaults.keys() {
+            assert!(
+                train.get_arguments().any(|a| a.get_long() == Some(flag)),
+                "config key {flag} has no train flag"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_shown_as_written() {
+        assert_eq!(shown_number(1e-6), "1e-6");
+        assert_eq!(shown_number(1e-10), "1e-10");
+        assert_eq!(shown_number(0.5), "0.5");
+        assert_eq!(shown_number(-1.0), "-1");
+        assert_eq!(shown_number(1_000_000.0), "1000000");
+    }
 }
