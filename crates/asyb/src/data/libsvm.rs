@@ -1,7 +1,8 @@
-//! LIBSVM / SVMlight text files: a strict, allocation-free streaming reader that parses
-//! on several threads, and an atomic writer. Owns the text format, its compression sniffing (gzip, bzip2, xz, zstd or plain,
-//! told apart by magic bytes, never by file name) and the mapping of every bad token to
-//! an [`Error::Parse`] with its 1-based line and byte column. Knows nothing of losses,
+//! LIBSVM / SVMlight text files: a strict, allocation-free reader and an atomic writer.
+//! Owns the text format (the parse of a piece of lines, the merge of the pieces in file
+//! order with the auto index base) and the mapping of every bad token to an
+//! [`Error::Parse`] with its 1-based line and byte column; the stream, its compression
+//! and the parallel pipeline are [`super::lines`]'s. Knows nothing of losses,
 //! of the parameter server or of how the labels will be used: labels are stored raw.
 //!
 //! One line is `label [qid:N] idx:val idx:val ... [# comment]`. The parse of one line is
@@ -12,12 +13,12 @@
 
 use std::fs::File;
 use std::io::{BufRead, ErrorKind, Read, Seek, SeekFrom, Write};
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::mpsc;
 
-use parking_lot::Mutex;
-
+#[cfg(test)]
+use super::lines::stream_error;
+use super::lines::{self, open, Compression, READ_CHUNK_BYTES};
+pub use super::lines::{default_read_threads, is_stdin};
 use crate::data::Dataset;
 use crate::io::{atomic_write, io_err};
 use crate::{Error, Result};
@@ -73,25 +74,6 @@ pub struct ReadReport {
     pub bytes: u64,
 }
 
-/// The text is cut into pieces of this size (at a line break) for the parser threads:
-/// large enough that the per-piece cost (a channel send, a wake-up, a few vector
-/// pushes) vanishes against the parse, small enough to balance the threads on a file of
-/// a few megabytes and to still be in cache when a parser picks the piece up. Doubled
-/// on demand for longer lines.
-const READ_CHUNK_BYTES: usize = 1 << 20;
-
-/// Beyond this many parser threads the reader (one thread, and for compressed input a
-/// sequential decoder) and memory bandwidth are the limit, and each thread only adds
-/// pieces in flight.
-const MAX_READ_THREADS: usize = 8;
-
-/// The number of parser threads [`read_libsvm`] uses: the available cores, at most 8.
-pub fn default_read_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_READ_THREADS)
-}
-
 /// Reads a LIBSVM file (plain or compressed) into a [`Dataset`] with 0-based indices,
 /// raw `f32` labels and, for all-ones data, no value array. Parses on
 /// [`default_read_threads`] threads.
@@ -107,7 +89,7 @@ pub fn read_libsvm_with_threads(
     opts: &ReadOptions,
     threads: usize,
 ) -> Result<(Dataset, ReadReport)> {
-    let (source, compression) = open(path)?;
+    let (source, compression) = open(path, "LIBSVM")?;
     read_parallel(source, compression, path, opts, READ_CHUNK_BYTES, threads)
 }
 
@@ -121,7 +103,7 @@ pub fn read_libsvm_range(
     end: u64,
     opts: &ReadOptions,
 ) -> Result<(Dataset, ReadReport)> {
-    let (_, compression) = open(path)?;
+    let (_, compression) = open(path, "LIBSVM")?;
     if compression != Compression::Plain {
         return Err(Error::Data {
             path: path.into(),
@@ -277,190 +259,9 @@ fn push_f32(out: &mut Vec<u8>, v: f32) {
     }
 }
 
-/// Stream formats told apart by their magic bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Compression {
-    Plain,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-impl Compression {
-    fn sniff(magic: &[u8]) -> Self {
-        if magic.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if magic.starts_with(b"BZh") {
-            Compression::Bzip2
-        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-            Compression::Xz
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::Plain
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Compression::Plain => "plain",
-            Compression::Gzip => "gzip",
-            Compression::Bzip2 => "bzip2",
-            Compression::Xz => "xz",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
-
-/// Whether `path` names standard input (`-`).
-pub fn is_stdin(path: &Path) -> bool {
-    path.as_os_str() == "-"
-}
-
-/// Opens `path` (`-`: standard input) and wraps it in the decoder its first bytes call
-/// for. The bytes read to tell the format are handed back in front of the rest, so a
-/// pipe or a FIFO loses nothing. Every decoder accepts concatenated
-/// members/streams/frames, as written by `pigz`, `pbzip2`, `pixz` and `zstd -T`.
-fn open(path: &Path) -> Result<(Box<dyn Read>, Compression)> {
-    let mut file: Box<dyn Read> = if is_stdin(path) {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(File::open(path).map_err(|e| Error::io(path, e))?)
-    };
-    let mut magic = [0u8; 8];
-    let mut got = 0;
-    while got < magic.len() {
-        match file.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(path, e)),
-        }
-    }
-    let head = magic.get(..got).unwrap_or(&[]).to_vec();
-    if head == crate::data::cache::MAGIC {
-        return Err(Error::Data {
-            path: path.into(),
-            reason: if is_stdin(path) || !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-                "a binary cache must be read from a regular file (it is memory-mapped), not from a pipe, FIFO or device".into()
-            } else {
-                "a binary cache, not LIBSVM text".into()
-            },
-        });
-    }
-    let compression = Compression::sniff(&head);
-    let raw = std::io::Cursor::new(head).chain(file);
-    let source: Box<dyn Read> = match compression {
-        Compression::Plain => Box::new(raw),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
-            std::io::BufReader::with_capacity(1 << 18, raw),
-        )),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(
-            std::io::BufReader::with_capacity(1 << 18, raw),
-        )),
-        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(
-            std::io::BufReader::with_capacity(1 << 18, raw),
-        )),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(raw).map_err(|e| Error::io(path, e))?)
-        }
-    };
-    Ok((source, compression))
-}
-
-/// An error while pulling bytes: an operating-system failure stays an I/O error; anything
-/// a decoder raised (bad checksum, truncated stream, garbage) is the file's fault.
-fn stream_error(path: &Path, compression: Compression, e: std::io::Error) -> Error {
-    if compression == Compression::Plain || e.raw_os_error().is_some() {
-        Error::io(path, e)
-    } else {
-        Error::Data {
-            path: path.to_path_buf(),
-            reason: format!("corrupt or truncated {} stream: {e}", compression.name()),
-        }
-    }
-}
-
-/// The parallel read: the calling thread reads (and decompresses) the stream into
-/// pieces that end at a line break, `threads` parser threads turn each piece into CSR
-/// rows on their own, and one merger thread appends the pieces in file order, settling
-/// what depends on earlier lines (line numbers, the auto index base, the first error).
-///
-/// The pieces are cut exactly where `read_stream` cuts its buffer, so even the race
-/// between a parse error and a corrupt stream ends the same way: lines in pieces handed
-/// out before the stream failed are judged first. `chunk_bytes` is a parameter so that
-/// tests can put piece boundaries everywhere.
-fn read_parallel(
-    mut source: impl Read,
-    compression: Compression,
-    path: &Path,
-    opts: &ReadOptions,
-    chunk_bytes: usize,
-    threads: usize,
-) -> Result<(Dataset, ReadReport)> {
-    let threads = threads.max(1);
-    // One piece being filled, one per parser, and a few parsed ones waiting for an
-    // earlier piece in the merger: this bounds the memory besides the output.
-    let max_slots = 2 * threads + 2;
-    let (work_tx, work_rx) = mpsc::channel::<Slot>();
-    let (done_tx, done_rx) = mpsc::channel::<ParsedSlot>();
-    let (free_tx, free_rx) = mpsc::channel::<Slot>();
-    let work_rx = Mutex::new(work_rx);
-    let (merged, read) = std::thread::scope(|s| {
-        for _ in 0..threads {
-            let done_tx = done_tx.clone();
-            let work_rx = &work_rx;
-            s.spawn(move || loop {
-                let next = work_rx.lock().recv();
-                let Ok(mut slot) = next else { break };
-                // A panic must reach the merger: with a piece missing it would wait
-                // forever, and so would the reader for the piece's slot.
-                let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| slot.parse(opts)));
-                let sent = match parsed {
-                    Ok(()) => done_tx.send(Ok(slot)),
-                    Err(panic) => done_tx.send(Err(panic)),
-                };
-                if sent.is_err() {
-                    break;
-                }
-            });
-        }
-        drop(done_tx);
-        let merger = s.spawn(move || merge_in_order(done_rx, free_tx, path, opts));
-        let read = feed(
-            &mut source,
-            compression,
-            path,
-            chunk_bytes,
-            max_slots,
-            work_tx,
-            free_rx,
-        );
-        let merged = merger
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (merged, read)
-    });
-    // A bad line handed out before the stream failed is the earlier problem.
-    let builder = merged?;
-    let bytes = read?;
-    builder.finish(bytes)
-}
-
-/// What a parser thread hands the merger: its slot, or the panic that lost it.
-type ParsedSlot = std::thread::Result<Slot>;
-
-/// One piece of text and what a parser made of it, recycled between the reader, the
-/// parsers and the merger so that the steady state allocates nothing.
+/// What a parser made of one piece of lines.
 #[derive(Default)]
-struct Slot {
-    /// Position of the piece in the file.
-    seq: usize,
-    /// `text[..len]` is the piece: whole lines, the last one cut only at the end of the
-    /// stream. The bytes past `len` are scratch space for the reader.
-    text: Vec<u8>,
-    len: usize,
+struct Piece {
     /// Lines in the piece (up to the first bad one when bad lines are fatal).
     lines: u64,
     csr: Csr,
@@ -486,17 +287,16 @@ struct FirstError {
     error: LineError,
 }
 
-impl Slot {
+impl Piece {
     /// Parses the piece as if no earlier piece held index 0, like [`Builder::line`]
     /// would from a fresh start; [`Builder::merge`] corrects what that assumption got
     /// wrong, which needs only the rows at the feature limit and the first bad line.
-    fn parse(&mut self, opts: &ReadOptions) {
+    fn parse(&mut self, text: &[u8], opts: &ReadOptions) {
         self.csr.clear();
         self.at_limit.clear();
         self.zero_line = None;
         self.errors = 0;
         self.first_error = None;
-        let text = self.text.get(..self.len).unwrap_or_default();
         let mut rules = LineRules {
             base: initial_base(opts.index_base),
             features: opts.features.map(|d| d as u64),
@@ -553,116 +353,49 @@ impl Slot {
     }
 }
 
-/// The reader: fills slots from `source`, cuts them after their last line break (the
-/// rest starts the next slot) and hands them to the parsers. Returns the bytes read.
-/// Stops early, without error, when the merger has quit (it holds the error).
-fn feed(
-    source: &mut impl Read,
-    compression: Compression,
-    path: &Path,
-    chunk_bytes: usize,
-    max_slots: usize,
-    work_tx: mpsc::Sender<Slot>,
-    free_rx: mpsc::Receiver<Slot>,
-) -> Result<u64> {
-    let mut made = 0usize;
-    let mut take = || match free_rx.try_recv() {
-        Ok(slot) => Some(slot),
-        Err(mpsc::TryRecvError::Disconnected) => None,
-        Err(mpsc::TryRecvError::Empty) if made < max_slots => {
-            made += 1;
-            Some(Slot::default())
-        }
-        Err(mpsc::TryRecvError::Empty) => free_rx.recv().ok(),
-    };
-    let mut cap = chunk_bytes.max(1);
-    let mut bytes = 0u64;
-    let mut seq = 0usize;
-    let Some(mut cur) = take() else {
-        return Ok(0);
-    };
-    cur.len = 0;
-    loop {
-        if cur.text.len() < cap {
-            cur.text.resize(cap, 0);
-        }
-        let mut eof = false;
-        while cur.len < cap {
-            let free = cur.text.get_mut(cur.len..cap).unwrap_or_default();
-            match source.read(free) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    cur.len += n;
-                    bytes += n as u64;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(stream_error(path, compression, e)),
-            }
-        }
-        if eof {
-            if cur.len > 0 {
-                cur.seq = seq;
-                // A send fails only when the parsers are gone, after the merger quit.
-                let _ = work_tx.send(cur);
-            }
-            return Ok(bytes);
-        }
-        let filled = cur.text.get(..cur.len).unwrap_or_default();
-        match memchr::memrchr(b'\n', filled) {
-            Some(p) => {
-                let Some(mut next) = take() else {
-                    return Ok(bytes);
-                };
-                let tail = filled.get(p + 1..).unwrap_or_default();
-                if next.text.len() < cap {
-                    next.text.resize(cap, 0);
-                }
-                if let Some(head) = next.text.get_mut(..tail.len()) {
-                    head.copy_from_slice(tail);
-                }
-                next.len = tail.len();
-                cur.len = p + 1;
-                cur.seq = seq;
-                seq += 1;
-                if work_tx.send(cur).is_err() {
-                    return Ok(bytes);
-                }
-                cur = next;
-            }
-            // One line longer than the piece: grow rather than split it.
-            None => cap *= 2,
-        }
+/// The LIBSVM line format for the reader's pipeline ([`lines::read_pieces`]).
+struct Libsvm<'a> {
+    opts: &'a ReadOptions,
+}
+
+impl lines::LineFormat for Libsvm<'_> {
+    type Piece = Piece;
+    fn parse(&self, text: &[u8], piece: &mut Piece) {
+        piece.parse(text, self.opts);
+    }
+    fn lines(piece: &Piece) -> u64 {
+        piece.lines
     }
 }
 
-/// The merger: takes parsed slots in any order, merges them in file order and sends
-/// them back to the reader. Returns at the first error that a sequential read would
-/// have stopped at.
-fn merge_in_order<'a>(
-    done_rx: mpsc::Receiver<ParsedSlot>,
-    free_tx: mpsc::Sender<Slot>,
-    path: &'a Path,
-    opts: &'a ReadOptions,
-) -> Result<Builder<'a>> {
+impl lines::Merge<Piece> for Builder<'_> {
+    fn merge(&mut self, text: &[u8], piece: &mut Piece, lines_before: u64) -> Result<()> {
+        Builder::merge(self, text, piece, lines_before)
+    }
+}
+
+/// The parallel read of LIBSVM text: [`lines::read_pieces`] with this format.
+fn read_parallel(
+    source: impl Read,
+    compression: Compression,
+    path: &Path,
+    opts: &ReadOptions,
+    chunk_bytes: usize,
+    threads: usize,
+) -> Result<(Dataset, ReadReport)> {
     let mut builder = Builder::new(path, opts);
     builder.ones = true;
-    let mut waiting = std::collections::BTreeMap::new();
-    let (mut next, mut lines) = (0usize, 0u64);
-    for parsed in done_rx {
-        let slot = parsed.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        waiting.insert(slot.seq, slot);
-        while let Some(mut slot) = waiting.remove(&next) {
-            builder.merge(&mut slot, lines)?;
-            lines += slot.lines;
-            next += 1;
-            // The reader may be done already.
-            let _ = free_tx.send(slot);
-        }
-    }
-    Ok(builder)
+    let format = Libsvm { opts };
+    let (builder, bytes) = lines::read_pieces(
+        source,
+        compression,
+        path,
+        &format,
+        builder,
+        chunk_bytes,
+        threads,
+    )?;
+    builder.finish(bytes)
 }
 
 /// The sequential read loop, one line after the other on the calling thread: the
@@ -1271,7 +1004,7 @@ impl<'a> Builder<'a> {
     /// judging is stricter than `Undecided` exactly at an index equal to the feature
     /// count, and words some messages differently): its rows at the feature limit are
     /// bad, and its first bad line may read differently.
-    fn merge(&mut self, slot: &mut Slot, lines_before: u64) -> Result<()> {
+    fn merge(&mut self, text: &[u8], slot: &mut Piece, lines_before: u64) -> Result<()> {
         let late_zero = self.opts.index_base == IndexBase::Auto && self.base == LineBase::Zero;
         let row0 = self.csr.labels.len();
         if late_zero {
@@ -1300,7 +1033,7 @@ impl<'a> Builder<'a> {
         if let Some(first) = slot.first_error.take() {
             let mut error = first.error;
             if late_zero && first.undecided {
-                let line = slot.text.get(first.span).unwrap_or_default();
+                let line = text.get(first.span).unwrap_or_default();
                 let rules = LineRules {
                     base: LineBase::Zero,
                     features: self.opts.features.map(|d| d as u64),

@@ -208,6 +208,7 @@ pub(crate) fn threads() -> usize {
 pub mod gen;
 pub mod idx;
 pub mod libsvm;
+pub mod lines;
 pub mod part;
 
 pub use array::Array;
