@@ -209,7 +209,10 @@ fn run(
 ) -> Result<RunSummary> {
     let mut reporter = Reporter::new(psi_star);
     let mut log = match &vc.raw.log {
-        Some(p) => Some(JsonLinesSink::create(p)?),
+        Some(p) => Some(JsonLinesSink::create(
+            p,
+            log_header(vc, Some(pb.train.fingerprint())),
+        )?),
         None => None,
     };
     let mut trainer = Trainer::new(vc, pb);
@@ -223,7 +226,41 @@ fn run(
     if let Some(l) = log.as_mut() {
         trainer.observe(l as &mut dyn Observe);
     }
-    Ok(trainer.run()?)
+    let s = trainer.run()?;
+    if let Some(l) = log.as_mut() {
+        l.summary(&log_summary(&s))?;
+    }
+    Ok(s)
+}
+
+/// What the log's first record says of the run besides its plan: the command line,
+/// every setting (data paths and seed included) and the training data's fingerprint.
+fn log_header(vc: &ValidConfig, fingerprint: Option<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "config": &vc.raw,
+        "train_fingerprint": fingerprint.map(|f| format!("{f:016x}")),
+    })
+}
+
+/// The log's last record: why and when the run stopped, where it ended, the delays,
+/// the lost workers, the traffic and the peak memory.
+fn log_summary(s: &RunSummary) -> serde_json::Value {
+    let last = s.last();
+    serde_json::json!({
+        "stop_reason": s.stop_reason.describe(),
+        "updates": last.updates,
+        "epochs": last.epochs,
+        "psi": last.psi,
+        "nnz": last.nnz,
+        "wall_secs": s.wall_secs,
+        "train_secs": s.train_secs,
+        "eval_secs": s.eval_secs,
+        "delays": &s.delays,
+        "failed_workers": &s.failed_workers,
+        "traffic": &s.traffic,
+        "peak_rss_bytes": report::peak_rss_bytes(),
+    })
 }
 
 fn write_outputs(
@@ -342,7 +379,7 @@ fn train_mpi(a: &TrainArgs, vc: &ValidConfig) -> Result<()> {
     }
     let mut reporter = Reporter::new(a.psi_star);
     let mut log = match &vc.raw.log {
-        Some(p) => Some(JsonLinesSink::create(p)?),
+        Some(p) => Some(JsonLinesSink::create(p, log_header(vc, None))?),
         None => None,
     };
     let mut observers: Vec<&mut dyn Observe> = Vec::new();
@@ -356,6 +393,9 @@ fn train_mpi(a: &TrainArgs, vc: &ValidConfig) -> Result<()> {
         .train(vc, &roles, &mut observers, Some(interrupt_flag()))?
         .expect("rank 0 gets the run");
     drop(observers);
+    if let Some(l) = log.as_mut() {
+        l.summary(&log_summary(&run.summary))?;
+    }
     let labels = TrainLabels {
         class_labels: run.class_labels,
         index_base_one: run.index_base_one,

@@ -336,11 +336,13 @@ fn skip_bad_lines_counts_them() {
     assert!(stdout(&o).contains("200 rows"), "{}", stdout(&o));
 }
 
+/// The log's start record and its evaluations (the summary record left out).
 fn log_records(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["type"] != "summary")
         .collect()
 }
 
@@ -993,14 +995,7 @@ fn bench_perf_end_to_end_on_a_small_workload() {
         "f.jsonl",
         "--quiet",
     ]);
-    let last: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(dir.path("f.jsonl"))
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let last = log_records(&dir.path("f.jsonl")).pop().unwrap();
     let by_hand = last["psi"].as_f64().unwrap();
     assert!(
         (psi_star - by_hand).abs() <= 1e-12 * by_hand,
@@ -1655,4 +1650,88 @@ fn huber_loss_with_its_delta_trains_and_evaluates() {
     );
     let o = d.asyb(&["train", "--help"]);
     assert!(stdout(&o).contains("huber"), "{}", stdout(&o));
+}
+
+/// The log is a stream: while a run goes on, its file already holds the start record and
+/// evaluations, each a whole line with a type and a time; the run's end adds a summary.
+#[test]
+fn the_log_is_written_as_the_run_goes() {
+    let d = Dir::new();
+    let data = d.path("g.svm");
+    d.asyb_ok(&[
+        "gen",
+        "ctr",
+        "--rows",
+        "20000",
+        "--seed",
+        "3",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("asyb"))
+        .current_dir(d.path(""))
+        .args([
+            "train",
+            "--train",
+            "g.svm",
+            "--workers",
+            "1",
+            "--max-seconds",
+            "4",
+            "--eval-every",
+            "0.2",
+            "--log",
+            "live.jsonl",
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        let text = std::fs::read_to_string(d.path("live.jsonl")).unwrap_or_default();
+        let evals = text
+            .lines()
+            .filter(|l| l.contains("\"type\":\"eval\""))
+            .count();
+        if evals >= 2 {
+            seen = text.lines().map(String::from).collect();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(
+        running,
+        "the run had ended before its log showed two evaluations"
+    );
+    assert!(seen.len() >= 3, "{seen:?}");
+    for line in &seen {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{line}"
+        );
+    }
+    let first: serde_json::Value = serde_json::from_str(&seen[0]).unwrap();
+    assert_eq!(first["type"], "start");
+    assert_eq!(first["run"]["config"]["seed"], 1);
+    assert_eq!(first["run"]["config"]["train"], "g.svm");
+    assert!(first["run"]["command"].as_array().unwrap().len() > 3);
+    assert!(first["run"]["train_fingerprint"].as_str().is_some());
+    assert!(first["version"].as_str().is_some());
+    let all: Vec<serde_json::Value> = std::fs::read_to_string(d.path("live.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = all.last().unwrap();
+    assert_eq!(last["type"], "summary");
+    assert_eq!(last["summary"]["stop_reason"], "time budget reached");
+    assert!(all[1..all.len() - 1]
+        .iter()
+        .all(|r| r["type"] == "eval" && r["psi"].is_f64()));
 }

@@ -107,53 +107,99 @@ pub trait Observe {
     }
 }
 
-/// Writes one JSON object per line: the run info first (`{"info": ...}`), then every
-/// evaluation record. Lines go to a temporary file beside the target, renamed over it
-/// when the run finishes, so an interrupted or failed run leaves no partial log where
-/// the log was asked for.
+/// The run's log as a stream of JSON lines, each written whole and at once, so that
+/// `tail -f` and dashboards follow a run as it goes and a run that dies leaves every line
+/// up to that point. Every record has a `type` and a `time` (UTC, RFC 3339):
+/// - `start`, first: the asyb version, what the caller describes of the run (`run`: the
+///   command line, every setting, the data's fingerprint) and the run as planned
+///   (`info`, a [`RunInfo`]);
+/// - `eval`: one per evaluation, the [`EvalRecord`]'s fields;
+/// - `summary`, last when the run ends: what the caller reports ([`JsonLinesSink::summary`]).
+///
+/// The log is written in place, created (or emptied) when the run starts, so that a run
+/// refused before it starts leaves no log; the model and the plot, by contrast, appear
+/// whole or not at all.
 pub struct JsonLinesSink {
     path: std::path::PathBuf,
-    tmp: Option<tempfile::NamedTempFile>,
+    file: Option<std::fs::File>,
+    run: serde_json::Value,
 }
 
 impl JsonLinesSink {
-    /// Prepares the log at `path` (its directory must exist).
-    pub fn create(path: &std::path::Path) -> crate::Result<Self> {
-        let tmp = crate::io::temp_beside(path)?;
+    /// The log at `path`, whose directory must exist (checked here, before any work);
+    /// `run` describes the run in the first record.
+    pub fn create(path: &std::path::Path, run: serde_json::Value) -> crate::Result<Self> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        std::fs::metadata(dir).map_err(|e| crate::Error::io(path, e))?;
         Ok(JsonLinesSink {
             path: path.to_path_buf(),
-            tmp: Some(tmp),
+            file: None,
+            run,
         })
     }
 
-    fn line(&mut self, v: &impl Serialize) -> crate::Result<()> {
+    /// Writes `fields` as one line, with the record's `type` and `time` first.
+    fn line(&mut self, kind: &str, fields: &impl Serialize) -> crate::Result<()> {
         use std::io::Write;
-        let path = self.path.clone();
-        if let Some(tmp) = self.tmp.as_mut() {
-            let mut s = serde_json::to_string(v).map_err(|e| crate::Error::io(&path, e.into()))?;
-            s.push('\n');
-            tmp.write_all(s.as_bytes())
-                .map_err(|e| crate::Error::io(&path, e))?;
+        #[derive(Serialize)]
+        struct Record<'a, T: Serialize> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            time: String,
+            #[serde(flatten)]
+            fields: &'a T,
         }
-        Ok(())
+        let record = Record {
+            kind,
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            fields,
+        };
+        let mut s =
+            serde_json::to_string(&record).map_err(|e| crate::Error::io(&self.path, e.into()))?;
+        s.push('\n');
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(
+                std::fs::File::create(&self.path).map_err(|e| crate::Error::io(&self.path, e))?,
+            ),
+        };
+        // One write per line: a reader sees whole lines.
+        file.write_all(s.as_bytes())
+            .map_err(|e| crate::Error::io(&self.path, e))
+    }
+
+    /// The last record: `summary` (stop reason, times, delays, ...) as the caller has it.
+    pub fn summary(&mut self, summary: &impl Serialize) -> crate::Result<()> {
+        #[derive(Serialize)]
+        struct Summary<'a, T: Serialize> {
+            summary: &'a T,
+        }
+        self.line("summary", &Summary { summary })
     }
 }
 
 impl Observe for JsonLinesSink {
     fn on_start(&mut self, info: &RunInfo) -> crate::Result<()> {
         #[derive(Serialize)]
-        struct Info<'a> {
+        struct Start<'a> {
+            version: &'a str,
+            run: &'a serde_json::Value,
             info: &'a RunInfo,
         }
-        self.line(&Info { info })
+        let run = std::mem::take(&mut self.run);
+        self.line(
+            "start",
+            &Start {
+                version: env!("CARGO_PKG_VERSION"),
+                run: &run,
+                info,
+            },
+        )
     }
     fn on_eval(&mut self, rec: &EvalRecord) -> crate::Result<()> {
-        self.line(rec)
-    }
-    fn on_finish(&mut self, _last: &EvalRecord) -> crate::Result<()> {
-        if let Some(tmp) = self.tmp.take() {
-            crate::io::persist(tmp, &self.path)?;
-        }
-        Ok(())
+        self.line("eval", rec)
     }
 }
