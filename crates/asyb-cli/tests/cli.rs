@@ -1735,3 +1735,41 @@ fn the_log_is_written_as_the_run_goes() {
         .iter()
         .all(|r| r["type"] == "eval" && r["psi"].is_f64()));
 }
+
+/// `--algorithm fista` prints Psi* (the README says so), to the digits a gap needs, and
+/// a multi-class file under a binary loss says which loss takes it.
+#[test]
+fn fista_prints_psi_star_and_labels_point_to_their_loss() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    let o = d.asyb_ok(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--algorithm",
+        "fista",
+        "--log",
+        "f.jsonl",
+        "--quiet",
+    ]);
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("Psi*"))
+        .expect(&out);
+    let psi: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let logged = log_records(&d.path("f.jsonl")).pop().unwrap()["psi"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (psi - logged).abs() <= 1e-11 * logged.abs(),
+        "{psi} vs {logged}"
+    );
+
+    d.write("m.svm", "0 1:1\n9 2:1\n");
+    train_fails(
+        &d,
+        &["--train", "m.svm"],
+        &["m.svm:2:1", "not a binary label", "--loss softmax"],
+    );
+}

@@ -296,7 +296,8 @@ fn every_bad_token_is_a_parse_error_at_its_line_and_column() {
         (
             "1 1:1\n-1 2:1\n2 3:1\n",
             &binary,
-            "bad.svm:3:1: label 2 is not a binary label (expected -1, 0 or +1)",
+            "bad.svm:3:1: label 2 is not a binary label (expected -1, 0 or +1; for more classes \
+             use --loss softmax, for a real target --loss squared or huber)",
         ),
         (
             "0 1:1\n1.5 1:1\n",

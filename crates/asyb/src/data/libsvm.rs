@@ -727,7 +727,8 @@ fn parse_label(tok: &[u8], rule: LabelRule) -> std::result::Result<f32, String> 
         LabelRule::Binary => {
             if v != -1.0 && v != 0.0 && v != 1.0 {
                 return Err(format!(
-                    "label {} is not a binary label (expected -1, 0 or +1)",
+                    "label {} is not a binary label (expected -1, 0 or +1; for more \
+                     classes use --loss softmax, for a real target --loss squared or huber)",
                     show(tok)
                 ));
             }
@@ -1296,7 +1297,8 @@ mod tests {
         }
         assert_eq!(
             parse_label(b"2", LabelRule::Binary).unwrap_err(),
-            "label 2 is not a binary label (expected -1, 0 or +1)"
+            "label 2 is not a binary label (expected -1, 0 or +1; for more classes use \
+             --loss softmax, for a real target --loss squared or huber)"
         );
         assert_eq!(parse_label(b"7", LabelRule::Class), Ok(7.0));
         for bad in ["-1", "1.5", "1e9"] {
