@@ -1773,3 +1773,28 @@ fn fista_prints_psi_star_and_labels_point_to_their_loss() {
         &["m.svm:2:1", "not a binary label", "--loss softmax"],
     );
 }
+
+/// Paths in a config file are relative to the file, wherever asyb runs from; a flag's
+/// path is relative to the current directory.
+#[test]
+fn config_paths_are_relative_to_the_config_file() {
+    let d = Dir::new();
+    std::fs::create_dir(d.path("exp")).unwrap();
+    d.write("exp/a.svm", small_binary());
+    d.write(
+        "exp/run.toml",
+        "train = \"a.svm\"\nmodel = \"m.safetensors\"\nepochs = 1\nworkers = 1\n",
+    );
+    d.asyb_ok(&["train", "--config", "exp/run.toml", "--quiet"]);
+    assert!(d.path("exp/m.safetensors").is_file());
+    assert!(!d.path("m.safetensors").exists());
+    d.asyb_ok(&[
+        "train",
+        "--config",
+        "exp/run.toml",
+        "--model",
+        "here.safetensors",
+        "--quiet",
+    ]);
+    assert!(d.path("here.safetensors").is_file());
+}

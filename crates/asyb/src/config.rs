@@ -481,8 +481,35 @@ pub fn exact_with_drift(reg: RegKind) -> bool {
 }
 
 impl TrainConfig {
-    /// Parses a TOML config file's text; `path` names it in errors.
+    /// Parses a TOML config file's text; `path` names it in errors, and relative paths in
+    /// it (data, outputs, checkpoints) are taken relative to its directory, as a file
+    /// that names its neighbours means them wherever it is run from.
     pub fn from_toml(text: &str, path: &std::path::Path) -> Result<Self> {
+        let mut cfg = Self::parse_toml(text, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            for p in [
+                &mut cfg.train,
+                &mut cfg.test,
+                &mut cfg.model,
+                &mut cfg.log,
+                &mut cfg.plot,
+                &mut cfg.init_model,
+                &mut cfg.checkpoint_dir,
+                &mut cfg.resume,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                // `-` is standard input, not a file beside the config.
+                if p.is_relative() && p.as_os_str() != "-" {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn parse_toml(text: &str, path: &std::path::Path) -> Result<Self> {
         toml::from_str(text).map_err(|e| {
             let (line, col) = e
                 .span()
@@ -946,6 +973,18 @@ mod tests {
         .check()
         .unwrap();
         assert!(!v.svrg && v.scaled_steps);
+    }
+
+    #[test]
+    fn paths_in_a_config_file_are_relative_to_it() {
+        let text = "train = \"a.svm\"\ntest = \"/abs/t.svm\"\nmodel = \"out/m.st\"\nlog = \"-\"\n";
+        let c = TrainConfig::from_toml(text, "runs/exp1/run.toml".as_ref()).unwrap();
+        assert_eq!(c.train.as_deref(), Some("runs/exp1/a.svm".as_ref()));
+        assert_eq!(c.test.as_deref(), Some("/abs/t.svm".as_ref()));
+        assert_eq!(c.model.as_deref(), Some("runs/exp1/out/m.st".as_ref()));
+        assert_eq!(c.log.as_deref(), Some("-".as_ref()));
+        let here = TrainConfig::from_toml(text, "run.toml".as_ref()).unwrap();
+        assert_eq!(here.train.as_deref(), Some("a.svm".as_ref()));
     }
 
     #[test]
