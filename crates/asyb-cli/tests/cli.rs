@@ -336,14 +336,20 @@ fn skip_bad_lines_counts_them() {
     assert!(stdout(&o).contains("200 rows"), "{}", stdout(&o));
 }
 
-/// The log's start record and its evaluations (the summary record left out).
-fn log_records(path: &Path) -> Vec<serde_json::Value> {
+/// Every record of the log.
+fn log_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &serde_json::Value| v["type"] != "summary")
         .collect()
+}
+
+/// The log's start record and its evaluations (the summary record left out).
+fn log_records(path: &Path) -> Vec<serde_json::Value> {
+    let mut recs = log_lines(path);
+    recs.retain(|v| v["type"] != "summary");
+    recs
 }
 
 #[test]
@@ -1723,11 +1729,7 @@ fn the_log_is_written_as_the_run_goes() {
     assert!(first["run"]["command"].as_array().unwrap().len() > 3);
     assert!(first["run"]["train_fingerprint"].as_str().is_some());
     assert!(first["version"].as_str().is_some());
-    let all: Vec<serde_json::Value> = std::fs::read_to_string(d.path("live.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let all = log_lines(&d.path("live.jsonl"));
     let last = all.last().unwrap();
     assert_eq!(last["type"], "summary");
     assert_eq!(last["summary"]["stop_reason"], "time budget reached");

@@ -186,12 +186,10 @@ pub struct LossSpec {
 impl LossSpec {
     /// `kind` with `param`, or its default parameter.
     pub fn new(kind: LossKind, param: Option<f64>) -> LossSpec {
-        let default = kind.info().param.map_or(0.0, |p| p.default);
-        let param = if kind.info().param.is_some() {
-            param.unwrap_or(default)
-        } else {
-            0.0
-        };
+        let param = kind
+            .info()
+            .param
+            .map_or(0.0, |p| param.unwrap_or(p.default));
         LossSpec { kind, param }
     }
 }
