@@ -1035,3 +1035,129 @@ fn reg_names_round_trip() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Convex conjugates (the duality gap's dual objective)
+// ---------------------------------------------------------------------------------------
+
+/// Every registered loss has a conjugate, and it is the right one. Fenchel-Young holds
+/// with equality at a derivative, `loss(z) + loss*(theta) = <theta, z>` for
+/// `theta = d loss / d z`, and as an inequality at every other point of the domain,
+/// `loss*(theta') >= <theta', z> - loss(z)`. Together they pin `loss*` down on the domain:
+/// it is the supremum, and every derivative attains it.
+#[test]
+fn every_loss_conjugate_meets_fenchel_young() {
+    use asyb::model::loss::Labels;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(31);
+    for (name, kind) in LossKind::ALL {
+        let info = kind.info();
+        let k = if info.labels == Labels::Classes { 3 } else { 1 };
+        for _ in 0..3000 {
+            let y = match info.labels {
+                Labels::Binary => {
+                    if rng.random_bool(0.5) {
+                        -1.0
+                    } else {
+                        1.0
+                    }
+                }
+                Labels::Real => rng.random_range(-3.0..3.0f32),
+                Labels::Classes => rng.random_range(0..3u8) as f32,
+            };
+            let z: Vec<f64> = (0..k).map(|_| rng.random_range(-12.0..12.0)).collect();
+            let z2: Vec<f64> = (0..k).map(|_| rng.random_range(-12.0..12.0)).collect();
+            let t: f64 = rng.random_range(0.0..=1.0);
+            let (mut g, mut g2) = (vec![0.0; k], vec![0.0; k]);
+            let (value, at, at_scaled) = with_loss!(kind, |l| {
+                let value = l.grad(&z, y, &mut g);
+                l.grad(&z2, y, &mut g2);
+                g2.iter_mut().for_each(|v| *v *= t);
+                (value, l.conjugate(&g, y), l.conjugate(&g2, y))
+            });
+            let (Some(at), Some(at_scaled)) = (at, at_scaled) else {
+                panic!("{name}: no conjugate");
+            };
+            let dot = |a: &[f64]| a.iter().zip(&z).map(|(a, b)| a * b).sum::<f64>();
+            let scale = 1.0 + value.abs() + dot(&g).abs();
+            assert!(
+                (value + at - dot(&g)).abs() <= 1e-12 * scale,
+                "{name}: loss {value} + loss* {at} != <theta, z> {} at z {z:?} y {y}",
+                dot(&g)
+            );
+            assert!(
+                at_scaled >= dot(&g2) - value - 1e-12 * (1.0 + dot(&g2).abs() + value),
+                "{name}: loss*({g2:?}) = {at_scaled} below <theta, z> - loss {}",
+                dot(&g2) - value
+            );
+        }
+        // Every domain holds 0 (the dual point of rows with a zero derivative).
+        let zero = vec![0.0; k];
+        let at0 = with_loss!(kind, |l| l.conjugate(&zero, 0.0));
+        assert!(
+            at0.is_some_and(f64::is_finite),
+            "{name}: loss*(0) = {at0:?}"
+        );
+    }
+}
+
+/// Every regularizer's conjugate by the same two Fenchel-Young conditions, with the
+/// subgradient its prox gives: `p = prox_{eta h}(y)` has `(y - p) / eta` in the
+/// subdifferential at `p`, so `h(p) + h*(v) = <v, p>` there (after `dual_scale`, which
+/// only absorbs rounding here), and `h*(s u) >= <s u, x> - h(x)` at every feasible `x`
+/// for any `u` and its scale `s`. The scale is the largest that keeps `h*` finite.
+fn check_conjugate<R: Regularizer>(
+    r: &R,
+    s: &RegSpec,
+    eta: f64,
+    y: &[f64],
+    u: &[f64],
+    x: &[f64],
+) -> Result<(), TestCaseError> {
+    let p = prox_of(r, eta, y);
+    let v: Vec<f64> = y.iter().zip(&p).map(|(a, b)| (a - b) / eta).collect();
+    let sv = r.dual_scale(&v);
+    prop_assert!(sv >= 1.0 - 1e-9, "{s:?}: a subgradient scaled by {sv}");
+    let v: Vec<f64> = v.iter().map(|a| a * sv).collect();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+    let hp = r.value(&p);
+    let conj = r.conjugate(&v);
+    let scale = 1.0 + hp.abs() + dot(&v, &p).abs() + conj.abs();
+    prop_assert!(
+        (hp + conj - dot(&v, &p)).abs() <= 1e-9 * scale,
+        "{s:?}: h(p) {hp} + h*(v) {conj} != <v, p> {} (p {p:?}, v {v:?})",
+        dot(&v, &p)
+    );
+    let su = r.dual_scale(u);
+    prop_assert!((0.0..=1.0).contains(&su), "{s:?}: scale {su}");
+    let w: Vec<f64> = u.iter().map(|a| a * su).collect();
+    let conj = r.conjugate(&w);
+    prop_assert!(conj.is_finite(), "{s:?}: h*({w:?}) = {conj} after scaling");
+    let (lo, hi) = domain(s);
+    let x: Vec<f64> = x.iter().map(|a| a.clamp(lo, hi)).collect();
+    let bound = dot(&w, &x) - r.value(&x);
+    prop_assert!(
+        conj >= bound - 1e-9 * (1.0 + bound.abs()),
+        "{s:?}: h*({w:?}) = {conj} below <w, x> - h(x) = {bound} at {x:?}"
+    );
+    if su > 0.0 && su < 1.0 {
+        let w: Vec<f64> = u.iter().map(|a| a * (su * (1.0 + 1e-6)).min(1.0)).collect();
+        prop_assert!(
+            r.conjugate(&w).is_infinite(),
+            "{s:?}: scale {su} of {u:?} is not the largest"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn reg_conjugate_meets_fenchel_young(
+        (s, y, u, x) in arb_spec().prop_flat_map(|s| {
+            let v = || prop::collection::vec(-10.0f64..10.0, len_of(&s));
+            (Just(s), v(), v(), v())
+        }),
+        eta in prop_oneof![Just(1e-3), 1e-3f64..2.0],
+    ) {
+        with_reg!(s, |r| check_conjugate(&r, &s, eta, &y, &u, &x))?;
+    }
+}

@@ -6,6 +6,7 @@
 //! holds `classes` consecutive coordinates `f * classes .. (f + 1) * classes`; row
 //! `features` is the intercept (bias) row, never regularized.
 
+pub mod dual;
 pub mod loss;
 pub mod metrics;
 pub mod objective;

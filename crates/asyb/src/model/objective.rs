@@ -24,10 +24,52 @@ use crate::par;
 /// not fit in the caches.
 const ROWS_AHEAD: usize = 4;
 
+/// How a pass keeps each row's loss derivatives: rounded to f32 (the SVRG snapshot's,
+/// half the memory) or exactly (f64, the evaluation's). The pass's gradient is computed
+/// from the values as kept.
+pub trait Deriv: Copy + Send + Sync {
+    fn of(v: f64) -> Self;
+    fn get(self) -> f64;
+}
+
+impl Deriv for f32 {
+    #[inline]
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    #[inline]
+    fn get(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Deriv for f64 {
+    #[inline]
+    fn of(v: f64) -> Self {
+        v
+    }
+    #[inline]
+    fn get(self) -> f64 {
+        self
+    }
+}
+
 /// A regularizer chosen at run time, dispatched per call: for cold paths (evaluation,
 /// the reference solver), where a match per group costs nothing measurable.
 #[derive(Clone, Copy, Debug)]
 pub struct AnyReg(pub RegSpec);
+
+impl AnyReg {
+    /// Coordinates handed to one call of the regularizer's value, prox or conjugate on
+    /// the cold paths: a group, or for a separable regularizer a run of 256 coordinates
+    /// (the same result as one call per coordinate, without a dispatch per coordinate).
+    pub fn span(&self) -> usize {
+        match self.group_len() {
+            1 => 256,
+            g => g,
+        }
+    }
+}
 
 impl Regularizer for AnyReg {
     fn group_len(&self) -> usize {
@@ -38,6 +80,12 @@ impl Regularizer for AnyReg {
     }
     fn prox(&self, eta: f64, x: &mut [f64]) {
         crate::with_reg!(self.0, |r| r.prox(eta, x))
+    }
+    fn conjugate(&self, v: &[f64]) -> f64 {
+        crate::with_reg!(self.0, |r| r.conjugate(v))
+    }
+    fn dual_scale(&self, v: &[f64]) -> f64 {
+        crate::with_reg!(self.0, |r| r.dual_scale(v))
     }
 }
 
@@ -183,7 +231,7 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// `grad`, writes the mean loss gradient (the intercept row included, whatever
     /// `layout.bias`; no nonconvex term).
     pub fn loss_pass<W: Weights + ?Sized>(&self, w: &W, grad: Option<&mut [f64]>) -> f64 {
-        self.pass(w, grad, None, true)
+        self.pass(w, grad, None::<&mut [f32]>, true)
     }
 
     /// The pass of an SVRG snapshot: every row's loss derivatives `d loss_i / d z_i`
@@ -195,11 +243,23 @@ impl<'a, L: Loss> Objective<'a, L> {
         self.pass(w, Some(grad), Some(derivs), false);
     }
 
-    fn pass<W: Weights + ?Sized>(
+    /// [`Objective::loss_pass`] with the gradient, keeping every row's loss derivatives
+    /// `d loss_i / d z_i` exactly (f64) in `derivs` (`n * classes` values): the
+    /// evaluation's pass, whose derivatives are then the duality gap's dual point.
+    pub fn loss_pass_keeping_derivs<W: Weights + ?Sized>(
+        &self,
+        w: &W,
+        grad: &mut [f64],
+        derivs: &mut [f64],
+    ) -> f64 {
+        self.pass(w, Some(grad), Some(derivs), true)
+    }
+
+    fn pass<W: Weights + ?Sized, D: Deriv>(
         &self,
         w: &W,
         mut grad: Option<&mut [f64]>,
-        derivs: Option<&mut [f32]>,
+        derivs: Option<&mut [D]>,
         want_loss: bool,
     ) -> f64 {
         let k = self.layout.classes;
@@ -211,7 +271,7 @@ impl<'a, L: Loss> Objective<'a, L> {
             g.fill(0.0);
         }
         let rs = par::ranges(n, self.threads);
-        let mut zs: Vec<Option<&mut [f32]>> = match derivs {
+        let mut zs: Vec<Option<&mut [D]>> = match derivs {
             Some(m) => {
                 assert_eq!(m.len(), n * k);
                 let mut rest = m;
@@ -262,11 +322,11 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// their unscaled loss gradient added to `g` when given (from the rounded
     /// derivatives when `dzout` is given); returns their summed loss (0 when
     /// `want_loss` is false: the derivatives alone skip the logarithms).
-    fn pass_rows<W: Weights + ?Sized>(
+    fn pass_rows<W: Weights + ?Sized, D: Deriv>(
         &self,
         w: &W,
         rows: std::ops::Range<usize>,
-        dzout: Option<&mut [f32]>,
+        dzout: Option<&mut [D]>,
         g: Option<&mut [f64]>,
         want_loss: bool,
     ) -> f64 {
@@ -296,8 +356,8 @@ impl<'a, L: Loss> Objective<'a, L> {
                     .iter_mut()
                     .zip(dz.iter_mut())
                 {
-                    *o = *d as f32;
-                    *d = f64::from(*o);
+                    *o = D::of(*d);
+                    *d = o.get();
                 }
             }
             let Some(g) = g.as_deref_mut() else {
@@ -325,11 +385,11 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// the same sums without the per-class loops, one prefetch loop per row for the
     /// weights and the gradient, and no value loads for binary rows. The snapshot of
     /// every SVRG run is such a pass.
-    fn pass_rows_single<W: Weights + ?Sized>(
+    fn pass_rows_single<W: Weights + ?Sized, D: Deriv>(
         &self,
         w: &W,
         rows: std::ops::Range<usize>,
-        mut dzout: Option<&mut [f32]>,
+        mut dzout: Option<&mut [D]>,
         mut g: Option<&mut [f64]>,
         want_loss: bool,
     ) -> f64 {
@@ -382,8 +442,9 @@ impl<'a, L: Loss> Objective<'a, L> {
             }
             let mut dz = dz[0];
             if let Some(out) = dzout.as_deref_mut() {
-                out[i - start] = dz as f32;
-                dz = f64::from(dz as f32);
+                let o = D::of(dz);
+                out[i - start] = o;
+                dz = o.get();
             }
             let Some(g) = g.as_deref_mut() else {
                 continue;
@@ -407,6 +468,42 @@ impl<'a, L: Loss> Objective<'a, L> {
             g[bias_at] += dz;
         }
         sum
+    }
+
+    /// `(1/n) sum_i c_i x_i` over the feature coordinates of a one-output layout, for
+    /// the coefficients `c_i = coef(i)` of the objective's rows (rows with 0 skipped):
+    /// a threaded pass that reads the rows and no model.
+    pub(crate) fn rows_combination(&self, coef: impl Fn(usize) -> f64 + Sync) -> Vec<f64> {
+        debug_assert_eq!(self.layout.classes, 1);
+        let d = self.layout.features;
+        let n = self.n();
+        let parts = par::map_ranges(n, self.threads, |r| {
+            let mut g = vec![0.0; d];
+            for i in r {
+                let c = coef(i);
+                if c == 0.0 {
+                    continue;
+                }
+                for (f, v) in self.data.row(self.at(i)).iter() {
+                    if let Some(x) = g.get_mut(f as usize) {
+                        *x += c * f64::from(v);
+                    }
+                }
+            }
+            g
+        });
+        let mut parts = parts.into_iter();
+        let mut g = parts.next().unwrap_or_else(|| vec![0.0; d]);
+        for p in parts {
+            for (a, b) in g.iter_mut().zip(&p) {
+                *a += b;
+            }
+        }
+        let inv_n = 1.0 / n.max(1) as f64;
+        for a in &mut g {
+            *a *= inv_n;
+        }
+        g
     }
 
     /// f(w); with `grad`, also writes grad f(w) (zero on the intercept row when the
@@ -437,7 +534,7 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// h(w): the regularizer over the feature rows' groups.
     pub fn h<W: Weights + ?Sized>(&self, w: &W) -> f64 {
         let fc = self.layout.features * self.layout.classes;
-        let gl = self.reg.group_len();
+        let gl = self.reg.span();
         let mut x = vec![0.0; gl];
         (0..fc)
             .step_by(gl)
@@ -487,7 +584,7 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// (no dense vector besides `w` and `grad`).
     pub fn pgm_sq_norm<W: Weights + ?Sized>(&self, w: &W, grad: &[f64], eta: f64) -> f64 {
         let fc = self.layout.features * self.layout.classes;
-        let gl = self.reg.group_len();
+        let gl = self.reg.span();
         let (mut x, mut y) = (vec![0.0; gl], vec![0.0; gl]);
         let mut sum = 0.0;
         let term = |x: f64, p: f64| {

@@ -154,6 +154,17 @@ pub trait Regularizer: Copy + Send + Sync + 'static {
     /// One step in place on one group: `x <- prox_{eta h}(x)`.
     fn prox(&self, eta: f64, x: &mut [f64]);
 
+    /// The convex conjugate of h on one group, `h*(v) = sup_x <v, x> - h(x)`: +inf
+    /// outside its domain. The duality gap's dual objective holds it.
+    fn conjugate(&self, v: &[f64]) -> f64;
+
+    /// The largest s in [0, 1] with `h*(s v)` finite on this group: 1 where h* is finite
+    /// everywhere, the factor that brings `v` into the ball where h* is the indicator
+    /// of a norm ball, 0 where no positive factor does.
+    fn dual_scale(&self, _v: &[f64]) -> f64 {
+        1.0
+    }
+
     /// Squared-L2 strength inside h, used by [`StepSums::log_decay`] (0 by default).
     fn l2_part(&self) -> f64 {
         0.0
@@ -267,6 +278,34 @@ pub struct GroupLasso {
     pub len: usize,
 }
 
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+fn norm2(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// The indicator of a ball of radius `r` at a point of norm `norm`: 0 inside, +inf
+/// outside; a relative 1e-12 beyond the edge counts as inside (rounding of a point
+/// scaled onto the edge by [`ball_scale`]).
+fn ball_indicator(norm: f64, r: f64) -> f64 {
+    if norm <= r * (1.0 + 1e-12) {
+        0.0
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// The largest s in [0, 1] with `s * norm <= r`.
+fn ball_scale(norm: f64, r: f64) -> f64 {
+    if norm <= r {
+        1.0
+    } else {
+        r / norm
+    }
+}
+
 /// Soft threshold: sign(x) max(|x| - t, 0).
 #[inline]
 pub fn soft_threshold(x: f64, t: f64) -> f64 {
@@ -285,6 +324,13 @@ impl Regularizer for NoReg {
 
     fn value(&self, _x: &[f64]) -> f64 {
         0.0
+    }
+    /// The indicator of v = 0.
+    fn conjugate(&self, v: &[f64]) -> f64 {
+        ball_indicator(max_abs(v), 0.0)
+    }
+    fn dual_scale(&self, v: &[f64]) -> f64 {
+        ball_scale(max_abs(v), 0.0)
     }
     #[inline]
     fn prox(&self, _eta: f64, _x: &mut [f64]) {}
@@ -323,6 +369,13 @@ impl Regularizer for L1 {
 
     fn value(&self, x: &[f64]) -> f64 {
         self.lambda * x.iter().map(|v| v.abs()).sum::<f64>()
+    }
+    /// The indicator of |v| <= lambda.
+    fn conjugate(&self, v: &[f64]) -> f64 {
+        ball_indicator(max_abs(v), self.lambda)
+    }
+    fn dual_scale(&self, v: &[f64]) -> f64 {
+        ball_scale(max_abs(v), self.lambda)
     }
     #[inline]
     fn prox(&self, eta: f64, x: &mut [f64]) {
@@ -439,6 +492,21 @@ impl Regularizer for L2 {
     fn value(&self, x: &[f64]) -> f64 {
         0.5 * self.lambda * x.iter().map(|v| v * v).sum::<f64>()
     }
+    /// v^2 / (2 lambda); for lambda = 0, the indicator of v = 0.
+    fn conjugate(&self, v: &[f64]) -> f64 {
+        ElasticNet {
+            l1: 0.0,
+            l2: self.lambda,
+        }
+        .conjugate(v)
+    }
+    fn dual_scale(&self, v: &[f64]) -> f64 {
+        ElasticNet {
+            l1: 0.0,
+            l2: self.lambda,
+        }
+        .dual_scale(v)
+    }
     #[inline]
     fn prox(&self, eta: f64, x: &mut [f64]) {
         let a = 1.0 / (1.0 + eta * self.lambda);
@@ -465,6 +533,24 @@ impl Regularizer for ElasticNet {
         x.iter()
             .map(|v| self.l1 * v.abs() + 0.5 * self.l2 * v * v)
             .sum()
+    }
+    /// max(|v| - l1, 0)^2 / (2 l2); for l2 = 0, L1's indicator of |v| <= l1.
+    fn conjugate(&self, v: &[f64]) -> f64 {
+        if self.l2 > 0.0 {
+            v.iter()
+                .map(|x| (x.abs() - self.l1).max(0.0).powi(2))
+                .sum::<f64>()
+                / (2.0 * self.l2)
+        } else {
+            ball_indicator(max_abs(v), self.l1)
+        }
+    }
+    fn dual_scale(&self, v: &[f64]) -> f64 {
+        if self.l2 > 0.0 {
+            1.0
+        } else {
+            ball_scale(max_abs(v), self.l1)
+        }
     }
     #[inline]
     fn prox(&self, eta: f64, x: &mut [f64]) {
@@ -501,6 +587,27 @@ impl Regularizer for BoxConstraint {
             0.0
         } else {
             f64::INFINITY
+        }
+    }
+    /// The support function of the box: sum of upper v (v > 0) and lower v (v < 0).
+    fn conjugate(&self, v: &[f64]) -> f64 {
+        v.iter()
+            .map(|&x| {
+                if x > 0.0 {
+                    self.upper * x
+                } else if x < 0.0 {
+                    self.lower * x
+                } else {
+                    0.0
+                }
+            })
+            .sum()
+    }
+    fn dual_scale(&self, v: &[f64]) -> f64 {
+        if self.conjugate(v).is_finite() {
+            1.0
+        } else {
+            0.0
         }
     }
     #[inline]
@@ -542,6 +649,17 @@ impl Regularizer for GroupLasso {
         x.chunks(self.len)
             .map(|g| self.lambda * g.iter().map(|v| v * v).sum::<f64>().sqrt())
             .sum()
+    }
+    /// The indicator of ||v_g||_2 <= lambda on every group.
+    fn conjugate(&self, v: &[f64]) -> f64 {
+        v.chunks(self.len)
+            .map(|g| ball_indicator(norm2(g), self.lambda))
+            .sum()
+    }
+    fn dual_scale(&self, v: &[f64]) -> f64 {
+        v.chunks(self.len)
+            .map(|g| ball_scale(norm2(g), self.lambda))
+            .fold(1.0, f64::min)
     }
     #[inline]
     fn prox(&self, eta: f64, x: &mut [f64]) {

@@ -51,6 +51,13 @@ impl Loss for Huber {
         dz[0] = r.clamp(-self.delta, self.delta);
         self.value(z, y)
     }
+    /// theta in [-delta, delta]: theta^2 / 2 + y theta (the squared loss's, on the
+    /// derivatives' range).
+    #[inline]
+    fn conjugate(&self, theta: &[f64], y: f32) -> Option<f64> {
+        let t = theta[0].clamp(-self.delta, self.delta);
+        Some(0.5 * t * t + f64::from(y) * t)
+    }
 }
 
 #[cfg(test)]

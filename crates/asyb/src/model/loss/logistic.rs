@@ -1,6 +1,6 @@
 //! Logistic regression: log(1 + exp(-y z)), binary labels.
 
-use super::{log1pexp, sigmoid, Labels, Link, Loss, LossInfo};
+use super::{log1pexp, sigmoid, xlogx, Labels, Link, Loss, LossInfo};
 
 /// log(1 + exp(-y z)).
 #[derive(Clone, Copy, Debug, Default)]
@@ -39,5 +39,11 @@ impl Loss for Logistic {
     fn deriv(&self, z: &[f64], y: f32, dz: &mut [f64]) {
         let y = f64::from(y);
         dz[0] = -y * sigmoid(-y * z[0]);
+    }
+    /// theta = -y s with s in [0, 1]: s ln s + (1 - s) ln(1 - s).
+    #[inline]
+    fn conjugate(&self, theta: &[f64], y: f32) -> Option<f64> {
+        let s = (-f64::from(y) * theta[0]).clamp(0.0, 1.0);
+        Some(xlogx(s) + xlogx(1.0 - s))
     }
 }

@@ -111,6 +111,27 @@ pub trait Loss: Copy + Default + Send + Sync + 'static {
     fn deriv(&self, z: &[f64], y: f32, dz: &mut [f64]) {
         self.grad(z, y, dz);
     }
+    /// The convex conjugate `loss*(theta) = sup_z <theta, z> - loss(z, y)` for label `y`,
+    /// at a point `theta` of its domain: a derivative `d loss / d z` is one, and so is a
+    /// derivative times any factor in [0, 1] (every domain here is convex and holds 0,
+    /// where the conjugate is 0). A point just outside the domain by rounding is taken
+    /// at its edge. `None` for a loss without one in closed form; the duality gap
+    /// ([`crate::model::dual`]) needs it.
+    #[inline]
+    fn conjugate(&self, _theta: &[f64], _y: f32) -> Option<f64> {
+        None
+    }
+}
+
+/// `x ln x`, 0 at 0 (and below, for rounding): the entropy terms of the logistic
+/// losses' conjugates.
+#[inline]
+pub(crate) fn xlogx(x: f64) -> f64 {
+    if x > 0.0 {
+        x * x.ln()
+    } else {
+        0.0
+    }
 }
 
 #[doc(hidden)]

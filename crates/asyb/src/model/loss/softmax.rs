@@ -1,6 +1,6 @@
 //! Multinomial logistic regression: logsumexp(z) - z_y over K classes.
 
-use super::{Labels, Link, Loss, LossInfo};
+use super::{xlogx, Labels, Link, Loss, LossInfo};
 
 /// logsumexp(z) - z_y over K classes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -37,5 +37,17 @@ impl Loss for Softmax {
         let c = y as usize;
         dz[c] -= 1.0;
         max + sum.ln() - z[c]
+    }
+    /// q = theta + e_y in the simplex: sum_k q_k ln q_k.
+    #[inline]
+    fn conjugate(&self, theta: &[f64], y: f32) -> Option<f64> {
+        let c = y as usize;
+        Some(
+            theta
+                .iter()
+                .enumerate()
+                .map(|(k, &t)| xlogx((t + if k == c { 1.0 } else { 0.0 }).clamp(0.0, 1.0)))
+                .sum(),
+        )
     }
 }

@@ -27,4 +27,10 @@ impl Loss for Squared {
         dz[0] = r;
         0.5 * r * r
     }
+    /// theta^2 / 2 + y theta, on every theta.
+    #[inline]
+    fn conjugate(&self, theta: &[f64], y: f32) -> Option<f64> {
+        let t = theta[0];
+        Some(0.5 * t * t + f64::from(y) * t)
+    }
 }

@@ -28,4 +28,10 @@ impl Loss for SquaredHinge {
         dz[0] = -2.0 * y * m;
         m * m
     }
+    /// theta = -y s with s >= 0: s^2 / 4 - s.
+    #[inline]
+    fn conjugate(&self, theta: &[f64], y: f32) -> Option<f64> {
+        let s = (-f64::from(y) * theta[0]).max(0.0);
+        Some(0.25 * s * s - s)
+    }
 }
