@@ -97,6 +97,14 @@ pub(crate) trait ModelAccess {
     fn install_drift(&mut self, grad: &[f64]) -> Result<()>;
     /// The current model as one dense vector (workers paused or stopped).
     fn gather(&mut self) -> Result<Vec<f64>>;
+    /// Evaluates the model `w` (in layout order) into `rec` as
+    /// [`ModelAccess::evaluate`] evaluates the backend's own model.
+    fn evaluate_at<L: Loss>(
+        &mut self,
+        ev: &Evaluator<L>,
+        w: &[f64],
+        rec: &mut EvalRecord,
+    ) -> Result<()>;
     /// The delay statistics of the pushes (after [`Backend::stop`]).
     fn delays(&mut self) -> Result<DelaySummary>;
 }
@@ -146,12 +154,19 @@ impl<'a, L: Loss> Evaluator<'a, L> {
             .map(|t| crate::predict::test_metrics(t, w));
     }
 
-    /// Evaluates `w` on `obj`'s own rows. The gradient is allocated for each evaluation
+    /// Evaluates `w` on `obj`'s own rows, with the duality gap. The gradient is allocated for each evaluation
     /// rather than kept between them: the memory it takes is needed only here.
     pub(crate) fn eval<W: Weights + ?Sized>(&self, w: &W, rec: &mut EvalRecord) {
         let mut grad = vec![0.0; w.len()];
-        let f = self.obj.f_and_grad(w, Some(&mut grad));
+        if !self.obj.gap_defined() {
+            let f = self.obj.f_and_grad(w, Some(&mut grad));
+            self.record(w, f, &grad, rec);
+            return;
+        }
+        let mut theta = vec![0.0; self.obj.n() * self.obj.layout.classes];
+        let f = self.obj.f_and_grad_keeping_derivs(w, &mut grad, &mut theta);
         self.record(w, f, &grad, rec);
+        rec.gap = self.obj.gap_at(rec.psi, grad, &theta);
     }
 }
 
@@ -160,9 +175,30 @@ pub(crate) struct StopRules {
     pub(crate) max_seconds: Option<f64>,
     pub(crate) target: Option<f64>,
     pub(crate) interrupt: Option<Arc<AtomicBool>>,
+    /// `tol`: converged once `||P(x)||^2 <= tol^2 * pgm_ref`.
+    pub(crate) tol: Option<f64>,
+    /// `||P(0)||^2`, the prox-gradient mapping at the zero model; set by the driver.
+    pub(crate) pgm_ref: f64,
 }
 
 impl StopRules {
+    /// The rules of a run of `raw`.
+    pub(crate) fn of(raw: &crate::config::TrainConfig, interrupt: Option<Arc<AtomicBool>>) -> Self {
+        StopRules {
+            max_seconds: raw.max_seconds,
+            target: raw.target_objective,
+            interrupt,
+            tol: (raw.tol > 0.0).then_some(raw.tol),
+            pgm_ref: f64::NAN,
+        }
+    }
+
+    /// Whether the evaluation `rec` meets `tol`.
+    pub(crate) fn converged(&self, rec: &EvalRecord) -> bool {
+        self.tol
+            .is_some_and(|t| rec.pgm_sq_norm <= t * t * self.pgm_ref)
+    }
+
     /// The time budget or the interrupt flag, checked in this order.
     pub(crate) fn between(&self, train_secs: f64) -> Option<StopReason> {
         if self.max_seconds.is_some_and(|m| train_secs >= m) {
@@ -187,6 +223,12 @@ impl StopRules {
             return Some(StopReason::TargetObjective);
         }
         None
+    }
+
+    /// What the evaluation `rec` says: diverged, at the target, or converged.
+    pub(crate) fn after_record(&self, rec: &EvalRecord) -> Option<StopReason> {
+        self.after_eval(rec.psi)
+            .or_else(|| self.converged(rec).then_some(StopReason::Converged))
     }
 }
 
@@ -267,9 +309,9 @@ impl<L: Loss> Driver<'_, '_, L> {
         let t = Instant::now();
         let mut rec = self.record_now(b)?;
         let kept = b.model().evaluate(&self.ev, &mut rec, keep)?;
-        self.mon.eval_secs += t.elapsed().as_secs_f64();
         let psi = rec.psi;
         self.mon.push(rec, self.observers)?;
+        self.mon.evaluated(t.elapsed().as_secs_f64());
         Ok((psi, kept))
     }
 
@@ -284,6 +326,16 @@ impl<L: Loss> Driver<'_, '_, L> {
             grad[at..at + layout.classes].fill(0.0);
         }
         b.model().install_drift(&grad)
+    }
+
+    /// `||P(0)||^2` on the backend's rows, counted as evaluation time.
+    fn pgm_at_zero<B: Backend>(&mut self, b: &mut B) -> Result<f64> {
+        let t = Instant::now();
+        let zero = vec![0.0; self.layout().coords()];
+        let mut rec = EvalRecord::default();
+        b.model().evaluate_at(&self.ev, &zero, &mut rec)?;
+        self.mon.eval_secs += t.elapsed().as_secs_f64();
+        Ok(rec.pgm_sq_norm)
     }
 
     /// The whole run on `b`: see the module doc.
@@ -302,6 +354,13 @@ impl<L: Loss> Driver<'_, '_, L> {
             ));
         }
         let mut last_good = kept.expect("kept on request");
+        if self.rules.tol.is_some() {
+            self.rules.pgm_ref = if last_good.is_zero() {
+                self.mon.last().map_or(f64::NAN, |r| r.pgm_sq_norm)
+            } else {
+                self.pgm_at_zero(b)?
+            };
+        }
         b.start()?;
         let watched = self.watch(b, &mut last_good);
         // The workers are stopped whatever the outcome.
@@ -350,6 +409,10 @@ impl<L: Loss> Driver<'_, '_, L> {
         )?;
         summary.failed_workers = failures;
         summary.traffic = stopped.traffic;
+        summary.convergence = self.rules.tol.map(|tol| crate::train::Convergence {
+            tol,
+            pgm_at_zero: self.rules.pgm_ref,
+        });
         Ok(summary)
     }
 
@@ -357,9 +420,10 @@ impl<L: Loss> Driver<'_, '_, L> {
     /// checkpoints and evaluates when due, reports progress. The workers may be paused
     /// or running on return.
     fn watch<B: Backend>(&mut self, b: &mut B, last_good: &mut KeptModel) -> Result<StopReason> {
-        // A model that starts at the target (a resumed run, a warm start) is done.
-        if self.rules.target.is_some_and(|t| self.mon.last_psi() <= t) {
-            return Ok(StopReason::TargetObjective);
+        // A model that starts at the target or converged (a resumed run, a warm start)
+        // is done.
+        if let Some(r) = self.mon.last().and_then(|r| self.rules.after_record(r)) {
+            return Ok(r);
         }
         let mut last_progress = Instant::now();
         loop {
@@ -431,8 +495,8 @@ impl<L: Loss> Driver<'_, '_, L> {
                 continue;
             }
             b.pause()?;
-            let (psi, kept) = self.evaluate(b, true)?;
-            let stop = self.rules.after_eval(psi);
+            let (_, kept) = self.evaluate(b, true)?;
+            let stop = self.mon.last().and_then(|r| self.rules.after_record(r));
             // A diverged model is not kept: the run ends with the last finite one.
             if stop != Some(StopReason::Diverged) {
                 if let Some(kept) = kept {

@@ -34,6 +34,10 @@ pub struct EvalRecord {
     pub psi: f64,
     /// Squared norm of the prox-gradient mapping ||P(x)||^2.
     pub pgm_sq_norm: f64,
+    /// The duality gap, an upper bound on Psi - Psi* (`model::dual`); `None` where the
+    /// problem has none in closed form or the backend does not compute it.
+    #[serde(default)]
+    pub gap: Option<f64>,
     /// Nonzero coordinates (intercept excluded).
     pub nnz: u64,
     /// Test metrics when a test set was given.

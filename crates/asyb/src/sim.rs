@@ -330,7 +330,7 @@ fn run<L: Loss>(
         .collect();
     let info = crate::train::run_info(&vc, pb, &plan, obj.n());
     let driver = Driver {
-        mon: Monitor::with_intervals(plan.updates_per_epoch, f64::INFINITY, eval_every),
+        mon: Monitor::with_intervals(plan.updates_per_epoch, Some(f64::INFINITY), eval_every),
         observers: &mut [],
         ev: Evaluator::new(obj, None, plan.eta0),
         rules: StopRules {
@@ -340,6 +340,8 @@ fn run<L: Loss>(
                 .then_some(budget.max_virtual_secs),
             target: goal.is_finite().then_some(goal),
             interrupt: None,
+            tol: None,
+            pgm_ref: f64::NAN,
         },
         by_epochs: true,
         snapshots: svrg.as_ref().map(|sv| SnapshotSchedule {
@@ -808,7 +810,7 @@ mod tests {
         let (mut cfg, pb) = problem();
         cfg.raw.max_updates = Some(300);
         cfg.epochs = None;
-        cfg.raw.eval_every_secs = 1e9;
+        cfg.raw.eval_every_secs = Some(1e9);
         let real = Trainer::new(&cfg, &pb).run().unwrap();
         let sim = simulate(
             &cfg,

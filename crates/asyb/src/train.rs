@@ -121,6 +121,23 @@ pub struct RunSummary {
     pub failed_workers: Vec<WorkerFailure>,
     /// Messages between workers and servers (MPI backend).
     pub traffic: Option<Traffic>,
+    /// The stop at convergence: `tol` and `||P(0)||^2` (when the run had one).
+    pub convergence: Option<Convergence>,
+}
+
+/// A run's stop at convergence: converged once `||P(x)|| <= tol ||P(0)||`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Convergence {
+    pub tol: f64,
+    /// `||P(0)||^2`, the prox-gradient mapping at the zero model.
+    pub pgm_at_zero: f64,
+}
+
+impl Convergence {
+    /// `||P(x)|| / ||P(0)||` at the evaluation `r`, the measure `tol` bounds.
+    pub fn ratio(&self, r: &EvalRecord) -> f64 {
+        (r.pgm_sq_norm / self.pgm_at_zero).sqrt()
+    }
 }
 
 /// Worker <-> server messages of a multi-process run, both directions.
@@ -602,6 +619,14 @@ impl KeptModel {
         }
     }
 
+    /// Whether every coordinate is 0.
+    pub(crate) fn is_zero(&self) -> bool {
+        match self {
+            KeptModel::Dense(w) => w.iter().all(|&v| v == 0.0),
+            KeptModel::Sparse { index, .. } => index.is_empty(),
+        }
+    }
+
     /// The model as a dense vector.
     pub(crate) fn into_dense(self) -> Vec<f64> {
         match self {
@@ -776,11 +801,7 @@ impl<'a> Trainer<'a> {
         for o in self.observers.iter_mut() {
             o.on_start(&info)?;
         }
-        let rules = StopRules {
-            max_seconds: raw.max_seconds,
-            target: raw.target_objective,
-            interrupt: self.interrupt.clone(),
-        };
+        let rules = StopRules::of(raw, self.interrupt.clone());
         if raw.algorithm == Algorithm::Fista {
             return self.run_fista(&plan, info, &ev, &rules);
         }
@@ -902,8 +923,8 @@ impl<'a> Trainer<'a> {
         let mut rec = mon.record(0, 0, 0, 0.0);
         let t = Instant::now();
         ev.eval(&x, &mut rec);
-        mon.eval_secs += t.elapsed().as_secs_f64();
         mon.push(rec, &mut self.observers)?;
+        mon.evaluated(t.elapsed().as_secs_f64());
         let mut early: Option<StopReason> = None;
         let mut obs_err: Option<Error> = None;
         let mut iters = 0u64;
@@ -941,12 +962,12 @@ impl<'a> Trainer<'a> {
                     let t = Instant::now();
                     let mut rec = mon.record(iters, iters * rows, 0, secs);
                     ev.eval(x, &mut rec);
-                    mon.eval_secs += t.elapsed().as_secs_f64();
                     let psi = rec.psi;
                     if let Err(e) = mon.push(rec, observers) {
                         obs_err = Some(e);
                         return false;
                     }
+                    mon.evaluated(t.elapsed().as_secs_f64());
                     mon.schedule_next(iters, secs);
                     // A non-finite objective is the solver's to judge (it keeps the last
                     // finite iterate).
@@ -1097,6 +1118,16 @@ impl<L: Loss> ModelAccess for LocalModel<'_, L> {
 
     fn gather(&mut self) -> Result<Vec<f64>> {
         Ok(crate::ps::gather(self.partition, self.shards))
+    }
+
+    fn evaluate_at<M: Loss>(
+        &mut self,
+        ev: &Evaluator<M>,
+        w: &[f64],
+        rec: &mut EvalRecord,
+    ) -> Result<()> {
+        ev.eval(w, rec);
+        Ok(())
     }
 
     fn delays(&mut self) -> Result<DelaySummary> {
@@ -1353,7 +1384,10 @@ pub(crate) struct Monitor {
     /// Training time before this process's part of the run (resumed runs).
     offset: f64,
     pub(crate) eval_secs: f64,
-    every_secs: f64,
+    /// The interval in training seconds; `None`: automatic (see [`Monitor::interval`]).
+    every_secs: Option<f64>,
+    /// Seconds the last evaluation took.
+    last_cost: f64,
     every_updates: Option<u64>,
     next_secs: f64,
     next_updates: Option<u64>,
@@ -1378,11 +1412,11 @@ impl Monitor {
         Monitor::with_intervals(updates_per_epoch, raw.eval_every_secs, every_updates)
     }
 
-    /// The monitor of a run that evaluates every `every_secs` of training time and
-    /// every `every_updates` updates.
+    /// The monitor of a run that evaluates every `every_secs` of training time
+    /// (`None`: automatic) and every `every_updates` updates.
     pub(crate) fn with_intervals(
         updates_per_epoch: f64,
-        every_secs: f64,
+        every_secs: Option<f64>,
         every_updates: Option<u64>,
     ) -> Self {
         Monitor {
@@ -1390,8 +1424,9 @@ impl Monitor {
             offset: 0.0,
             eval_secs: 0.0,
             every_secs,
+            last_cost: 0.0,
             every_updates,
-            next_secs: every_secs,
+            next_secs: every_secs.unwrap_or(0.0),
             next_updates: every_updates,
             updates_per_epoch,
             records: Vec::new(),
@@ -1404,10 +1439,30 @@ impl Monitor {
         self.virtual_secs = secs;
     }
 
+    /// The training time between evaluations: `eval-every-secs`, or ten times the last
+    /// evaluation's time (so that evaluations take about a tenth of the run, and a run of
+    /// a few milliseconds is still evaluated), from 1 ms to
+    /// [`crate::config::AUTO_EVAL_MAX_SECS`].
+    fn interval(&self) -> f64 {
+        self.every_secs.unwrap_or_else(|| {
+            (10.0 * self.last_cost).clamp(1e-3, crate::config::AUTO_EVAL_MAX_SECS)
+        })
+    }
+
+    /// Counts an evaluation of `secs` seconds (not training time); with automatic
+    /// intervals, the next one is due an interval after the last record.
+    pub(crate) fn evaluated(&mut self, secs: f64) {
+        self.eval_secs += secs;
+        self.last_cost = secs;
+        if self.every_secs.is_none() {
+            self.next_secs = self.last_train_secs() + self.interval();
+        }
+    }
+
     /// Continues a run that had trained `secs` seconds and `k` updates.
     pub(crate) fn resume_at(&mut self, secs: f64, k: u64) {
         self.offset = secs;
-        self.next_secs = secs + self.every_secs;
+        self.next_secs = secs + self.interval();
         self.next_updates = self.every_updates.map(|u| (k / u + 1) * u);
     }
 
@@ -1423,7 +1478,7 @@ impl Monitor {
     }
 
     pub(crate) fn schedule_next(&mut self, k: u64, secs: f64) {
-        self.next_secs = secs + self.every_secs;
+        self.next_secs = secs + self.interval();
         self.next_updates = self.every_updates.map(|u| (k / u + 1) * u);
     }
 
@@ -1442,16 +1497,32 @@ impl Monitor {
         }
     }
 
+    /// Hands `rec` to the observers and keeps it. Its duality gap is taken against the
+    /// best dual value of the run so far: every evaluation's dual point bounds Psi* of
+    /// the same rows from below, so the largest one is the tightest.
     pub(crate) fn push(
         &mut self,
-        rec: EvalRecord,
+        mut rec: EvalRecord,
         observers: &mut [&mut dyn Observe],
     ) -> Result<()> {
+        if let Some(g) = rec.gap {
+            let best = self
+                .records
+                .iter()
+                .filter_map(|r| r.gap.map(|g| r.psi - g))
+                .fold(rec.psi - g, f64::max);
+            rec.gap = Some((rec.psi - best).max(0.0));
+        }
         for o in observers.iter_mut() {
             o.on_eval(&rec)?;
         }
         self.records.push(rec);
         Ok(())
+    }
+
+    /// The last evaluation.
+    pub(crate) fn last(&self) -> Option<&EvalRecord> {
+        self.records.last()
     }
 
     pub(crate) fn last_psi(&self) -> f64 {
@@ -1495,6 +1566,7 @@ impl Monitor {
             reg,
             failed_workers: Vec::new(),
             traffic: None,
+            convergence: None,
         };
         for o in observers.iter_mut() {
             o.on_finish(summary.last())?;
@@ -1659,7 +1731,7 @@ mod tests {
     #[test]
     fn evaluations_come_at_the_nearest_interval_in_updates_or_epochs() {
         let mut raw = crate::config::TrainConfig {
-            eval_every_secs: 1e9,
+            eval_every_secs: Some(1e9),
             ..Default::default()
         };
         let due_at = |raw: &crate::config::TrainConfig, upe: f64| {
@@ -1680,10 +1752,40 @@ mod tests {
         raw.eval_every_epochs = Some(1e-9);
         assert_eq!(due_at(&raw, 1000.0), Some(1));
         // The seconds still count.
-        raw.eval_every_secs = 2.0;
+        raw.eval_every_secs = Some(2.0);
         raw.eval_every_epochs = Some(1.0);
         assert!(Monitor::new(1000.0, &raw).due(10, 2.0));
         assert!(!Monitor::new(1000.0, &raw).due(10, 1.9));
+    }
+
+    /// Automatic intervals: ten times the last evaluation's cost after the last record,
+    /// from 1 ms to `AUTO_EVAL_MAX_SECS`; a given interval is kept whatever the cost.
+    /// The gap pushed is tightened by the best dual value of the run so far.
+    #[test]
+    fn automatic_evaluations_follow_their_cost_and_gaps_keep_the_best_dual() {
+        let mut m = Monitor::with_intervals(100.0, None, None);
+        assert!(m.due(0, 0.0));
+        let at = |m: &mut Monitor, secs: f64, psi: f64, gap: Option<f64>, cost: f64| {
+            let mut r = m.record(1, 1, 0, secs);
+            r.psi = psi;
+            r.gap = gap;
+            m.push(r, &mut []).unwrap();
+            m.evaluated(cost);
+            m.last().unwrap().gap
+        };
+        assert_eq!(at(&mut m, 1.0, 2.0, Some(1.0), 0.02), Some(1.0));
+        assert!(!m.due(5, 1.199) && m.due(5, 1.201));
+        // The dual value 1.0 of the first record beats this one's 1.5 - 0.9 = 0.6.
+        assert_eq!(at(&mut m, 1.5, 1.5, Some(0.9), 0.0), Some(0.5));
+        assert!(!m.due(5, 1.5009) && m.due(5, 1.5011));
+        assert_eq!(at(&mut m, 2.0, 1.25, Some(0.125), 60.0), Some(0.125));
+        assert!(!m.due(5, 2.99) && m.due(5, 3.01));
+        assert_eq!(at(&mut m, 4.0, 1.2, None, 0.5), None);
+        assert!((m.eval_secs - 60.52).abs() < 1e-12);
+        let mut fixed = Monitor::with_intervals(100.0, Some(2.0), None);
+        at(&mut fixed, 1.0, 1.0, None, 5.0);
+        fixed.schedule_next(1, 1.0);
+        assert!(!fixed.due(5, 2.99) && fixed.due(5, 3.0));
     }
 
     #[test]
@@ -1757,7 +1859,7 @@ mod tests {
             epochs: Some(20.0),
             lambda: 1e-3,
             seed: crate::ps::worker::FAIL_SEED,
-            eval_every_secs: 0.05,
+            eval_every_secs: Some(0.05),
             eval_threads: Some(1),
             ..TrainConfig::default()
         };

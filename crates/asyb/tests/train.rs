@@ -49,7 +49,7 @@ fn config(algorithm: Algorithm, workers: usize) -> TrainConfig {
         loss: LossKind::Logistic,
         reg: RegKind::L1,
         lambda: 1e-3,
-        eval_every_secs: 0.2,
+        eval_every_secs: Some(0.2),
         eval_threads: Some(1),
         ..Default::default()
     }
@@ -193,7 +193,7 @@ fn one_worker_repeatable(vr: VarianceReduction) {
     let a = run(&c, &ds);
     // Other evaluation times and threads: the automatic step's power iteration and the
     // SVRG snapshots do not take the evaluations' thread count.
-    c.eval_every_secs = 0.01;
+    c.eval_every_secs = Some(0.01);
     c.eval_threads = Some(3);
     let b = run(&c, &ds);
     assert_eq!(a.weights.len(), b.weights.len());
@@ -215,7 +215,7 @@ fn a_huge_step_diverges_and_keeps_a_finite_model() {
     c.reg = RegKind::None;
     c.step = StepSetting::Fixed(50.0);
     c.epochs = Some(50.0);
-    c.eval_every_secs = 0.01;
+    c.eval_every_secs = Some(0.01);
     let s = run(&c, &ds);
     assert_eq!(s.stop_reason, StopReason::Diverged);
     assert!(s.weights.iter().all(|w| w.is_finite()));
@@ -228,10 +228,52 @@ fn target_objective_stops_the_run() {
     let mut c = config(Algorithm::Asyb, 2);
     c.target_objective = Some(psi_star * 1.05);
     c.max_seconds = Some(30.0);
-    c.eval_every_secs = 0.02;
+    c.eval_every_secs = Some(0.02);
     let s = run(&c, &ds);
     assert_eq!(s.stop_reason, StopReason::TargetObjective);
     assert!(s.last().psi <= psi_star * 1.05);
+}
+
+/// The default stop: `tol` ends the run at convergence, long before its epoch budget,
+/// with `||P(x)|| <= tol ||P(0)||`, and a tighter `tol` gets closer to Psi*. Every
+/// evaluation carries a duality gap that bounds Psi - Psi* from above and shrinks as the
+/// run converges.
+#[test]
+fn tol_stops_at_convergence_with_a_gap_certificate() {
+    let ds = planted_logistic(2000, 100, 6, 4);
+    let psi_star = optimum(&ds);
+    let mut runs = Vec::new();
+    for tol in [1e-2, 1e-4] {
+        let mut c = config(Algorithm::Asyb, 2);
+        c.tol = tol;
+        c.eval_every_secs = None;
+        c.epochs = Some(2000.0);
+        c.max_seconds = Some(60.0);
+        let s = run(&c, &ds);
+        assert_eq!(s.stop_reason, StopReason::Converged, "tol {tol}");
+        let conv = s.convergence.expect("a run with tol");
+        // The run starts at 0, so its first evaluation is ||P(0)||.
+        assert_eq!(conv.pgm_at_zero, s.first().pgm_sq_norm);
+        assert!(
+            conv.ratio(s.last()) <= tol,
+            "tol {tol}: {}",
+            conv.ratio(s.last())
+        );
+        for r in &s.records {
+            let gap = r.gap.expect("logistic with L1 has a gap");
+            assert!(
+                gap >= r.psi - psi_star - 1e-12 * psi_star,
+                "tol {tol}: gap {gap:e} below Psi - Psi* {:e}",
+                r.psi - psi_star
+            );
+        }
+        assert!(s.last().gap < s.first().gap);
+        runs.push(s);
+    }
+    let rel = |s: &RunSummary| (s.last().psi - psi_star) / psi_star;
+    assert!(rel(&runs[1]) < 1e-5, "tol 1e-4: {:e}", rel(&runs[1]));
+    assert!(runs[1].last().updates > runs[0].last().updates);
+    assert!(rel(&runs[1]) < rel(&runs[0]));
 }
 
 /// The block count follows one rule on every backend: without `--blocks`, max(2,
@@ -405,14 +447,16 @@ fn huber_reaches_the_fista_optimum_and_resists_outliers() {
 fn an_interrupt_stops_the_run_and_keeps_the_model() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    // Large enough that FISTA is far from converged (to round-off) when interrupted.
+    // Large enough that FISTA is far from converged (to round-off) when interrupted; no
+    // stop at convergence.
     let ds = planted_logistic(20_000, 2000, 10, 9);
     for algorithm in [Algorithm::Asyb, Algorithm::Fista] {
         let mut c = config(algorithm, 2);
         c.epochs = Some(1e6);
         c.fista_max_iters = 1_000_000;
         c.fista_tol = 1e-300;
-        c.eval_every_secs = 0.05;
+        c.tol = 0.0;
+        c.eval_every_secs = Some(0.05);
         let vc = c.check().unwrap();
         let pb = Problem::from_datasets(&vc, ds.clone(), "t".as_ref(), None, None).unwrap();
         let flag = Arc::new(AtomicBool::new(false));

@@ -978,11 +978,7 @@ impl<L: Loss> Coordinator<'_, L> {
             mon,
             observers,
             ev,
-            rules: StopRules {
-                max_seconds: raw.max_seconds,
-                target: raw.target_objective,
-                interrupt: self.interrupt.clone(),
-            },
+            rules: StopRules::of(raw, self.interrupt.clone()),
             by_epochs: cfg.epochs.is_some(),
             snapshots: cfg.svrg.then(|| SnapshotSchedule {
                 every: svrg_every,
@@ -1123,9 +1119,21 @@ impl<L: Loss> ModelAccess for Ranks<'_, '_, '_, L> {
         keep: bool,
     ) -> Result<Option<KeptModel>> {
         let w = crate::ps::gather(self.partition, self.shards);
-        let r = self.co.reduce(cmd::EVAL, &w)?;
-        ev.record(&w, r.f, &r.grad, rec);
+        self.evaluate_at(ev, &w, rec)?;
         Ok(keep.then(|| KeptModel::of(&w)))
+    }
+
+    /// The loss and gradient sums reduced over the worker ranks; no duality gap (the
+    /// ranks would need a second round for it).
+    fn evaluate_at<M: Loss>(
+        &mut self,
+        ev: &Evaluator<M>,
+        w: &[f64],
+        rec: &mut EvalRecord,
+    ) -> Result<()> {
+        let r = self.co.reduce(cmd::EVAL, w)?;
+        ev.record(w, r.f, &r.grad, rec);
+        Ok(())
     }
 
     fn snapshot_gradient(&mut self, grad: &mut [f64]) -> Result<()> {
