@@ -554,7 +554,8 @@ pub struct TrainArgs {
     /// Reject pushes computed on a model more than this many updates old.
     #[arg(long)]
     pub max_delay: Option<u64>,
-    /// Passes over the data. [default: 10 when no other stop is given]
+    /// Passes over the data. [default: at most 100 when no other budget is given; the run
+    /// stops sooner at --tol]
     #[arg(long, allow_hyphen_values = true)]
     pub epochs: Option<f64>,
     /// Stop after this many block updates.
@@ -566,7 +567,12 @@ pub struct TrainArgs {
     /// Stop once the monitored training objective is at or below this.
     #[arg(long, allow_hyphen_values = true)]
     pub target_objective: Option<f64>,
-    /// Seconds of training between evaluations.
+    /// Stop at convergence: once ||P(x)|| <= tol ||P(0)|| at an evaluation (P: the
+    /// prox-gradient mapping; LIBLINEAR's -e measure); 0 turns it off.
+    #[arg(long, allow_hyphen_values = true)]
+    pub tol: Option<f64>,
+    /// Seconds of training between evaluations. [default: automatic, ten times the last
+    /// evaluation's time, from 0.001 to 1]
     #[arg(long, allow_hyphen_values = true)]
     pub eval_every: Option<f64>,
     /// Also evaluate every this many updates.
@@ -664,7 +670,8 @@ impl TrainArgs {
             seed,
             fista_tol,
             fista_max_iters,
-            eval_rows
+            eval_rows,
+            tol
         );
         set_some!(
             huber_delta,
@@ -700,7 +707,7 @@ impl TrainArgs {
             }
         }
         if let Some(v) = self.eval_every {
-            cfg.eval_every_secs = v;
+            cfg.eval_every_secs = Some(v);
         }
         if self.no_bias {
             cfg.bias = false;
@@ -856,7 +863,9 @@ mod tests {
     fn help_defaults_are_the_configs() {
         let defaults = config_defaults();
         assert_eq!(defaults["lambda"], "1e-6");
-        assert_eq!(defaults["eval-every"], "1");
+        assert_eq!(defaults["tol"], "3e-4");
+        // Automatic: no number to show, and the help says what it does instead.
+        assert_eq!(defaults.get("eval-every"), None);
         assert_eq!(defaults["huber-delta"], "1");
         assert_eq!(defaults["loss"], "logistic");
         fn walk(cmd: &clap::Command, defaults: &std::collections::BTreeMap<String, String>) {

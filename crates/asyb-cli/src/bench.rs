@@ -119,8 +119,10 @@ fn config(
         workers: Some(workers),
         epochs: Some(a.max_epochs),
         target_objective: target,
+        // Timed to the target, not to convergence.
+        tol: 0.0,
         // Evaluations at fixed shares of an epoch only.
-        eval_every_secs: NEVER_SECS,
+        eval_every_secs: Some(NEVER_SECS),
         eval_every_epochs: Some(a.eval_every_epochs),
         eval_rows: w.rows,
         seed: a.seed,
@@ -973,8 +975,10 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
     }
     let pb = Problem::load(&vc)?;
     let mut raw = vc.raw.clone();
-    // Every run is measured on every row: the target is a fraction of the exact Psi*.
+    // Every run is measured on every row: the target is a fraction of the exact Psi*,
+    // and each runs to it.
     raw.eval_rows = pb.train.rows();
+    raw.tol = 0.0;
     if raw.epochs.is_none() && raw.max_updates.is_none() && raw.max_seconds.is_none() {
         raw.epochs = Some(50.0);
     }
@@ -1107,6 +1111,7 @@ fn speedup_row(
         r.workers = Some(w);
         r.seed = raw.seed.wrapping_add(s);
         r.target_objective = Some(goal);
+        r.tol = 0.0;
         let rvc = r.check()?;
         let sum = run_quiet(&rvc, pb)?;
         let hit = reached_at(&sum.records, goal);
@@ -1374,7 +1379,9 @@ fn rate_config(user: &TrainConfig, t: &crate::args::TrainArgs, pb: &Problem) -> 
     }
     raw.epochs = None;
     raw.max_seconds = None;
-    raw.eval_every_secs = 1e9;
+    // Every run uses its whole budget.
+    raw.tol = 0.0;
+    raw.eval_every_secs = Some(NEVER_SECS);
     raw.eval_rows = pb.train.rows();
     raw
 }

@@ -253,6 +253,9 @@ fn log_summary(s: &RunSummary) -> serde_json::Value {
         "epochs": last.epochs,
         "psi": last.psi,
         "nnz": last.nnz,
+        "duality_gap": last.gap,
+        "tol": s.convergence.map(|c| c.tol),
+        "optimality": s.convergence.map(|c| c.ratio(last)),
         "wall_secs": s.wall_secs,
         "train_secs": s.train_secs,
         "eval_secs": s.eval_secs,
@@ -560,8 +563,6 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
     let cfg = TrainConfig {
         lambda: 1e-5,
         workers: Some(a.workers),
-        epochs: Some(10.0),
-        eval_every_secs: 0.25,
         seed: a.seed,
         ..TrainConfig::default()
     };

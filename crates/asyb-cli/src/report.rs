@@ -41,7 +41,10 @@ impl Reporter {
             r.train_secs, r.updates, r.epochs, r.psi
         );
         if let Some(p) = self.psi_star {
-            let _ = write!(s, "  gap {:.2e}", rel_gap(r.psi, p));
+            let _ = write!(s, "  subopt {:.2e}", rel_gap(r.psi, p));
+        }
+        if let Some(g) = r.gap {
+            let _ = write!(s, "  gap {:.2e}", rel_duality_gap(g, r.psi));
         }
         let _ = write!(s, "  |P|^2 {:.2e}  nnz {}", r.pgm_sq_norm, r.nnz);
         if let Some(t) = &r.test {
@@ -49,6 +52,12 @@ impl Reporter {
         }
         s
     }
+}
+
+/// `gap / |psi|`: the duality gap relative to the objective, a bound on the relative
+/// suboptimality.
+pub fn rel_duality_gap(gap: f64, psi: f64) -> f64 {
+    gap / psi.abs().max(f64::MIN_POSITIVE)
 }
 
 /// `(psi - psi*) / |psi*|`, the relative suboptimality.
@@ -153,7 +162,7 @@ impl Observe for Reporter {
             }
             let mut msg = format!("updates {}  psi {:.6e}", p.updates, p.psi);
             if let Some(s) = self.psi_star {
-                let _ = write!(msg, "  gap {:.2e}", rel_gap(p.psi, s));
+                let _ = write!(msg, "  subopt {:.2e}", rel_gap(p.psi, s));
             }
             bar.set_message(msg);
         }
@@ -197,6 +206,31 @@ pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String
         );
     }
     o
+}
+
+/// Whether the run converged (`tol`), and the duality gap's bound on Psi - Psi*.
+fn push_convergence(o: &mut String, s: &RunSummary) {
+    let last = s.last();
+    if let Some(c) = &s.convergence {
+        let r = c.ratio(last);
+        let verdict = if s.stop_reason == StopReason::Converged || r <= c.tol {
+            "converged"
+        } else {
+            "not converged"
+        };
+        let _ = writeln!(
+            o,
+            "  optimality  ||P(x)|| / ||P(0)|| = {r:.2e} (tol {:e}): {verdict}",
+            c.tol
+        );
+    }
+    if let Some(g) = last.gap {
+        let _ = writeln!(
+            o,
+            "  certificate Psi - Psi* <= {g:.3e} (duality gap; {:.2e} of Psi)",
+            rel_duality_gap(g, last.psi)
+        );
+    }
 }
 
 /// The summary's lines on the run: the data, the problem and the algorithm, why and
@@ -251,6 +285,7 @@ fn push_run_lines(o: &mut String, s: &RunSummary, data_name: &str) {
             last.epochs
         );
     }
+    push_convergence(o, s);
     for f in &s.failed_workers {
         let _ = writeln!(
             o,
@@ -308,6 +343,14 @@ fn push_start_and_final(o: &mut String, s: &RunSummary, psi_star: Option<f64>) {
             "(psi - psi*) / psi*",
             format!("{:.3e}", rel_gap(first.psi, p)),
             format!("{:.3e}", rel_gap(last.psi, p)),
+        );
+    }
+    if let (Some(a), Some(b)) = (first.gap, last.gap) {
+        row(
+            o,
+            "duality gap / |psi|",
+            format!("{:.3e}", rel_duality_gap(a, first.psi)),
+            format!("{:.3e}", rel_duality_gap(b, last.psi)),
         );
     }
     row(
@@ -393,20 +436,20 @@ pub fn parse_memory_line(summary: &str) -> Option<u64> {
 mod memory_tests {
     use super::*;
 
-    #[test]
-    fn failed_workers_are_listed_in_the_summary() {
-        use asyb::model::reg::RegSpec;
-        use asyb::model::Layout;
-        use asyb::monitor::{EvalRecord, RunInfo};
-        use asyb::train::{RunSummary, StopReason, WorkerFailure};
-        let s = RunSummary {
+    use asyb::model::reg::RegSpec;
+    use asyb::model::Layout;
+    use asyb::monitor::{EvalRecord, RunInfo};
+    use asyb::train::{Convergence, RunSummary, StopReason, WorkerFailure};
+
+    fn summary_of(stop_reason: StopReason, records: Vec<EvalRecord>) -> RunSummary {
+        RunSummary {
             info: RunInfo {
                 workers: 2,
                 algorithm: "asyb".into(),
                 ..RunInfo::default()
             },
-            stop_reason: StopReason::Epochs,
-            records: vec![EvalRecord::default()],
+            stop_reason,
+            records,
             delays: Default::default(),
             weights: vec![0.0, 0.0],
             layout: Layout {
@@ -419,16 +462,63 @@ mod memory_tests {
             train_secs: 1.0,
             eval_secs: 0.0,
             traffic: None,
-            failed_workers: vec![WorkerFailure {
-                worker: 1,
-                reason: "out of data".into(),
-            }],
-        };
+            failed_workers: Vec::new(),
+            convergence: None,
+        }
+    }
+
+    #[test]
+    fn failed_workers_are_listed_in_the_summary() {
+        let mut s = summary_of(StopReason::Epochs, vec![EvalRecord::default()]);
+        s.failed_workers = vec![WorkerFailure {
+            worker: 1,
+            reason: "out of data".into(),
+        }];
         let text = summary(&s, "d.svm", None);
         assert!(
             text.contains("failed      worker 1 of 2: out of data (the others went on)"),
             "{text}"
         );
+    }
+
+    /// The optimality line computes ||P(x)|| / ||P(0)|| from the squared norms and says
+    /// whether it is within tol; the certificate line prints the gap and its share of Psi.
+    #[test]
+    fn convergence_and_certificate_lines() {
+        let rec = |pgm_sq_norm: f64, gap: Option<f64>| EvalRecord {
+            psi: 0.5,
+            pgm_sq_norm,
+            gap,
+            ..EvalRecord::default()
+        };
+        let mut s = summary_of(
+            StopReason::Converged,
+            vec![rec(4.0, Some(0.3)), rec(1e-6, Some(0.01))],
+        );
+        s.convergence = Some(Convergence {
+            tol: 1e-3,
+            pgm_at_zero: 4.0,
+        });
+        let text = summary(&s, "d.svm", None);
+        assert!(
+            text.contains("optimality  ||P(x)|| / ||P(0)|| = 5.00e-4 (tol 1e-3): converged\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certificate Psi - Psi* <= 1.000e-2 (duality gap; 2.00e-2 of Psi)"),
+            "{text}"
+        );
+        assert!(text.contains("duality gap / |psi|"), "{text}");
+        s.stop_reason = StopReason::Epochs;
+        s.records[1] = rec(4e-4, None);
+        let text = summary(&s, "d.svm", None);
+        assert!(
+            text.contains("= 1.00e-2 (tol 1e-3): not converged\n"),
+            "{text}"
+        );
+        assert!(!text.contains("certificate"), "{text}");
+        s.convergence = None;
+        assert!(!summary(&s, "d.svm", None).contains("optimality"));
     }
 
     #[test]

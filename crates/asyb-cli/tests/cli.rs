@@ -1776,6 +1776,52 @@ fn fista_prints_psi_star_and_labels_point_to_their_loss() {
     );
 }
 
+/// The default run stops at convergence (`--tol`), says so, and prints a duality gap
+/// that bounds its distance to Psi* (from a tight FISTA run); the log's summary has the
+/// same figures. `--tol 0` runs the epoch budget.
+#[test]
+fn the_default_stop_is_convergence_with_a_certificate() {
+    let d = Dir::new();
+    small_ctr_file(&d);
+    let train = |extra: &[&str]| {
+        let mut a = vec!["train", "--train", "d.svm", "--lambda", "1e-3", "--quiet"];
+        a.extend_from_slice(extra);
+        stdout(&d.asyb_ok(&a))
+    };
+    let out = train(&["--algorithm", "fista", "--fista-tol", "1e-16"]);
+    let psi_star: f64 = out
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("Psi*"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect(&out)
+        .parse()
+        .unwrap();
+    let out = train(&["--log", "run.jsonl"]);
+    assert!(out.contains("stopped     converged to tolerance"), "{out}");
+    assert!(out.contains("(tol 3e-4): converged"), "{out}");
+    let cert = out
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("certificate Psi - Psi* <= "))
+        .expect(&out);
+    let printed: f64 = cert.split_whitespace().next().unwrap().parse().unwrap();
+    let log = log_lines(&d.path("run.jsonl"));
+    let sum = &log.last().unwrap()["summary"];
+    let (psi, gap) = (
+        sum["psi"].as_f64().unwrap(),
+        sum["duality_gap"].as_f64().unwrap(),
+    );
+    assert!((printed - gap).abs() <= 1e-3 * gap, "{printed} vs {gap}");
+    assert!(
+        psi - psi_star <= gap && gap < 0.1 * psi,
+        "{psi} - {psi_star} vs {gap}"
+    );
+    assert!(sum["optimality"].as_f64().unwrap() <= 3e-4, "{sum}");
+    assert_eq!(sum["tol"].as_f64(), Some(3e-4));
+    let out = train(&["--tol", "0", "--epochs", "3"]);
+    assert!(out.contains("epoch budget reached"), "{out}");
+    assert!(!out.contains("optimality"), "{out}");
+}
+
 /// Paths in a config file are relative to the file, wherever asyb runs from; a flag's
 /// path is relative to the current directory.
 #[test]
