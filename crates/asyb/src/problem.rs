@@ -246,8 +246,9 @@ fn compact(
     let features = stored.as_ref().map_or(train.features, |m| m.features);
     // The config check refused the runs that compaction would change with `on`.
     let exact = compaction_exact(raw).is_none();
-    let wanted = compaction_wanted(setting, exact, features, classes, train.nnz());
-    let worth = |map: &ColumnMap| compaction_worth(setting, features, classes, map.used());
+    let nnz = train.nnz();
+    let wanted = compaction_wanted(setting, exact, features, classes, nnz);
+    let worth = |map: &ColumnMap| compaction_worth(setting, features, classes, nnz, map.used());
     let map = match stored {
         Some(map) if wanted && worth(&map) => {
             // Training reads random rows: out of the mapping's 4 KiB pages they were
@@ -292,24 +293,35 @@ fn compaction_wanted(
         CompactFeatures::Off => false,
         CompactFeatures::On => true,
         CompactFeatures::Auto => {
-            exact
-                && (features.saturating_mul(classes) > AUTO_COMPACT_COORDS || nnz >= AUTO_ORDER_NNZ)
+            exact && (nnz >= AUTO_ORDER_NNZ || oversized(features, classes, nnz))
         }
     }
 }
 
+/// Whether a dense model of `features` ids (`classes` outputs each) is too large for
+/// data of `nnz` nonzeros: above [`AUTO_COMPACT_COORDS`] coordinates, or with more
+/// coordinates than the data has nonzeros (hashed text of a few thousand documents in
+/// 2^20 columns), where every pass over the model (the snapshot's gradient, the
+/// evaluation's prox-gradient mapping) would cost more than a pass over the data.
+fn oversized(features: usize, classes: usize, nnz: usize) -> bool {
+    let coords = features.saturating_mul(classes);
+    coords > AUTO_COMPACT_COORDS || coords > nnz
+}
+
 /// Whether a compaction that `setting` wants, of `features` ids to `used`, is kept. Rows
 /// without features leave nothing to compact (the intercept alone is trained). With
-/// `auto`, a huge model with most features used is left to the memory check:
-/// compaction would save little of it.
+/// `auto`, a model compacted for its size ([`oversized`]) with most features used is
+/// left as it is: compaction would save little of it (the memory check judges a huge
+/// one).
 fn compaction_worth(
     setting: CompactFeatures,
     features: usize,
     classes: usize,
+    nnz: usize,
     used: usize,
 ) -> bool {
-    let huge = features.saturating_mul(classes) > AUTO_COMPACT_COORDS;
-    used > 0 && !(setting == CompactFeatures::Auto && huge && used * 2 > features)
+    let for_size = oversized(features, classes, nnz);
+    used > 0 && !(setting == CompactFeatures::Auto && for_size && used * 2 > features)
 }
 
 /// The renumbering `asyb convert` stores in a cache under `setting` (`auto`: where a
@@ -322,7 +334,7 @@ pub fn renumber_for_cache(ds: &mut Dataset, setting: CompactFeatures) -> Option<
         return None;
     }
     let map = ColumnMap::by_frequency(ds);
-    if !compaction_worth(setting, ds.features, 1, map.used()) {
+    if !compaction_worth(setting, ds.features, 1, ds.nnz(), map.used()) {
         return None;
     }
     map.compact(ds).then_some(map)
