@@ -492,7 +492,8 @@ pub struct TrainArgs {
     /// Skip malformed lines (counted and reported) instead of failing.
     #[arg(long)]
     pub skip_bad_lines: bool,
-    /// asyb, asy-full, sync, seq or fista.
+    /// auto (asyb, or fista on problems where a full-gradient method is faster), asyb,
+    /// asy-full, sync, seq or fista.
     #[arg(long, value_parser = parse_algorithm)]
     pub algorithm: Option<Algorithm>,
     /// Worker threads (`asyb bench speedup`: a comma-separated list). [default: the
@@ -516,7 +517,8 @@ pub struct TrainArgs {
     /// With --backend mpi: every rank serves its share of the blocks and runs a worker.
     #[arg(long)]
     pub colocate: bool,
-    /// Minibatch size N.
+    /// Minibatch size N. [default: automatic, L_row / L_f rounded, from 16 to 256; 256
+    /// under MPI]
     #[arg(long)]
     pub batch: Option<usize>,
     /// Step size eta, or 'auto' (from the data's smoothness).
@@ -661,7 +663,6 @@ impl TrainArgs {
             partition,
             servers,
             backend,
-            batch,
             step,
             variance_reduction,
             step_scaling,
@@ -681,6 +682,7 @@ impl TrainArgs {
             test,
             features,
             blocks,
+            batch,
             step_t0,
             max_delay,
             epochs,

@@ -975,6 +975,10 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
     }
     let pb = Problem::load(&vc)?;
     let mut raw = vc.raw.clone();
+    // Worker counts are compared on the asynchronous algorithm: `auto` is asyb here.
+    if raw.algorithm == Algorithm::Auto {
+        raw.algorithm = Algorithm::Asyb;
+    }
     // Every run is measured on every row: the target is a fraction of the exact Psi*,
     // and each runs to it.
     raw.eval_rows = pb.train.rows();
@@ -1369,8 +1373,13 @@ fn rate_budgets(a: &crate::args::BenchRateArgs) -> Result<Vec<u64>> {
 fn rate_config(user: &TrainConfig, t: &crate::args::TrainArgs, pb: &Problem) -> TrainConfig {
     use asyb::config::{StepScaling, VarianceReduction};
     let mut raw = user.clone();
-    // The theorem's setting: plain stochastic gradients, one step for every coordinate,
-    // a nonconvex smooth part (alpha defaults to 1e-3 here).
+    // The theorem's setting: the stochastic algorithm (`auto` is asyb here) with plain
+    // stochastic gradients of minibatches of 256 unless given, one step for every
+    // coordinate, a nonconvex smooth part (alpha defaults to 1e-3 here).
+    if raw.algorithm == asyb::config::Algorithm::Auto {
+        raw.algorithm = asyb::config::Algorithm::Asyb;
+    }
+    raw.batch = raw.batch.or(Some(asyb::config::DEFAULT_BATCH));
     raw.variance_reduction = VarianceReduction::None;
     raw.step_scaling = StepScaling::None;
     raw.step_decay = false;

@@ -255,13 +255,18 @@ fn push_run_lines(o: &mut String, s: &RunSummary, data_name: &str) {
         i.lambda,
         classes_note(i)
     );
+    let algorithm = if i.algorithm_note.is_empty() {
+        i.algorithm.clone()
+    } else {
+        format!("{} (auto: {})", i.algorithm, i.algorithm_note)
+    };
     if i.algorithm == "fista" {
-        let _ = writeln!(o, "  algorithm   fista");
+        let _ = writeln!(o, "  algorithm   {algorithm}");
     } else {
         let _ = writeln!(
             o,
             "  algorithm   {}, {} workers, {} blocks, batch {}, step {:.4e} ({})",
-            i.algorithm,
+            algorithm,
             i.workers,
             i.blocks,
             i.batch,

@@ -9,8 +9,10 @@
 //! - `blocks`: `max(2, workers, servers)`: each push updates one block, so more blocks mean less of
 //!   each minibatch's gradient is used; at least one block per worker keeps two workers
 //!   from queueing on one block's write lock most of the time.
-//! - `batch`: 256 rows: large enough to amortize a pull and a push, small enough for many
-//!   updates per epoch.
+//! - `algorithm = "auto"`: `fista` on small training sets and where the rows overlap
+//!   (`L_row / L_f` small), `asyb` otherwise ([`Algorithm::resolve`]; docs/defaults.md).
+//! - `batch`: `L_row / L_f` rows, from 16 to 256 ([`auto_batch`]): up to that size a
+//!   larger minibatch takes a proportionally longer step; 256 under MPI.
 //! - `step = "auto"`: see the trainer (`train.rs`): 1 / (curvature bound * mean squared
 //!   row norm), the step of SGD on the average sample's smoothness constant.
 //! - `variance_reduction = "auto"`: SVRG where the lazy prox stays exact with it
@@ -56,6 +58,9 @@ pub const DEFAULT_EPOCHS: f64 = 100.0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
+    /// `asyb`, or `fista` on a problem where a full-gradient method is faster: resolved
+    /// by the trainer once the data is loaded ([`Algorithm::resolve`]).
+    Auto,
     /// AsyB-ProxSGD: one random block per push (the paper).
     Asyb,
     /// Asynchronous ProxSGD: every block in every push.
@@ -70,7 +75,8 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub const ALL: [(&'static str, Algorithm); 5] = [
+    pub const ALL: [(&'static str, Algorithm); 6] = [
+        ("auto", Algorithm::Auto),
         ("asyb", Algorithm::Asyb),
         ("asy-full", Algorithm::AsyFull),
         ("sync", Algorithm::Sync),
@@ -85,6 +91,73 @@ impl Algorithm {
             .map(|(n, _)| *n)
             .unwrap_or("?")
     }
+
+    /// Whether workers run this algorithm (`auto` where it resolves to `asyb`).
+    pub fn is_asynchronous(self) -> bool {
+        matches!(self, Algorithm::Auto | Algorithm::Asyb | Algorithm::AsyFull)
+    }
+
+    /// `auto` resolved for a problem of `rows` rows whose smoothness constants are
+    /// `l_f` (the full objective's) and `l_row` (the average row's), both in the metric
+    /// of the steps: `fista` when `rows` is at most [`AUTO_FISTA_ROWS`] or
+    /// `l_row / l_f` (the minibatch size up to which a larger minibatch still buys a
+    /// proportionally larger step) is below [`AUTO_FISTA_BATCH_GAIN`], else `asyb`; any
+    /// other setting as it is. `stochastic_only`: a run that needs workers (the MPI
+    /// backend, the simulator, checkpoints, a given batch, blocks, servers, snapshot
+    /// interval or step) resolves to `asyb`.
+    /// With the choice, why it was made (empty for a setting other than `auto`).
+    pub fn resolve(
+        self,
+        rows: usize,
+        l_f: f64,
+        l_row: f64,
+        stochastic_only: bool,
+    ) -> (Algorithm, String) {
+        if self != Algorithm::Auto {
+            return (self, String::new());
+        }
+        let gain = l_row / l_f.max(f64::MIN_POSITIVE);
+        if stochastic_only {
+            (Algorithm::Asyb, "a setting of the workers given".into())
+        } else if rows <= AUTO_FISTA_ROWS {
+            (
+                Algorithm::Fista,
+                format!("{rows} rows <= {AUTO_FISTA_ROWS}"),
+            )
+        } else if gain < AUTO_FISTA_BATCH_GAIN {
+            (
+                Algorithm::Fista,
+                format!("L_row / L_f = {gain:.3} < {AUTO_FISTA_BATCH_GAIN}"),
+            )
+        } else {
+            (
+                Algorithm::Asyb,
+                format!("{rows} rows, L_row / L_f = {gain:.3}"),
+            )
+        }
+    }
+}
+
+/// `algorithm = "auto"` runs `fista` on training sets of at most this many rows
+/// (docs/defaults.md).
+pub const AUTO_FISTA_ROWS: usize = 5000;
+
+/// `algorithm = "auto"` runs `fista` where `L_row / L_f` is below this (docs/defaults.md).
+pub const AUTO_FISTA_BATCH_GAIN: f64 = 48.0;
+
+/// The minibatch of the MPI backend and the largest automatic one.
+pub const DEFAULT_BATCH: usize = 256;
+
+/// The smallest automatic minibatch.
+pub const AUTO_BATCH_MIN: usize = 16;
+
+/// The automatic minibatch for smoothness constants `l_f` and `l_row` (see
+/// [`Algorithm::resolve`]): `l_row / l_f` rounded, from [`AUTO_BATCH_MIN`] to
+/// [`DEFAULT_BATCH`]. Up to that size a minibatch twice as large takes a step about
+/// twice as long, so rows are not wasted; beyond it the step stops growing.
+pub fn auto_batch(l_f: f64, l_row: f64) -> usize {
+    let gain = l_row / l_f.max(f64::MIN_POSITIVE);
+    (gain.round() as usize).clamp(AUTO_BATCH_MIN, DEFAULT_BATCH)
 }
 
 impl std::str::FromStr for Algorithm {
@@ -190,8 +263,8 @@ impl std::str::FromStr for StepScaling {
 pub enum CompactFeatures {
     /// `on` when the run allows it (see [`compaction_exact`]) and either the training
     /// data has at least [`AUTO_ORDER_NNZ`] nonzeros, or the dense model would have more
-    /// than [`AUTO_COMPACT_COORDS`] coordinates and at most half of the features occur;
-    /// `off` otherwise.
+    /// than [`AUTO_COMPACT_COORDS`] coordinates or more coordinates than the data has
+    /// nonzeros, with at most half of the features occurring; `off` otherwise.
     Auto,
     On,
     Off,
@@ -308,8 +381,8 @@ pub struct TrainConfig {
     pub backend: Backend,
     /// MPI backend: every rank hosts a server for its share of the blocks and a worker.
     pub colocate: bool,
-    /// Minibatch size N.
-    pub batch: usize,
+    /// Minibatch size N; `None`: automatic ([`auto_batch`]; [`DEFAULT_BATCH`] under MPI).
+    pub batch: Option<usize>,
     pub step: StepSetting,
     /// Decaying step eta0 / sqrt(1 + k / t0) instead of a constant one.
     pub step_decay: bool,
@@ -391,14 +464,14 @@ impl Default for TrainConfig {
             compact_features: CompactFeatures::Auto,
             index_base: IndexBaseSetting::Auto,
             skip_bad_lines: false,
-            algorithm: Algorithm::Asyb,
+            algorithm: Algorithm::Auto,
             workers: None,
             blocks: None,
             partition: PartitionKind::Interleaved,
             servers: 1,
             backend: Backend::Local,
             colocate: false,
-            batch: 256,
+            batch: None,
             step: StepSetting::Named(StepName::Auto),
             step_decay: false,
             step_t0: None,
@@ -642,7 +715,7 @@ impl TrainConfig {
             return Err(Error::config("servers", "must be at least 1"));
         }
         if self.backend == Backend::Mpi {
-            if !matches!(self.algorithm, Algorithm::Asyb | Algorithm::AsyFull) {
+            if !self.algorithm.is_asynchronous() {
                 return Err(Error::config(
                     "backend",
                     format!(
@@ -682,7 +755,7 @@ impl TrainConfig {
 
     /// The minibatch, the step, variance reduction and step scaling.
     fn check_steps(&self) -> Result<()> {
-        if self.batch == 0 {
+        if self.batch == Some(0) {
             return Err(Error::config("batch", "must be at least 1"));
         }
         if let StepSetting::Fixed(eta) = self.step {
@@ -849,6 +922,27 @@ mod tests {
         assert!(v.workers >= 1);
     }
 
+    /// `auto` at each side of its two thresholds, the batch at its clamps, and every
+    /// other setting as given.
+    #[test]
+    fn auto_algorithm_and_batch_follow_rows_and_smoothness() {
+        let pick = |rows, l_row, only| Algorithm::Auto.resolve(rows, 1.0, l_row, only).0;
+        assert_eq!(pick(AUTO_FISTA_ROWS, 1e3, false), Algorithm::Fista);
+        assert_eq!(pick(AUTO_FISTA_ROWS + 1, 1e3, false), Algorithm::Asyb);
+        assert_eq!(
+            pick(1 << 20, AUTO_FISTA_BATCH_GAIN * 0.99, false),
+            Algorithm::Fista
+        );
+        assert_eq!(pick(1 << 20, AUTO_FISTA_BATCH_GAIN, false), Algorithm::Asyb);
+        assert_eq!(pick(10, 1.0, true), Algorithm::Asyb);
+        for a in [Algorithm::Seq, Algorithm::Fista, Algorithm::AsyFull] {
+            assert_eq!(a.resolve(10, 1.0, 1e3, true), (a, String::new()));
+        }
+        assert_eq!(auto_batch(2.0, 1.0), AUTO_BATCH_MIN);
+        assert_eq!(auto_batch(1.0, 99.4), 99);
+        assert_eq!(auto_batch(0.0, 1e9), DEFAULT_BATCH);
+    }
+
     #[test]
     fn the_loss_parameter_reaches_the_valid_config() {
         let mut c = TrainConfig {
@@ -876,7 +970,7 @@ mod tests {
             ("step", Box::new(|c| c.step = StepSetting::Fixed(0.0))),
             ("workers", Box::new(|c| c.workers = Some(0))),
             ("blocks", Box::new(|c| c.blocks = Some(0))),
-            ("batch", Box::new(|c| c.batch = 0)),
+            ("batch", Box::new(|c| c.batch = Some(0))),
             ("l1-ratio", Box::new(|c| c.l1_ratio = 1.5)),
             ("huber-delta", Box::new(|c| c.huber_delta = Some(1.0))),
             (

@@ -53,6 +53,9 @@ pub struct EvalRecord {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub algorithm: String,
+    /// Why `algorithm = "auto"` chose the algorithm; empty when it was given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub algorithm_note: String,
     pub loss: String,
     pub reg: String,
     pub lambda: f64,

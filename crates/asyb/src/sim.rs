@@ -193,7 +193,7 @@ pub fn simulate(
     goal: f64,
     budget: Budget,
 ) -> Result<SimRun> {
-    if !matches!(cfg.raw.algorithm, Algorithm::Asyb | Algorithm::AsyFull) {
+    if !cfg.raw.algorithm.is_asynchronous() {
         return Err(Error::config(
             "algorithm",
             "the simulator runs the asynchronous algorithms asyb and asy-full",
@@ -262,6 +262,10 @@ fn run<L: Loss>(
     let layout = pb.layout;
     let mut vc = cfg.clone();
     vc.workers = workers;
+    // The simulator plays workers: `auto` is asyb here.
+    if vc.raw.algorithm == Algorithm::Auto {
+        vc.raw.algorithm = Algorithm::Asyb;
+    }
     let plan = Trainer::new(&vc, pb).plan()?;
     let in_updates = |epochs: f64| -> Option<u64> {
         epochs
@@ -292,6 +296,7 @@ fn run<L: Loss>(
     );
     let ctx = WorkerContext::new(
         raw,
+        plan.batch,
         &pb.train,
         &partition,
         &transport,
@@ -667,6 +672,7 @@ mod tests {
         let cfg = TrainConfig {
             lambda: 1e-4,
             workers: Some(1),
+            algorithm: Algorithm::Asyb,
             ..TrainConfig::default()
         }
         .check()

@@ -43,7 +43,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
-use crate::config::{Algorithm, StepSetting, TrainConfig, ValidConfig};
+use crate::config::{auto_batch, Algorithm, StepSetting, TrainConfig, ValidConfig, DEFAULT_BATCH};
 use crate::data::Dataset;
 use crate::driver::{
     Backend, Checkpointing, Counts, Driver, Evaluator, ModelAccess, SnapshotSchedule, StopRules,
@@ -179,6 +179,11 @@ impl RunSummary {
 /// The resolved plan of a run.
 #[derive(Clone, Debug)]
 pub(crate) struct Plan {
+    /// The algorithm, `auto` resolved ([`Algorithm::resolve`]), and why.
+    pub(crate) algorithm: Algorithm,
+    pub(crate) algorithm_note: String,
+    /// The minibatch, `batch` or the automatic one ([`crate::config::auto_batch`]).
+    pub(crate) batch: usize,
     pub(crate) workers: usize,
     pub(crate) blocks: usize,
     pub(crate) group_rows: usize,
@@ -448,47 +453,71 @@ const AUTO_STEP_TOL: f64 = 1e-4;
 /// `sums` the column sums of squares of `data` ([`column_sq_sums`]). The power
 /// iteration's products are summed over [`SETUP_PARTS`] fixed parts of the rows, so
 /// that the step is the same on any machine.
-pub(crate) fn auto_step(
-    loss: LossKind,
-    data: &Dataset,
-    layout: Layout,
-    alpha: f64,
-    batch: usize,
-    metric: Option<(&[f64], &[f64])>,
-) -> (f64, String) {
-    let c = curvature(loss);
-    // The power iteration reads a fixed stride of rows in place.
-    let sample = (data.rows() > AUTO_STEP_ROWS).then(|| stride_rows(data.rows(), AUTO_STEP_ROWS));
-    let scale: Option<Vec<f64>> = metric.map(|(d, _)| d.iter().map(|x| x.sqrt()).collect());
-    let reg = AnyReg(RegSpec::NONE);
-    let gram = with_loss!(loss, |l| Objective {
-        data,
-        rows: sample.as_deref(),
-        loss: l,
-        reg,
-        layout,
-        alpha: 0.0,
-        threads: SETUP_PARTS,
+/// The two smoothness constants of the automatic step (above): `L_f` of the full
+/// objective and `L_row` of an average row, in the metric of the steps when scaled.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Smoothness {
+    pub(crate) l_f: f64,
+    pub(crate) l_row: f64,
+    scaled: bool,
+}
+
+impl Smoothness {
+    /// The constants of `data`.
+    pub(crate) fn of(
+        loss: LossKind,
+        data: &Dataset,
+        layout: Layout,
+        metric: Option<(&[f64], &[f64])>,
+    ) -> Self {
+        let c = curvature(loss);
+        // The power iteration reads a fixed stride of rows in place.
+        let sample =
+            (data.rows() > AUTO_STEP_ROWS).then(|| stride_rows(data.rows(), AUTO_STEP_ROWS));
+        let scale: Option<Vec<f64>> = metric.map(|(d, _)| d.iter().map(|x| x.sqrt()).collect());
+        let reg = AnyReg(RegSpec::NONE);
+        let gram = with_loss!(loss, |l| Objective {
+            data,
+            rows: sample.as_deref(),
+            loss: l,
+            reg,
+            layout,
+            alpha: 0.0,
+            threads: SETUP_PARTS,
+        }
+        .gram_top_eigenvalue(30, AUTO_STEP_TOL, scale.as_deref()));
+        let l_row = c * match metric {
+            Some((d, sums)) => mean_scaled_sq_row_norm(sums, d, data.rows(), layout),
+            None => mean_sq_row_norm(data, layout.bias),
+        };
+        Smoothness {
+            l_f: c * gram,
+            l_row,
+            scaled: metric.is_some(),
+        }
     }
-    .gram_top_eigenvalue(30, AUTO_STEP_TOL, scale.as_deref()));
-    let l_f = c * gram;
-    let l_row = c * match metric {
-        Some((d, sums)) => mean_scaled_sq_row_norm(sums, d, data.rows(), layout),
-        None => mean_sq_row_norm(data, layout.bias),
-    };
-    let (n, b) = (
-        data.rows().max(2) as f64,
-        batch.min(data.rows()).max(1) as f64,
-    );
-    let l_batch =
-        n * (b - 1.0) / (b * (n - 1.0)) * l_f + (n - b) / (b * (n - 1.0)) * l_row + 2.0 * alpha;
-    let eta = 1.0 / l_batch.max(1e-12);
-    let note = format!(
-        "auto: 1/L(N) = {eta:.4e}, L(N) = {l_batch:.4e} for N = {batch} from L_f = {l_f:.4e} (curvature {c} x top eigenvalue of X'X/n) and L_row = {l_row:.4e} (curvature x mean squared row norm){}{}",
-        if alpha > 0.0 { format!(" + 2 x {alpha} (nonconvex term)") } else { String::new() },
-        if metric.is_some() { ", both in the column-scaled metric" } else { "" }
-    );
-    (eta, note)
+
+    /// `1 / L(N)` for minibatches of `batch` of `rows` rows, and how it was computed.
+    pub(crate) fn step(
+        &self,
+        loss: LossKind,
+        rows: usize,
+        alpha: f64,
+        batch: usize,
+    ) -> (f64, String) {
+        let (l_f, l_row) = (self.l_f, self.l_row);
+        let (n, b) = (rows.max(2) as f64, batch.min(rows).max(1) as f64);
+        let l_batch =
+            n * (b - 1.0) / (b * (n - 1.0)) * l_f + (n - b) / (b * (n - 1.0)) * l_row + 2.0 * alpha;
+        let eta = 1.0 / l_batch.max(1e-12);
+        let note = format!(
+            "auto: 1/L(N) = {eta:.4e}, L(N) = {l_batch:.4e} for N = {batch} from L_f = {l_f:.4e} (curvature {} x top eigenvalue of X'X/n) and L_row = {l_row:.4e} (curvature x mean squared row norm){}{}",
+            curvature(loss),
+            if alpha > 0.0 { format!(" + 2 x {alpha} (nonconvex term)") } else { String::new() },
+            if self.scaled { ", both in the column-scaled metric" } else { "" }
+        );
+        (eta, note)
+    }
 }
 
 /// The diagonal metric of `step-scaling = "columns"`: one factor per parameter row,
@@ -693,7 +722,42 @@ impl<'a> Trainer<'a> {
         let (reg, group_rows) = self.reg_spec();
         let feature_groups = layout.features.div_ceil(group_rows);
         let workers = self.cfg.workers;
-        let blocks = if raw.algorithm == Algorithm::Fista {
+        let sums = self.cfg.scaled_steps.then(|| column_sq_sums(data, layout));
+        let metric = sums
+            .as_deref()
+            .map(|s| column_metric(s, data.rows(), raw.step_scaling_floor));
+        // The smoothness constants, where a choice needs them.
+        let auto_step = matches!(raw.step, StepSetting::Named(_));
+        let smooth =
+            (auto_step || raw.batch.is_none() || raw.algorithm == Algorithm::Auto).then(|| {
+                Smoothness::of(
+                    raw.loss,
+                    data,
+                    layout,
+                    metric.as_deref().zip(sums.as_deref()),
+                )
+            });
+        drop(sums);
+        // A setting of the stochastic algorithms asks for them.
+        let stochastic_only = raw.batch.is_some()
+            || raw.blocks.is_some()
+            || raw.servers > 1
+            || raw.svrg_epochs.is_some()
+            || !auto_step
+            || raw.step_decay
+            || raw.max_delay.is_some()
+            || raw.checkpoint_dir.is_some()
+            || raw.resume.is_some();
+        let (algorithm, algorithm_note) = match smooth {
+            Some(sm) => raw
+                .algorithm
+                .resolve(data.rows(), sm.l_f, sm.l_row, stochastic_only),
+            None => (raw.algorithm, String::new()),
+        };
+        let batch = raw
+            .batch
+            .unwrap_or_else(|| smooth.map_or(DEFAULT_BATCH, |sm| auto_batch(sm.l_f, sm.l_row)));
+        let blocks = if algorithm == Algorithm::Fista {
             1
         } else {
             block_count(raw.blocks, workers, raw.servers, feature_groups, || {
@@ -713,26 +777,16 @@ impl<'a> Trainer<'a> {
                 )
             })?
         };
-        let sums = self.cfg.scaled_steps.then(|| column_sq_sums(data, layout));
-        let metric = sums
-            .as_deref()
-            .map(|s| column_metric(s, data.rows(), raw.step_scaling_floor));
-        let (eta0, mut step_note) = match raw.step {
-            StepSetting::Fixed(eta) => (eta, "given".to_string()),
-            StepSetting::Named(_) => auto_step(
-                raw.loss,
-                data,
-                layout,
-                raw.alpha,
-                raw.batch,
-                metric.as_deref().zip(sums.as_deref()),
-            ),
+        let (eta0, mut step_note) = match (raw.step, smooth) {
+            (StepSetting::Fixed(eta), _) => (eta, "given".to_string()),
+            (StepSetting::Named(_), sm) => sm
+                .unwrap_or_else(|| Smoothness::of(raw.loss, data, layout, None))
+                .step(raw.loss, data.rows(), raw.alpha, batch),
         };
-        drop(sums);
         if metric.is_some() {
             step_note.push_str(&scaling_note(raw));
         }
-        let updates_per_epoch = data.rows() as f64 * blocks as f64 / raw.batch as f64;
+        let updates_per_epoch = data.rows() as f64 * blocks as f64 / batch as f64;
         let schedule = if raw.step_decay {
             StepSchedule::Decay {
                 eta0,
@@ -750,6 +804,9 @@ impl<'a> Trainer<'a> {
         let eval_rows =
             (data.rows() > raw.eval_rows).then(|| stride_rows(data.rows(), raw.eval_rows));
         Ok(Plan {
+            algorithm,
+            algorithm_note,
+            batch,
             workers,
             blocks,
             group_rows,
@@ -801,9 +858,14 @@ impl<'a> Trainer<'a> {
         for o in self.observers.iter_mut() {
             o.on_start(&info)?;
         }
-        let rules = StopRules::of(raw, self.interrupt.clone());
-        if raw.algorithm == Algorithm::Fista {
-            return self.run_fista(&plan, info, &ev, &rules);
+        let mut rules = StopRules::of(raw, self.interrupt.clone());
+        if plan.algorithm == Algorithm::Fista {
+            // `fista` asked for by name is the reference solver and stops at its own
+            // `fista-tol`; chosen by `auto` it stops at `tol` as the others do.
+            if raw.algorithm == Algorithm::Fista {
+                rules.tol = None;
+            }
+            return self.run_fista(&plan, info, &ev, rules);
         }
 
         let start_k = resumed.as_ref().map_or(0, |c| c.updates);
@@ -850,6 +912,7 @@ impl<'a> Trainer<'a> {
             .store(start_samples, std::sync::atomic::Ordering::Relaxed);
         let ctx = WorkerContext::new(
             raw,
+            plan.batch,
             &pb.train,
             &partition,
             &transport,
@@ -888,7 +951,7 @@ impl<'a> Trainer<'a> {
             driver.run(&mut Threads {
                 scope,
                 loss,
-                algorithm: raw.algorithm,
+                algorithm: plan.algorithm,
                 seed: raw.seed,
                 workers: plan.workers,
                 ctx: &ctx,
@@ -906,7 +969,7 @@ impl<'a> Trainer<'a> {
         plan: &Plan,
         info: RunInfo,
         ev: &Evaluator<L>,
-        rules: &StopRules,
+        mut rules: StopRules,
     ) -> Result<RunSummary> {
         let raw = &self.cfg.raw;
         let layout = self.problem.layout;
@@ -925,7 +988,16 @@ impl<'a> Trainer<'a> {
         ev.eval(&x, &mut rec);
         mon.push(rec, &mut self.observers)?;
         mon.evaluated(t.elapsed().as_secs_f64());
-        let mut early: Option<StopReason> = None;
+        if rules.tol.is_some() {
+            rules.pgm_ref = if x.iter().all(|&v| v == 0.0) {
+                mon.last().map_or(f64::NAN, |r| r.pgm_sq_norm)
+            } else {
+                let mut at_zero = EvalRecord::default();
+                ev.eval(&vec![0.0; x.len()], &mut at_zero);
+                at_zero.pgm_sq_norm
+            };
+        }
+        let mut early: Option<StopReason> = mon.last().and_then(|r| rules.after_record(r));
         let mut obs_err: Option<Error> = None;
         let mut iters = 0u64;
         let n = self.problem.train.rows();
@@ -948,47 +1020,73 @@ impl<'a> Trainer<'a> {
             (Some(d), Some(s)) => curvature(raw.loss) * mean_scaled_sq_row_norm(s, d, n, layout),
             _ => 1.0 / plan.eta0,
         };
-        let stop = fista::solve(
-            &full,
-            &mut x,
-            l0,
-            raw.fista_tol,
-            raw.fista_max_iters,
-            metric.as_deref(),
-            |it, x| {
-                let secs = mon.train_secs();
-                iters = it.iter as u64;
-                if mon.due(iters, secs) {
-                    let t = Instant::now();
-                    let mut rec = mon.record(iters, iters * rows, 0, secs);
-                    ev.eval(x, &mut rec);
-                    let psi = rec.psi;
-                    if let Err(e) = mon.push(rec, observers) {
-                        obs_err = Some(e);
-                        return false;
+        // A model that starts converged (a warm start) is done.
+        // Chosen by `auto`, FISTA stops at `tol` on its own prox-gradient mapping (in its
+        // metric, relative to its start), checked at every iteration so that the stop does
+        // not depend on when evaluations fall, and a budget of epochs or updates counts its
+        // iterations, each at least a pass over the data. By name it is the reference
+        // solver: `fista-tol` and `fista-max-iters`.
+        let budget = (raw.algorithm == Algorithm::Auto)
+            .then(|| {
+                raw.epochs
+                    .map(|e| e.ceil().max(1.0) as u64)
+                    .or(raw.max_updates)
+            })
+            .flatten();
+        let fista_tol = rules.tol.map_or(raw.fista_tol, |t| t * t);
+        let max_iters = budget.map_or(raw.fista_max_iters, |b| {
+            (b.min(raw.fista_max_iters as u64)) as usize
+        });
+        let stop = if early.is_some() {
+            FistaStop::Interrupted
+        } else {
+            fista::solve(
+                &full,
+                &mut x,
+                l0,
+                fista_tol,
+                max_iters,
+                metric.as_deref(),
+                |it, x| {
+                    let secs = mon.train_secs();
+                    iters = it.iter as u64;
+                    if mon.due(iters, secs) {
+                        let t = Instant::now();
+                        let mut rec = mon.record(iters, iters * rows, 0, secs);
+                        ev.eval(x, &mut rec);
+                        if let Err(e) = mon.push(rec, observers) {
+                            obs_err = Some(e);
+                            return false;
+                        }
+                        mon.evaluated(t.elapsed().as_secs_f64());
+                        mon.schedule_next(iters, secs);
+                        // A non-finite objective is the solver's to judge (it keeps the last
+                        // finite iterate).
+                        if let Some(r @ StopReason::TargetObjective) =
+                            mon.last().and_then(|r| rules.after_eval(r.psi))
+                        {
+                            early = Some(r);
+                            return false;
+                        }
                     }
-                    mon.evaluated(t.elapsed().as_secs_f64());
-                    mon.schedule_next(iters, secs);
-                    // A non-finite objective is the solver's to judge (it keeps the last
-                    // finite iterate).
-                    if let Some(r @ StopReason::TargetObjective) = rules.after_eval(psi) {
+                    if let Some(r) = rules.between(secs) {
                         early = Some(r);
                         return false;
                     }
-                }
-                if let Some(r) = rules.between(secs) {
-                    early = Some(r);
-                    return false;
-                }
-                true
-            },
-        );
+                    true
+                },
+            )
+        };
         if let Some(e) = obs_err {
             return Err(e);
         }
         let reason = match stop {
             FistaStop::Converged => StopReason::Converged,
-            FistaStop::MaxIters => StopReason::MaxIters,
+            FistaStop::MaxIters => match budget {
+                Some(b) if iters >= b && raw.epochs.is_some() => StopReason::Epochs,
+                Some(b) if iters >= b => StopReason::MaxUpdates,
+                _ => StopReason::MaxIters,
+            },
             FistaStop::Diverged => StopReason::Diverged,
             FistaStop::Interrupted => early.unwrap_or(StopReason::MaxIters),
         };
@@ -998,7 +1096,7 @@ impl<'a> Trainer<'a> {
             ev.eval(&x, &mut rec);
             mon.push(rec, &mut self.observers)?;
         }
-        mon.finish(
+        let mut summary = mon.finish(
             info,
             reason,
             x,
@@ -1006,7 +1104,12 @@ impl<'a> Trainer<'a> {
             plan.reg,
             DelaySummary::default(),
             &mut self.observers,
-        )
+        )?;
+        summary.convergence = rules.tol.map(|tol| Convergence {
+            tol,
+            pgm_at_zero: rules.pgm_ref,
+        });
+        Ok(summary)
     }
 }
 
@@ -1016,13 +1119,14 @@ pub(crate) fn run_info(cfg: &ValidConfig, pb: &Problem, plan: &Plan, eval_rows: 
     let raw = &cfg.raw;
     let layout = pb.layout;
     RunInfo {
-        algorithm: raw.algorithm.name().into(),
+        algorithm: plan.algorithm.name().into(),
+        algorithm_note: plan.algorithm_note.clone(),
         loss: raw.loss.name().into(),
         reg: raw.reg.name().into(),
         lambda: raw.lambda,
         workers: plan.workers,
         blocks: plan.blocks,
-        batch: raw.batch,
+        batch: plan.batch,
         rows: pb.train.rows(),
         features: pb.columns.as_ref().map_or(layout.features, |c| c.features),
         used_features: pb.columns.as_ref().map(|c| c.used()),
@@ -1855,6 +1959,7 @@ mod tests {
         })
         .unwrap();
         let cfg = TrainConfig {
+            algorithm: Algorithm::Asyb,
             workers: Some(2),
             epochs: Some(20.0),
             lambda: 1e-3,

@@ -49,6 +49,7 @@ fn config(algorithm: Algorithm, workers: usize) -> TrainConfig {
         loss: LossKind::Logistic,
         reg: RegKind::L1,
         lambda: 1e-3,
+        batch: Some(256),
         eval_every_secs: Some(0.2),
         eval_threads: Some(1),
         ..Default::default()
@@ -152,7 +153,7 @@ fn svrg_warms_up_with_plain_sgd_then_converges() {
     c.blocks = Some(2);
     c.seed = 5;
     c.svrg_warmup = Some(2.0);
-    let warm = (2.0 * 2.0 * 2000.0 / c.batch as f64).round() as u64;
+    let warm = (2.0 * 2.0 * 2000.0 / c.batch.unwrap() as f64).round() as u64;
     c.max_updates = Some(warm);
     let svrg = run(&c, &ds);
     let mut p = c.clone();
@@ -274,6 +275,85 @@ fn tol_stops_at_convergence_with_a_gap_certificate() {
     assert!(rel(&runs[1]) < 1e-5, "tol 1e-4: {:e}", rel(&runs[1]));
     assert!(runs[1].last().updates > runs[0].last().updates);
     assert!(rel(&runs[1]) < rel(&runs[0]));
+}
+
+/// `algorithm = "auto"` with the other settings automatic: a small training set runs
+/// `fista`, stopped at `tol` (not at its own `fista-tol`) near the optimum; a large one
+/// whose rows are nearly orthogonal (`L_row / L_f` large) runs `asyb` with the
+/// automatic minibatch `L_row / L_f`; a given minibatch asks for the workers whatever
+/// the size; `fista` by name stops at `fista-tol`.
+#[test]
+fn auto_picks_fista_for_small_problems_and_asyb_with_its_batch_for_large_ones() {
+    let defaults = |lambda: f64| TrainConfig {
+        lambda,
+        eval_threads: Some(1),
+        ..Default::default()
+    };
+    let small = planted_logistic(2000, 100, 6, 4);
+    let psi_star = optimum(&small);
+    let s = run(&defaults(1e-3), &small);
+    assert_eq!(s.info.algorithm, "fista");
+    assert!(
+        s.info.algorithm_note.contains("2000 rows <= 5000"),
+        "{}",
+        s.info.algorithm_note
+    );
+    assert_eq!(s.stop_reason, StopReason::Converged);
+    let conv = s.convergence.expect("tol applies to the automatic choice");
+    assert!(conv.ratio(s.last()) <= 3e-4);
+    assert!((s.last().psi - psi_star) / psi_star < 1e-4);
+    let given = run(
+        &TrainConfig {
+            batch: Some(64),
+            epochs: Some(1.0),
+            ..defaults(1e-3)
+        },
+        &small,
+    );
+    assert_eq!(
+        (given.info.algorithm.as_str(), given.info.batch),
+        ("asyb", 64)
+    );
+    let named = run(&config(Algorithm::Fista, 1), &small);
+    assert!(named.convergence.is_none());
+    assert!(named.info.algorithm_note.is_empty());
+
+    // 20k rows of 3 features among 20k: L_row / L_f is in the hundreds.
+    let large = planted_logistic(20_000, 20_000, 3, 5);
+    let s = run(
+        &TrainConfig {
+            epochs: Some(1.0),
+            ..defaults(1e-4)
+        },
+        &large,
+    );
+    assert_eq!(s.info.algorithm, "asyb");
+    let gain: f64 = s
+        .info
+        .algorithm_note
+        .rsplit("= ")
+        .next()
+        .and_then(|g| g.parse().ok())
+        .expect(&s.info.algorithm_note);
+    assert!(gain >= 48.0, "{}", s.info.algorithm_note);
+    assert_eq!(s.info.batch, (gain.round() as usize).clamp(16, 256));
+}
+
+/// `compact-features = "auto"` renumbers a model with more coordinates than the data
+/// has nonzeros (hashed text of a few documents), and leaves one alone where most
+/// features occur.
+#[test]
+fn auto_compacts_a_model_wider_than_its_data() {
+    let pb = |ds: Dataset| {
+        let v = TrainConfig::default().check().unwrap();
+        Problem::from_datasets(&v, ds, "t".as_ref(), None, None).unwrap()
+    };
+    // 300 rows of 5 among 2^16 features: 1500 nonzeros, at most 1500 features used.
+    let wide = pb(planted_logistic(300, 1 << 16, 5, 6));
+    let map = wide.columns.as_ref().expect("compacted");
+    assert!(map.used() <= 1500 && wide.layout.features == map.used());
+    // 300 rows of 5 among 100 features: all used, nothing to gain.
+    assert!(pb(planted_logistic(300, 100, 5, 6)).columns.is_none());
 }
 
 /// The block count follows one rule on every backend: without `--blocks`, max(2,

@@ -27,7 +27,7 @@ use parking_lot::RwLock;
 
 use super::RoleMap;
 use crate::checkpoint;
-use crate::config::{IndexBaseSetting, StepSetting, ValidConfig};
+use crate::config::{Algorithm, IndexBaseSetting, StepSetting, ValidConfig, DEFAULT_BATCH};
 use crate::data::libsvm::ReadOptions;
 use crate::data::part::{read_part, PartSource};
 use crate::data::Dataset;
@@ -367,13 +367,17 @@ fn answer_plan(
     let metric = d.f64s()?;
     let metric = (!metric.is_empty()).then_some(metric);
     let (eta, note) = match (&*part, raw.step) {
-        (Some(p), StepSetting::Named(_)) => train::auto_step(
+        (Some(p), StepSetting::Named(_)) => train::Smoothness::of(
             raw.loss,
             &p.data,
             layout,
-            raw.alpha,
-            raw.batch,
             metric.as_deref().map(|d| (d, sums.as_slice())),
+        )
+        .step(
+            raw.loss,
+            p.data.rows(),
+            raw.alpha,
+            raw.batch.unwrap_or(DEFAULT_BATCH),
         ),
         _ => (f64::NAN, String::new()),
     };
@@ -458,6 +462,7 @@ fn agent(cfg: &ValidConfig, roles: &RoleMap, rank: usize, on_fatal: fn(&str)) ->
     let eval_rows = part.as_ref().and_then(|p| p.eval.as_deref());
     let ctx = WorkerContext::new(
         raw,
+        raw.batch.unwrap_or(DEFAULT_BATCH),
         data,
         &plan.partition,
         &transport,
@@ -905,7 +910,8 @@ impl<L: Loss> Coordinator<'_, L> {
         let per_coord = train::COPY_BYTES + train::CELL_BYTES.div_ceil(roles.servers as u64);
         train::memory_guard(layout, per_coord, false, false, train::total_memory())?;
         let (eta0, step_note) = self.agree_step(features, n, blocks)?;
-        let updates_per_epoch = n as f64 * blocks as f64 / raw.batch as f64;
+        let updates_per_epoch =
+            n as f64 * blocks as f64 / raw.batch.unwrap_or(DEFAULT_BATCH) as f64;
         let max_updates = train::update_budget(cfg, updates_per_epoch);
         // Checkpoint to resume from.
         let key = checkpoint_key(raw, &fingerprints, n, layout);
@@ -917,13 +923,24 @@ impl<L: Loss> Coordinator<'_, L> {
         // 4. Servers.
         self.start_servers(eta0, updates_per_epoch, start_k)?;
         let info = RunInfo {
-            algorithm: raw.algorithm.name().into(),
+            // `auto` is asyb under MPI.
+            algorithm: match raw.algorithm {
+                Algorithm::Auto => Algorithm::Asyb,
+                a => a,
+            }
+            .name()
+            .into(),
+            algorithm_note: if raw.algorithm == Algorithm::Auto {
+                "the MPI backend runs workers".into()
+            } else {
+                String::new()
+            },
             loss: raw.loss.name().into(),
             reg: raw.reg.name().into(),
             lambda: raw.lambda,
             workers: roles.workers(),
             blocks,
-            batch: raw.batch,
+            batch: raw.batch.unwrap_or(DEFAULT_BATCH),
             rows: n,
             features,
             used_features: None,

@@ -177,9 +177,12 @@ pub struct WorkerContext<'a> {
 }
 
 impl<'a> WorkerContext<'a> {
-    /// The context of a run of `raw`'s algorithm, batch and sampling.
+    /// The context of a run of `raw`'s algorithm and sampling, with minibatches of
+    /// `batch` rows.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         raw: &crate::config::TrainConfig,
+        batch: usize,
         data: &'a Dataset,
         partition: &'a BlockPartition,
         transport: &'a dyn Transport,
@@ -193,7 +196,7 @@ impl<'a> WorkerContext<'a> {
             transport,
             control,
             counters,
-            batch: raw.batch,
+            batch,
             sampling: raw.sampling,
             mode: BlockMode::of(raw.algorithm),
             snapshot,
