@@ -786,7 +786,12 @@ impl<'a> Trainer<'a> {
         if metric.is_some() {
             step_note.push_str(&scaling_note(raw));
         }
-        let updates_per_epoch = data.rows() as f64 * blocks as f64 / batch as f64;
+        // A FISTA iteration is a pass over the data (at least): its epoch.
+        let updates_per_epoch = if algorithm == Algorithm::Fista {
+            1.0
+        } else {
+            data.rows() as f64 * blocks as f64 / batch as f64
+        };
         let schedule = if raw.step_decay {
             StepSchedule::Decay {
                 eta0,
