@@ -163,7 +163,7 @@ impl<'a, L: Loss> Evaluator<'a, L> {
             self.record(w, f, &grad, rec);
             return;
         }
-        let mut theta = vec![0.0; self.obj.n() * self.obj.layout.classes];
+        let mut theta = vec![0.0f32; self.obj.n() * self.obj.layout.classes];
         let f = self.obj.f_and_grad_keeping_derivs(w, &mut grad, &mut theta);
         self.record(w, f, &grad, rec);
         rec.gap = self.obj.gap_at(rec.psi, grad, &theta);

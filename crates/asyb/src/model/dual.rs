@@ -47,7 +47,7 @@ impl<L: Loss> Objective<'_, L> {
         &self,
         w: &W,
         grad: &mut [f64],
-        theta: &mut [f64],
+        theta: &mut [f32],
     ) -> f64 {
         debug_assert!(self.alpha == 0.0);
         let f = self.loss_pass_keeping_derivs(w, grad, theta);
@@ -67,7 +67,7 @@ impl<L: Loss> Objective<'_, L> {
             return None;
         }
         let mut grad = vec![0.0; self.layout.coords()];
-        let mut theta = vec![0.0; self.n() * self.layout.classes];
+        let mut theta = vec![0.0f32; self.n() * self.layout.classes];
         self.f_and_grad_keeping_derivs(w, &mut grad, &mut theta);
         self.gap_at(psi, grad, &theta)
     }
@@ -76,7 +76,7 @@ impl<L: Loss> Objective<'_, L> {
     /// `grad` and its loss derivatives `theta`
     /// ([`Objective::f_and_grad_keeping_derivs`]); `grad`'s memory is reused. With an
     /// intercept, costs part of a pass over the rows.
-    pub fn gap_at(&self, psi: f64, mut grad: Vec<f64>, theta: &[f64]) -> Option<f64> {
+    pub fn gap_at(&self, psi: f64, mut grad: Vec<f64>, theta: &[f32]) -> Option<f64> {
         if !psi.is_finite() || !self.gap_defined() {
             return None;
         }
@@ -120,18 +120,15 @@ impl<L: Loss> Objective<'_, L> {
     /// Scales the side of `theta` (positive or negative values) whose sum is larger
     /// down to the other's sum, and `grad` (`X' theta / n` on the feature coordinates)
     /// with it; returns the factors of the positive and the negative side.
-    fn balance(&self, theta: &[f64], grad: &mut [f64]) -> (f64, f64) {
-        let (pos, neg) =
-            theta.iter().fold(
-                (0.0, 0.0),
-                |(p, m), &t| {
-                    if t > 0.0 {
-                        (p + t, m)
-                    } else {
-                        (p, m - t)
-                    }
-                },
-            );
+    fn balance(&self, theta: &[f32], grad: &mut [f64]) -> (f64, f64) {
+        let (pos, neg) = theta.iter().fold((0.0, 0.0), |(p, m), &t| {
+            let t = f64::from(t);
+            if t > 0.0 {
+                (p + t, m)
+            } else {
+                (p, m - t)
+            }
+        });
         if pos == neg {
             return (1.0, 1.0);
         }
@@ -141,7 +138,7 @@ impl<L: Loss> Objective<'_, L> {
             (pos / neg, false)
         };
         let big = self.rows_combination(|i| {
-            let t = theta[i];
+            let t = f64::from(theta[i]);
             if (t > 0.0) == big_positive && t != 0.0 {
                 t
             } else {
@@ -162,7 +159,7 @@ impl<L: Loss> Objective<'_, L> {
     /// `u = -X' (side * theta) / n`.
     fn dual_value(
         &self,
-        theta: &[f64],
+        theta: &[f32],
         labels: &[f32],
         side: (f64, f64),
         s: f64,
@@ -175,6 +172,7 @@ impl<L: Loss> Objective<'_, L> {
             let mut sum = 0.0;
             for i in r {
                 for (tc, &v) in t.iter_mut().zip(&theta[i * k..(i + 1) * k]) {
+                    let v = f64::from(v);
                     *tc = s * v * if v > 0.0 { side.0 } else { side.1 };
                 }
                 sum += self.loss.conjugate(&t, labels[i]).unwrap_or(f64::INFINITY);

@@ -244,13 +244,15 @@ impl<'a, L: Loss> Objective<'a, L> {
     }
 
     /// [`Objective::loss_pass`] with the gradient, keeping every row's loss derivatives
-    /// `d loss_i / d z_i` exactly (f64) in `derivs` (`n * classes` values): the
-    /// evaluation's pass, whose derivatives are then the duality gap's dual point.
+    /// `d loss_i / d z_i` rounded to f32 in `derivs` (`n * classes` values; half the
+    /// memory of f64 at the evaluation's peak): the evaluation's pass, whose derivatives
+    /// are then the duality gap's dual point. The gradient is summed from the rounded
+    /// derivatives, so it is that point's `X' theta / n` exactly.
     pub fn loss_pass_keeping_derivs<W: Weights + ?Sized>(
         &self,
         w: &W,
         grad: &mut [f64],
-        derivs: &mut [f64],
+        derivs: &mut [f32],
     ) -> f64 {
         self.pass(w, Some(grad), Some(derivs), true)
     }
