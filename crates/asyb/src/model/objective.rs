@@ -24,36 +24,6 @@ use crate::par;
 /// not fit in the caches.
 const ROWS_AHEAD: usize = 4;
 
-/// How a pass keeps each row's loss derivatives: rounded to f32 (the SVRG snapshot's,
-/// half the memory) or exactly (f64, the evaluation's). The pass's gradient is computed
-/// from the values as kept.
-pub trait Deriv: Copy + Send + Sync {
-    fn of(v: f64) -> Self;
-    fn get(self) -> f64;
-}
-
-impl Deriv for f32 {
-    #[inline]
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-    #[inline]
-    fn get(self) -> f64 {
-        f64::from(self)
-    }
-}
-
-impl Deriv for f64 {
-    #[inline]
-    fn of(v: f64) -> Self {
-        v
-    }
-    #[inline]
-    fn get(self) -> f64 {
-        self
-    }
-}
-
 /// A regularizer chosen at run time, dispatched per call: for cold paths (evaluation,
 /// the reference solver), where a match per group costs nothing measurable.
 #[derive(Clone, Copy, Debug)]
@@ -231,7 +201,7 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// `grad`, writes the mean loss gradient (the intercept row included, whatever
     /// `layout.bias`; no nonconvex term).
     pub fn loss_pass<W: Weights + ?Sized>(&self, w: &W, grad: Option<&mut [f64]>) -> f64 {
-        self.pass(w, grad, None::<&mut [f32]>, true)
+        self.pass(w, grad, None, true)
     }
 
     /// The pass of an SVRG snapshot: every row's loss derivatives `d loss_i / d z_i`
@@ -257,11 +227,11 @@ impl<'a, L: Loss> Objective<'a, L> {
         self.pass(w, Some(grad), Some(derivs), true)
     }
 
-    fn pass<W: Weights + ?Sized, D: Deriv>(
+    fn pass<W: Weights + ?Sized>(
         &self,
         w: &W,
         mut grad: Option<&mut [f64]>,
-        derivs: Option<&mut [D]>,
+        derivs: Option<&mut [f32]>,
         want_loss: bool,
     ) -> f64 {
         let k = self.layout.classes;
@@ -273,7 +243,7 @@ impl<'a, L: Loss> Objective<'a, L> {
             g.fill(0.0);
         }
         let rs = par::ranges(n, self.threads);
-        let mut zs: Vec<Option<&mut [D]>> = match derivs {
+        let mut zs: Vec<Option<&mut [f32]>> = match derivs {
             Some(m) => {
                 assert_eq!(m.len(), n * k);
                 let mut rest = m;
@@ -324,11 +294,11 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// their unscaled loss gradient added to `g` when given (from the rounded
     /// derivatives when `dzout` is given); returns their summed loss (0 when
     /// `want_loss` is false: the derivatives alone skip the logarithms).
-    fn pass_rows<W: Weights + ?Sized, D: Deriv>(
+    fn pass_rows<W: Weights + ?Sized>(
         &self,
         w: &W,
         rows: std::ops::Range<usize>,
-        dzout: Option<&mut [D]>,
+        dzout: Option<&mut [f32]>,
         g: Option<&mut [f64]>,
         want_loss: bool,
     ) -> f64 {
@@ -358,8 +328,8 @@ impl<'a, L: Loss> Objective<'a, L> {
                     .iter_mut()
                     .zip(dz.iter_mut())
                 {
-                    *o = D::of(*d);
-                    *d = o.get();
+                    *o = *d as f32;
+                    *d = f64::from(*o);
                 }
             }
             let Some(g) = g.as_deref_mut() else {
@@ -387,11 +357,11 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// the same sums without the per-class loops, one prefetch loop per row for the
     /// weights and the gradient, and no value loads for binary rows. The snapshot of
     /// every SVRG run is such a pass.
-    fn pass_rows_single<W: Weights + ?Sized, D: Deriv>(
+    fn pass_rows_single<W: Weights + ?Sized>(
         &self,
         w: &W,
         rows: std::ops::Range<usize>,
-        mut dzout: Option<&mut [D]>,
+        mut dzout: Option<&mut [f32]>,
         mut g: Option<&mut [f64]>,
         want_loss: bool,
     ) -> f64 {
@@ -444,9 +414,8 @@ impl<'a, L: Loss> Objective<'a, L> {
             }
             let mut dz = dz[0];
             if let Some(out) = dzout.as_deref_mut() {
-                let o = D::of(dz);
-                out[i - start] = o;
-                dz = o.get();
+                out[i - start] = dz as f32;
+                dz = f64::from(dz as f32);
             }
             let Some(g) = g.as_deref_mut() else {
                 continue;
