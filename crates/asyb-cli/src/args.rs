@@ -492,8 +492,8 @@ pub struct TrainArgs {
     /// Skip malformed lines (counted and reported) instead of failing.
     #[arg(long)]
     pub skip_bad_lines: bool,
-    /// auto (asyb, or fista on problems where a full-gradient method is faster), asyb,
-    /// asy-full, sync, seq or fista.
+    /// auto (asyb, or on problems where a full-data method is faster cd, else fista),
+    /// asyb, asy-full, sync, seq, fista or cd.
     #[arg(long, value_parser = parse_algorithm)]
     pub algorithm: Option<Algorithm>,
     /// Worker threads (`asyb bench speedup`: a comma-separated list). [default: the

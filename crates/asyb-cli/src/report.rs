@@ -110,6 +110,8 @@ impl Observe for Reporter {
         );
         if info.algorithm == "fista" {
             eprintln!("algorithm fista (full-gradient reference solver)");
+        } else if info.algorithm == "cd" {
+            eprintln!("algorithm cd (proximal Newton, coordinate descent on a working set)");
         } else {
             eprintln!(
                 "algorithm {}: {} workers, {} blocks, batch {}, {:.0} updates per epoch",
@@ -130,7 +132,7 @@ impl Observe for Reporter {
             return Ok(());
         }
         self.unit = match (info.max_updates, info.max_seconds) {
-            (Some(u), _) if info.algorithm != "fista" => Unit::Updates(u),
+            (Some(u), _) if !full_data(&info.algorithm) => Unit::Updates(u),
             (_, Some(s)) => Unit::Millis((s * 1000.0) as u64),
             _ => Unit::Spinner,
         };
@@ -189,15 +191,23 @@ fn sci(v: f64) -> String {
     format!("{v:.6e}")
 }
 
+/// Whether the run's algorithm is a full-data solver (no workers, no steps, iterations
+/// instead of updates).
+fn full_data(algorithm: &str) -> bool {
+    algorithm
+        .parse::<asyb::config::Algorithm>()
+        .is_ok_and(|a| a.is_full_data())
+}
+
 /// The final summary table.
 pub fn summary(s: &RunSummary, data_name: &str, psi_star: Option<f64>) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "\nsummary");
     push_run_lines(&mut o, s, data_name);
     push_start_and_final(&mut o, s, psi_star);
-    if s.info.algorithm != "fista" {
+    if !full_data(&s.info.algorithm) {
         push_delays(&mut o, &s.delays);
-    } else if s.stop_reason == StopReason::Converged {
+    } else if s.info.algorithm == "fista" && s.stop_reason == StopReason::Converged {
         // The reference optimum, to the digits a relative gap of 1e-10 needs.
         let _ = writeln!(
             o,
@@ -260,7 +270,7 @@ fn push_run_lines(o: &mut String, s: &RunSummary, data_name: &str) {
     } else {
         format!("{} (auto: {})", i.algorithm, i.algorithm_note)
     };
-    if i.algorithm == "fista" {
+    if full_data(&i.algorithm) {
         let _ = writeln!(o, "  algorithm   {algorithm}");
     } else {
         let _ = writeln!(
@@ -274,7 +284,7 @@ fn push_run_lines(o: &mut String, s: &RunSummary, data_name: &str) {
             i.step_note.split(':').next().unwrap_or("")
         );
     }
-    if i.algorithm == "fista" {
+    if full_data(&i.algorithm) {
         let _ = writeln!(
             o,
             "  stopped     {} after {} iterations",
@@ -312,7 +322,7 @@ fn push_run_lines(o: &mut String, s: &RunSummary, data_name: &str) {
         "  time        training {:.2} s, evaluation {:.2} s, wall {:.2} s",
         s.train_secs, s.eval_secs, s.wall_secs
     );
-    if i.algorithm == "fista" {
+    if full_data(&i.algorithm) {
         let _ = writeln!(o, "  throughput  {:.2} iterations/s", last.updates_per_sec);
     } else {
         let nnz_per_row = i.nnz as f64 / i.rows.max(1) as f64;

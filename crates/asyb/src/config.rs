@@ -72,16 +72,21 @@ pub enum Algorithm {
     /// Deterministic accelerated proximal gradient (FISTA with backtracking) on the full
     /// data: the reference optimum Psi*.
     Fista,
+    /// Proximal Newton with coordinate descent on a working set (LIBLINEAR's method for
+    /// L1 logistic regression; [`crate::cd`]): the small-data solver, for one-output
+    /// losses and separable regularizers.
+    Cd,
 }
 
 impl Algorithm {
-    pub const ALL: [(&'static str, Algorithm); 6] = [
+    pub const ALL: [(&'static str, Algorithm); 7] = [
         ("auto", Algorithm::Auto),
         ("asyb", Algorithm::Asyb),
         ("asy-full", Algorithm::AsyFull),
         ("sync", Algorithm::Sync),
         ("seq", Algorithm::Seq),
         ("fista", Algorithm::Fista),
+        ("cd", Algorithm::Cd),
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +97,12 @@ impl Algorithm {
             .unwrap_or("?")
     }
 
+    /// Whether this is one of the deterministic full-data solvers (`fista`, `cd`), run
+    /// without workers.
+    pub fn is_full_data(self) -> bool {
+        matches!(self, Algorithm::Fista | Algorithm::Cd)
+    }
+
     /// Whether workers run this algorithm (`auto` where it resolves to `asyb`).
     pub fn is_asynchronous(self) -> bool {
         matches!(self, Algorithm::Auto | Algorithm::Asyb | Algorithm::AsyFull)
@@ -99,10 +110,12 @@ impl Algorithm {
 
     /// `auto` resolved for a problem of `rows` rows whose smoothness constants are
     /// `l_f` (the full objective's) and `l_row` (the average row's), both in the metric
-    /// of the steps: `fista` when `rows` is at most [`AUTO_FISTA_ROWS`], or at most
-    /// [`AUTO_FISTA_GAIN_ROWS`] with `l_row / l_f` (the minibatch size up to which a
+    /// of the steps: a full-data solver when `rows` is at most [`AUTO_FISTA_ROWS`], or at
+    /// most [`AUTO_FISTA_GAIN_ROWS`] with `l_row / l_f` (the minibatch size up to which a
     /// larger minibatch still buys a proportionally larger step) below
-    /// [`AUTO_FISTA_BATCH_GAIN`], else `asyb`; any
+    /// [`AUTO_FISTA_BATCH_GAIN`], else `asyb`. The full-data solver is `cd` where it
+    /// applies (`cd_applies`: one output, a separable regularizer, alpha = 0), else
+    /// `fista`. Any
     /// other setting as it is. `stochastic_only`: a run that needs workers (the MPI
     /// backend, the simulator, checkpoints, a given batch, blocks, servers, snapshot
     /// interval or step) resolves to `asyb`.
@@ -113,21 +126,24 @@ impl Algorithm {
         l_f: f64,
         l_row: f64,
         stochastic_only: bool,
+        cd_applies: bool,
     ) -> (Algorithm, String) {
         if self != Algorithm::Auto {
             return (self, String::new());
         }
         let gain = l_row / l_f.max(f64::MIN_POSITIVE);
+        let full = if cd_applies {
+            Algorithm::Cd
+        } else {
+            Algorithm::Fista
+        };
         if stochastic_only {
             (Algorithm::Asyb, "a setting of the workers given".into())
         } else if rows <= AUTO_FISTA_ROWS {
-            (
-                Algorithm::Fista,
-                format!("{rows} rows <= {AUTO_FISTA_ROWS}"),
-            )
+            (full, format!("{rows} rows <= {AUTO_FISTA_ROWS}"))
         } else if rows <= AUTO_FISTA_GAIN_ROWS && gain < AUTO_FISTA_BATCH_GAIN {
             (
-                Algorithm::Fista,
+                full,
                 format!(
                     "{rows} rows <= {AUTO_FISTA_GAIN_ROWS}, L_row / L_f = {gain:.3} < {AUTO_FISTA_BATCH_GAIN}"
                 ),
@@ -662,13 +678,32 @@ impl TrainConfig {
                 "give either --resume or --init-model, not both",
             ));
         }
-        if self.algorithm == Algorithm::Fista
-            && (self.resume.is_some() || self.checkpoint_dir.is_some())
+        if self.algorithm.is_full_data() && (self.resume.is_some() || self.checkpoint_dir.is_some())
         {
             return Err(Error::config(
                 "checkpoint-dir",
-                "checkpoints are for the stochastic algorithms, not fista",
+                format!(
+                    "checkpoints are for the stochastic algorithms, not {}",
+                    self.algorithm.name()
+                ),
             ));
+        }
+        if self.algorithm == Algorithm::Cd {
+            let why = if self.loss.info().labels == Labels::Classes {
+                Some(format!("one output per row, not {}", self.loss.name()))
+            } else if self.reg == RegKind::GroupLasso {
+                Some("a separable regularizer, not group-lasso".to_string())
+            } else if self.alpha > 0.0 {
+                Some("a convex objective (alpha = 0)".to_string())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::config(
+                    "algorithm",
+                    format!("cd needs {why}; use fista"),
+                ));
+            }
         }
         nonneg_finite("alpha", self.alpha)?;
         if !(0.0..=1.0).contains(&self.l1_ratio) {
@@ -790,10 +825,13 @@ impl TrainConfig {
                     ),
                 ));
             }
-            if self.algorithm == Algorithm::Fista {
+            if self.algorithm.is_full_data() {
                 return Err(Error::config(
                     "variance-reduction",
-                    "'svrg' applies to the stochastic algorithms, not fista; use 'none'",
+                    format!(
+                        "'svrg' applies to the stochastic algorithms, not {}; use 'none'",
+                        self.algorithm.name()
+                    ),
                 ));
             }
         }
@@ -808,10 +846,13 @@ impl TrainConfig {
                     ),
                 ));
             }
-            if self.algorithm == Algorithm::Fista {
+            if self.algorithm.is_full_data() {
                 return Err(Error::config(
                     "step-scaling",
-                    "'columns' applies to the stochastic algorithms, not fista; use 'none'",
+                    format!(
+                        "'columns' applies to the stochastic algorithms, not {}; use 'none'",
+                        self.algorithm.name()
+                    ),
                 ));
             }
         }
@@ -871,7 +912,7 @@ impl TrainConfig {
         self.check_budget()?;
         let loss = self.loss_spec()?;
         let workers = match self.algorithm {
-            Algorithm::Seq | Algorithm::Fista => 1,
+            Algorithm::Seq | Algorithm::Fista | Algorithm::Cd => 1,
             _ => self.workers.unwrap_or_else(cores),
         };
         let bounded = self.max_updates.is_some()
@@ -883,9 +924,7 @@ impl TrainConfig {
         let svrg = match self.variance_reduction {
             VarianceReduction::None => false,
             VarianceReduction::Svrg => true,
-            VarianceReduction::Auto => {
-                exact_with_drift(self.reg) && self.algorithm != Algorithm::Fista
-            }
+            VarianceReduction::Auto => exact_with_drift(self.reg) && !self.algorithm.is_full_data(),
         };
         let scaled_steps = match self.step_scaling {
             StepScaling::None => false,
@@ -934,7 +973,18 @@ mod tests {
     /// other setting as given.
     #[test]
     fn auto_algorithm_and_batch_follow_rows_and_smoothness() {
-        let pick = |rows, l_row, only| Algorithm::Auto.resolve(rows, 1.0, l_row, only).0;
+        let pick = |rows, l_row, only| Algorithm::Auto.resolve(rows, 1.0, l_row, only, false).0;
+        // Where cd applies, it takes fista's place, and only there.
+        assert_eq!(
+            Algorithm::Auto.resolve(10, 1.0, 1.0, false, true).0,
+            Algorithm::Cd
+        );
+        assert_eq!(
+            Algorithm::Auto
+                .resolve(AUTO_FISTA_GAIN_ROWS + 1, 1.0, 1.0, false, true)
+                .0,
+            Algorithm::Asyb
+        );
         assert_eq!(pick(AUTO_FISTA_ROWS, 1e3, false), Algorithm::Fista);
         assert_eq!(pick(AUTO_FISTA_ROWS + 1, 1e3, false), Algorithm::Asyb);
         let rows = AUTO_FISTA_GAIN_ROWS;
@@ -945,8 +995,13 @@ mod tests {
         assert_eq!(pick(rows, AUTO_FISTA_BATCH_GAIN, false), Algorithm::Asyb);
         assert_eq!(pick(rows + 1, 1.0, false), Algorithm::Asyb);
         assert_eq!(pick(10, 1.0, true), Algorithm::Asyb);
-        for a in [Algorithm::Seq, Algorithm::Fista, Algorithm::AsyFull] {
-            assert_eq!(a.resolve(10, 1.0, 1e3, true), (a, String::new()));
+        for a in [
+            Algorithm::Seq,
+            Algorithm::Fista,
+            Algorithm::AsyFull,
+            Algorithm::Cd,
+        ] {
+            assert_eq!(a.resolve(10, 1.0, 1e3, true, true), (a, String::new()));
         }
         assert_eq!(auto_batch(2.0, 1.0), AUTO_BATCH_MIN);
         assert_eq!(auto_batch(1.0, 99.4), 99);
@@ -1029,6 +1084,34 @@ mod tests {
             (
                 "step-scaling-floor",
                 Box::new(|c| c.step_scaling_floor = 0.0),
+            ),
+            (
+                "algorithm",
+                Box::new(|c| {
+                    c.algorithm = Algorithm::Cd;
+                    c.loss = LossKind::Softmax
+                }),
+            ),
+            (
+                "algorithm",
+                Box::new(|c| {
+                    c.algorithm = Algorithm::Cd;
+                    c.reg = RegKind::GroupLasso
+                }),
+            ),
+            (
+                "algorithm",
+                Box::new(|c| {
+                    c.algorithm = Algorithm::Cd;
+                    c.alpha = 0.1
+                }),
+            ),
+            (
+                "checkpoint-dir",
+                Box::new(|c| {
+                    c.algorithm = Algorithm::Cd;
+                    c.checkpoint_dir = Some("ck".into())
+                }),
             ),
             (
                 "variance-reduction",

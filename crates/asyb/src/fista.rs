@@ -34,10 +34,13 @@ pub struct FistaIter {
     pub lipschitz: f64,
 }
 
-/// Why FISTA stopped.
+/// Why a full-data solver (FISTA, [`crate::cd`]) stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FistaStop {
+pub enum SolverStop {
     Converged,
+    /// No step decreases the objective any more: the model is optimal to rounding, short
+    /// of the tolerance.
+    Stalled,
     MaxIters,
     /// The callback asked to stop.
     Interrupted,
@@ -58,7 +61,7 @@ pub fn solve<L: Loss>(
     max_iters: usize,
     metric: Option<&[f64]>,
     mut observe: impl FnMut(&FistaIter, &[f64]) -> bool,
-) -> FistaStop {
+) -> SolverStop {
     let n = x.len();
     if let Some(d) = metric {
         assert_eq!(d.len(), n, "one metric factor per coordinate");
@@ -71,7 +74,7 @@ pub fn solve<L: Loss>(
     let mut t = 1.0f64;
     let mut psi = obj.psi(x);
     if !psi.is_finite() {
-        return FistaStop::Diverged;
+        return SolverStop::Diverged;
     }
     let mut g0: Option<f64> = None;
     for iter in 1..=max_iters {
@@ -110,7 +113,7 @@ pub fn solve<L: Loss>(
             .sum();
         let psi_new = fx_new + obj.h(&x_new);
         if !psi_new.is_finite() {
-            return FistaStop::Diverged;
+            return SolverStop::Diverged;
         }
         let g0v = *g0.get_or_insert(gmap.max(f64::MIN_POSITIVE));
         if psi_new > psi && t > 1.0 {
@@ -135,14 +138,14 @@ pub fn solve<L: Loss>(
             lipschitz: lip,
         };
         if !observe(&rec, x) {
-            return FistaStop::Interrupted;
+            return SolverStop::Interrupted;
         }
         if gmap <= tol * g0v {
-            return FistaStop::Converged;
+            return SolverStop::Converged;
         }
         lip *= 0.9;
     }
-    FistaStop::MaxIters
+    SolverStop::MaxIters
 }
 
 #[cfg(test)]
@@ -211,7 +214,7 @@ mod tests {
         let obj = objective(&ds, d, false, Squared, spec(RegKind::L1, lambda), 1);
         let mut x = vec![0.0; obj.layout.coords()];
         let stop = solve(&obj, &mut x, 1.0, 1e-20, 10_000, None, |_, _| true);
-        assert_eq!(stop, FistaStop::Converged);
+        assert_eq!(stop, SolverStop::Converged);
         for (i, &y) in ys.iter().enumerate() {
             let want = crate::model::reg::soft_threshold(f64::from(y) / f64::from(s), lambda);
             assert!((x[i] - want).abs() < 1e-8, "x[{i}] = {} want {want}", x[i]);
@@ -242,7 +245,7 @@ mod tests {
         let obj = objective(&ds, d, true, Logistic, spec(RegKind::L1, 0.01), 2);
         let mut x = vec![0.0; obj.layout.coords()];
         let stop = solve(&obj, &mut x, 1.0, 1e-16, 20_000, None, |_, _| true);
-        assert_eq!(stop, FistaStop::Converged);
+        assert_eq!(stop, SolverStop::Converged);
         let mut g = vec![0.0; x.len()];
         obj.f_and_grad(&x, Some(&mut g));
         assert!(obj.pgm_sq_norm(&x, &g, 1.0) < 1e-12);
@@ -305,7 +308,7 @@ mod tests {
                 trace.push(it.psi);
                 true
             });
-            assert_eq!(stop, FistaStop::Converged);
+            assert_eq!(stop, SolverStop::Converged);
             trace
         };
         let plain = run(None);

@@ -7,6 +7,7 @@
 //! The library never prints and never exits; the `asyb` binary does both.
 
 pub mod alloc;
+pub mod cd;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;

@@ -49,10 +49,10 @@ use crate::driver::{
     Backend, Checkpointing, Counts, Driver, Evaluator, ModelAccess, SnapshotSchedule, StopRules,
     Stopped,
 };
-use crate::fista::{self, FistaStop};
+use crate::fista::{self, SolverStop};
 use crate::model::loss::{Loss, LossKind};
 use crate::model::objective::{AnyReg, Objective, Weights};
-use crate::model::reg::{RegKind, RegSpec};
+use crate::model::reg::{RegKind, RegSpec, Regularizer};
 use crate::model::Layout;
 use crate::monitor::{EvalRecord, Observe, RunInfo};
 use crate::problem::Problem;
@@ -78,8 +78,11 @@ pub enum StopReason {
     TargetObjective,
     /// The objective became NaN or infinite; the model is the last finite one.
     Diverged,
-    /// FISTA met its tolerance.
+    /// A full-data solver met its tolerance (`tol`, or FISTA's own).
     Converged,
+    /// A full-data solver found no step that decreases the objective, short of its
+    /// tolerance: the model is optimal to rounding.
+    Stalled,
     /// FISTA used its iteration budget.
     MaxIters,
     /// The caller's interrupt flag was raised (Ctrl-C in the command).
@@ -96,6 +99,9 @@ impl StopReason {
             StopReason::TargetObjective => "target objective reached",
             StopReason::Diverged => "diverged (objective not finite); kept the last finite model",
             StopReason::Converged => "converged to tolerance",
+            StopReason::Stalled => {
+                "no further decrease (optimal to rounding, short of the tolerance)"
+            }
             StopReason::MaxIters => "iteration budget reached",
             StopReason::Interrupted => "interrupted",
         }
@@ -756,16 +762,19 @@ impl<'a> Trainer<'a> {
             || raw.max_delay.is_some()
             || raw.checkpoint_dir.is_some()
             || raw.resume.is_some();
+        // `cd` runs on one output, a separable regularizer and a convex objective.
+        let cd_applies = layout.classes == 1 && AnyReg(reg).group_len() == 1 && raw.alpha == 0.0;
         let (algorithm, algorithm_note) = match smooth {
-            Some(sm) => raw
-                .algorithm
-                .resolve(data.rows(), sm.l_f, sm.l_row, stochastic_only),
+            Some(sm) => {
+                raw.algorithm
+                    .resolve(data.rows(), sm.l_f, sm.l_row, stochastic_only, cd_applies)
+            }
             None => (raw.algorithm, String::new()),
         };
         let batch = raw
             .batch
             .unwrap_or_else(|| smooth.map_or(DEFAULT_BATCH, |sm| auto_batch(sm.l_f, sm.l_row)));
-        let blocks = if algorithm == Algorithm::Fista {
+        let blocks = if algorithm.is_full_data() {
             1
         } else {
             block_count(raw.blocks, workers, raw.servers, feature_groups, || {
@@ -794,8 +803,9 @@ impl<'a> Trainer<'a> {
         if metric.is_some() {
             step_note.push_str(&scaling_note(raw));
         }
-        // A FISTA iteration is a pass over the data (at least): its epoch.
-        let updates_per_epoch = if algorithm == Algorithm::Fista {
+        // An iteration of a full-data solver is a pass over the data (at least): its
+        // epoch.
+        let updates_per_epoch = if algorithm.is_full_data() {
             1.0
         } else {
             data.rows() as f64 * blocks as f64 / batch as f64
@@ -872,13 +882,13 @@ impl<'a> Trainer<'a> {
             o.on_start(&info)?;
         }
         let mut rules = StopRules::of(raw, self.interrupt.clone());
-        if plan.algorithm == Algorithm::Fista {
+        if plan.algorithm.is_full_data() {
             // `fista` asked for by name is the reference solver and stops at its own
             // `fista-tol`; chosen by `auto` it stops at `tol` as the others do.
             if raw.algorithm == Algorithm::Fista {
                 rules.tol = None;
             }
-            return self.run_fista(&plan, info, &ev, rules);
+            return self.run_full(&plan, info, &ev, rules);
         }
 
         let start_k = resumed.as_ref().map_or(0, |c| c.updates);
@@ -975,9 +985,9 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// The `fista` run: no workers, so no backend, but the same monitor, observers and
-    /// stop rules as [`Driver::run`].
-    fn run_fista<L: Loss>(
+    /// The run of a full-data solver (`fista`, `cd`): no workers, so no backend, but the
+    /// same monitor, observers and stop rules as [`Driver::run`].
+    fn run_full<L: Loss>(
         mut self,
         plan: &Plan,
         info: RunInfo,
@@ -1013,97 +1023,74 @@ impl<'a> Trainer<'a> {
         let mut early: Option<StopReason> = mon.last().and_then(|r| rules.after_record(r));
         let mut obs_err: Option<Error> = None;
         let mut iters = 0u64;
-        let n = self.problem.train.rows();
-        let rows = n as u64;
+        let rows = self.problem.train.rows() as u64;
         let observers = &mut self.observers;
-        // Jacobi factors for the full-gradient method (see `fista`): every column is
-        // seen in full at each iteration, so the floor only guards empty columns. The
-        // nonconvex term's curvature is the same on every coordinate, so it runs plain.
-        let sums = (full.separable() && full.alpha == 0.0)
-            .then(|| column_sq_sums(&self.problem.train, layout));
-        let rows_metric = sums.as_deref().map(|s| column_metric(s, n, 1.0));
-        let metric: Option<Vec<f64>> = rows_metric.as_ref().map(|d| {
-            d.iter()
-                .flat_map(|&d| std::iter::repeat(d).take(layout.classes))
-                .collect()
-        });
-        // The mean squared row norm in the metric bounds its top eigenvalue from above,
-        // so the line search only ever shrinks this first estimate.
-        let l0 = match (&rows_metric, &sums) {
-            (Some(d), Some(s)) => curvature(raw.loss) * mean_scaled_sq_row_norm(s, d, n, layout),
-            _ => 1.0 / plan.eta0,
-        };
-        // A model that starts converged (a warm start) is done.
-        // Chosen by `auto`, FISTA stops at `tol` times [`AUTO_FISTA_TOL_FACTOR`] on its
-        // own prox-gradient mapping (in its metric, relative to its start), checked at
-        // every iteration so that the stop does not depend on when evaluations fall, and a budget of epochs or updates counts its
-        // iterations, each at least a pass over the data. By name it is the reference
-        // solver: `fista-tol` and `fista-max-iters`.
-        let budget = (raw.algorithm == Algorithm::Auto)
+        // A budget of epochs or updates counts iterations, each at least a pass over the
+        // data; `fista` by name has its own (`fista-max-iters`).
+        let by_name_fista = raw.algorithm == Algorithm::Fista;
+        let budget = (!by_name_fista)
             .then(|| {
                 raw.epochs
                     .map(|e| e.ceil().max(1.0) as u64)
                     .or(raw.max_updates)
             })
             .flatten();
-        let fista_tol = rules
-            .tol
-            .map_or(raw.fista_tol, |t| (t * AUTO_FISTA_TOL_FACTOR).powi(2));
-        let max_iters = budget.map_or(raw.fista_max_iters, |b| {
-            (b.min(raw.fista_max_iters as u64)) as usize
-        });
-        let stop = if early.is_some() {
-            FistaStop::Interrupted
+        let already_stopped = early.is_some();
+        let observe = |it: usize, x: &[f64]| -> bool {
+            let secs = mon.train_secs();
+            iters = it as u64;
+            if mon.due(iters, secs) {
+                let t = Instant::now();
+                let mut rec = mon.record(iters, iters * rows, 0, secs);
+                ev.eval(x, &mut rec);
+                if let Err(e) = mon.push(rec, observers) {
+                    obs_err = Some(e);
+                    return false;
+                }
+                mon.evaluated(t.elapsed().as_secs_f64());
+                mon.schedule_next(iters, secs);
+                // A non-finite objective is the solver's to judge (it keeps the last
+                // finite iterate).
+                if let Some(r @ StopReason::TargetObjective) =
+                    mon.last().and_then(|r| rules.after_eval(r.psi))
+                {
+                    early = Some(r);
+                    return false;
+                }
+            }
+            if let Some(r) = rules.between(secs) {
+                early = Some(r);
+                return false;
+            }
+            true
+        };
+        let stop = if already_stopped {
+            SolverStop::Interrupted
+        } else if plan.algorithm == Algorithm::Cd {
+            let cols = crate::cd::Columns::of(&self.problem.train, layout.features);
+            let stop = crate::cd::CdStop {
+                pgm_sq: rules.tol.map(|t| t * t * rules.pgm_ref),
+                eta: ev.eta,
+                max_iters: budget.map_or(CD_MAX_ITERS, |b| b.min(CD_MAX_ITERS as u64) as usize),
+                seed: raw.seed,
+            };
+            crate::cd::solve(&full, &cols, &mut x, &stop, observe)
         } else {
-            fista::solve(
-                &full,
-                &mut x,
-                l0,
-                fista_tol,
-                max_iters,
-                metric.as_deref(),
-                |it, x| {
-                    let secs = mon.train_secs();
-                    iters = it.iter as u64;
-                    if mon.due(iters, secs) {
-                        let t = Instant::now();
-                        let mut rec = mon.record(iters, iters * rows, 0, secs);
-                        ev.eval(x, &mut rec);
-                        if let Err(e) = mon.push(rec, observers) {
-                            obs_err = Some(e);
-                            return false;
-                        }
-                        mon.evaluated(t.elapsed().as_secs_f64());
-                        mon.schedule_next(iters, secs);
-                        // A non-finite objective is the solver's to judge (it keeps the last
-                        // finite iterate).
-                        if let Some(r @ StopReason::TargetObjective) =
-                            mon.last().and_then(|r| rules.after_eval(r.psi))
-                        {
-                            early = Some(r);
-                            return false;
-                        }
-                    }
-                    if let Some(r) = rules.between(secs) {
-                        early = Some(r);
-                        return false;
-                    }
-                    true
-                },
-            )
+            solve_fista(plan, raw, &full, &rules, budget, &mut x, observe)
         };
         if let Some(e) = obs_err {
             return Err(e);
         }
         let reason = match stop {
-            FistaStop::Converged => StopReason::Converged,
-            FistaStop::MaxIters => match budget {
+            SolverStop::Converged => StopReason::Converged,
+            SolverStop::Stalled => StopReason::Stalled,
+            SolverStop::MaxIters => match budget {
                 Some(b) if iters >= b && raw.epochs.is_some() => StopReason::Epochs,
                 Some(b) if iters >= b => StopReason::MaxUpdates,
                 _ => StopReason::MaxIters,
             },
-            FistaStop::Diverged => StopReason::Diverged,
-            FistaStop::Interrupted => early.unwrap_or(StopReason::MaxIters),
+            SolverStop::Diverged => StopReason::Diverged,
+            SolverStop::Interrupted => early.unwrap_or(StopReason::MaxIters),
         };
         if mon.last_updates() != iters {
             let secs = mon.train_secs();
@@ -1126,6 +1113,58 @@ impl<'a> Trainer<'a> {
         });
         Ok(summary)
     }
+}
+
+/// Outer iterations of `cd` at most when no budget is given (it converges in tens).
+const CD_MAX_ITERS: usize = 10_000;
+
+/// FISTA from `x` on `full`, with its Jacobi metric where the regularizer is separable.
+/// Chosen by `auto`, it stops at `tol` times [`AUTO_FISTA_TOL_FACTOR`] on its own
+/// prox-gradient mapping (in its metric, relative to its start), checked at every
+/// iteration so that the stop does not depend on when evaluations fall, within `budget`
+/// iterations. By name it is the reference solver: `fista-tol` and `fista-max-iters`.
+fn solve_fista<L: Loss>(
+    plan: &Plan,
+    raw: &crate::config::TrainConfig,
+    full: &Objective<L>,
+    rules: &StopRules,
+    budget: Option<u64>,
+    x: &mut Vec<f64>,
+    mut observe: impl FnMut(usize, &[f64]) -> bool,
+) -> SolverStop {
+    let layout = full.layout;
+    let n = full.data.rows();
+    // Jacobi factors for the full-gradient method (see `fista`): every column is seen in
+    // full at each iteration, so the floor only guards empty columns. The nonconvex
+    // term's curvature is the same on every coordinate, so it runs plain.
+    let sums = (full.separable() && full.alpha == 0.0).then(|| column_sq_sums(full.data, layout));
+    let rows_metric = sums.as_deref().map(|s| column_metric(s, n, 1.0));
+    let metric: Option<Vec<f64>> = rows_metric.as_ref().map(|d| {
+        d.iter()
+            .flat_map(|&d| std::iter::repeat(d).take(layout.classes))
+            .collect()
+    });
+    // The mean squared row norm in the metric bounds its top eigenvalue from above, so
+    // the line search only ever shrinks this first estimate.
+    let l0 = match (&rows_metric, &sums) {
+        (Some(d), Some(s)) => curvature(raw.loss) * mean_scaled_sq_row_norm(s, d, n, layout),
+        _ => 1.0 / plan.eta0,
+    };
+    let fista_tol = rules
+        .tol
+        .map_or(raw.fista_tol, |t| (t * AUTO_FISTA_TOL_FACTOR).powi(2));
+    let max_iters = budget.map_or(raw.fista_max_iters, |b| {
+        (b.min(raw.fista_max_iters as u64)) as usize
+    });
+    fista::solve(
+        full,
+        x,
+        l0,
+        fista_tol,
+        max_iters,
+        metric.as_deref(),
+        |it, x| observe(it.iter, x),
+    )
 }
 
 /// What a run of `plan` on `pb` reports at its start (`eval_rows`: the rows of the

@@ -280,12 +280,13 @@ fn tol_stops_at_convergence_with_a_gap_certificate() {
 }
 
 /// `algorithm = "auto"` with the other settings automatic: a small training set runs
-/// `fista`, stopped at `tol` (not at its own `fista-tol`) near the optimum; a large one
-/// whose rows are nearly orthogonal (`L_row / L_f` large) runs `asyb` with the
-/// automatic minibatch `L_row / L_f`; a given minibatch asks for the workers whatever
-/// the size; `fista` by name stops at `fista-tol`.
+/// `cd` (or `fista` where `cd` does not apply: group lasso), stopped at `tol` (not at
+/// FISTA's own `fista-tol`) near the optimum; a large one whose rows are nearly
+/// orthogonal (`L_row / L_f` large) runs `asyb` with the automatic minibatch
+/// `L_row / L_f`; a given minibatch asks for the workers whatever the size; `fista` by
+/// name stops at `fista-tol`.
 #[test]
-fn auto_picks_fista_for_small_problems_and_asyb_with_its_batch_for_large_ones() {
+fn auto_picks_cd_or_fista_for_small_problems_and_asyb_with_its_batch_for_large_ones() {
     let defaults = |lambda: f64| TrainConfig {
         lambda,
         eval_threads: Some(1),
@@ -294,7 +295,7 @@ fn auto_picks_fista_for_small_problems_and_asyb_with_its_batch_for_large_ones() 
     let small = planted_logistic(2000, 100, 6, 4);
     let psi_star = optimum(&small);
     let s = run(&defaults(1e-3), &small);
-    assert_eq!(s.info.algorithm, "fista");
+    assert_eq!(s.info.algorithm, "cd");
     assert!(
         s.info.algorithm_note.contains("2000 rows <= 5000"),
         "{}",
@@ -304,6 +305,28 @@ fn auto_picks_fista_for_small_problems_and_asyb_with_its_batch_for_large_ones() 
     let conv = s.convergence.expect("tol applies to the automatic choice");
     assert!(conv.ratio(s.last()) <= 3e-4);
     assert!((s.last().psi - psi_star) / psi_star < 1e-4);
+    assert!(
+        s.last().updates <= 20,
+        "{} outer iterations",
+        s.last().updates
+    );
+    // The duality gap certifies it: at least the true gap, and small.
+    let gap = s.last().gap.expect("logistic + l1 has a gap");
+    assert!(
+        gap >= s.last().psi - psi_star - 1e-12 && gap < 1e-2 * psi_star,
+        "gap {gap:e}, psi {} psi* {psi_star}",
+        s.last().psi
+    );
+    let grouped = run(
+        &TrainConfig {
+            reg: RegKind::GroupLasso,
+            group_size: 4,
+            ..defaults(1e-3)
+        },
+        &small,
+    );
+    assert_eq!(grouped.info.algorithm, "fista");
+    assert_eq!(grouped.stop_reason, StopReason::Converged);
     let given = run(
         &TrainConfig {
             batch: Some(64),

@@ -193,7 +193,7 @@ impl<L: Loss> Objective<'_, L> {
 mod tests {
     use super::*;
     use crate::data::Dataset;
-    use crate::fista::{solve, FistaStop};
+    use crate::fista::{solve, SolverStop};
     use crate::model::loss::{Huber, Logistic, Softmax, Squared, SquaredHinge};
     use crate::model::objective::AnyReg;
     use crate::model::reg::{RegKind, RegSpec};
@@ -289,7 +289,7 @@ mod tests {
     fn optimum<L: Loss>(obj: &Objective<L>) -> (Vec<f64>, f64) {
         let mut x = vec![0.0; obj.layout.coords()];
         let stop = solve(obj, &mut x, 1.0, 1e-12, 20_000, None, |_, _| true);
-        assert_eq!(stop, FistaStop::Converged, "{}", L::INFO.name);
+        assert_eq!(stop, SolverStop::Converged, "{}", L::INFO.name);
         let psi = obj.psi(&x);
         (x, psi)
     }

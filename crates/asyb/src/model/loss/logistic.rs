@@ -40,6 +40,12 @@ impl Loss for Logistic {
         let y = f64::from(y);
         dz[0] = -y * sigmoid(-y * z[0]);
     }
+    /// `sigmoid(z) (1 - sigmoid(z))`, from the derivative `-y sigmoid(-y z)` (y = +-1).
+    #[inline]
+    fn curvature_at(&self, _z: f64, _y: f32, deriv: f64) -> f64 {
+        let s = deriv.abs();
+        s * (1.0 - s)
+    }
     /// theta = -y s with s in [0, 1]: s ln s + (1 - s) ln(1 - s).
     #[inline]
     fn conjugate(&self, theta: &[f64], y: f32) -> Option<f64> {

@@ -111,6 +111,16 @@ pub trait Loss: Copy + Default + Send + Sync + 'static {
     fn deriv(&self, z: &[f64], y: f32, dz: &mut [f64]) {
         self.grad(z, y, dz);
     }
+    /// The second derivative `d^2 loss / d z^2` of a one-output loss at margin `z`, label
+    /// `y`, whose derivative there is `deriv` (a generalized one where the loss has a
+    /// kink in its derivative): the curvature of the coordinate-descent solver's
+    /// quadratic model ([`crate::cd`]). Any value from 0 to [`LossInfo::curvature`] is
+    /// valid there (its line search keeps the iterates monotone); the default, the
+    /// bound itself, makes the model an upper bound, so every step is accepted whole.
+    #[inline]
+    fn curvature_at(&self, _z: f64, _y: f32, _deriv: f64) -> f64 {
+        Self::INFO.curvature
+    }
     /// The convex conjugate `loss*(theta) = sup_z <theta, z> - loss(z, y)` for label `y`,
     /// at a point `theta` of its domain: a derivative `d loss / d z` is one, and so is a
     /// derivative times any factor in [0, 1] (every domain here is convex and holds 0,

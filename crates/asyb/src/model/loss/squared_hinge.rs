@@ -28,6 +28,16 @@ impl Loss for SquaredHinge {
         dz[0] = -2.0 * y * m;
         m * m
     }
+    /// 2 where the hinge is active (a nonzero derivative), 0 past it: the generalized
+    /// second derivative.
+    #[inline]
+    fn curvature_at(&self, _z: f64, _y: f32, deriv: f64) -> f64 {
+        if deriv != 0.0 {
+            2.0
+        } else {
+            0.0
+        }
+    }
     /// theta = -y s with s >= 0: s^2 / 4 - s.
     #[inline]
     fn conjugate(&self, theta: &[f64], y: f32) -> Option<f64> {
