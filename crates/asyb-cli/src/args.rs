@@ -42,8 +42,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train on built-in generated click-through-rate data: 2 workers, progress, summary,
-    /// plot.
+    /// Train on built-in generated click-through-rate data with the default settings
+    /// (`auto` picks the algorithm): progress, summary, plot.
     Demo(DemoArgs),
     /// Generate synthetic data in LIBSVM format.
     #[command(subcommand)]
@@ -274,6 +274,10 @@ pub struct DemoArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// The algorithm, as `train --algorithm` (`asyb` shows the paper's asynchronous
+    /// workers on these rows, where `auto` picks `cd`).
+    #[arg(long, value_parser = parse_algorithm, default_value = "auto")]
+    pub algorithm: Algorithm,
     /// Where to write the convergence plot.
     #[arg(long, default_value = "asyb-demo.svg")]
     pub plot: PathBuf,

@@ -563,6 +563,7 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
     let cfg = TrainConfig {
         lambda: 1e-5,
         workers: Some(a.workers),
+        algorithm: a.algorithm,
         seed: a.seed,
         ..TrainConfig::default()
     };

@@ -728,7 +728,7 @@ fn small_data_runs_cd_to_convergence() {
     };
     let (out, model) = run("a.safetensors");
     for needle in [
-        "algorithm   cd (auto: 200 rows <= 5000)",
+        "algorithm   cd (auto: 200 rows <= 200000)",
         "stopped     converged to tolerance after",
         "(tol 3e-4): converged",
         "certificate Psi - Psi* <=",
@@ -760,12 +760,17 @@ fn demo_objective_falls() {
         .collect();
     assert_eq!(v.len(), 2, "{line}");
     assert!(v[1] < v[0], "{line}");
-    assert!(out.contains("2 workers"), "{out}");
+    assert!(out.contains("algorithm   cd (auto: 100000 rows"), "{out}");
     assert!(std::fs::read_to_string(d.path("asyb-demo.svg"))
         .unwrap()
         .contains("<svg"));
     // Progress goes to standard error, one line per evaluation when not a terminal.
     assert!(stderr(&o).contains("updates"), "{}", stderr(&o));
+    // The paper's algorithm on request, with its workers, on a smaller set.
+    let o = d.asyb_ok(&["demo", "--algorithm", "asyb", "--rows", "20000", "--quiet"]);
+    let out = stdout(&o);
+    assert!(out.contains("algorithm   asyb, 2 workers"), "{out}");
+    assert!(out.contains("delays"), "{out}");
 }
 
 #[test]
@@ -1837,7 +1842,7 @@ fn the_default_stop_is_convergence_with_a_certificate() {
     // 3000 rows: `auto` runs cd, which checks tol on the measure the summary prints.
     let out = train(&["--log", "run.jsonl"]);
     assert!(
-        out.contains("algorithm   cd (auto: 3000 rows <= 5000)"),
+        out.contains("algorithm   cd (auto: 3000 rows <= 200000)"),
         "{out}"
     );
     assert!(out.contains("stopped     converged to tolerance"), "{out}");

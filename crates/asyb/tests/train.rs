@@ -281,9 +281,9 @@ fn tol_stops_at_convergence_with_a_gap_certificate() {
 
 /// `algorithm = "auto"` with the other settings automatic: a small training set runs
 /// `cd` (or `fista` where `cd` does not apply: group lasso), stopped at `tol` (not at
-/// FISTA's own `fista-tol`) near the optimum; a large one whose rows are nearly
-/// orthogonal (`L_row / L_f` large) runs `asyb` with the automatic minibatch
-/// `L_row / L_f`; a given minibatch asks for the workers whatever the size; `fista` by
+/// FISTA's own `fista-tol`) near the optimum; where `cd` does not apply, a larger one
+/// whose rows are nearly orthogonal (`L_row / L_f` large) runs `asyb` with the
+/// automatic minibatch `L_row / L_f`; a given minibatch asks for the workers whatever the size; `fista` by
 /// name stops at `fista-tol`.
 #[test]
 fn auto_picks_cd_or_fista_for_small_problems_and_asyb_with_its_batch_for_large_ones() {
@@ -297,7 +297,7 @@ fn auto_picks_cd_or_fista_for_small_problems_and_asyb_with_its_batch_for_large_o
     let s = run(&defaults(1e-3), &small);
     assert_eq!(s.info.algorithm, "cd");
     assert!(
-        s.info.algorithm_note.contains("2000 rows <= 5000"),
+        s.info.algorithm_note.contains("2000 rows <= 200000"),
         "{}",
         s.info.algorithm_note
     );
@@ -349,11 +349,22 @@ fn auto_picks_cd_or_fista_for_small_problems_and_asyb_with_its_batch_for_large_o
     assert!(named.convergence.is_none());
     assert!(named.info.algorithm_note.is_empty());
 
-    // 20k rows of 3 features among 20k: L_row / L_f is in the hundreds.
+    // 20k rows of 3 features among 20k: L_row / L_f is in the hundreds. Where cd
+    // applies it takes these rows too; with the nonconvex term (no cd, and the
+    // smoothness unchanged) the rule of fista and asyb decides.
     let large = planted_logistic(20_000, 20_000, 3, 5);
     let s = run(
         &TrainConfig {
             epochs: Some(1.0),
+            ..defaults(1e-4)
+        },
+        &large,
+    );
+    assert_eq!(s.info.algorithm, "cd");
+    let s = run(
+        &TrainConfig {
+            epochs: Some(1.0),
+            alpha: 1e-9,
             ..defaults(1e-4)
         },
         &large,
