@@ -456,6 +456,10 @@ const AUTO_STEP_ROWS: usize = 100_000;
 /// this fraction (the step it sets is no more precise than the bound it comes from).
 const AUTO_STEP_TOL: f64 = 1e-4;
 
+/// The same for a `cd` run, whose step only scales the prox-gradient mapping that
+/// `tol` measures: a step 1% off moves that measure by less.
+const CD_STEP_TOL: f64 = 1e-2;
+
 /// The automatic step: `1 / L(N)`, with `L(N)` the expected smoothness constant of an
 /// N-row minibatch gradient (Gower et al. 2019, "SGD: general analysis and improved
 /// rates", Prop. 3.8): `L(N) = n (N-1) / (N (n-1)) L_f + (n-N) / (N (n-1)) L_row`,
@@ -484,6 +488,18 @@ impl Smoothness {
         layout: Layout,
         metric: Option<(&[f64], &[f64])>,
     ) -> Self {
+        Self::within(loss, data, layout, metric, AUTO_STEP_TOL)
+    }
+
+    /// The constants of `data`, the power iteration stopping once its estimate moves by
+    /// at most `tol` (relative).
+    fn within(
+        loss: LossKind,
+        data: &Dataset,
+        layout: Layout,
+        metric: Option<(&[f64], &[f64])>,
+        tol: f64,
+    ) -> Self {
         let c = curvature(loss);
         // The power iteration reads a fixed stride of rows in place.
         let sample =
@@ -499,7 +515,7 @@ impl Smoothness {
             alpha: 0.0,
             threads: SETUP_PARTS,
         }
-        .gram_top_eigenvalue(30, AUTO_STEP_TOL, scale.as_deref()));
+        .gram_top_eigenvalue(30, tol, scale.as_deref()));
         let l_row = c * match metric {
             Some((d, sums)) => mean_scaled_sq_row_norm(sums, d, data.rows(), layout),
             None => mean_sq_row_norm(data, layout.bias),
@@ -740,18 +756,7 @@ impl<'a> Trainer<'a> {
         let metric = sums
             .as_deref()
             .map(|s| column_metric(s, data.rows(), raw.step_scaling_floor));
-        // The smoothness constants, where a choice needs them.
         let auto_step = matches!(raw.step, StepSetting::Named(_));
-        let smooth =
-            (auto_step || raw.batch.is_none() || raw.algorithm == Algorithm::Auto).then(|| {
-                Smoothness::of(
-                    raw.loss,
-                    data,
-                    layout,
-                    metric.as_deref().zip(sums.as_deref()),
-                )
-            });
-        drop(sums);
         // A setting of the stochastic algorithms asks for them.
         let stochastic_only = raw.batch.is_some()
             || raw.blocks.is_some()
@@ -764,6 +769,25 @@ impl<'a> Trainer<'a> {
             || raw.resume.is_some();
         // `cd` runs on one output, a separable regularizer and a convex objective.
         let cd_applies = layout.classes == 1 && AnyReg(reg).group_len() == 1 && raw.alpha == 0.0;
+        // Where `cd` will run (as [`Algorithm::resolve`] decides), the step only scales
+        // the measure of `tol`, so a rough one does.
+        let cd_ahead = raw.algorithm == Algorithm::Cd
+            || (raw.algorithm == Algorithm::Auto
+                && cd_applies
+                && !stochastic_only
+                && data.rows() <= crate::config::AUTO_CD_ROWS);
+        // The smoothness constants, where a choice needs them.
+        let smooth =
+            (auto_step || raw.batch.is_none() || raw.algorithm == Algorithm::Auto).then(|| {
+                Smoothness::within(
+                    raw.loss,
+                    data,
+                    layout,
+                    metric.as_deref().zip(sums.as_deref()),
+                    if cd_ahead { CD_STEP_TOL } else { AUTO_STEP_TOL },
+                )
+            });
+        drop(sums);
         let (algorithm, algorithm_note) = match smooth {
             Some(sm) => {
                 raw.algorithm
@@ -771,6 +795,7 @@ impl<'a> Trainer<'a> {
             }
             None => (raw.algorithm, String::new()),
         };
+        debug_assert!(!cd_ahead || algorithm == Algorithm::Cd);
         let batch = raw
             .batch
             .unwrap_or_else(|| smooth.map_or(DEFAULT_BATCH, |sm| auto_batch(sm.l_f, sm.l_row)));
