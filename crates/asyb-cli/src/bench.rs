@@ -966,10 +966,13 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
     counts.sort_unstable();
     counts.dedup();
     let vc = crate::commands::train_config(t)?;
-    if vc.raw.algorithm == Algorithm::Fista {
+    if vc.raw.algorithm.is_full_data() {
         return Err(asyb::Error::config(
             "algorithm",
-            "bench speedup times the asynchronous algorithms; fista gives the reference",
+            format!(
+                "bench speedup times the algorithms with workers, not {}",
+                vc.raw.algorithm.name()
+            ),
         )
         .into());
     }
@@ -996,10 +999,13 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
     } else {
         a.compare.clone()
     };
-    if algorithms.contains(&Algorithm::Fista) {
+    if let Some(a) = algorithms.iter().find(|a| a.is_full_data()) {
         return Err(asyb::Error::config(
             "compare",
-            "fista gives the reference; compare the asynchronous algorithms",
+            format!(
+                "bench speedup compares the algorithms with workers, not {}",
+                a.name()
+            ),
         )
         .into());
     }
