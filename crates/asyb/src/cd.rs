@@ -25,11 +25,18 @@
 //! as its model (the default of [`Loss::curvature_at`]) it is proximal coordinate
 //! descent with per-coordinate steps, which needs no line search.
 
+use std::ops::Range;
+
 use crate::data::Dataset;
 use crate::fista::SolverStop;
 use crate::model::loss::Loss;
 use crate::model::objective::Objective;
 use crate::model::reg::Regularizer;
+use crate::par;
+
+/// Nonzeros plus rows below which the passes over every row and column run on one
+/// thread: starting threads costs about what this much work does.
+const PAR_MIN_WORK: usize = 100_000;
 
 /// Smallest working set (or every feature, when fewer).
 const WS_MIN: usize = 16;
@@ -91,6 +98,21 @@ impl Columns {
             }
         }
         Columns { ptr, rows, vals }
+    }
+
+    /// The columns in at most `parts` consecutive ranges of about equal nonzeros.
+    fn parts(&self, parts: usize) -> Vec<Range<usize>> {
+        let d = self.len();
+        let nnz = self.rows.len();
+        let parts = parts.clamp(1, d.max(1));
+        let mut cuts = vec![0];
+        for p in 1..parts {
+            let target = nnz * p / parts;
+            let j = self.ptr.partition_point(|&q| q < target).min(d);
+            cuts.push(j.max(*cuts.last().expect("a first cut")));
+        }
+        cuts.push(d);
+        cuts.windows(2).map(|w| w[0]..w[1]).collect()
     }
 
     /// Number of columns.
@@ -241,14 +263,32 @@ pub fn solve<L: Loss>(
     let mut ws_size = WS_MIN.min(d);
     let mut rng = Rng(stop.seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut h_x = obj.h(x);
+    // The passes over all rows and all columns run on `obj.threads` where they are long
+    // enough to pay for the threads; the coordinate passes run on one.
+    let parts = if cols.rows.len() + n >= PAR_MIN_WORK {
+        obj.threads.max(1)
+    } else {
+        1
+    };
     for iter in 1..=stop.max_iters {
         // 1. Derivatives, gradient, curvatures.
-        derivatives(obj, labels, &mut st);
-        for j in 0..d {
-            let (s, q) = cols.dot2(j, &st.dv, &st.hv);
-            g[j] = s * inv_n;
-            hd[j] = q * inv_n + NU;
-        }
+        derivatives(obj, labels, &mut st, parts);
+        let col_parts = cols.parts(parts);
+        let (dv, hv) = (&st.dv, &st.hv);
+        par::each(
+            col_parts.iter().cloned().zip(
+                split_by(&mut g[..d], &col_parts)
+                    .into_iter()
+                    .zip(split_by(&mut hd, &col_parts)),
+            ),
+            |(r, (g, hd))| {
+                for ((j, g), hd) in r.zip(g.iter_mut()).zip(hd.iter_mut()) {
+                    let (s, q) = cols.dot2(j, dv, hv);
+                    *g = s * inv_n;
+                    *hd = q * inv_n + NU;
+                }
+            },
+        );
         g[b] = if bias {
             st.dv.iter().sum::<f64>() * inv_n
         } else {
@@ -366,21 +406,48 @@ pub fn solve<L: Loss>(
     SolverStop::MaxIters
 }
 
-/// The loss, its derivatives and curvatures at the margins `st.z`.
-fn derivatives<L: Loss>(obj: &Objective<L>, labels: &[f32], st: &mut State) {
-    let mut sum = 0.0;
-    let mut dz = [0.0];
-    for (((&z, &y), dv), hv) in
-        st.z.iter()
-            .zip(labels)
-            .zip(st.dv.iter_mut())
-            .zip(st.hv.iter_mut())
-    {
-        sum += obj.loss.grad(&[z], y, &mut dz);
-        *dv = dz[0];
-        *hv = obj.loss.curvature_at(z, y, dz[0]);
-    }
-    st.f = sum / labels.len().max(1) as f64;
+/// The loss, its derivatives and curvatures at the margins `st.z`, over `parts`
+/// ranges of the rows.
+fn derivatives<L: Loss>(obj: &Objective<L>, labels: &[f32], st: &mut State, parts: usize) {
+    let n = labels.len();
+    let rs = par::ranges(n, parts);
+    let z = &st.z;
+    let sums = par::each(
+        rs.iter().cloned().zip(
+            split_by(&mut st.dv, &rs)
+                .into_iter()
+                .zip(split_by(&mut st.hv, &rs)),
+        ),
+        |(r, (dv, hv))| {
+            let mut sum = 0.0;
+            let mut dz = [0.0];
+            for (((&z, &y), dv), hv) in z[r.clone()]
+                .iter()
+                .zip(&labels[r])
+                .zip(dv.iter_mut())
+                .zip(hv.iter_mut())
+            {
+                sum += obj.loss.grad(&[z], y, &mut dz);
+                *dv = dz[0];
+                *hv = obj.loss.curvature_at(z, y, dz[0]);
+            }
+            sum
+        },
+    );
+    st.f = sums.iter().sum::<f64>() / n.max(1) as f64;
+}
+
+/// `v` cut into the consecutive pieces of `ranges` (which cover `0..v.len()` in order).
+fn split_by<'v, T>(v: &'v mut [T], ranges: &[Range<usize>]) -> Vec<&'v mut [T]> {
+    let mut rest = v;
+    ranges
+        .iter()
+        .map(|r| {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len());
+            rest = tail;
+            mine
+        })
+        .collect()
 }
 
 /// xorshift64*: the coordinate order (the same on every machine for a seed).
@@ -640,6 +707,36 @@ mod tests {
             solve(&obj, &cols, &mut z, &stop, |it, _| it < 2),
             SolverStop::Interrupted
         );
+    }
+
+    /// The passes over every row and column split over threads where the data is
+    /// large enough give the same iterates as one thread, to rounding: every column's
+    /// sums are the same, only the loss's sum is added in pieces.
+    #[test]
+    fn threads_change_nothing_but_rounding() {
+        let ds = data(21, 20_000, 400, true, false);
+        assert!(ds.nnz() + ds.rows() >= PAR_MIN_WORK);
+        let cols = Columns::of(&ds, ds.features);
+        assert_eq!(cols.parts(3).len(), 3);
+        let run = |threads: usize| {
+            let obj = Objective {
+                threads,
+                ..objective(&ds, true, Logistic, spec(RegKind::L1, 1e-3))
+            };
+            let mut x = vec![0.0; obj.layout.coords()];
+            let stop = solve(&obj, &cols, &mut x, &tight(100), |_, _| true);
+            assert!(matches!(stop, SolverStop::Converged | SolverStop::Stalled));
+            (obj.psi(&x), x)
+        };
+        let (p1, x1) = run(1);
+        let (p3, x3) = run(3);
+        assert!((p1 - p3).abs() <= 1e-12 * p1, "{p1} vs {p3}");
+        let dx = x1
+            .iter()
+            .zip(&x3)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(dx < 1e-6, "{dx}");
     }
 
     /// The curvatures the quadratic model uses: the logistic loss's exact second
