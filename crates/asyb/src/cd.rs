@@ -477,37 +477,13 @@ mod tests {
     use super::*;
     use crate::fista;
     use crate::model::loss::{Huber, Logistic, Squared, SquaredHinge};
-    use crate::model::objective::AnyReg;
-    use crate::model::reg::{soft_threshold, RegKind, RegSpec};
-    use crate::model::Layout;
+    use crate::model::reg::{RegKind, RegSpec};
+    use crate::testing::{orthogonal_lasso, spec};
     use rand::{Rng as _, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
 
-    fn spec(kind: RegKind, lambda: f64) -> RegSpec {
-        RegSpec {
-            kind,
-            lambda,
-            l1_ratio: 0.5,
-            lower: -0.3,
-            upper: 0.4,
-            group_len: 1,
-        }
-    }
-
     fn objective<L: Loss>(ds: &Dataset, bias: bool, loss: L, reg: RegSpec) -> Objective<'_, L> {
-        Objective {
-            data: ds,
-            rows: None,
-            loss,
-            reg: AnyReg(reg),
-            layout: Layout {
-                features: ds.features,
-                classes: 1,
-                bias,
-            },
-            alpha: 0.0,
-            threads: 1,
-        }
+        crate::testing::objective(ds, bias, loss, reg, 1)
     }
 
     /// Random sparse rows: labels -1/+1 for `binary`, else real; with values, or all 1
@@ -591,30 +567,19 @@ mod tests {
         }
     }
 
-    /// The lasso with an orthogonal design has a closed form (see `fista`'s test):
-    /// soft_threshold(y_i / sqrt(d), lambda), here to 1e-12.
+    /// The lasso with an orthogonal design has a closed form
+    /// ([`crate::testing::orthogonal_lasso`]), here to 1e-12.
     #[test]
     fn lasso_orthonormal_closed_form() {
-        let d = 6;
-        let s = (d as f32).sqrt();
         let ys = [3.0f32, -2.0, 0.1, -0.05, 1.0, 0.0];
-        let rows: Vec<(f32, Vec<(u32, f32)>)> = ys
-            .iter()
-            .enumerate()
-            .map(|(i, &y)| (y, vec![(i as u32, s)]))
-            .collect();
-        let ds = Dataset::from_rows(d, &rows);
+        let (ds, want) = orthogonal_lasso(&ys, 0.1);
         let obj = objective(&ds, false, Squared, spec(RegKind::L1, 0.1));
-        let cols = Columns::of(&ds, d);
+        let cols = Columns::of(&ds, ds.features);
         let mut x = vec![0.0; obj.layout.coords()];
         let stop = solve(&obj, &cols, &mut x, &tight(100), |_, _| true);
         assert_eq!(stop, SolverStop::Converged);
-        for (i, &y) in ys.iter().enumerate() {
-            // s is rounded to f32, so s^2 / d is 1 only to rounding: f is
-            // sum (x_i - y_i / s)^2 (s^2 / d) / 2.
-            let c = f64::from(s) * f64::from(s) / d as f64;
-            let want = soft_threshold(f64::from(y) / f64::from(s), 0.1 / c);
-            assert!((x[i] - want).abs() < 1e-12, "x[{i}] = {} want {want}", x[i]);
+        for (i, w) in want.iter().enumerate() {
+            assert!((x[i] - w).abs() < 1e-12, "x[{i}] = {} want {w}", x[i]);
         }
     }
 

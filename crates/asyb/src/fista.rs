@@ -153,71 +153,23 @@ mod tests {
     use super::*;
     use crate::data::Dataset;
     use crate::model::loss::{Logistic, Squared};
-    use crate::model::objective::AnyReg;
-    use crate::model::reg::{RegKind, RegSpec};
-    use crate::model::Layout;
+    use crate::model::reg::RegKind;
+    use crate::testing::{objective, orthogonal_lasso, spec};
     use rand::{Rng, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
 
-    fn spec(kind: RegKind, lambda: f64) -> RegSpec {
-        RegSpec {
-            kind,
-            lambda,
-            l1_ratio: 0.5,
-            lower: -1.0,
-            upper: 1.0,
-            group_len: 1,
-        }
-    }
-
-    /// `loss` + `reg` over every row of `ds` (`features` columns, an intercept with
-    /// `bias`), without the nonconvex term.
-    fn objective<L: Loss>(
-        ds: &Dataset,
-        features: usize,
-        bias: bool,
-        loss: L,
-        reg: RegSpec,
-        threads: usize,
-    ) -> Objective<'_, L> {
-        Objective {
-            data: ds,
-            rows: None,
-            loss,
-            reg: AnyReg(reg),
-            layout: Layout {
-                features,
-                classes: 1,
-                bias,
-            },
-            alpha: 0.0,
-            threads,
-        }
-    }
-
-    /// Lasso with an orthogonal design has a closed-form solution: row i holds feature i
-    /// with value sqrt(d), so f = (1/d) sum (sqrt(d) x_i - y_i)^2 / 2 = sum (x_i -
-    /// y_i/sqrt(d))^2 / 2 and the minimizer of f + lambda ||x||_1 is
-    /// soft_threshold(y_i / sqrt(d), lambda) coordinate by coordinate.
+    /// The lasso with an orthogonal design has a closed-form solution
+    /// ([`orthogonal_lasso`]).
     #[test]
     fn lasso_orthonormal_closed_form() {
-        let d = 6;
-        let s = (d as f32).sqrt();
         let ys = [3.0f32, -2.0, 0.1, -0.05, 1.0, 0.0];
-        let rows: Vec<(f32, Vec<(u32, f32)>)> = ys
-            .iter()
-            .enumerate()
-            .map(|(i, &y)| (y, vec![(i as u32, s)]))
-            .collect();
-        let ds = Dataset::from_rows(d, &rows);
-        let lambda = 0.1;
-        let obj = objective(&ds, d, false, Squared, spec(RegKind::L1, lambda), 1);
+        let (ds, want) = orthogonal_lasso(&ys, 0.1);
+        let obj = objective(&ds, false, Squared, spec(RegKind::L1, 0.1), 1);
         let mut x = vec![0.0; obj.layout.coords()];
         let stop = solve(&obj, &mut x, 1.0, 1e-20, 10_000, None, |_, _| true);
         assert_eq!(stop, SolverStop::Converged);
-        for (i, &y) in ys.iter().enumerate() {
-            let want = crate::model::reg::soft_threshold(f64::from(y) / f64::from(s), lambda);
-            assert!((x[i] - want).abs() < 1e-8, "x[{i}] = {} want {want}", x[i]);
+        for (i, w) in want.iter().enumerate() {
+            assert!((x[i] - w).abs() < 1e-8, "x[{i}] = {} want {w}", x[i]);
         }
     }
 
@@ -242,7 +194,7 @@ mod tests {
             })
             .collect();
         let ds = Dataset::from_rows(d, &rows);
-        let obj = objective(&ds, d, true, Logistic, spec(RegKind::L1, 0.01), 2);
+        let obj = objective(&ds, true, Logistic, spec(RegKind::L1, 0.01), 2);
         let mut x = vec![0.0; obj.layout.coords()];
         let stop = solve(&obj, &mut x, 1.0, 1e-16, 20_000, None, |_, _| true);
         assert_eq!(stop, SolverStop::Converged);
@@ -289,7 +241,7 @@ mod tests {
             })
             .collect();
         let ds = Dataset::from_rows(d, &rows);
-        let obj = objective(&ds, d, true, Logistic, spec(RegKind::L1, 2e-3), 2);
+        let obj = objective(&ds, true, Logistic, spec(RegKind::L1, 2e-3), 2);
         let n = ds.rows() as f64;
         let mut metric: Vec<f64> = (0..d)
             .map(|j| {

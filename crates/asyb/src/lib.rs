@@ -25,6 +25,8 @@ pub mod predict;
 pub mod problem;
 pub mod ps;
 pub mod sim;
+#[cfg(test)]
+mod testing;
 pub mod train;
 
 pub use error::{Error, Result};
