@@ -154,8 +154,12 @@ impl<'a, L: Loss> Evaluator<'a, L> {
             .map(|t| crate::predict::test_metrics(t, w));
     }
 
-    /// Evaluates `w` on `obj`'s own rows, with the duality gap. The gradient is allocated for each evaluation
-    /// rather than kept between them: the memory it takes is needed only here.
+    /// Evaluates `w` on `obj`'s own rows, with the duality gap. The gradient is
+    /// allocated for each evaluation rather than kept between them: the memory it takes
+    /// is needed only here. So are the rows' loss derivatives for the gap, kept from
+    /// the gradient's pass only where they are few ([`Objective::keeps_derivs`]): on
+    /// more rows the gap recomputes them in a second pass rather than add them to the
+    /// run's memory peak, which an evaluation sets.
     pub(crate) fn eval<W: Weights + ?Sized>(&self, w: &W, rec: &mut EvalRecord) {
         let mut grad = vec![0.0; w.len()];
         if !self.obj.gap_defined() {
@@ -163,10 +167,11 @@ impl<'a, L: Loss> Evaluator<'a, L> {
             self.record(w, f, &grad, rec);
             return;
         }
-        let mut theta = vec![0.0f32; self.obj.n() * self.obj.layout.classes];
-        let f = self.obj.f_and_grad_keeping_derivs(w, &mut grad, &mut theta);
+        let (f, pass) = self
+            .obj
+            .f_and_grad_for_gap(w, &mut grad, self.obj.keeps_derivs());
         self.record(w, f, &grad, rec);
-        rec.gap = self.obj.gap_at(rec.psi, grad, &theta);
+        rec.gap = self.obj.gap_after(w, rec.psi, grad, pass);
     }
 }
 

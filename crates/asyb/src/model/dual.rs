@@ -17,15 +17,116 @@
 //!   finite (for L1, `lambda / ||X' theta / n||_inf`; 1 where h* is finite everywhere);
 //!   for an elastic net the L1 part's factor is tried as well, and the better one kept.
 //!
+//! The factors are known only once the gradient `X' theta / n` is complete, so the
+//! dual value needs the derivatives after the gradient's pass. Where they are few
+//! ([`Objective::keeps_derivs`]) that pass keeps them, rounded to f32 as the gradient is
+//! summed from them. On more rows they would add `4 n` bytes to the evaluation's memory
+//! peak, the run's: the pass then keeps only their sums, and the gap recomputes them
+//! row by row in a second pass by the first pass's own row code, rounding the same way:
+//! the same dual point and, summed in the same order, the same value to the last bit.
+//! The second pass reads the model at every row's features again but adds up no
+//! gradient (with an intercept, a third one scales the larger side of the gradient).
+//!
 //! The gap is not defined (`None`) for a nonconvex objective (`alpha > 0`), a loss
 //! without a conjugate in closed form, several outputs with an intercept (the
 //! constraint is then one per class), or a regularizer whose dual needs more than a
 //! scale (h = 0 or nonnegativity, unless the gradient already lies in its domain).
 
+use std::ops::Range;
+
 use super::loss::Loss;
-use super::objective::{Objective, Weights};
+use super::objective::{each_adding, DerivSink, KeepDerivs, Objective, Weights};
 use super::reg::Regularizer;
 use crate::par;
+
+/// Bytes of the rows' loss derivatives (`n * classes` f32s) up to which the evaluation
+/// keeps them for the duality gap rather than recompute them in a second pass. Their
+/// share of the memory does not depend on the number of rows (4 bytes a row, about 5%
+/// of a click-through row of 15 binary features in CSR), nor does the second pass's
+/// share of an evaluation's time, so the choice is made on the bytes themselves: up to
+/// 1 MiB (262,144 one-output rows) they are too few to matter to any run's memory (less
+/// than a thread's stack, or the 2 MiB a huge page may add to the peak by the way it
+/// falls) and are kept, sparing the second pass; past it they grow with the data, and
+/// a run's memory goes first.
+pub const KEEP_DERIVS_MAX_BYTES: usize = 1 << 20;
+
+/// What the evaluation's gradient pass ([`Objective::f_and_grad_for_gap`]) leaves for
+/// the duality gap ([`Objective::gap_after`]).
+#[derive(Debug)]
+pub struct GapPass {
+    /// Every row's loss derivatives rounded to f32 (`classes` per row), where kept;
+    /// else the gap recomputes them.
+    theta: Option<Vec<f32>>,
+    /// The sum of the positive derivatives and that of the negative ones' magnitudes.
+    pos: f64,
+    neg: f64,
+}
+
+/// The sink of the evaluation's gradient pass: the sums of the positive and the
+/// negative derivatives, and the derivatives themselves where kept.
+struct PassSink<'s> {
+    keep: Option<KeepDerivs<'s>>,
+    pos: f64,
+    neg: f64,
+}
+
+impl DerivSink for PassSink<'_> {
+    #[inline(always)]
+    fn row(&mut self, i: usize, y: f32, dz: &mut [f64]) {
+        if let Some(k) = self.keep.as_mut() {
+            k.row(i, y, dz);
+        }
+        for &t in dz.iter() {
+            if t > 0.0 {
+                self.pos += t;
+            } else {
+                self.neg -= t;
+            }
+        }
+    }
+}
+
+/// Leaves `step * theta_i` for the rows whose derivative lies on the side to scale
+/// down, 0 for the others: a pass adds `step * X' theta_side` to its gradient
+/// ([`Objective::balance`]). One output.
+struct ScaleSide {
+    positive: bool,
+    step: f64,
+}
+
+impl DerivSink for ScaleSide {
+    #[inline]
+    fn row(&mut self, _i: usize, _y: f32, dz: &mut [f64]) {
+        let t = dz[0];
+        dz[0] = if t != 0.0 && (t > 0.0) == self.positive {
+            self.step * t
+        } else {
+            0.0
+        };
+    }
+}
+
+/// Sums `loss*(s * side * theta_i, y_i)` over the rows, one sum per factor s of
+/// `scales` ([`Objective::dual_values`]).
+struct Conjugates<'a, L: Loss> {
+    loss: L,
+    side: (f64, f64),
+    scales: &'a [f64],
+    t: Vec<f64>,
+    sums: Vec<f64>,
+}
+
+impl<L: Loss> DerivSink for Conjugates<'_, L> {
+    #[inline]
+    fn row(&mut self, _i: usize, y: f32, dz: &mut [f64]) {
+        for (&s, sum) in self.scales.iter().zip(self.sums.iter_mut()) {
+            for (tc, &v) in self.t.iter_mut().zip(dz.iter()) {
+                *tc = s * v * if v > 0.0 { self.side.0 } else { self.side.1 };
+            }
+            *sum += self.loss.conjugate(&self.t, y).unwrap_or(f64::INFINITY);
+        }
+    }
+}
 
 impl<L: Loss> Objective<'_, L> {
     /// Whether the duality gap is defined for this objective (see the module doc).
@@ -34,60 +135,95 @@ impl<L: Loss> Objective<'_, L> {
         self.alpha == 0.0
             && self.n() > 0
             && !(k > 1 && self.layout.bias)
-            && self
-                .loss
-                .conjugate(&vec![0.0; k], self.labels()[0])
-                .is_some()
+            && self.loss.conjugate(&vec![0.0; k], self.label(0)).is_some()
     }
 
-    /// f(w) and grad f(w) as [`Objective::f_and_grad`] gives them, keeping every row's
-    /// loss derivatives in `theta` (`n * classes` values) for [`Objective::gap_at`].
-    /// Only where [`Objective::gap_defined`].
-    pub fn f_and_grad_keeping_derivs<W: Weights + ?Sized>(
+    /// Whether the evaluation's pass keeps every row's loss derivatives for the
+    /// duality gap: when they take at most [`KEEP_DERIVS_MAX_BYTES`]; else the gap
+    /// recomputes them (see the module doc).
+    pub fn keeps_derivs(&self) -> bool {
+        self.n() * self.layout.classes * std::mem::size_of::<f32>() <= KEEP_DERIVS_MAX_BYTES
+    }
+
+    /// f(w) and grad f(w) as [`Objective::f_and_grad`] gives them, the gradient summed
+    /// from the loss derivatives rounded to f32 (the dual point's `X' theta / n`
+    /// exactly), and what [`Objective::gap_after`] needs: with `keep`, the derivatives
+    /// themselves (`n * classes` f32s). Only where [`Objective::gap_defined`].
+    pub fn f_and_grad_for_gap<W: Weights + ?Sized>(
         &self,
         w: &W,
         grad: &mut [f64],
-        theta: &mut [f32],
-    ) -> f64 {
+        keep: bool,
+    ) -> (f64, GapPass) {
         debug_assert!(self.alpha == 0.0);
-        let f = self.loss_pass_keeping_derivs(w, grad, theta);
+        let mut theta = keep.then(|| vec![0.0f32; self.n() * self.layout.classes]);
+        let keeps: Vec<Option<KeepDerivs>> = match theta.as_deref_mut() {
+            Some(t) => self.keep_sinks(t).into_iter().map(Some).collect(),
+            None => self.shares().iter().map(|_| None).collect(),
+        };
+        let sinks: Vec<PassSink> = keeps
+            .into_iter()
+            .map(|keep| PassSink {
+                keep,
+                pos: 0.0,
+                neg: 0.0,
+            })
+            .collect();
+        let (f, sinks) = self.pass_with(w, Some(&mut *grad), sinks, true);
+        let (pos, neg) = sinks
+            .iter()
+            .fold((0.0, 0.0), |(p, m), s| (p + s.pos, m + s.neg));
+        drop(sinks);
         if !self.layout.bias {
             let k = self.layout.classes;
             let b = self.layout.bias_row() * k;
             grad[b..b + k].fill(0.0);
         }
-        f
+        (f, GapPass { theta, pos, neg })
     }
 
     /// An upper bound on `psi - Psi*` for the model `w` whose objective is `psi` (on
     /// the same rows), from the dual point described in the module doc; `None` where the
-    /// module doc says. Costs a pass over the rows.
+    /// module doc says. Costs the gradient's pass over the rows and what
+    /// [`Objective::gap_after`] costs.
     pub fn duality_gap<W: Weights + ?Sized>(&self, w: &W, psi: f64) -> Option<f64> {
+        self.duality_gap_keeping(w, psi, self.keeps_derivs())
+    }
+
+    /// [`Objective::duality_gap`] with the derivatives kept or recomputed as `keep`
+    /// says.
+    fn duality_gap_keeping<W: Weights + ?Sized>(&self, w: &W, psi: f64, keep: bool) -> Option<f64> {
         if !self.gap_defined() {
             return None;
         }
         let mut grad = vec![0.0; self.layout.coords()];
-        let mut theta = vec![0.0f32; self.n() * self.layout.classes];
-        self.f_and_grad_keeping_derivs(w, &mut grad, &mut theta);
-        self.gap_at(psi, grad, &theta)
+        let (_, pass) = self.f_and_grad_for_gap(w, &mut grad, keep);
+        self.gap_after(w, psi, grad, pass)
     }
 
-    /// The duality gap of a model whose objective is `psi`, from its loss gradient
-    /// `grad` and its loss derivatives `theta`
-    /// ([`Objective::f_and_grad_keeping_derivs`]); `grad`'s memory is reused. With an
-    /// intercept, costs part of a pass over the rows.
-    pub fn gap_at(&self, psi: f64, mut grad: Vec<f64>, theta: &[f32]) -> Option<f64> {
+    /// The duality gap of the model `w` whose objective is `psi`, from its loss
+    /// gradient `grad` and the `pass` that computed it
+    /// ([`Objective::f_and_grad_for_gap`] at the same `w`); `grad`'s memory is reused.
+    /// Where the pass kept the derivatives, costs a scan of them (and with an
+    /// intercept, part of a pass over the rows); where it did not, a pass over the rows
+    /// that reads the model but adds up no gradient (two with an intercept).
+    pub fn gap_after<W: Weights + ?Sized>(
+        &self,
+        w: &W,
+        psi: f64,
+        mut grad: Vec<f64>,
+        pass: GapPass,
+    ) -> Option<f64> {
         if !psi.is_finite() || !self.gap_defined() {
             return None;
         }
-        let labels = self.labels();
-        let fc = self.layout.features * self.layout.classes;
-        grad.truncate(fc);
+        let theta = pass.theta.as_deref();
         // (factor of positive derivatives, factor of negative ones)
         let mut side = (1.0, 1.0);
         if self.layout.bias {
-            side = self.balance(theta, &mut grad);
+            side = self.balance(w, theta, (pass.pos, pass.neg), &mut grad);
         }
+        grad.truncate(self.layout.features * self.layout.classes);
         for g in &mut grad {
             *g = -*g;
         }
@@ -110,82 +246,113 @@ impl<L: Loss> Objective<'_, L> {
                 scales.push((l1 / top).min(s_max));
             }
         }
-        let best = scales
+        let best = self
+            .dual_values(w, theta, side, &scales, &u)
             .into_iter()
-            .map(|s| self.dual_value(theta, &labels, side, s, &u))
             .fold(f64::NEG_INFINITY, f64::max);
         best.is_finite().then(|| (psi - best).max(0.0))
     }
 
-    /// Scales the side of `theta` (positive or negative values) whose sum is larger
-    /// down to the other's sum, and `grad` (`X' theta / n` on the feature coordinates)
-    /// with it; returns the factors of the positive and the negative side.
-    fn balance(&self, theta: &[f32], grad: &mut [f64]) -> (f64, f64) {
-        let (pos, neg) = theta.iter().fold((0.0, 0.0), |(p, m), &t| {
-            let t = f64::from(t);
-            if t > 0.0 {
-                (p + t, m)
-            } else {
-                (p, m - t)
+    /// Hands `sink` the rounded loss derivatives of the rows `rows` at the model `w`,
+    /// and adds what it leaves into `g` when given (as the gradient's pass adds them):
+    /// from `theta` where the gradient's pass kept them, else recomputed by the pass's
+    /// own row code (the same values).
+    fn derivs_again<W: Weights + ?Sized, S: DerivSink>(
+        &self,
+        w: &W,
+        theta: Option<&[f32]>,
+        rows: Range<usize>,
+        sink: &mut S,
+        g: Option<&mut [f64]>,
+    ) {
+        debug_assert!(S::ROUNDS);
+        match theta {
+            Some(theta) => self.kept_rows(theta, rows, sink, g),
+            // With the loss (as the gradient's pass): the same derivatives.
+            None => {
+                self.pass_rows(w, rows, sink, g, true);
             }
-        });
+        }
+    }
+
+    /// Scales the side of the derivatives (positive or negative values) whose sum of
+    /// `sums` (positive, negative magnitudes) is larger down to the other's sum, and
+    /// `grad` (`X' theta / n`) with it; returns the factors of the positive and the
+    /// negative side. One output only.
+    fn balance<W: Weights + ?Sized>(
+        &self,
+        w: &W,
+        theta: Option<&[f32]>,
+        (pos, neg): (f64, f64),
+        grad: &mut [f64],
+    ) -> (f64, f64) {
+        debug_assert_eq!(self.layout.classes, 1);
         if pos == neg {
             return (1.0, 1.0);
         }
-        let (c, big_positive) = if pos > neg {
+        let (c, positive) = if pos > neg {
             (neg / pos, true)
         } else {
             (pos / neg, false)
         };
-        let big = self.rows_combination(|i| {
-            let t = f64::from(theta[i]);
-            if (t > 0.0) == big_positive && t != 0.0 {
-                t
-            } else {
-                0.0
-            }
+        // grad -= (1 - c) X' theta_side / n (and the intercept's coordinate with it).
+        let step = -(1.0 - c) / self.n() as f64;
+        each_adding(self.shares(), grad, |r, g| {
+            let mut sink = ScaleSide { positive, step };
+            self.derivs_again(w, theta, r, &mut sink, Some(g));
         });
-        for (g, b) in grad.iter_mut().zip(&big) {
-            *g -= (1.0 - c) * b;
-        }
-        if big_positive {
+        if positive {
             (c, 1.0)
         } else {
             (1.0, c)
         }
     }
 
-    /// D at the dual point `s * side * theta`: `-(1/n) sum_i loss*(theta_i) - h*(s u)`,
-    /// `u = -X' (side * theta) / n`.
-    fn dual_value(
+    /// D at the dual points `s * side * theta` for each factor s of `scales`:
+    /// `-(1/n) sum_i loss*(s side theta_i) - h*(s u)`, `u = -X' (side * theta) / n`.
+    /// One pass over the rows for all the factors.
+    fn dual_values<W: Weights + ?Sized>(
         &self,
-        theta: &[f32],
-        labels: &[f32],
+        w: &W,
+        theta: Option<&[f32]>,
         side: (f64, f64),
-        s: f64,
+        scales: &[f64],
         u: &[f64],
-    ) -> f64 {
+    ) -> Vec<f64> {
         let k = self.layout.classes;
-        let n = labels.len();
-        let sums = par::map_ranges(n, self.threads, |r| {
-            let mut t = vec![0.0; k];
-            let mut sum = 0.0;
-            for i in r {
-                for (tc, &v) in t.iter_mut().zip(&theta[i * k..(i + 1) * k]) {
-                    let v = f64::from(v);
-                    *tc = s * v * if v > 0.0 { side.0 } else { side.1 };
-                }
-                sum += self.loss.conjugate(&t, labels[i]).unwrap_or(f64::INFINITY);
-            }
-            sum
+        let n = self.n();
+        let sums = par::each(self.shares(), |r| {
+            let mut sink = Conjugates {
+                loss: self.loss,
+                side,
+                scales,
+                t: vec![0.0; k],
+                sums: vec![0.0; scales.len()],
+            };
+            self.derivs_again(w, theta, r, &mut sink, None);
+            sink.sums
         });
-        let loss_part = sums.iter().sum::<f64>() / n as f64;
-        let su: Vec<f64> = u.iter().map(|x| s * x).collect();
-        let reg_part: f64 = su
-            .chunks(self.reg.span())
-            .map(|g| self.reg.conjugate(g))
-            .sum();
-        -loss_part - reg_part
+        let gl = self.reg.span();
+        let mut su = vec![0.0; gl];
+        scales
+            .iter()
+            .enumerate()
+            .map(|(j, &s)| {
+                let loss_part = sums.iter().map(|p| p[j]).sum::<f64>() / n as f64;
+                // h*(s u) group by group, with one group's buffer.
+                let reg_part: f64 = u
+                    .chunks(gl)
+                    .map(|g| {
+                        let su = &mut su[..g.len()];
+                        for (a, &x) in su.iter_mut().zip(g) {
+                            *a = s * x;
+                        }
+                        self.reg.conjugate(su)
+                    })
+                    .sum();
+                -loss_part - reg_part
+            })
+            .collect()
     }
 }
 
@@ -294,6 +461,266 @@ mod tests {
         (x, psi)
     }
 
+    /// The gap by its definition, row by row on one thread, with none of the passes'
+    /// machinery: every row's derivative rounded to f32, the side scaled down, the
+    /// factors, the dual values in full.
+    fn reference_gap<L: Loss>(obj: &Objective<L>, w: &[f64], psi: f64) -> Option<f64> {
+        let (k, n, d) = (obj.layout.classes, obj.n(), obj.layout.features);
+        let z = obj.margins(w);
+        let mut theta = vec![0.0; n * k];
+        let mut dz = vec![0.0; k];
+        for i in 0..n {
+            obj.loss.grad(&z[i * k..(i + 1) * k], obj.label(i), &mut dz);
+            for (t, &v) in theta[i * k..(i + 1) * k].iter_mut().zip(&dz) {
+                *t = f64::from(v as f32);
+            }
+        }
+        if obj.layout.bias {
+            let pos: f64 = theta.iter().filter(|&&t| t > 0.0).sum();
+            let neg: f64 = -theta.iter().filter(|&&t| t < 0.0).sum::<f64>();
+            let (p, m) = if pos > neg {
+                (neg / pos, 1.0)
+            } else if neg > pos {
+                (1.0, pos / neg)
+            } else {
+                (1.0, 1.0)
+            };
+            for t in &mut theta {
+                *t *= if *t > 0.0 { p } else { m };
+            }
+        }
+        // u = -X' theta / n on the features.
+        let mut u = vec![0.0; d * k];
+        for i in 0..n {
+            for (f, v) in obj.row_at(i).iter().filter(|&(f, _)| (f as usize) < d) {
+                for c in 0..k {
+                    u[f as usize * k + c] -= f64::from(v) * theta[i * k + c] / n as f64;
+                }
+            }
+        }
+        let gl = obj.reg.group_len();
+        let s_max = u
+            .chunks(gl)
+            .map(|g| obj.reg.dual_scale(g))
+            .fold(1.0, f64::min);
+        if s_max.is_nan() || s_max <= 0.0 {
+            return None;
+        }
+        let mut scales = vec![s_max];
+        if let RegKind::ElasticNet = obj.reg.0.kind {
+            let l1 = obj.reg.0.lambda * obj.reg.0.l1_ratio;
+            let top = u.iter().fold(0.0, |m: f64, x| m.max(x.abs()));
+            if l1 > 0.0 && top > l1 {
+                scales.push((l1 / top).min(s_max));
+            }
+        }
+        let best = scales
+            .iter()
+            .map(|&s| {
+                let loss: f64 = (0..n)
+                    .map(|i| {
+                        let t: Vec<f64> = theta[i * k..(i + 1) * k].iter().map(|t| s * t).collect();
+                        obj.loss
+                            .conjugate(&t, obj.label(i))
+                            .unwrap_or(f64::INFINITY)
+                    })
+                    .sum();
+                let su: Vec<f64> = u.iter().map(|x| s * x).collect();
+                let reg: f64 = su.chunks(gl).map(|g| obj.reg.conjugate(g)).sum();
+                -loss / n as f64 - reg
+            })
+            .fold(f64::NEG_INFINITY, f64::max);
+        best.is_finite().then(|| (psi - best).max(0.0))
+    }
+
+    /// The gap with the derivatives kept and recomputed: the same value to the last
+    /// bit (the same dual point, summed in the same order), and that of
+    /// [`reference_gap`] to rounding; the first pass gives the same loss and gradient
+    /// either way.
+    fn gap_both_ways<L: Loss>(obj: &Objective<L>, w: &[f64], psi: f64) -> Option<f64> {
+        let kept = obj.duality_gap_keeping(w, psi, true);
+        let again = obj.duality_gap_keeping(w, psi, false);
+        assert_eq!(kept, again, "kept {kept:?}, recomputed {again:?}");
+        if obj.gap_defined() {
+            let coords = obj.layout.coords();
+            let (mut g1, mut g2) = (vec![0.0; coords], vec![0.0; coords]);
+            let (f1, p1) = obj.f_and_grad_for_gap(w, &mut g1, true);
+            let (f2, p2) = obj.f_and_grad_for_gap(w, &mut g2, false);
+            assert_eq!((f1, &g1, p1.pos, p1.neg), (f2, &g2, p2.pos, p2.neg));
+            assert!(p1.theta.is_some() && p2.theta.is_none());
+        }
+        let reference = reference_gap(obj, w, psi);
+        match (kept, reference) {
+            (Some(a), Some(b)) => assert!(
+                (a - b).abs() <= 1e-10 * psi.abs().max(1.0),
+                "gap {a:e}, by the definition {b:e}"
+            ),
+            (a, b) => assert!(
+                a.is_none() && b.is_none() || !obj.gap_defined(),
+                "{a:?} vs {b:?}"
+            ),
+        }
+        kept
+    }
+
+    /// Every row's derivatives recomputed by the gap's second pass are those the
+    /// gradient's pass keeps, for one and several outputs and any split of the rows
+    /// over threads; added up from the kept ones or recomputed, they give the same
+    /// gradient, that of the pass.
+    #[test]
+    fn recomputed_derivatives_are_the_kept_ones() {
+        struct Collect(Vec<(usize, f32, Vec<f64>)>);
+        impl DerivSink for Collect {
+            fn row(&mut self, i: usize, y: f32, dz: &mut [f64]) {
+                self.0.push((i, y, dz.to_vec()));
+            }
+        }
+        fn compare<L: Loss>(obj: &Objective<L>, w: &[f64]) {
+            let k = obj.layout.classes;
+            let mut grad = vec![0.0; obj.layout.coords()];
+            let (_, pass) = obj.f_and_grad_for_gap(w, &mut grad, true);
+            let theta = pass.theta.expect("kept");
+            let coords = obj.layout.coords();
+            let (mut g1, mut g2) = (vec![0.0; coords], vec![0.0; coords]);
+            for r in obj.shares() {
+                obj.derivs_again(
+                    w,
+                    Some(&theta),
+                    r.clone(),
+                    &mut Collect(vec![]),
+                    Some(&mut g1),
+                );
+                obj.derivs_again(w, None, r.clone(), &mut Collect(vec![]), Some(&mut g2));
+            }
+            assert_eq!(g1, g2);
+            let n = obj.n() as f64;
+            let b = obj.layout.bias_row() * k;
+            for (j, (a, g)) in g1.iter().zip(&grad).enumerate() {
+                // The pass's gradient, whose intercept is zeroed without one.
+                if obj.layout.bias || j < b {
+                    assert!(
+                        (a / n - g).abs() <= 1e-12,
+                        "coordinate {j}: {} vs {g}",
+                        a / n
+                    );
+                }
+            }
+            for r in obj.shares() {
+                let (mut a, mut b) = (Collect(vec![]), Collect(vec![]));
+                obj.derivs_again(w, Some(&theta), r.clone(), &mut a, None);
+                obj.derivs_again(w, None, r.clone(), &mut b, None);
+                assert_eq!(a.0, b.0);
+                assert_eq!(a.0.len(), r.len());
+                for (i, y, d) in &a.0 {
+                    assert_eq!(*y, obj.label(*i));
+                    let t: Vec<f64> = theta[i * k..(i + 1) * k]
+                        .iter()
+                        .map(|&t| f64::from(t))
+                        .collect();
+                    assert_eq!(d, &t);
+                }
+            }
+        }
+        let binary = data(9, &sign);
+        let classes = data(9, &|rng, z| {
+            let c = if z > 0.3 {
+                2.0
+            } else if z < -0.3 {
+                0.0
+            } else {
+                1.0
+            };
+            if rng.random_bool(0.1) {
+                (c + 1.0) % 3.0
+            } else {
+                c
+            }
+        });
+        let mut rng = R::seed_from_u64(4);
+        let pick: Vec<u32> = vec![5, 3, 60, 61, 2, 2, 40, 9, 0];
+        for threads in [1, 2, 3, 5] {
+            for rows in [None, Some(&pick[..])] {
+                let mut obj = objective(&binary, 1, true, Logistic, regs()[0]);
+                obj.threads = threads;
+                obj.rows = rows;
+                let w: Vec<f64> = (0..D + 1).map(|_| rng.random_range(-1.0..1.0)).collect();
+                compare(&obj, &w);
+                let mut obj = objective(&classes, 3, false, Softmax, regs()[0]);
+                obj.threads = threads;
+                obj.rows = rows;
+                let w: Vec<f64> = (0..3 * (D + 1))
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect();
+                compare(&obj, &w);
+            }
+        }
+    }
+
+    /// The gap with the derivatives kept and recomputed agree to the last bit and with
+    /// the gap by its definition, for every loss and regularizer, with and without an
+    /// intercept, on every row and on chosen rows, split over 1 to 4 threads.
+    #[test]
+    fn kept_and_recomputed_derivatives_give_the_same_gap() {
+        fn each<L: Loss>(loss: L, ds: &Dataset, classes: usize, rng: &mut R) {
+            let pick: Vec<u32> = (0..N as u32).filter(|i| i % 3 != 1).collect();
+            for reg in regs() {
+                for bias in [false, true] {
+                    if classes > 1 && bias {
+                        continue;
+                    }
+                    for threads in 1..=4 {
+                        for rows in [None, Some(&pick[..])] {
+                            let mut obj = objective(ds, classes, bias, loss, reg);
+                            obj.threads = threads;
+                            obj.rows = rows;
+                            for spread in [0.05, 0.5] {
+                                let mut w: Vec<f64> = (0..obj.layout.coords())
+                                    .map(|_| rng.random_range(-spread..spread))
+                                    .collect();
+                                if !bias {
+                                    let b = D * classes;
+                                    w[b..].fill(0.0);
+                                }
+                                obj.prox(0.0, &mut w);
+                                let psi = obj.psi(&w);
+                                gap_both_ways(&obj, &w, psi);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut rng = R::seed_from_u64(21);
+        let binary = data(13, &sign);
+        let real_valued = data(13, &real);
+        let classes = data(13, &|_, z| if z > 0.0 { 1.0 } else { 0.0 });
+        each(Logistic, &binary, 1, &mut rng);
+        each(SquaredHinge, &binary, 1, &mut rng);
+        each(Squared, &real_valued, 1, &mut rng);
+        each(Huber::with_param(0.7), &real_valued, 1, &mut rng);
+        each(Softmax, &classes, 2, &mut rng);
+    }
+
+    /// The derivatives are kept up to [`KEEP_DERIVS_MAX_BYTES`], counted over every
+    /// output of every row of the objective.
+    #[test]
+    fn derivatives_are_kept_up_to_the_threshold() {
+        let ds = data(5, &sign);
+        let most = KEEP_DERIVS_MAX_BYTES / 4;
+        let rows = vec![0u32; most + 1];
+        let mut obj = objective(&ds, 1, true, Logistic, regs()[0]);
+        assert!(obj.keeps_derivs());
+        obj.rows = Some(&rows[..most]);
+        assert!(obj.keeps_derivs());
+        obj.rows = Some(&rows[..]);
+        assert!(!obj.keeps_derivs());
+        let mut obj = objective(&ds, 4, false, Softmax, regs()[0]);
+        obj.rows = Some(&rows[..most / 4]);
+        assert!(obj.keeps_derivs());
+        obj.rows = Some(&rows[..most / 4 + 1]);
+        assert!(!obj.keeps_derivs());
+    }
+
     /// For every regularizer, with and without an intercept: the gap is 0 (to 1e-6 of
     /// Psi*) at the optimum, and at perturbed and random models an upper bound on
     /// Psi - Psi* (Psi* from FISTA, below 1e-9 of the true one).
@@ -307,7 +734,7 @@ mod tests {
                 let case = format!("{name} {:?} bias {bias}", reg.kind);
                 assert!(obj.gap_defined(), "{case}");
                 let (x, psi_star) = optimum(&obj);
-                let at_opt = obj.duality_gap(&x, psi_star).expect("defined");
+                let at_opt = gap_both_ways(&obj, &x, psi_star).expect("defined");
                 assert!(
                     at_opt <= 1e-6 * psi_star.abs().max(1.0),
                     "{case}: gap {at_opt:e} at the optimum"
@@ -325,7 +752,7 @@ mod tests {
                     // Stay feasible for the box.
                     obj.prox(0.0, &mut w);
                     let psi = obj.psi(&w);
-                    let Some(gap) = obj.duality_gap(&w, psi) else {
+                    let Some(gap) = gap_both_ways(&obj, &w, psi) else {
                         panic!("{case}: no gap at a feasible model");
                     };
                     assert!(
@@ -391,7 +818,7 @@ mod tests {
         for reg in regs() {
             let obj = objective(&ds, 3, false, Softmax, reg);
             let (x, psi_star) = optimum(&obj);
-            let gap = obj.duality_gap(&x, psi_star).expect("defined");
+            let gap = gap_both_ways(&obj, &x, psi_star).expect("defined");
             assert!(
                 gap <= 1e-6 * psi_star.abs().max(1.0),
                 "{:?}: {gap:e}",
@@ -399,7 +826,7 @@ mod tests {
             );
             let w: Vec<f64> = x.iter().map(|v| v * 0.8).collect();
             let psi = obj.psi(&w);
-            let gap = obj.duality_gap(&w, psi).expect("defined");
+            let gap = gap_both_ways(&obj, &w, psi).expect("defined");
             assert!(gap >= psi - psi_star - 1e-9, "{:?}", reg.kind);
         }
         // One intercept per class means a constraint per class: no gap.

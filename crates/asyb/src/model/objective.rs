@@ -105,6 +105,85 @@ impl Weights for Vec<f64> {
     }
 }
 
+/// What a pass over the rows ([`Objective::pass_with`]) does with each row's loss
+/// derivatives `d loss_i / d z_i` besides summing the gradient: one sink per thread's
+/// share of the rows.
+pub(crate) trait DerivSink {
+    /// Whether the sink uses the derivatives (without a gradient, a pass for a sink
+    /// that does not computes only the loss values).
+    const USES: bool = true;
+    /// Whether the derivatives are rounded to f32 before the sink and the gradient see
+    /// them: the gradient is then `X' theta / n` for exactly the values the sink sees,
+    /// and a second pass at the same model hands a sink the same values as the first.
+    const ROUNDS: bool = true;
+    /// Row `i` of the objective's rows, with label `y`, has the derivatives `dz`
+    /// (`classes` values). The sink may rewrite them: a pass with a gradient adds
+    /// what it leaves there.
+    fn row(&mut self, i: usize, y: f32, dz: &mut [f64]);
+}
+
+/// The sink of a pass that needs no derivatives: the gradient, if any, from the
+/// derivatives in f64.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NoDerivs;
+
+impl DerivSink for NoDerivs {
+    const USES: bool = false;
+    const ROUNDS: bool = false;
+    #[inline(always)]
+    fn row(&mut self, _i: usize, _y: f32, _dz: &mut [f64]) {}
+}
+
+/// Keeps a thread's rows' derivatives rounded to f32: `classes` values per row into
+/// `out`, from the row `start` ([`Objective::keep_sinks`]).
+pub(crate) struct KeepDerivs<'s> {
+    out: &'s mut [f32],
+    start: usize,
+}
+
+impl DerivSink for KeepDerivs<'_> {
+    #[inline(always)]
+    fn row(&mut self, i: usize, _y: f32, dz: &mut [f64]) {
+        let k = dz.len();
+        let at = (i - self.start) * k;
+        for (o, &d) in self.out[at..at + k].iter_mut().zip(dz.iter()) {
+            *o = d as f32;
+        }
+    }
+}
+
+/// `f` on every item, one thread each ([`par::each`]), each with a dense vector to add
+/// into: the first item's is `out` itself, the others' their own (zeros of `out`'s
+/// length), added into `out` in the items' order at the end: one dense vector fewer at
+/// the memory peak. The results in the items' order.
+pub(crate) fn each_adding<I: Send, T: Send>(
+    items: impl IntoIterator<Item = I>,
+    out: &mut [f64],
+    f: impl Fn(I, &mut [f64]) -> T + Sync,
+) -> Vec<T> {
+    let len = out.len();
+    let mut first = Some(&mut *out);
+    let pieces: Vec<(I, Option<&mut [f64]>)> =
+        items.into_iter().map(|item| (item, first.take())).collect();
+    let parts: Vec<(T, Option<Vec<f64>>)> = par::each(pieces, |(item, mine)| match mine {
+        Some(g) => (f(item, g), None),
+        None => {
+            let mut own = vec![0.0; len];
+            (f(item, &mut own), Some(own))
+        }
+    });
+    let mut results = Vec::with_capacity(parts.len());
+    for (t, own) in parts {
+        if let Some(own) = own {
+            for (a, b) in out.iter_mut().zip(&own) {
+                *a += b;
+            }
+        }
+        results.push(t);
+    }
+    results
+}
+
 /// Psi and its parts over one dataset.
 #[derive(Clone, Copy)]
 pub struct Objective<'a, L: Loss> {
@@ -197,11 +276,49 @@ impl<'a, L: Loss> Objective<'a, L> {
         }
     }
 
+    /// The objective's rows split into the shares of the threads of every pass over
+    /// them ([`par::ranges`] into `threads` parts), in order.
+    pub(crate) fn shares(&self) -> Vec<std::ops::Range<usize>> {
+        par::ranges(self.n(), self.threads)
+    }
+
+    /// The label of the objective's i-th row.
+    #[inline]
+    pub(crate) fn label(&self, i: usize) -> f32 {
+        self.data.labels[self.at(i)]
+    }
+
+    /// The objective's i-th row.
+    #[inline]
+    pub(crate) fn row_at(&self, i: usize) -> crate::data::Row<'_> {
+        self.data.row(self.at(i))
+    }
+
+    /// `derivs` (`classes` values per row of the objective) split into sinks that keep
+    /// the derivatives of each thread's share of the rows ([`Objective::shares`]).
+    pub(crate) fn keep_sinks<'s>(&self, derivs: &'s mut [f32]) -> Vec<KeepDerivs<'s>> {
+        let k = self.layout.classes;
+        assert_eq!(derivs.len(), self.n() * k);
+        let mut rest = derivs;
+        self.shares()
+            .into_iter()
+            .map(|r| {
+                let (out, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * k);
+                rest = tail;
+                KeepDerivs {
+                    out,
+                    start: r.start,
+                }
+            })
+            .collect()
+    }
+
     /// One threaded pass over the rows: returns the mean loss `(1/n) sum_i loss_i`; with
     /// `grad`, writes the mean loss gradient (the intercept row included, whatever
     /// `layout.bias`; no nonconvex term).
     pub fn loss_pass<W: Weights + ?Sized>(&self, w: &W, grad: Option<&mut [f64]>) -> f64 {
-        self.pass(w, grad, None, true)
+        let sinks = vec![NoDerivs; self.shares().len()];
+        self.pass_with(w, grad, sinks, true).0
     }
 
     /// The pass of an SVRG snapshot: every row's loss derivatives `d loss_i / d z_i`
@@ -210,107 +327,70 @@ impl<'a, L: Loss> Objective<'a, L> {
     /// so that a worker's `l'(z_i) - d_i` plus the gradient stays an unbiased estimate.
     /// No loss value: the logarithms are skipped.
     pub fn gradient_pass<W: Weights + ?Sized>(&self, w: &W, grad: &mut [f64], derivs: &mut [f32]) {
-        self.pass(w, Some(grad), Some(derivs), false);
+        let sinks = self.keep_sinks(derivs);
+        self.pass_with(w, Some(grad), sinks, false);
     }
 
-    /// [`Objective::loss_pass`] with the gradient, keeping every row's loss derivatives
-    /// `d loss_i / d z_i` rounded to f32 in `derivs` (`n * classes` values; half the
-    /// memory of f64 at the evaluation's peak): the evaluation's pass, whose derivatives
-    /// are then the duality gap's dual point. The gradient is summed from the rounded
-    /// derivatives, so it is that point's `X' theta / n` exactly.
-    pub fn loss_pass_keeping_derivs<W: Weights + ?Sized>(
+    /// One threaded pass over the rows, each thread's share ([`Objective::shares`])
+    /// handing its rows' loss derivatives to its sink of `sinks` (one per share, in
+    /// order): returns the mean loss `(1/n) sum_i loss_i` (0 without `want_loss` when
+    /// the derivatives are used: their logarithms are skipped) and the sinks; with
+    /// `grad`, writes the mean loss gradient (the intercept row included, whatever
+    /// `layout.bias`; no nonconvex term), summed from the derivatives the sinks see.
+    pub(crate) fn pass_with<W: Weights + ?Sized, S: DerivSink + Send>(
         &self,
         w: &W,
-        grad: &mut [f64],
-        derivs: &mut [f32],
-    ) -> f64 {
-        self.pass(w, Some(grad), Some(derivs), true)
-    }
-
-    fn pass<W: Weights + ?Sized>(
-        &self,
-        w: &W,
-        mut grad: Option<&mut [f64]>,
-        derivs: Option<&mut [f32]>,
+        grad: Option<&mut [f64]>,
+        sinks: Vec<S>,
         want_loss: bool,
-    ) -> f64 {
-        let k = self.layout.classes;
+    ) -> (f64, Vec<S>) {
         let n = self.n();
-        let coords = self.layout.coords();
-        let want_grad = grad.is_some();
-        if let Some(g) = grad.as_deref_mut() {
-            assert_eq!(g.len(), coords);
-            g.fill(0.0);
-        }
-        let rs = par::ranges(n, self.threads);
-        let mut zs: Vec<Option<&mut [f32]>> = match derivs {
-            Some(m) => {
-                assert_eq!(m.len(), n * k);
-                let mut rest = m;
-                rs.iter()
-                    .map(|r| {
-                        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * k);
-                        rest = tail;
-                        Some(mine)
-                    })
-                    .collect()
-            }
-            None => rs.iter().map(|_| None).collect(),
-        };
-        // The first thread accumulates into `grad` itself, the others into their own
-        // vectors, added at the end: one dense vector fewer at the memory peak.
-        let mut first = grad.as_deref_mut();
-        let pieces: Vec<_> = rs
-            .into_iter()
-            .zip(zs.iter_mut().map(Option::take))
-            .enumerate()
-            .map(|(t, (r, zout))| (r, zout, if t == 0 { first.take() } else { None }))
-            .collect();
-        let parts: Vec<(f64, Option<Vec<f64>>)> = par::each(pieces, |(r, zout, mine)| match mine {
-            Some(g) => (self.pass_rows(w, r, zout, Some(g), want_loss), None),
-            None if want_grad => {
-                let mut own = vec![0.0; coords];
-                let sum = self.pass_rows(w, r, zout, Some(&mut own), want_loss);
-                (sum, Some(own))
-            }
-            None => (self.pass_rows(w, r, zout, None, want_loss), None),
-        });
+        let rs = self.shares();
+        assert_eq!(sinks.len(), rs.len());
+        let items = rs.into_iter().zip(sinks);
         let inv_n = 1.0 / n.max(1) as f64;
-        if let Some(grad) = grad {
-            for g in parts.iter().filter_map(|p| p.1.as_ref()) {
-                for (a, b) in grad.iter_mut().zip(g) {
-                    *a += b;
+        let parts: Vec<(f64, S)> = match grad {
+            Some(grad) => {
+                assert_eq!(grad.len(), self.layout.coords());
+                grad.fill(0.0);
+                let parts = each_adding(items, grad, |(r, mut sink), g| {
+                    (self.pass_rows(w, r, &mut sink, Some(g), want_loss), sink)
+                });
+                for a in grad.iter_mut() {
+                    *a *= inv_n;
                 }
+                parts
             }
-            for a in grad.iter_mut() {
-                *a *= inv_n;
-            }
-        }
-        parts.iter().map(|p| p.0).sum::<f64>() * inv_n
+            None => par::each(items, |(r, mut sink)| {
+                (self.pass_rows(w, r, &mut sink, None, want_loss), sink)
+            }),
+        };
+        let f = parts.iter().map(|p| p.0).sum::<f64>() * inv_n;
+        (f, parts.into_iter().map(|p| p.1).collect())
     }
 
-    /// One thread's share of [`Objective::loss_pass`]: the rows `rows`, their loss
-    /// derivatives rounded to f32 into `dzout` (indexed from `rows.start`) when given,
-    /// their unscaled loss gradient added to `g` when given (from the rounded
-    /// derivatives when `dzout` is given); returns their summed loss (0 when
-    /// `want_loss` is false: the derivatives alone skip the logarithms).
-    fn pass_rows<W: Weights + ?Sized>(
+    /// One thread's share of [`Objective::pass_with`]: the rows `rows`, their loss
+    /// derivatives handed to `sink` (rounded to f32 first where it asks), their unscaled
+    /// loss gradient added to `g` when given (from the derivatives `sink` sees); returns
+    /// their summed loss (0 when `want_loss` is false and the derivatives are needed:
+    /// the derivatives alone skip the logarithms). Every pass computes a row's margins
+    /// and derivatives here, so that two passes at the same model see the same values.
+    pub(crate) fn pass_rows<W: Weights + ?Sized, S: DerivSink>(
         &self,
         w: &W,
         rows: std::ops::Range<usize>,
-        dzout: Option<&mut [f32]>,
+        sink: &mut S,
         g: Option<&mut [f64]>,
         want_loss: bool,
     ) -> f64 {
         if self.layout.classes == 1 {
-            return self.pass_rows_single(w, rows, dzout, g, want_loss);
+            return self.pass_rows_single(w, rows, sink, g, want_loss);
         }
         let k = self.layout.classes;
-        let (mut dzout, mut g) = (dzout, g);
+        let mut g = g;
         let mut zi = vec![0.0; k];
         let mut dz = vec![0.0; k];
         let mut sum = 0.0;
-        let start = rows.start;
         for i in rows {
             self.prefetch_row(w, i + ROWS_AHEAD);
             if let Some(g) = g.as_deref() {
@@ -318,50 +398,123 @@ impl<'a, L: Loss> Objective<'a, L> {
             }
             self.row_margins(w, i, &mut zi);
             let y = self.data.labels[self.at(i)];
-            if g.is_none() && dzout.is_none() {
+            if g.is_none() && !S::USES {
                 sum += self.loss.value(&zi, y);
                 continue;
             }
             sum += self.loss.grad(&zi, y, &mut dz);
-            if let Some(out) = dzout.as_deref_mut() {
-                for (o, d) in out[(i - start) * k..(i - start + 1) * k]
-                    .iter_mut()
-                    .zip(dz.iter_mut())
-                {
-                    *o = *d as f32;
-                    *d = f64::from(*o);
+            if S::ROUNDS {
+                for d in dz.iter_mut() {
+                    *d = f64::from(*d as f32);
                 }
             }
-            let Some(g) = g.as_deref_mut() else {
-                continue;
-            };
-            for (f, v) in self.data.row(self.at(i)).iter() {
-                let f = f as usize;
-                if f >= self.layout.features {
-                    continue;
-                }
-                let v = f64::from(v);
-                for (gc, d) in g[f * k..f * k + k].iter_mut().zip(&dz) {
-                    *gc += v * d;
-                }
-            }
-            let b = self.layout.bias_row() * k;
-            for (gc, d) in g[b..b + k].iter_mut().zip(&dz) {
-                *gc += d;
+            sink.row(i, y, &mut dz);
+            if let Some(g) = g.as_deref_mut() {
+                self.add_row(g, self.data.row(self.at(i)), &dz);
             }
         }
         sum
+    }
+
+    /// Adds a row's derivatives `dz` (`classes` of them) times its values into the
+    /// unscaled gradient `g`, the intercept row's included: a pass's sum, with several
+    /// outputs.
+    #[inline(always)]
+    fn add_row(&self, g: &mut [f64], row: crate::data::Row<'_>, dz: &[f64]) {
+        let k = dz.len();
+        for (f, v) in row.iter() {
+            let f = f as usize;
+            if f >= self.layout.features {
+                continue;
+            }
+            let v = f64::from(v);
+            for (gc, d) in g[f * k..f * k + k].iter_mut().zip(dz) {
+                *gc += v * d;
+            }
+        }
+        let b = self.layout.bias_row() * k;
+        for (gc, d) in g[b..b + k].iter_mut().zip(dz) {
+            *gc += d;
+        }
+    }
+
+    /// [`Objective::add_row`] with one output; features at or past `layout.features`
+    /// are skipped only with `clip` (a dataset wider than the model).
+    #[inline(always)]
+    fn add_row_single(&self, g: &mut [f64], row: crate::data::Row<'_>, dz: f64, clip: bool) {
+        let d = self.layout.features;
+        let keep = |f: u32| !clip || (f as usize) < d;
+        match row.values {
+            None => {
+                for &f in row.indices {
+                    if keep(f) {
+                        g[f as usize] += dz;
+                    }
+                }
+            }
+            Some(vals) => {
+                for (&f, &v) in row.indices.iter().zip(vals) {
+                    if keep(f) {
+                        g[f as usize] += f64::from(v) * dz;
+                    }
+                }
+            }
+        }
+        g[self.layout.bias_row()] += dz;
+    }
+
+    /// The rows `rows` with the derivatives `theta` that a pass at the same model kept
+    /// (`classes` per row, from the first row of the objective): each row's handed to
+    /// `sink` as that pass handed them, and what the sink leaves added into `g` when
+    /// given, as that pass adds them; without reading the model.
+    pub(crate) fn kept_rows<S: DerivSink>(
+        &self,
+        theta: &[f32],
+        rows: std::ops::Range<usize>,
+        sink: &mut S,
+        mut g: Option<&mut [f64]>,
+    ) {
+        let k = self.layout.classes;
+        let n = self.n();
+        let clip = self.data.features > self.layout.features;
+        let mut dz = vec![0.0; k];
+        for i in rows {
+            if let Some(g) = g.as_deref() {
+                if k == 1 && i + ROWS_AHEAD < n {
+                    for &f in self.row_at(i + ROWS_AHEAD).indices {
+                        if let Some(x) = g.get(f as usize) {
+                            prefetch(x);
+                        }
+                    }
+                } else if k > 1 {
+                    self.prefetch_row(g, i + ROWS_AHEAD);
+                }
+            }
+            for (d, &t) in dz.iter_mut().zip(&theta[i * k..(i + 1) * k]) {
+                *d = f64::from(t);
+            }
+            sink.row(i, self.label(i), &mut dz);
+            let Some(g) = g.as_deref_mut() else {
+                continue;
+            };
+            let row = self.row_at(i);
+            if k == 1 {
+                self.add_row_single(g, row, dz[0], clip);
+            } else {
+                self.add_row(g, row, &dz);
+            }
+        }
     }
 
     /// [`Objective::pass_rows`] with one output per row (binary and regression losses):
     /// the same sums without the per-class loops, one prefetch loop per row for the
     /// weights and the gradient, and no value loads for binary rows. The snapshot of
     /// every SVRG run is such a pass.
-    fn pass_rows_single<W: Weights + ?Sized>(
+    fn pass_rows_single<W: Weights + ?Sized, S: DerivSink>(
         &self,
         w: &W,
         rows: std::ops::Range<usize>,
-        mut dzout: Option<&mut [f32]>,
+        sink: &mut S,
         mut g: Option<&mut [f64]>,
         want_loss: bool,
     ) -> f64 {
@@ -371,10 +524,9 @@ impl<'a, L: Loss> Objective<'a, L> {
         let clip = self.data.features > d;
         let keep = |f: u32| !clip || (f as usize) < d;
         let n = self.n();
-        let need_dz = g.is_some() || dzout.is_some();
+        let need_dz = g.is_some() || S::USES;
         let mut sum = 0.0;
         let mut dz = [0.0];
-        let start = rows.start;
         for i in rows {
             if i + ROWS_AHEAD < n {
                 for &f in self.data.row(self.at(i + ROWS_AHEAD)).indices {
@@ -413,68 +565,15 @@ impl<'a, L: Loss> Objective<'a, L> {
                 self.loss.deriv(&[z], y, &mut dz);
             }
             let mut dz = dz[0];
-            if let Some(out) = dzout.as_deref_mut() {
-                out[i - start] = dz as f32;
+            if S::ROUNDS {
                 dz = f64::from(dz as f32);
             }
-            let Some(g) = g.as_deref_mut() else {
-                continue;
-            };
-            match row.values {
-                None => {
-                    for &f in row.indices {
-                        if keep(f) {
-                            g[f as usize] += dz;
-                        }
-                    }
-                }
-                Some(vals) => {
-                    for (&f, &v) in row.indices.iter().zip(vals) {
-                        if keep(f) {
-                            g[f as usize] += f64::from(v) * dz;
-                        }
-                    }
-                }
+            sink.row(i, y, std::slice::from_mut(&mut dz));
+            if let Some(g) = g.as_deref_mut() {
+                self.add_row_single(g, row, dz, clip);
             }
-            g[bias_at] += dz;
         }
         sum
-    }
-
-    /// `(1/n) sum_i c_i x_i` over the feature coordinates of a one-output layout, for
-    /// the coefficients `c_i = coef(i)` of the objective's rows (rows with 0 skipped):
-    /// a threaded pass that reads the rows and no model.
-    pub(crate) fn rows_combination(&self, coef: impl Fn(usize) -> f64 + Sync) -> Vec<f64> {
-        debug_assert_eq!(self.layout.classes, 1);
-        let d = self.layout.features;
-        let n = self.n();
-        let parts = par::map_ranges(n, self.threads, |r| {
-            let mut g = vec![0.0; d];
-            for i in r {
-                let c = coef(i);
-                if c == 0.0 {
-                    continue;
-                }
-                for (f, v) in self.data.row(self.at(i)).iter() {
-                    if let Some(x) = g.get_mut(f as usize) {
-                        *x += c * f64::from(v);
-                    }
-                }
-            }
-            g
-        });
-        let mut parts = parts.into_iter();
-        let mut g = parts.next().unwrap_or_else(|| vec![0.0; d]);
-        for p in parts {
-            for (a, b) in g.iter_mut().zip(&p) {
-                *a += b;
-            }
-        }
-        let inv_n = 1.0 / n.max(1) as f64;
-        for a in &mut g {
-            *a *= inv_n;
-        }
-        g
     }
 
     /// f(w); with `grad`, also writes grad f(w) (zero on the intercept row when the
