@@ -34,10 +34,6 @@ use crate::model::objective::Objective;
 use crate::model::reg::Regularizer;
 use crate::par;
 
-/// Nonzeros plus rows below which the passes over every row and column run on one
-/// thread: starting threads costs about what this much work does.
-const PAR_MIN_WORK: usize = 100_000;
-
 /// Smallest working set (or every feature, when fewer).
 const WS_MIN: usize = 16;
 
@@ -265,11 +261,7 @@ pub fn solve<L: Loss>(
     let mut h_x = obj.h(x);
     // The passes over all rows and all columns run on `obj.threads` where they are long
     // enough to pay for the threads; the coordinate passes run on one.
-    let parts = if cols.rows.len() + n >= PAR_MIN_WORK {
-        obj.threads.max(1)
-    } else {
-        1
-    };
+    let parts = par::threads_for(cols.rows.len() + n, obj.threads);
     for iter in 1..=stop.max_iters {
         // 1. Derivatives, gradient, curvatures.
         derivatives(obj, labels, &mut st, parts);
@@ -680,7 +672,6 @@ mod tests {
     #[test]
     fn threads_change_nothing_but_rounding() {
         let ds = data(21, 20_000, 400, true, false);
-        assert!(ds.nnz() + ds.rows() >= PAR_MIN_WORK);
         let cols = Columns::of(&ds, ds.features);
         assert_eq!(cols.parts(3).len(), 3);
         let run = |threads: usize| {

@@ -6,6 +6,18 @@
 
 use std::ops::Range;
 
+/// Units of work (nonzeros or rows: a few nanoseconds each) a thread of a pass should
+/// have at least: starting and joining a thread costs tens of microseconds, so a
+/// smaller share is done sooner on the calling thread. 1 in this crate's unit tests,
+/// so that their small data still go through the threaded code.
+pub const MIN_THREAD_WORK: usize = if cfg!(test) { 1 } else { 50_000 };
+
+/// Threads, at most `threads`, for a pass over `work` units: each with at least
+/// [`MIN_THREAD_WORK`] of them, and at least one.
+pub fn threads_for(work: usize, threads: usize) -> usize {
+    threads.min(work / MIN_THREAD_WORK).max(1)
+}
+
 /// The machine's cores (1 when unknown).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -69,6 +81,21 @@ mod tests {
                 assert!(max - min <= 1, "n {n} parts {parts}: {rs:?}");
             }
         }
+    }
+
+    /// Every thread gets at least `MIN_THREAD_WORK` units, there is always one, and
+    /// never more than asked.
+    #[test]
+    fn threads_for_gives_each_thread_enough_work() {
+        let m = MIN_THREAD_WORK;
+        for t in [1, 2, 3, 16] {
+            assert_eq!(threads_for(0, t), 1);
+            assert_eq!(threads_for(m - 1, t), 1);
+            assert_eq!(threads_for(2 * m, t), t.min(2));
+            assert_eq!(threads_for(3 * m + m / 2, t), t.min(3));
+            assert_eq!(threads_for(usize::MAX, t), t);
+        }
+        assert_eq!(threads_for(10 * m, 0), 1);
     }
 
     #[test]

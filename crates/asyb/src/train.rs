@@ -576,10 +576,19 @@ pub(crate) fn column_metric(sums: &[f64], n: usize, floor: f64) -> Vec<f64> {
 /// cores at once, and with the same result on any machine.
 const SETUP_PARTS: usize = 2;
 
-/// The rows `0..n` in at most [`SETUP_PARTS`] contiguous ranges, `f` on each in its own
-/// thread, the results in order.
-fn setup_parts<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
-    crate::par::map_ranges(n, SETUP_PARTS, f)
+/// The rows of `data` in at most [`SETUP_PARTS`] contiguous ranges, `f` on each, the
+/// results in order: each in its own thread where the data's nonzeros pay for the
+/// threads ([`crate::par::threads_for`]), else one after the other (the same ranges,
+/// so the same sums).
+fn setup_parts<T: Send>(data: &Dataset, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
+    if crate::par::threads_for(data.nnz() + data.rows(), SETUP_PARTS) < SETUP_PARTS {
+        crate::par::ranges(data.rows(), SETUP_PARTS)
+            .into_iter()
+            .map(f)
+            .collect()
+    } else {
+        crate::par::map_ranges(data.rows(), SETUP_PARTS, f)
+    }
 }
 
 /// `sum_i x_ij^2` of every feature column j. Binary rows are counted in integers: on
@@ -589,7 +598,7 @@ pub(crate) fn column_sq_sums(data: &Dataset, layout: Layout) -> Vec<f64> {
     let d = layout.features;
     if data.values.is_none() && data.nnz() < u32::MAX as usize {
         // No count can overflow: each part has fewer entries than u32::MAX.
-        let parts = setup_parts(data.rows(), |rows| {
+        let parts = setup_parts(data, |rows| {
             let mut count = vec![0u32; d];
             for &f in &data.indices[data.indptr[rows.start]..data.indptr[rows.end]] {
                 if let Some(c) = count.get_mut(f as usize) {
@@ -607,7 +616,7 @@ pub(crate) fn column_sq_sums(data: &Dataset, layout: Layout) -> Vec<f64> {
         return s;
     }
     let values = data.values.as_deref();
-    let parts = setup_parts(data.rows(), |rows| {
+    let parts = setup_parts(data, |rows| {
         let mut s = vec![0.0f64; d];
         let (a, b) = (data.indptr[rows.start], data.indptr[rows.end]);
         for (k, &f) in (a..b).zip(&data.indices[a..b]) {

@@ -229,7 +229,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         let mut z = vec![0.0; n * k];
         let mut rest = z.as_mut_slice();
         let mut pieces = Vec::new();
-        for r in par::ranges(n, self.threads) {
+        for r in par::ranges(n, self.parts()) {
             let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * k);
             rest = tail;
             pieces.push((r, mine));
@@ -277,9 +277,18 @@ impl<'a, L: Loss> Objective<'a, L> {
     }
 
     /// The objective's rows split into the shares of the threads of every pass over
-    /// them ([`par::ranges`] into `threads` parts), in order.
+    /// them ([`par::ranges`] into [`Objective::parts`] parts), in order.
     pub(crate) fn shares(&self) -> Vec<std::ops::Range<usize>> {
-        par::ranges(self.n(), self.threads)
+        par::ranges(self.n(), self.parts())
+    }
+
+    /// Threads of a pass over the objective's rows: `threads`, fewer where a share
+    /// would hold less work than starting its thread costs ([`par::threads_for`], the
+    /// work being the rows' nonzeros and the rows).
+    pub(crate) fn parts(&self) -> usize {
+        let n = self.n();
+        let nnz = self.data.nnz() as u128 * n as u128 / self.data.rows().max(1) as u128;
+        par::threads_for(nnz as usize + n, self.threads)
     }
 
     /// The label of the objective's i-th row.
@@ -700,7 +709,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         let mut v: Vec<f64> = (0..cols)
             .map(|i| 1.0 + ((i * 2_654_435_761) % 1000) as f64 * 1e-4)
             .collect();
-        let ranges = par::ranges(self.n(), self.threads);
+        let ranges = par::ranges(self.n(), self.parts());
         let mut parts = vec![vec![0.0; cols]; ranges.len()];
         let mut lambda = 0.0;
         for _ in 0..iters {
