@@ -93,6 +93,12 @@ fn every_algorithm_approaches_the_fista_optimum() {
         c.variance_reduction = vr;
         c.epochs = Some(epochs);
         c.step_decay = true;
+        // The theorem's bounded delay: on a loaded machine a descheduled worker's push
+        // can otherwise be thousands of updates old (plain SGD, 40 epochs: 2e-3 alone,
+        // 1.1e-2 once while the other tests ran).
+        if alg.is_asynchronous() {
+            c.max_delay = Some(64);
+        }
         let s = run(&c, &ds);
         let rel = (s.last().psi - psi_star) / psi_star;
         assert_eq!(s.stop_reason, StopReason::Epochs, "{alg:?} {vr:?}");
