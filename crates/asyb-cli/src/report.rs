@@ -108,6 +108,18 @@ impl Observe for Reporter {
             info.nnz,
             classes_note(info)
         );
+        if let Some(lm) = info.lambda_max {
+            if info.lambda >= lm {
+                eprintln!(
+                    "lambda_max {lm:.4e}: lambda is at or above it, so every weight will be zero"
+                );
+            } else {
+                eprintln!(
+                    "lambda_max {lm:.4e} (every weight is zero at or above it; lambda is {:.3e} of it)",
+                    info.lambda / lm
+                );
+            }
+        }
         if info.algorithm == "fista" {
             eprintln!("algorithm fista (full-gradient reference solver)");
         } else if info.algorithm == "cd" {

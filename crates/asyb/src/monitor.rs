@@ -59,6 +59,10 @@ pub struct RunInfo {
     pub loss: String,
     pub reg: String,
     pub lambda: f64,
+    /// The smallest lambda at which every weight is zero (on the monitored rows), where
+    /// the regularizer has one ([`crate::model::objective::Objective::lambda_max`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_max: Option<f64>,
     pub workers: usize,
     pub blocks: usize,
     pub batch: usize,

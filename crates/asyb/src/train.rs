@@ -900,7 +900,8 @@ impl<'a> Trainer<'a> {
             threads,
         };
         let ev = Evaluator::new(obj, pb.test.as_ref(), plan.eta0);
-        let info = run_info(self.cfg, pb, &plan, obj.n());
+        let mut info = run_info(self.cfg, pb, &plan, obj.n());
+        info.lambda_max = obj.lambda_max();
         // A checkpoint to resume from is checked before anything is reported.
         let ckpt_key =
             (raw.checkpoint_dir.is_some() || raw.resume.is_some()).then(|| problem_key(raw, pb));
@@ -1212,6 +1213,7 @@ pub(crate) fn run_info(cfg: &ValidConfig, pb: &Problem, plan: &Plan, eval_rows: 
         loss: raw.loss.name().into(),
         reg: raw.reg.name().into(),
         lambda: raw.lambda,
+        lambda_max: None,
         workers: plan.workers,
         blocks: plan.blocks,
         batch: plan.batch,

@@ -387,6 +387,32 @@ fn auto_picks_cd_or_fista_for_small_problems_and_asyb_with_its_batch_for_large_o
     assert_eq!(s.info.batch, (gain.round() as usize).clamp(16, 256));
 }
 
+/// The printed lambda_max is where the model becomes empty: trained just above it every
+/// weight is zero, just below it some are not (with the intercept, and without).
+#[test]
+fn lambda_max_is_where_every_weight_becomes_zero() {
+    let ds = planted_logistic(3000, 150, 6, 8);
+    for bias in [true, false] {
+        let at = |lambda: f64| {
+            run(
+                &TrainConfig {
+                    lambda,
+                    bias,
+                    eval_threads: Some(1),
+                    ..Default::default()
+                },
+                &ds,
+            )
+        };
+        let lm = at(1e-3).info.lambda_max.expect("l1 has a lambda_max");
+        let above = at(lm * 1.001);
+        assert_eq!(above.last().nnz, 0, "bias {bias}");
+        assert_eq!(above.info.lambda_max, Some(lm));
+        let below = at(lm * 0.95);
+        assert!(below.last().nnz > 0, "bias {bias}");
+    }
+}
+
 /// `compact-features = "auto"` renumbers a model with more coordinates than the data
 /// has nonzeros (hashed text of a few documents), and leaves one alone where most
 /// features occur.

@@ -938,6 +938,7 @@ impl<L: Loss> Coordinator<'_, L> {
             loss: raw.loss.name().into(),
             reg: raw.reg.name().into(),
             lambda: raw.lambda,
+            lambda_max: None,
             workers: roles.workers(),
             blocks,
             batch: raw.batch.unwrap_or(DEFAULT_BATCH),

@@ -356,6 +356,87 @@ impl<L: Loss> Objective<'_, L> {
     }
 }
 
+impl<L: Loss> Objective<'_, L> {
+    /// lambda_max: the smallest strength of this objective's regularizer at which the
+    /// zero model (the intercept, where trained, at its own optimum) is optimal, so that
+    /// every weight is zero: `||grad f||_inf` over the features at that model for L1,
+    /// the same divided by `l1_ratio` for an elastic net, the largest group norm of the
+    /// gradient for a group lasso. It is where the zero dual point of the module doc is
+    /// feasible. `None` for the other regularizers (no such strength), the nonconvex
+    /// term and several outputs with an intercept. With one class only, where the
+    /// intercept alone drives the logistic loss to 0, it is about 0. Costs a pass over
+    /// the rows, and a few over the labels for the intercept.
+    pub fn lambda_max(&self) -> Option<f64> {
+        use crate::model::reg::RegKind;
+        let spec = self.reg.0;
+        let per = match spec.kind {
+            RegKind::L1 | RegKind::GroupLasso => 1.0,
+            RegKind::ElasticNet if spec.l1_ratio > 0.0 => spec.l1_ratio,
+            _ => return None,
+        };
+        let k = self.layout.classes;
+        if self.alpha > 0.0 || self.n() == 0 || (k > 1 && self.layout.bias) {
+            return None;
+        }
+        let mut w = vec![0.0; self.layout.coords()];
+        if self.layout.bias {
+            w[self.layout.bias_row()] = self.intercept_only()?;
+        }
+        let mut g = vec![0.0; w.len()];
+        self.loss_pass(&w, Some(&mut g));
+        let g = &g[..self.layout.features * k];
+        let top = match spec.kind {
+            RegKind::GroupLasso => g
+                .chunks(self.reg.span())
+                .map(|c| c.iter().map(|x| x * x).sum::<f64>().sqrt())
+                .fold(0.0, f64::max),
+            _ => g.iter().fold(0.0, |m: f64, x| m.max(x.abs())),
+        };
+        Some(top / per)
+    }
+
+    /// The intercept of the best constant model, `argmin_b (1/n) sum_i loss(b, y_i)`, for
+    /// one output: Newton's method with the loss's curvature (its bound where that
+    /// vanishes) and halved steps until the mean loss decreases (where the loss has no
+    /// finite minimizer, a point far enough that its derivative is below rounding).
+    /// `None` if it is not finite.
+    fn intercept_only(&self) -> Option<f64> {
+        let labels = self.labels();
+        let n = labels.len().max(1) as f64;
+        let at = |b: f64| {
+            let (mut f, mut d, mut c) = (0.0, 0.0, 0.0);
+            let mut dz = [0.0];
+            for &y in labels.iter() {
+                f += self.loss.grad(&[b], y, &mut dz);
+                d += dz[0];
+                c += self.loss.curvature_at(b, y, dz[0]);
+            }
+            (f / n, d / n, c / n)
+        };
+        let mut b = 0.0;
+        for _ in 0..200 {
+            let (f, d, c) = at(b);
+            let c = if c > 1e-12 { c } else { L::INFO.curvature };
+            let step = -d / c;
+            let mut t = 1.0;
+            // Near the minimizer the decrease is below the loss's rounding: a step that
+            // raises it by no more than that is taken.
+            let slack = 4.0 * f64::EPSILON * f.abs();
+            while at(b + t * step).0 > f + 1e-4 * t * step * d + slack {
+                t *= 0.5;
+                if t < 1e-12 {
+                    return b.is_finite().then_some(b);
+                }
+            }
+            b += t * step;
+            if (t * step).abs() <= 1e-13 * (1.0 + b.abs()) {
+                break;
+            }
+        }
+        b.is_finite().then_some(b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +473,84 @@ mod tests {
             })
             .collect();
         Dataset::from_rows(D, &rows)
+    }
+
+    /// lambda_max is where the zero model (the intercept at its optimum) stops being
+    /// optimal: its prox-gradient mapping is 0 just above it and not just below, for L1,
+    /// the elastic net and the group lasso, with and without an intercept; the
+    /// intercept is the closed form of the constant model (the log-odds of the positive
+    /// share for the logistic loss, the mean label for the squared loss).
+    #[test]
+    fn lambda_max_is_where_the_zero_model_stops_being_optimal() {
+        let binary = data(31, &|rng, z| {
+            if z + rng.random_range(-0.5..0.5) > 0.2 {
+                1.0
+            } else {
+                -1.0
+            }
+        });
+        let real = data(32, &|rng, z| (z + rng.random_range(-0.3..0.3) + 0.7) as f32);
+        fn check<L: Loss>(ds: &Dataset, loss: L) {
+            for reg in regs().into_iter().filter(|r| {
+                matches!(
+                    r.kind,
+                    RegKind::L1 | RegKind::ElasticNet | RegKind::GroupLasso
+                )
+            }) {
+                for bias in [false, true] {
+                    let obj = objective(ds, 1, bias, loss, reg);
+                    let lm = obj.lambda_max().expect("defined");
+                    assert!(lm > 0.0);
+                    let mut w = vec![0.0; obj.layout.coords()];
+                    if bias {
+                        w[obj.layout.bias_row()] = obj.intercept_only().unwrap();
+                    }
+                    let pgm = |lambda: f64| {
+                        let o = Objective {
+                            reg: AnyReg(RegSpec {
+                                lambda,
+                                ..obj.reg.0
+                            }),
+                            ..obj
+                        };
+                        let mut g = vec![0.0; w.len()];
+                        o.f_and_grad(&w, Some(&mut g));
+                        o.pgm_sq_norm(&w, &g, 1.0)
+                    };
+                    let what = format!("{} {:?} bias {bias}", L::INFO.name, reg.kind);
+                    assert!(
+                        pgm(lm * (1.0 + 1e-9)) < 1e-15,
+                        "{what}: {}",
+                        pgm(lm * (1.0 + 1e-9))
+                    );
+                    assert!(
+                        pgm(lm * (1.0 - 1e-3)) > 1e-12,
+                        "{what}: {}",
+                        pgm(lm * (1.0 - 1e-3))
+                    );
+                }
+            }
+        }
+        check(&binary, Logistic);
+        check(&real, Squared);
+        let obj = objective(&binary, 1, true, Logistic, regs()[0]);
+        let p = binary.labels.iter().filter(|&&y| y > 0.0).count() as f64 / N as f64;
+        let b = obj.intercept_only().unwrap();
+        assert!((b - (p / (1.0 - p)).ln()).abs() < 1e-10, "{b} vs {p}");
+        let obj = objective(&real, 1, true, Squared, regs()[0]);
+        let mean = real.labels.iter().map(|&y| f64::from(y)).sum::<f64>() / N as f64;
+        assert!((obj.intercept_only().unwrap() - mean).abs() < 1e-12);
+        // No threshold for L2; about 0 for one class only, where the intercept alone
+        // drives the logistic loss to 0.
+        assert_eq!(
+            objective(&binary, 1, false, Logistic, regs()[2]).lambda_max(),
+            None
+        );
+        let one = data(33, &|_, _| 1.0);
+        let lm = objective(&one, 1, true, Logistic, regs()[0])
+            .lambda_max()
+            .unwrap();
+        assert!((0.0..1e-10).contains(&lm), "{lm}");
     }
 
     fn regs() -> Vec<RegSpec> {
