@@ -742,8 +742,12 @@ pub struct PredictArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Print margins instead of probabilities or labels (softmax: K per line).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "proba")]
     pub raw: bool,
+    /// Print class probabilities (softmax: K per line, in the order of the class
+    /// labels, ascending; logistic: P(y = +1), as by default).
+    #[arg(long)]
+    pub proba: bool,
     /// Feature index base of the file: 0 or 1 (default: the training file's).
     #[arg(long, value_parser = parse_index_base)]
     pub index_base: Option<IndexBaseSetting>,

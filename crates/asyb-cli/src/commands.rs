@@ -466,6 +466,16 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         check_output("out", p)?;
     }
     let model = model_file::load(&a.model)?;
+    if a.proba && !predict::has_probabilities(&model) {
+        return Err(asyb::Error::config(
+            "proba",
+            format!(
+                "a {} model gives no probabilities (logistic and softmax do); use --raw for its scores",
+                model.meta.loss.name()
+            ),
+        )
+        .into());
+    }
     let (ds, rep) = predict::read_for_model(
         &a.data,
         &model,
@@ -474,7 +484,12 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         false,
     )?;
     skipped_note(&a.data, &Some(rep));
-    let scores = predict::scores(&model, &ds, a.raw);
+    let kind = match (a.raw, a.proba) {
+        (true, _) => predict::ScoreKind::Margins,
+        (_, true) => predict::ScoreKind::Probabilities,
+        _ => predict::ScoreKind::Default,
+    };
+    let scores = predict::scores(&model, &ds, kind);
     let fill = |w: &mut dyn Write| -> std::io::Result<()> {
         let mut line = String::new();
         for s in &scores {

@@ -745,6 +745,69 @@ fn small_data_runs_cd_to_convergence() {
     );
 }
 
+/// `predict --proba`: a softmax model's class probabilities, one line a row in the
+/// order of its ascending labels, summing to 1 and largest at the predicted label; a
+/// logistic model's P(y = +1), as by default; a squared model has none (one line).
+#[test]
+fn predict_proba_gives_class_probabilities() {
+    let d = Dir::new();
+    let mut text = String::new();
+    for i in 0..300u32 {
+        let c = i % 3;
+        let noise = 1 + (i * 7) % 5;
+        text.push_str(&format!("{} {}:1 {}:0.5\n", 2 * c + 3, c + 1, 4 + noise));
+    }
+    d.write("m.svm", &text);
+    d.asyb_ok(&[
+        "train",
+        "--train",
+        "m.svm",
+        "--loss",
+        "softmax",
+        "--lambda",
+        "1e-3",
+        "--model",
+        "m.safetensors",
+        "--quiet",
+    ]);
+    let lines = |extra: &[&str]| -> Vec<Vec<f64>> {
+        let mut a = vec!["predict", "--model", "m.safetensors", "--data", "m.svm"];
+        a.extend_from_slice(extra);
+        stdout(&d.asyb_ok(&a))
+            .lines()
+            .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+            .collect()
+    };
+    let labels = lines(&[]);
+    let proba = lines(&["--proba"]);
+    assert_eq!((labels.len(), proba.len()), (300, 300));
+    for (l, p) in labels.iter().zip(&proba) {
+        assert_eq!(p.len(), 3);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{p:?}");
+        let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert_eq!(l[0], [3.0, 5.0, 7.0][best], "{p:?}");
+    }
+    d.write("b.svm", small_binary());
+    for (loss, name) in [("logistic", "b.safetensors"), ("squared", "s.safetensors")] {
+        d.asyb_ok(&[
+            "train", "--train", "b.svm", "--loss", loss, "--model", name, "--quiet",
+        ]);
+    }
+    let predict = |model: &str, extra: &[&str]| {
+        let mut a = vec!["predict", "--model", model, "--data", "b.svm"];
+        a.extend_from_slice(extra);
+        d.asyb(&a)
+    };
+    assert_eq!(
+        stdout(&predict("b.safetensors", &["--proba"])),
+        stdout(&predict("b.safetensors", &[]))
+    );
+    assert_bad_input(
+        &predict("s.safetensors", &["--proba"]),
+        &["proba", "a squared model gives no probabilities"],
+    );
+}
+
 #[test]
 fn demo_objective_falls() {
     let d = Dir::new();

@@ -4,7 +4,9 @@
 //!
 //! Scores by loss: logistic gives `P(y = +1) = sigmoid(z)`; squared gives the prediction
 //! `z`; squared hinge gives the margin `z` (the sign is the class); softmax gives the
-//! original label of the arg-max class, or with `raw` the K margins.
+//! original label of the arg-max class. [`ScoreKind::Margins`] gives the margins (K for
+//! softmax), [`ScoreKind::Probabilities`] the class probabilities (K for softmax, in the
+//! order of the model's class labels; `P(y = +1)` for logistic).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -134,15 +136,47 @@ pub fn margins(model: &SavedModel, data: &Dataset) -> Vec<f64> {
     .margins(&model.weights))
 }
 
-/// One score per row (see the module doc); with `raw`, the margins.
-pub fn scores(model: &SavedModel, data: &Dataset, raw: bool) -> Vec<Vec<f64>> {
+/// What [`scores`] gives for each row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScoreKind {
+    /// The loss's own score (see the module doc).
+    Default,
+    /// The margins, `classes` per row.
+    Margins,
+    /// The class probabilities: `classes` per row for softmax, in the order of the
+    /// model's class labels; `P(y = +1)` for the logistic loss. Only for a loss whose
+    /// scores are probabilities ([`has_probabilities`]).
+    Probabilities,
+}
+
+/// Whether a model's loss gives class probabilities (logistic, softmax).
+pub fn has_probabilities(model: &SavedModel) -> bool {
+    model.meta.loss.info().link != Link::Margin
+}
+
+/// Scores of every row (see [`ScoreKind`]).
+///
+/// # Panics
+/// With [`ScoreKind::Probabilities`] for a loss without them ([`has_probabilities`]).
+pub fn scores(model: &SavedModel, data: &Dataset, kind: ScoreKind) -> Vec<Vec<f64>> {
     let z = margins(model, data);
     let k = model.meta.layout.classes;
+    let link = model.meta.loss.info().link;
+    assert!(
+        kind != ScoreKind::Probabilities || link != Link::Margin,
+        "probabilities of a loss without them"
+    );
     z.chunks(k)
-        .map(|zi| match (raw, model.meta.loss.info().link) {
-            (true, _) | (_, Link::Margin) => zi.to_vec(),
-            (false, Link::Probability) => vec![sigmoid(zi[0])],
-            (false, Link::Class) => {
+        .map(|zi| match (kind, link) {
+            (ScoreKind::Margins, _) | (_, Link::Margin) => zi.to_vec(),
+            (_, Link::Probability) => vec![sigmoid(zi[0])],
+            (ScoreKind::Probabilities, Link::Class) => {
+                let top = zi.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = zi.iter().map(|&v| (v - top).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                e.into_iter().map(|v| v / sum).collect()
+            }
+            (ScoreKind::Default, Link::Class) => {
                 let best = zi
                     .iter()
                     .enumerate()
@@ -268,7 +302,8 @@ mod tests {
             3,
             &[(1.0, vec![(0, 1.0)]), (-1.0, vec![(1, 3.0), (2, 9.0)])],
         );
-        let s = scores(&m, &ds, false);
+        let s = scores(&m, &ds, ScoreKind::Default);
+        assert_eq!(scores(&m, &ds, ScoreKind::Probabilities), s);
         let (z0, z1): (f64, f64) = (1.5, -5.5);
         assert!((s[0][0] - 1.0 / (1.0 + (-z0).exp())).abs() < 1e-12);
         assert!((s[1][0] - 1.0 / (1.0 + (-z1).exp())).abs() < 1e-12);
@@ -292,9 +327,23 @@ mod tests {
         let w = vec![0.0, 2.0, 1.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         let m = model(LossKind::Softmax, 3, w, vec![3.0, 5.0, 7.0]);
         let ds = Dataset::from_rows(2, &[(0.0, vec![(0, 1.0)]), (0.0, vec![(1, 1.0)])]);
-        let s = scores(&m, &ds, false);
+        let s = scores(&m, &ds, ScoreKind::Default);
         assert_eq!(s, vec![vec![5.0], vec![3.0]]);
-        assert_eq!(scores(&m, &ds, true)[1], vec![3.0, 0.0, 0.0]);
+        assert_eq!(scores(&m, &ds, ScoreKind::Margins)[1], vec![3.0, 0.0, 0.0]);
+        // Probabilities: the softmax of the margins (0, 2, 1) and (3, 0, 0), in the order
+        // of the labels 3, 5, 7.
+        let p = scores(&m, &ds, ScoreKind::Probabilities);
+        let (e1, e2, e3) = (1f64.exp(), 2f64.exp(), 3f64.exp());
+        let s0 = 1.0 + e2 + e1;
+        let want = [
+            [1.0 / s0, e2 / s0, e1 / s0],
+            [e3 / (e3 + 2.0), 1.0 / (e3 + 2.0), 1.0 / (e3 + 2.0)],
+        ];
+        for (got, want) in p.iter().zip(want) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-15, "{got:?} vs {want:?}");
+            }
+        }
     }
 
     #[test]
@@ -319,7 +368,10 @@ mod tests {
             ],
         );
         assert_eq!(margins(&sparse, &ds), margins(&m, &ds));
-        assert_eq!(scores(&sparse, &ds, false), scores(&m, &ds, false));
+        assert_eq!(
+            scores(&sparse, &ds, ScoreKind::Default),
+            scores(&m, &ds, ScoreKind::Default)
+        );
         let (a, b) = (evaluate(&sparse, &ds), evaluate(&m, &ds));
         assert!((a.psi - b.psi).abs() < 1e-12, "{} vs {}", a.psi, b.psi);
         assert_eq!((a.metrics, a.nnz, a.rows), (b.metrics, b.nnz, b.rows));
