@@ -57,6 +57,8 @@ pub enum Command {
     /// Convert LIBSVM text to the binary cache, which is memory-mapped on load;
     /// `--train` and `--test` accept either form.
     Convert(ConvertArgs),
+    /// What a model file holds: its problem, its nonzeros and its largest weights.
+    Inspect(InspectArgs),
     /// Benchmarks that check the project's claims on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -754,6 +756,16 @@ pub struct PredictArgs {
     /// Skip malformed lines (counted and reported) instead of failing.
     #[arg(long)]
     pub skip_bad_lines: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Model file written by `asyb train --model`.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// How many of the largest weights (by magnitude) to list.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
 }
 
 #[derive(Args, Debug)]

@@ -19,7 +19,9 @@ use asyb::problem::Problem;
 use asyb::train::{RunSummary, Trainer};
 use asyb::Error;
 
-use crate::args::{ConvertArgs, DemoArgs, EvalArgs, GenCommand, PredictArgs, TrainArgs};
+use crate::args::{
+    ConvertArgs, DemoArgs, EvalArgs, GenCommand, InspectArgs, PredictArgs, TrainArgs,
+};
 use crate::plot::{self, Series};
 use crate::report::{self, Reporter};
 
@@ -602,6 +604,79 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
             s.first().psi,
             s.last().psi
         );
+    }
+    Ok(())
+}
+
+/// `asyb inspect`: the model's problem, its nonzero weights and the largest of them,
+/// with feature ids numbered as in its training file.
+pub fn inspect(a: &InspectArgs) -> Result<()> {
+    let m = model_file::load(&a.model)?;
+    let meta = &m.meta;
+    let k = meta.layout.classes;
+    let base = match predict::model_index_base(&m) {
+        asyb::data::libsvm::IndexBase::Zero => 0u64,
+        _ => 1,
+    };
+    // (feature as in the file, class, weight) of every nonzero feature weight.
+    let mut nonzero: Vec<(u64, usize, f64)> = Vec::new();
+    for r in 0..m.stored_features() {
+        let f = m
+            .feature_ids
+            .as_ref()
+            .map_or(r as u64, |ids| u64::from(ids[r]));
+        for c in 0..k {
+            let w = m.weights[r * k + c];
+            if w != 0.0 {
+                nonzero.push((f + base, c, w));
+            }
+        }
+    }
+    let intercept = &m.weights[m.stored_features() * k..][..k];
+    outln!("model       {}", a.model.display());
+    outln!(
+        "problem     {} + {} (lambda {})",
+        meta.loss.name(),
+        meta.reg.kind.name(),
+        meta.reg.lambda
+    );
+    outln!(
+        "features    {} (ids as in the training file: {}-based)",
+        meta.layout.features,
+        base
+    );
+    if k > 1 {
+        let labels: Vec<String> = meta.class_labels.iter().map(|l| l.to_string()).collect();
+        outln!("classes     {} (labels {})", k, labels.join(" "));
+    }
+    if meta.layout.bias {
+        let b: Vec<String> = intercept.iter().map(|b| format!("{b:.6e}")).collect();
+        outln!("intercept   {}", b.join(" "));
+    } else {
+        outln!("intercept   none");
+    }
+    outln!(
+        "nnz         {} of {} weights",
+        nonzero.len(),
+        meta.layout.features * k
+    );
+    nonzero.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()).then(a.0.cmp(&b.0)));
+    let shown = a.top.min(nonzero.len());
+    if shown > 0 {
+        outln!("\nthe {shown} largest weights by magnitude");
+        if k > 1 {
+            outln!("{:>12}  {:>8}  {:>14}", "feature", "class", "weight");
+        } else {
+            outln!("{:>12}  {:>14}", "feature", "weight");
+        }
+        for &(f, c, w) in &nonzero[..shown] {
+            if k > 1 {
+                let label = meta.class_labels.get(c).map_or(c as f64, |&l| f64::from(l));
+                outln!("{f:>12}  {label:>8}  {w:>14.6e}");
+            } else {
+                outln!("{f:>12}  {w:>14.6e}");
+            }
+        }
     }
     Ok(())
 }

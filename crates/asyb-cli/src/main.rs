@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => commands::predict(&a),
         Command::Eval(a) => commands::eval(&a),
         Command::Convert(a) => commands::convert(&a),
+        Command::Inspect(a) => commands::inspect(&a),
         Command::Bench(BenchCommand::Perf(a)) => bench::perf(&a),
         Command::Bench(BenchCommand::Speedup(a)) => bench::speedup(&a),
         Command::Bench(BenchCommand::Rate(a)) => bench::rate(&a),

@@ -808,6 +808,74 @@ fn predict_proba_gives_class_probabilities() {
     );
 }
 
+/// `inspect` lists a model's nonzeros as `eval` counts them, and its largest weights by
+/// magnitude, numbered as in the training file: each agrees with the margin `predict
+/// --raw` gives a row holding that feature alone, less the intercept.
+#[test]
+fn inspect_lists_the_largest_weights_by_their_file_ids() {
+    let d = Dir::new();
+    d.write("a.svm", small_binary());
+    d.asyb_ok(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--lambda",
+        "1e-3",
+        "--model",
+        "m.safetensors",
+        "--quiet",
+    ]);
+    let out = stdout(&d.asyb_ok(&["inspect", "--model", "m.safetensors", "--top", "3"]));
+    let field = |name: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .trim()
+            .to_string()
+    };
+    let eval = stdout(&d.asyb_ok(&["eval", "--model", "m.safetensors", "--data", "a.svm"]));
+    let nnz = field("nnz");
+    assert!(
+        eval.contains(&format!("nnz         {nnz}")),
+        "{nnz} vs {eval}"
+    );
+    assert!(field("features").contains("1-based"), "{out}");
+    let b: f64 = field("intercept").parse().unwrap();
+    let rows: Vec<(u32, f64)> = out
+        .lines()
+        .skip_while(|l| !l.contains("largest weights"))
+        .skip(2)
+        .map(|l| {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            (v[0].parse().unwrap(), v[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(
+        rows.windows(2).all(|w| w[0].1.abs() >= w[1].1.abs()),
+        "{out}"
+    );
+    for (f, w) in rows {
+        assert!((1..=18).contains(&f), "{out}");
+        d.write("one.svm", format!("0 {f}:1\n"));
+        let z: f64 = stdout(&d.asyb_ok(&[
+            "predict",
+            "--model",
+            "m.safetensors",
+            "--data",
+            "one.svm",
+            "--raw",
+        ]))
+        .trim()
+        .parse()
+        .unwrap();
+        assert!(
+            (z - b - w).abs() <= 1e-5 * (1.0 + w.abs()),
+            "feature {f}: {z} - {b} vs {w}"
+        );
+    }
+}
+
 #[test]
 fn demo_objective_falls() {
     let d = Dir::new();
