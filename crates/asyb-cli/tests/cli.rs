@@ -90,6 +90,21 @@ fn small_binary() -> String {
     s
 }
 
+/// Writes `a.svm` ([`small_binary`]) and trains `m.safetensors` on it (lambda 1e-3).
+fn train_small_model(d: &Dir) {
+    d.write("a.svm", small_binary());
+    d.asyb_ok(&[
+        "train",
+        "--train",
+        "a.svm",
+        "--lambda",
+        "1e-3",
+        "--model",
+        "m.safetensors",
+        "--quiet",
+    ]);
+}
+
 /// Runs `train` with every output asked for and checks that a failure left none.
 fn train_fails(dir: &Dir, extra: &[&str], needles: &[&str]) {
     let mut args = vec![
@@ -467,17 +482,7 @@ fn predict_lines(dir: &Dir, data: &str, stdin: Option<&str>) -> Vec<String> {
 #[test]
 fn predictions_line_up_through_pipes_fifos_and_stdin() {
     let d = Dir::new();
-    d.write("a.svm", small_binary());
-    d.asyb_ok(&[
-        "train",
-        "--train",
-        "a.svm",
-        "--lambda",
-        "1e-3",
-        "--model",
-        "m.safetensors",
-        "--quiet",
-    ]);
+    train_small_model(&d);
     let rows = "1 123:1\n0 5:1\n1 7:1\n0 9:1\n";
     d.write("rows.svm", rows);
     let want = predict_lines(&d, "rows.svm", None);
@@ -814,17 +819,7 @@ fn predict_proba_gives_class_probabilities() {
 #[test]
 fn inspect_lists_the_largest_weights_by_their_file_ids() {
     let d = Dir::new();
-    d.write("a.svm", small_binary());
-    d.asyb_ok(&[
-        "train",
-        "--train",
-        "a.svm",
-        "--lambda",
-        "1e-3",
-        "--model",
-        "m.safetensors",
-        "--quiet",
-    ]);
+    train_small_model(&d);
     let out = stdout(&d.asyb_ok(&["inspect", "--model", "m.safetensors", "--top", "3"]));
     let field = |name: &str| -> String {
         out.lines()
