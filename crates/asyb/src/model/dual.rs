@@ -781,20 +781,7 @@ mod tests {
             }
         }
         let binary = data(9, &sign);
-        let classes = data(9, &|rng, z| {
-            let c = if z > 0.3 {
-                2.0
-            } else if z < -0.3 {
-                0.0
-            } else {
-                1.0
-            };
-            if rng.random_bool(0.1) {
-                (c + 1.0) % 3.0
-            } else {
-                c
-            }
-        });
+        let classes = data(9, &|rng, z| three_classes(rng, z, 0.3));
         let mut rng = R::seed_from_u64(4);
         let pick: Vec<u32> = vec![5, 3, 60, 61, 2, 2, 40, 9, 0];
         for threads in [1, 2, 3, 5] {
@@ -924,6 +911,23 @@ mod tests {
         }
     }
 
+    /// Class 0, 1 or 2 as the margin `z` is below `-t`, between, or above `t`; one in
+    /// ten moved to the next class.
+    fn three_classes(rng: &mut R, z: f64, t: f64) -> f32 {
+        let c = if z > t {
+            2.0
+        } else if z < -t {
+            0.0
+        } else {
+            1.0
+        };
+        if rng.random_bool(0.1) {
+            (c + 1.0) % 3.0
+        } else {
+            c
+        }
+    }
+
     fn sign(rng: &mut R, z: f64) -> f32 {
         if rng.random_bool(0.15) == (z > 0.0) {
             -1.0
@@ -960,20 +964,7 @@ mod tests {
 
     #[test]
     fn softmax_gap_without_an_intercept_is_a_tight_upper_bound() {
-        let ds = data(3, &|rng, z| {
-            let c = if z > 0.4 {
-                2.0
-            } else if z < -0.4 {
-                0.0
-            } else {
-                1.0
-            };
-            if rng.random_bool(0.1) {
-                (c + 1.0) % 3.0
-            } else {
-                c
-            }
-        });
+        let ds = data(3, &|rng, z| three_classes(rng, z, 0.4));
         for reg in regs() {
             let obj = objective(&ds, 3, false, Softmax, reg);
             let (x, psi_star) = optimum(&obj);
