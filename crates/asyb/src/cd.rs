@@ -10,8 +10,9 @@
 //! 2. the run stops once `||P(x)||^2`, the trainer's measure with its step, is at the
 //!    threshold it was given;
 //! 3. the working set: every feature with a nonzero weight, and the features whose
-//!    coordinate prox-gradient step `|x_j - prox(x_j - g_j / H_j)| H_j` (for L1 at 0,
-//!    `|g_j| - lambda`) is largest, at least twice the model's nonzeros;
+//!    coordinate Newton step, measured as `|x_j - prox(x_j - g_j / H_j)| sqrt(H_j)` (for
+//!    L1 at 0, `(|g_j| - lambda) / sqrt(H_j)`), is largest, at least twice the model's
+//!    nonzeros;
 //! 4. coordinate descent in random order over the working set (and the intercept) on
 //!    the quadratic model `g' D + D' X' diag(h) X D / (2 n) + h(x + D)`, with `r = X D`
 //!    kept up to date, until no coordinate moves by more than a tenth of the outer
@@ -23,7 +24,7 @@
 //! the data) and a few vectors of the rows' length. It is for one-output losses and
 //! separable regularizers without the nonconvex term; with the loss's curvature bound
 //! as its model (the default of [`Loss::curvature_at`]) it is proximal coordinate
-//! descent with per-coordinate steps, which needs no line search.
+//! descent with per-coordinate steps, whose line search takes the whole step at once.
 
 use std::ops::Range;
 
