@@ -33,6 +33,13 @@ def _failed(res, exc):
     return res
 
 
+def _skipped(res, note):
+    """The result of a solver that cannot run here, with why."""
+    res["status"] = "skipped"
+    res["note"] = note
+    return res
+
+
 # --------------------------------------------------------------------------- asyb
 
 def find_asyb(path, repo_root):
@@ -122,9 +129,7 @@ def run_asyb(ctx):
     res = _result("asyb", "asyb", f"{ctx.threads} workers")
     exe = ctx.asyb
     if not exe:
-        res["status"] = "skipped"
-        res["note"] = "no asyb binary (give --asyb PATH, or build with cargo build --release)"
-        return res
+        return _skipped(res, "no asyb binary (give --asyb PATH, or build with cargo build --release)")
     try:
         rundir = ctx.rundir
         cache = os.path.join(rundir, "train.cache")
@@ -179,9 +184,7 @@ def run_asyb_fista(ctx):
     """A tight optimum from asyb's deterministic FISTA solver (a Psi* candidate)."""
     res = _result("asyb-fista", "asyb fista (reference)", "not timed")
     if not ctx.asyb:
-        res["status"] = "skipped"
-        res["note"] = "no asyb binary"
-        return res
+        return _skipped(res, "no asyb binary")
     try:
         model = os.path.join(ctx.rundir, "fista.safetensors")
         args = ["--train", ctx.train, "--algorithm", "fista", "--fista-tol", "1e-16",
@@ -242,9 +245,7 @@ def run_liblinear(ctx):
     try:
         from liblinear.liblinearutil import train, problem, parameter
     except ImportError as exc:
-        res["status"] = "skipped"
-        res["note"] = f"not installed ({exc}); pip install liblinear-multicore"
-        return res
+        return _skipped(res, f"not installed ({exc}); pip install liblinear-multicore")
     try:
         # The conversion may compile a numba kernel on first use: do that on a tiny problem.
         import scipy.sparse as sp
@@ -275,9 +276,7 @@ def run_snapml(ctx):
     try:
         import snapml
     except ImportError as exc:
-        res["status"] = "skipped"
-        res["note"] = f"not installed ({exc}); pip install snapml"
-        return res
+        return _skipped(res, f"not installed ({exc}); pip install snapml")
     try:
         import scipy.sparse as sp
         t0 = time.perf_counter()
@@ -308,9 +307,7 @@ def run_skglm(ctx):
     try:
         from skglm import SparseLogisticRegression
     except ImportError as exc:
-        res["status"] = "skipped"
-        res["note"] = f"not installed ({exc}); pip install skglm"
-        return res
+        return _skipped(res, f"not installed ({exc}); pip install skglm")
     try:
         import scipy.sparse as sp
         # Compile its numba kernels on a small problem first (not timed).
@@ -365,9 +362,7 @@ def run_vw(ctx, sgd=False):
     try:
         import vowpalwabbit
     except ImportError as exc:
-        res["status"] = "skipped"
-        res["note"] = f"not installed ({exc}); pip install vowpalwabbit"
-        return res
+        return _skipped(res, f"not installed ({exc}); pip install vowpalwabbit")
     try:
         vwfile = os.path.join(ctx.rundir, "train.vw")
         if not os.path.exists(vwfile) or os.path.getmtime(vwfile) < os.path.getmtime(ctx.train):
