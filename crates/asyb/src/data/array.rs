@@ -1,7 +1,8 @@
-//! The storage of one dataset array: a vector the process owns, or a region of a
+//! The storage of one dataset array: a vector the process owns, a region of a
 //! memory-mapped cache file read in place (no copy, pages loaded by the kernel as they
-//! are touched, shared with the page cache). Reads see a slice either way; the first
-//! mutable access of a mapped array copies it into an owned vector.
+//! are touched, shared with the page cache), or memory another owner lends (a Python
+//! array, kept alive by the owner's handle). Reads see a slice either way; the first
+//! mutable access of a mapped or lent array copies it into an owned vector.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -22,11 +23,18 @@ enum Store<T> {
         ptr: *const T,
         len: usize,
     },
+    /// `len` items at `ptr`, which `_owner` keeps alive and unchanged.
+    Lent {
+        _owner: Arc<dyn Send + Sync>,
+        ptr: *const T,
+        len: usize,
+    },
 }
 
 // SAFETY: a mapped array is an immutable view of a read-only mapping kept alive by the
-// `Arc`; nothing writes through `ptr`, so sharing or moving it across threads is as
-// safe as for a `Vec<T>`.
+// `Arc`, and a lent one of memory its owner keeps alive and unchanged (the contract of
+// `Array::lent`); nothing writes through `ptr`, so sharing or moving it across threads
+// is as safe as for a `Vec<T>`.
 unsafe impl<T: Pod + Send> Send for Array<T> {}
 // SAFETY: as above: only shared reads go through `ptr`.
 unsafe impl<T: Pod + Sync> Sync for Array<T> {}
@@ -46,6 +54,28 @@ impl<T: Pod> Array<T> {
                 len,
             },
         })
+    }
+
+    /// `len` items at `ptr`, read in place for as long as the array (or a clone) lives.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be aligned for `T` and valid for reads of `len` items for as long as
+    /// `owner` lives, and nothing may write to those items meanwhile.
+    pub unsafe fn lent(owner: Arc<dyn Send + Sync>, ptr: *const T, len: usize) -> Self {
+        Array {
+            store: Store::Lent {
+                _owner: owner,
+                ptr,
+                len,
+            },
+        }
+    }
+
+    /// Whether the items are read in place from memory this array does not own (a mapped
+    /// file or a lent array).
+    pub fn is_borrowed(&self) -> bool {
+        !matches!(self.store, Store::Owned(_))
     }
 
     /// Whether the items live in a mapped file.
@@ -81,9 +111,13 @@ impl<T: Pod> Array<T> {
             }
             self.store = Store::Owned(owned);
         }
+        if let Store::Lent { .. } = &self.store {
+            let items: &[T] = self;
+            self.store = Store::Owned(items.to_vec());
+        }
         match &mut self.store {
             Store::Owned(v) => v,
-            Store::Mapped { .. } => unreachable!("converted above"),
+            Store::Mapped { .. } | Store::Lent { .. } => unreachable!("converted above"),
         }
     }
 
@@ -102,6 +136,9 @@ impl<T: Pod> Deref for Array<T> {
             // SAFETY: `ptr` and `len` were checked against the mapping (bounds and
             // alignment) when the array was made, and the mapping outlives `self`.
             Store::Mapped { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            // SAFETY: `Array::lent`'s contract: valid, aligned, unchanged while the owner
+            // lives, and `self` holds the owner.
+            Store::Lent { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
         }
     }
 }
@@ -161,6 +198,13 @@ impl<T: Pod> Clone for Array<T> {
                     len: *len,
                 },
             },
+            Store::Lent { _owner, ptr, len } => Array {
+                store: Store::Lent {
+                    _owner: _owner.clone(),
+                    ptr: *ptr,
+                    len: *len,
+                },
+            },
         }
     }
 }
@@ -193,6 +237,23 @@ mod tests {
         f.write_all(bytes).unwrap();
         // SAFETY: the temporary file is private to this test and not modified.
         Arc::new(unsafe { Mmap::map(&f) }.unwrap())
+    }
+
+    #[test]
+    fn lent_reads_in_place_and_copies_on_write() {
+        let words: Arc<Vec<u32>> = Arc::new((0..100).map(|i| i * 7).collect());
+        // SAFETY: `words` is kept alive by the owner handle and never written.
+        let mut a: Array<u32> = unsafe { Array::lent(words.clone(), words.as_ptr(), 100) };
+        assert!(a.is_borrowed() && !a.is_mapped());
+        assert_eq!(a.as_ptr(), words.as_ptr());
+        let other = a.clone();
+        a[3] = 1;
+        assert!(!a.is_borrowed());
+        assert_eq!(a[3], 1);
+        assert_eq!(words[3], 21);
+        assert_eq!(&other[..], &words[..]);
+        drop(other);
+        assert_eq!(Arc::strong_count(&words), 1);
     }
 
     #[test]

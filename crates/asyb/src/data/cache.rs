@@ -500,61 +500,12 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
         labels,
         features: if renumbered { used } else { features },
     };
-    validate(&data).map_err(bad)?;
+    data.validate().map_err(bad)?;
     Ok(Loaded {
         data,
         source,
         columns,
     })
-}
-
-/// The CSR invariants every reader of a [`Dataset`] relies on.
-fn validate(ds: &Dataset) -> std::result::Result<(), String> {
-    let nnz = ds.indices.len();
-    if ds.indptr.first() != Some(&0) || ds.indptr.last() != Some(&nnz) {
-        return Err("row pointers do not span the nonzeros".into());
-    }
-    let n = ds.rows();
-    let parts = super::threads();
-    // Each thread checks a range of rows; the first failing range reports (its first
-    // bad row), so the message is the one a sequential check would give.
-    crate::par::map_ranges(n, parts, |rows| validate_rows(ds, rows))
-        .into_iter()
-        .collect::<std::result::Result<Vec<()>, String>>()?;
-    if let Some(i) = ds.labels.iter().position(|y| !y.is_finite()) {
-        return Err(format!("row {}: label is not finite", i + 1));
-    }
-    Ok(())
-}
-
-/// The per-row CSR invariants over `rows` (row pointers already span the nonzeros).
-fn validate_rows(ds: &Dataset, rows: std::ops::Range<usize>) -> std::result::Result<(), String> {
-    let nnz = ds.indices.len();
-    for i in rows {
-        let (a, b) = (ds.indptr[i], ds.indptr[i + 1]);
-        if a > b || b > nnz {
-            return Err(format!("row {}: row pointers decrease", i + 1));
-        }
-        let idx = &ds.indices[a..b];
-        if idx.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(format!("row {}: feature indices not increasing", i + 1));
-        }
-        if idx.last().is_some_and(|&j| j as usize >= ds.features) {
-            return Err(format!(
-                "row {}: feature index beyond {}",
-                i + 1,
-                ds.features
-            ));
-        }
-        if let Some(k) = ds
-            .values
-            .as_ref()
-            .and_then(|v| v[a..b].iter().position(|x| !x.is_finite()))
-        {
-            return Err(format!("row {}: value {} is not finite", i + 1, k + 1));
-        }
-    }
-    Ok(())
 }
 
 /// CRC-32 of `bytes`, its pieces checksummed on several threads and combined.

@@ -139,6 +139,66 @@ impl Dataset {
         }
     }
 
+    /// Checks the CSR invariants every reader of a dataset relies on: one row pointer
+    /// per row plus one, spanning the nonzeros and never decreasing; feature indices
+    /// strictly increasing within a row and below `features`; finite values and labels.
+    /// The error names the first bad row (1-based), as a sequential check would.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let nnz = self.indices.len();
+        if self.indptr.len() != self.rows() + 1 {
+            return Err(format!(
+                "{} row pointers for {} rows (expected one more than the rows)",
+                self.indptr.len(),
+                self.rows()
+            ));
+        }
+        if let Some(v) = self.values.as_ref().filter(|v| v.len() != nnz) {
+            return Err(format!("{} values for {nnz} feature indices", v.len()));
+        }
+        if self.indptr.first() != Some(&0) || self.indptr.last() != Some(&nnz) {
+            return Err("row pointers do not span the nonzeros".into());
+        }
+        // Each thread checks a range of rows; the first failing range reports (its first
+        // bad row).
+        crate::par::map_ranges(self.rows(), threads(), |rows| self.validate_rows(rows))
+            .into_iter()
+            .collect::<std::result::Result<Vec<()>, String>>()?;
+        if let Some(i) = self.labels.iter().position(|y| !y.is_finite()) {
+            return Err(format!("row {}: label is not finite", i + 1));
+        }
+        Ok(())
+    }
+
+    /// The per-row CSR invariants over `rows` (row pointers already span the nonzeros).
+    fn validate_rows(&self, rows: std::ops::Range<usize>) -> std::result::Result<(), String> {
+        let nnz = self.indices.len();
+        for i in rows {
+            let (a, b) = (self.indptr[i], self.indptr[i + 1]);
+            if a > b || b > nnz {
+                return Err(format!("row {}: row pointers decrease", i + 1));
+            }
+            let idx = &self.indices[a..b];
+            if idx.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!("row {}: feature indices not increasing", i + 1));
+            }
+            if idx.last().is_some_and(|&j| j as usize >= self.features) {
+                return Err(format!(
+                    "row {}: feature index beyond {}",
+                    i + 1,
+                    self.features
+                ));
+            }
+            if let Some(k) = self
+                .values
+                .as_ref()
+                .and_then(|v| v[a..b].iter().position(|x| !x.is_finite()))
+            {
+                return Err(format!("row {}: value {} is not finite", i + 1, k + 1));
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the value array when every value is exactly 1 (saves a third of the memory
     /// on binary data).
     pub fn compact_binary(&mut self) {
@@ -342,4 +402,62 @@ pub fn read_renumbered(
         bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
     };
     Ok((ds, report, columns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Dataset {
+        Dataset::from_rows(
+            4,
+            &[
+                (1.0, vec![(0, 1.0), (3, 2.0)]),
+                (-1.0, vec![]),
+                (1.0, vec![(1, 0.5), (2, 1.0)]),
+            ],
+        )
+    }
+
+    #[test]
+    fn validate_accepts_a_well_formed_dataset_and_names_each_fault() {
+        assert_eq!(small().validate(), Ok(()));
+        let broken = |f: &dyn Fn(&mut Dataset)| {
+            let mut ds = small();
+            f(&mut ds);
+            ds.validate().unwrap_err()
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (
+                broken(&|d| d.indptr.make_mut().truncate(3)),
+                "3 row pointers for 3 rows",
+            ),
+            (
+                broken(&|d| d.values.as_mut().unwrap().make_mut().push(1.0)),
+                "5 values for 4",
+            ),
+            (broken(&|d| d.indptr[0] = 1), "do not span"),
+            (broken(&|d| d.indptr[3] = 3), "do not span"),
+            (broken(&|d| d.indptr[2] = 1), "row 2: row pointers decrease"),
+            (
+                broken(&|d| d.indices[3] = 1),
+                "row 3: feature indices not increasing",
+            ),
+            (
+                broken(&|d| d.indices[1] = 4),
+                "row 1: feature index beyond 4",
+            ),
+            (
+                broken(&|d| d.values.as_mut().unwrap()[2] = f32::NAN),
+                "row 3: value 1 is not",
+            ),
+            (
+                broken(&|d| d.labels[1] = f32::INFINITY),
+                "row 2: label is not finite",
+            ),
+        ];
+        for (got, want) in cases {
+            assert!(got.contains(want), "{got:?} should say {want:?}");
+        }
+    }
 }
