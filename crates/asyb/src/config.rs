@@ -344,7 +344,7 @@ pub fn compaction_exact(cfg: &TrainConfig) -> Option<&'static str> {
 
 /// A step size: a number, or `"auto"` (chosen from the data's smoothness).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a number or \"auto\"")]
 pub enum StepSetting {
     Fixed(f64),
     Named(StepName),
@@ -1237,5 +1237,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("run.toml:1:1:") && e.contains("lamda"), "{e}");
+        let e = TrainConfig::from_toml("step = \"fast\"\n", "run.toml".as_ref())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "run.toml:1:8: expected a number or \"auto\"");
     }
 }
