@@ -298,7 +298,7 @@ pub(crate) fn block_count(
 
 /// The regularizer as the shards apply it (group lengths in coordinates), and the
 /// feature rows per regularizer group.
-pub(crate) fn reg_spec(cfg: &ValidConfig, classes: usize) -> (RegSpec, usize) {
+pub fn reg_spec(cfg: &ValidConfig, classes: usize) -> (RegSpec, usize) {
     let mut reg = cfg.reg;
     if reg.kind == RegKind::GroupLasso {
         let rows = cfg.raw.group_size;
