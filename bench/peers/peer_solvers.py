@@ -438,8 +438,39 @@ def run_vw_sgd(ctx):
     return run_vw(ctx, sgd=True)
 
 
+def run_asyb_python(ctx):
+    """asyb's Python package (python/, `pip install ./python`): the same trainer in
+    process on the matrix in memory, as the Python peers run, its `tol` swept."""
+    res = _result("asyb-py", "asyb (Python, in process)", f"{ctx.threads} workers")
+    try:
+        from asyb import SparseLogisticRegression
+    except ImportError as exc:
+        return _skipped(res, f"not installed ({exc}); pip install ./python")
+    try:
+        import warnings
+
+        def fit_one(tol):
+            m = SparseLogisticRegression(alpha=ctx.lam, fit_intercept=False, tol=tol,
+                                         n_jobs=ctx.threads, max_iter=1e6)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m.fit(ctx.Xp, ctx.y)
+            w = np.asarray(m.coef_, dtype=np.float64).reshape(-1)
+            if list(m.classes_)[-1] != 1:
+                w = -w
+            return ctx.expand(w)
+
+        budgets = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6, 1e-7, 1e-8]
+        res["extra"] = {"alpha": ctx.lam, "budget": "tol"}
+        res["note"] = "alpha = lambda; tol swept; fit on the peers' float64 CSR"
+        return _sweep(ctx, res, budgets, fit_one, ctx.load_secs + ctx.compact_secs)
+    except Exception as exc:  # noqa: BLE001
+        return _failed(res, exc)
+
+
 RUNNERS = {
     "asyb": run_asyb,
+    "asyb-py": run_asyb_python,
     "liblinear": run_liblinear,
     "snapml": run_snapml,
     "skglm": run_skglm,

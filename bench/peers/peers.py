@@ -20,7 +20,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-SOLVERS = ["asyb", "liblinear", "snapml", "skglm", "vw", "vw-sgd"]
+SOLVERS = ["asyb", "asyb-py", "liblinear", "snapml", "skglm", "vw", "vw-sgd"]
 PIP_PACKAGES = ["liblinear-multicore", "snapml", "skglm", "vowpalwabbit", "scikit-learn", "scipy", "numpy"]
 DEBIAN_PACKAGES = ["liblinear-tools", "dataset-fashion-mnist", "weka", "r-cran-tm"]
 CHECK_REL = 1e-6  # the tightest fit of an exact solver lands this close to Psi*, relative
