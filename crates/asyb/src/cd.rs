@@ -363,13 +363,15 @@ pub fn solve<L: Loss>(
         let mut beta = 1.0;
         let mut accepted = false;
         for _ in 0..MAX_HALVINGS {
-            let f_new =
-                st.z.iter()
-                    .zip(&st.r)
-                    .zip(labels)
-                    .map(|((&z, &r), &y)| obj.loss.value(&[z + beta * r], y))
-                    .sum::<f64>()
-                    * inv_n;
+            let f_new = st
+                .z
+                .iter()
+                .zip(&st.r)
+                .zip(labels)
+                .enumerate()
+                .map(|(i, ((&z, &r), &y))| obj.data.weight(i) * obj.loss.value(&[z + beta * r], y))
+                .sum::<f64>()
+                * inv_n;
             let h_new = h_at(beta);
             if f_new + h_new - st.f - h_ws <= SIGMA * beta * decrease {
                 accepted = true;
@@ -399,8 +401,8 @@ pub fn solve<L: Loss>(
     SolverStop::MaxIters
 }
 
-/// The loss, its derivatives and curvatures at the margins `st.z`, over `parts`
-/// ranges of the rows.
+/// The loss, its derivatives and curvatures at the margins `st.z` (each times the
+/// row's weight), over `parts` ranges of the rows.
 fn derivatives<L: Loss>(obj: &Objective<L>, labels: &[f32], st: &mut State, parts: usize) {
     let n = labels.len();
     let rs = par::ranges(n, parts);
@@ -414,15 +416,17 @@ fn derivatives<L: Loss>(obj: &Objective<L>, labels: &[f32], st: &mut State, part
         |(r, (dv, hv))| {
             let mut sum = 0.0;
             let mut dz = [0.0];
-            for (((&z, &y), dv), hv) in z[r.clone()]
+            for ((((&z, &y), dv), hv), i) in z[r.clone()]
                 .iter()
-                .zip(&labels[r])
+                .zip(&labels[r.clone()])
                 .zip(dv.iter_mut())
                 .zip(hv.iter_mut())
+                .zip(r)
             {
-                sum += obj.loss.grad(&[z], y, &mut dz);
-                *dv = dz[0];
-                *hv = obj.loss.curvature_at(z, y, dz[0]);
+                let s = obj.data.weight(i);
+                sum += s * obj.loss.grad(&[z], y, &mut dz);
+                *dv = s * dz[0];
+                *hv = s * obj.loss.curvature_at(z, y, dz[0]);
             }
             sum
         },

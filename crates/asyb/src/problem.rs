@@ -55,6 +55,31 @@ pub(crate) fn read_options(cfg: &ValidConfig) -> ReadOptions {
     }
 }
 
+/// Scales the training rows' weights to a mean of 1, so that the objective's mean
+/// over rows is the weighted mean loss `sum_i w_i loss_i / sum_i w_i`; drops them when
+/// they are all equal (every row then weighs the same). Fails when they sum to 0.
+fn normalize_weights(train: &mut Dataset, path: &Path) -> Result<()> {
+    let Some(w) = train.weights.as_mut() else {
+        return Ok(());
+    };
+    let sum: f64 = w.iter().map(|&x| f64::from(x)).sum();
+    if !(sum > 0.0 && sum.is_finite()) {
+        return Err(Error::Data {
+            path: path.into(),
+            reason: format!("the row weights sum to {sum}: some must be positive"),
+        });
+    }
+    if w.iter().all(|&x| x == w[0]) {
+        train.weights = None;
+        return Ok(());
+    }
+    let scale = w.len() as f64 / sum;
+    for x in w.make_mut().iter_mut() {
+        *x = (f64::from(*x) * scale) as f32;
+    }
+    Ok(())
+}
+
 fn label_rule(loss: LossKind) -> LabelRule {
     match loss.info().labels {
         Labels::Binary => LabelRule::Binary,
@@ -133,6 +158,7 @@ impl Problem {
                 reason: "no data rows".into(),
             });
         }
+        normalize_weights(&mut train, train_path)?;
         let features = raw.features.unwrap_or(match &columns {
             Some(m) => m.features,
             None => train.features,

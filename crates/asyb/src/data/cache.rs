@@ -498,6 +498,7 @@ pub fn read_cache(path: &Path) -> Result<Loaded> {
         indices,
         values,
         labels,
+        weights: None,
         features: if renumbered { used } else { features },
     };
     data.validate().map_err(bad)?;

@@ -356,6 +356,7 @@ impl ColumnMap {
             indices: indices.into(),
             values: values.map(Into::into),
             labels: ds.labels.clone(),
+            weights: ds.weights.clone(),
             features: self.used(),
         };
         if !self.increasing {

@@ -333,6 +333,7 @@ pub fn ctr(spec: &CtrSpec) -> Result<Dataset> {
         indices: indices.into(),
         values: None,
         labels: labels.into(),
+        weights: None,
         features: spec.features,
     })
 }
@@ -443,6 +444,7 @@ pub fn regression(spec: &RegressionSpec) -> Result<Dataset> {
         indices: indices.into(),
         values: Some(values.into()),
         labels: labels.into(),
+        weights: None,
         features: spec.features,
     })
 }

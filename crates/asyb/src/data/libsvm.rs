@@ -1157,6 +1157,7 @@ impl<'a> Builder<'a> {
             indices: indices.into(),
             values: (!self.ones).then(|| values.into()),
             labels: labels.into(),
+            weights: None,
             features,
         };
         ds.compact_binary();

@@ -7,12 +7,18 @@
 /// Row `i` has feature ids `indices[indptr[i]..indptr[i + 1]]` (0-based, strictly
 /// increasing within a row, all `< features`) with the matching `values`; when `values`
 /// is `None` every stored value is 1 (binary rows, as in click-through-rate data).
+/// `weights`, when given, weighs each row's loss (importance or sample weights, finite
+/// and >= 0): a row of weight 2 counts as two copies of it. A training [`Problem`]
+/// (crate::problem::Problem) holds them scaled to a mean of 1, so that its objective is
+/// the weighted mean loss.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dataset {
     pub indptr: Array<usize>,
     pub indices: Array<u32>,
     pub values: Option<Array<f32>>,
     pub labels: Array<f32>,
+    /// Per-row weights of the loss; `None`: every row weighs 1.
+    pub weights: Option<Array<f32>>,
     /// Number of features d (columns).
     pub features: usize,
 }
@@ -57,6 +63,7 @@ impl Dataset {
             indices: Array::default(),
             values: Some(Array::default()),
             labels: Array::default(),
+            weights: None,
             features,
         }
     }
@@ -92,6 +99,7 @@ impl Dataset {
             indices: self.indices[a..b].to_vec().into(),
             values: self.values.as_ref().map(|v| v[a..b].to_vec().into()),
             labels: self.labels[lo..hi].to_vec().into(),
+            weights: self.weights.as_ref().map(|w| w[lo..hi].to_vec().into()),
             features: self.features,
         }
     }
@@ -99,6 +107,12 @@ impl Dataset {
     /// Number of rows n.
     pub fn rows(&self) -> usize {
         self.labels.len()
+    }
+
+    /// The weight of row `i`'s loss (1 without weights).
+    #[inline]
+    pub fn weight(&self, i: usize) -> f64 {
+        self.weights.as_ref().map_or(1.0, |w| f64::from(w[i]))
     }
 
     /// Number of stored entries.
@@ -141,7 +155,8 @@ impl Dataset {
 
     /// Checks the CSR invariants every reader of a dataset relies on: one row pointer
     /// per row plus one, spanning the nonzeros and never decreasing; feature indices
-    /// strictly increasing within a row and below `features`; finite values and labels.
+    /// strictly increasing within a row and below `features`; finite values and labels;
+    /// one weight per row, finite and >= 0, where there are weights.
     /// The error names the first bad row (1-based), as a sequential check would.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let nnz = self.indices.len();
@@ -165,6 +180,18 @@ impl Dataset {
             .collect::<std::result::Result<Vec<()>, String>>()?;
         if let Some(i) = self.labels.iter().position(|y| !y.is_finite()) {
             return Err(format!("row {}: label is not finite", i + 1));
+        }
+        if let Some(w) = &self.weights {
+            if w.len() != self.rows() {
+                return Err(format!("{} weights for {} rows", w.len(), self.rows()));
+            }
+            if let Some(i) = w.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+                return Err(format!(
+                    "row {}: weight {} is not a finite number >= 0",
+                    i + 1,
+                    w[i]
+                ));
+            }
         }
         Ok(())
     }
@@ -242,6 +269,9 @@ impl Dataset {
             le(&mut h, v);
         }
         le(&mut h, &self.labels);
+        if let Some(w) = &self.weights {
+            le(&mut h, w);
+        }
         let crc = h.finalize();
         // The CRC in the low half, the size in the high half: a cheap second check.
         (u64::from(crc)) | ((self.nnz() as u64 & 0xffff_ffff) << 32)
@@ -253,6 +283,7 @@ impl Dataset {
             + self.indices.len() * 4
             + self.values.as_ref().map_or(0, |v| v.len() * 4)
             + self.labels.len() * 4
+            + self.weights.as_ref().map_or(0, |w| w.len() * 4)
     }
 }
 

@@ -107,23 +107,32 @@ impl DerivSink for ScaleSide {
 }
 
 /// Sums `loss*(s * side * theta_i, y_i)` over the rows, one sum per factor s of
-/// `scales` ([`Objective::dual_values`]).
-struct Conjugates<'a, L: Loss> {
-    loss: L,
+/// `scales` ([`Objective::dual_values`]). A row of weight `c` hands its sink
+/// `c theta_i`, and its term is `c loss*(s side theta_i)` (none for weight 0).
+struct Conjugates<'a, 'o, L: Loss> {
+    obj: &'a Objective<'o, L>,
     side: (f64, f64),
     scales: &'a [f64],
     t: Vec<f64>,
     sums: Vec<f64>,
 }
 
-impl<L: Loss> DerivSink for Conjugates<'_, L> {
+impl<L: Loss> DerivSink for Conjugates<'_, '_, L> {
     #[inline]
-    fn row(&mut self, _i: usize, y: f32, dz: &mut [f64]) {
+    fn row(&mut self, i: usize, y: f32, dz: &mut [f64]) {
+        let c = self.obj.row_weight(i);
+        if c == 0.0 {
+            return;
+        }
         for (&s, sum) in self.scales.iter().zip(self.sums.iter_mut()) {
             for (tc, &v) in self.t.iter_mut().zip(dz.iter()) {
                 *tc = s * v * if v > 0.0 { self.side.0 } else { self.side.1 };
+                if c != 1.0 {
+                    *tc /= c;
+                }
             }
-            *sum += self.loss.conjugate(&self.t, y).unwrap_or(f64::INFINITY);
+            let conj = self.obj.loss.conjugate(&self.t, y).unwrap_or(f64::INFINITY);
+            *sum += if c == 1.0 { conj } else { c * conj };
         }
     }
 }
@@ -323,7 +332,7 @@ impl<L: Loss> Objective<'_, L> {
         let n = self.n();
         let sums = par::each(self.shares(), |r| {
             let mut sink = Conjugates {
-                loss: self.loss,
+                obj: self,
                 side,
                 scales,
                 t: vec![0.0; k],
@@ -395,7 +404,8 @@ impl<L: Loss> Objective<'_, L> {
         Some(top / per)
     }
 
-    /// The intercept of the best constant model, `argmin_b (1/n) sum_i loss(b, y_i)`, for
+    /// The intercept of the best constant model, `argmin_b (1/n) sum_i s_i loss(b, y_i)`
+    /// (`s_i` the rows' weights), for
     /// one output: Newton's method with the loss's curvature (its bound where that
     /// vanishes) and halved steps until the mean loss decreases (where the loss has no
     /// finite minimizer, a point far enough that its derivative is below rounding).
@@ -406,10 +416,11 @@ impl<L: Loss> Objective<'_, L> {
         let at = |b: f64| {
             let (mut f, mut d, mut c) = (0.0, 0.0, 0.0);
             let mut dz = [0.0];
-            for &y in labels.iter() {
-                f += self.loss.grad(&[b], y, &mut dz);
-                d += dz[0];
-                c += self.loss.curvature_at(b, y, dz[0]);
+            for (i, &y) in labels.iter().enumerate() {
+                let s = self.row_weight(i);
+                f += s * self.loss.grad(&[b], y, &mut dz);
+                d += s * dz[0];
+                c += s * self.loss.curvature_at(b, y, dz[0]);
             }
             (f / n, d / n, c / n)
         };

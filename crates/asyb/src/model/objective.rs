@@ -106,8 +106,8 @@ impl Weights for Vec<f64> {
 }
 
 /// What a pass over the rows ([`Objective::pass_with`]) does with each row's loss
-/// derivatives `d loss_i / d z_i` besides summing the gradient: one sink per thread's
-/// share of the rows.
+/// derivatives `d loss_i / d z_i` (times the row's weight, where rows are weighted)
+/// besides summing the gradient: one sink per thread's share of the rows.
 pub(crate) trait DerivSink {
     /// Whether the sink uses the derivatives (without a gradient, a pass for a sink
     /// that does not computes only the loss values).
@@ -297,6 +297,13 @@ impl<'a, L: Loss> Objective<'a, L> {
         self.data.labels[self.at(i)]
     }
 
+    /// The weight of the objective's i-th row's loss (1 without weights): the passes
+    /// sum `weight * loss` and hand their sinks `weight * loss'`.
+    #[inline]
+    pub(crate) fn row_weight(&self, i: usize) -> f64 {
+        self.data.weight(self.at(i))
+    }
+
     /// The objective's i-th row.
     #[inline]
     pub(crate) fn row_at(&self, i: usize) -> crate::data::Row<'_> {
@@ -407,11 +414,15 @@ impl<'a, L: Loss> Objective<'a, L> {
             }
             self.row_margins(w, i, &mut zi);
             let y = self.data.labels[self.at(i)];
+            let s = self.row_weight(i);
             if g.is_none() && !S::USES {
-                sum += self.loss.value(&zi, y);
+                sum += s * self.loss.value(&zi, y);
                 continue;
             }
-            sum += self.loss.grad(&zi, y, &mut dz);
+            sum += s * self.loss.grad(&zi, y, &mut dz);
+            for d in dz.iter_mut() {
+                *d *= s;
+            }
             if S::ROUNDS {
                 for d in dz.iter_mut() {
                     *d = f64::from(*d as f32);
@@ -564,16 +575,17 @@ impl<'a, L: Loss> Objective<'a, L> {
                 }
             }
             let y = self.data.labels[self.at(i)];
+            let s = self.row_weight(i);
             if !need_dz {
-                sum += self.loss.value(&[z], y);
+                sum += s * self.loss.value(&[z], y);
                 continue;
             }
             if want_loss {
-                sum += self.loss.grad(&[z], y, &mut dz);
+                sum += s * self.loss.grad(&[z], y, &mut dz);
             } else {
                 self.loss.deriv(&[z], y, &mut dz);
             }
-            let mut dz = dz[0];
+            let mut dz = s * dz[0];
             if S::ROUNDS {
                 dz = f64::from(dz as f32);
             }
@@ -736,7 +748,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         lambda
     }
 
-    /// `next = sum_{i in rows} x_i (x_i . v)` over the feature columns and the
+    /// `next = sum_{i in rows} s_i x_i (x_i . v)` (`s_i` the row's weight) over the feature columns and the
     /// intercept's column of ones when trained: one thread's share of `X^T X v`.
     fn gram_product(&self, v: &[f64], rows: std::ops::Range<usize>, next: &mut [f64]) {
         let d = self.layout.features;
@@ -760,6 +772,8 @@ impl<'a, L: Loss> Objective<'a, L> {
                     u += f64::from(x) * v[f as usize];
                 }
             }
+            // A weighted row counts its weight times.
+            u *= self.row_weight(i);
             for (f, x) in row.iter() {
                 if (f as usize) < d {
                     next[f as usize] += f64::from(x) * u;

@@ -394,6 +394,14 @@ fn gradient<L: Loss>(
         let y = ctx.data.labels[i as usize];
         let dz = &mut s.dz[r * k..(r + 1) * k];
         loss.deriv(z, y, dz);
+        if ctx.data.weights.is_some() {
+            // A weighted row's loss, as the objective weighs it (the snapshot's
+            // derivatives are weighted too).
+            let c = ctx.data.weight(i as usize);
+            for d in dz.iter_mut() {
+                *d *= c;
+            }
+        }
         if let Some(m) = &snapshot {
             let i = i as usize;
             for (d, ds) in dz.iter_mut().zip(&m[i * k..(i + 1) * k]) {
