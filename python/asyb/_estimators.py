@@ -23,7 +23,7 @@ from sklearn.linear_model._base import LinearClassifierMixin, LinearModel, Spars
 from sklearn.utils import check_random_state
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _asyb
 
@@ -69,6 +69,20 @@ def _csr_arrays(X):
     if np.all(data == 1.0):
         data = None
     return indptr, indices, data
+
+
+def _weighted_rows(X, y, sample_weight):
+    """The rows with a positive weight, and their weights (``None`` when unweighted):
+    a row of weight 0 is a row left out, exactly."""
+    if sample_weight is None:
+        return X, y, None
+    sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    if not np.all(np.isfinite(sw.astype(np.float32))):
+        raise ValueError("sample_weight holds a value that is not finite in float32")
+    keep = sw > 0
+    if not keep.all():
+        X, y, sw = X[keep], y[keep], sw[keep]
+    return X, y, sw
 
 
 def _seed(random_state):
@@ -128,10 +142,10 @@ class _SparseLinear(BaseEstimator):
                     break
             raise ValueError(msg) from None
 
-    def _train(self, X, y_lib, loss, classes):
-        """Trains on ``X`` (validated) with labels as the library takes them, then sets
-        the fitted attributes. Returns nothing; raises on failure, leaving ``self`` as it
-        was."""
+    def _train(self, X, y_lib, loss, classes, sample_weight=None):
+        """Trains on ``X`` (validated) with labels as the library takes them and the
+        rows' weights (positive, or ``None``), then sets the fitted attributes. Returns
+        nothing; raises on failure, leaving ``self`` as it was."""
         params = self._params(loss, X.shape[0])
         self._check_params(params)
         d = X.shape[1]
@@ -150,6 +164,7 @@ class _SparseLinear(BaseEstimator):
             params,
             init,
             progress,
+            None if sample_weight is None else np.ascontiguousarray(sample_weight, np.float32),
         )
         summary = json.loads(summary)
         records = summary["records"]
@@ -302,8 +317,10 @@ class SparseLogisticRegression(LinearClassifierMixin, SparseCoefMixin, _SparseLi
         self.step = step
         self.variance_reduction = variance_reduction
 
-    def fit(self, X, y):
-        """Fits on ``X`` (scipy.sparse CSR or CSC, or a numpy array) and labels ``y``."""
+    def fit(self, X, y, sample_weight=None):
+        """Fits on ``X`` (scipy.sparse CSR or CSC, or a numpy array) and labels ``y``,
+        each row's loss weighted by ``sample_weight`` where given (a row of weight 2
+        counts as two copies of it)."""
         X, y = validate_data(
             self,
             X,
@@ -313,6 +330,7 @@ class SparseLogisticRegression(LinearClassifierMixin, SparseCoefMixin, _SparseLi
             accept_large_sparse=True,
         )
         check_classification_targets(y)
+        X, y, sw = _weighted_rows(X, y, sample_weight)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(
@@ -323,7 +341,7 @@ class SparseLogisticRegression(LinearClassifierMixin, SparseCoefMixin, _SparseLi
             loss, k = "logistic", 1
         else:
             loss, k = "softmax", len(classes)
-        self._train(X, y_idx, loss, k)
+        self._train(X, y_idx, loss, k, sw)
         self.classes_ = classes
         return self
 
@@ -408,8 +426,9 @@ class SparseLinearRegression(RegressorMixin, LinearModel, _SparseLinear):
     def _loss_params(self):
         return {"huber-delta": float(self.epsilon)} if self.loss == "huber" else {}
 
-    def fit(self, X, y):
-        """Fits on ``X`` (scipy.sparse CSR or CSC, or a numpy array) and targets ``y``."""
+    def fit(self, X, y, sample_weight=None):
+        """Fits on ``X`` (scipy.sparse CSR or CSC, or a numpy array) and targets ``y``,
+        each row's loss weighted by ``sample_weight`` where given."""
         if self.loss not in _LOSSES:
             raise ValueError(
                 f"loss must be one of {sorted(_LOSSES)}, got {self.loss!r}"
@@ -425,7 +444,8 @@ class SparseLinearRegression(RegressorMixin, LinearModel, _SparseLinear):
         )
         if not np.all(np.isfinite(y.astype(np.float32))):
             raise ValueError("y holds a value that is not finite in float32")
-        self._train(X, y, _LOSSES[self.loss], 1)
+        X, y, sw = _weighted_rows(X, y, sample_weight)
+        self._train(X, y, _LOSSES[self.loss], 1, sw)
         return self
 
     def _set_coef(self, w, d, k):

@@ -157,10 +157,11 @@ fn every_feature(meta: ModelMeta, weights: &[f64], columns: Option<&ColumnMap>) 
 /// Trains on the CSR matrix (`indptr`, `indices`, `data`; `data` `None`: every value 1)
 /// with labels `y` (binary: 0 or 1; softmax: the class index; else the target) and the
 /// settings `params`, starting from `init` (every feature's rows and the intercept row)
-/// or zero. Calls `progress` with each evaluation record (a JSON string). Returns the
+/// or zero, each row's loss weighted by `weights` where given. Calls `progress` with
+/// each evaluation record (a JSON string). Returns the
 /// weights (every feature's rows, then the intercept row) and the run's summary as JSON.
 #[pyfunction]
-#[pyo3(signature = (indptr, indices, data, y, n_features, params, init=None, progress=None))]
+#[pyo3(signature = (indptr, indices, data, y, n_features, params, init=None, progress=None, weights=None))]
 #[allow(clippy::too_many_arguments)]
 fn train<'py>(
     py: Python<'py>,
@@ -172,6 +173,7 @@ fn train<'py>(
     params: &Bound<'py, PyDict>,
     init: Option<PyReadonlyArray1<'py, f64>>,
     progress: Option<Bound<'py, PyAny>>,
+    weights: Option<Bound<'py, PyArray1<f32>>>,
 ) -> PyResult<(Bound<'py, PyArray1<f64>>, String)> {
     let mut vc = config_of(params)?;
     let ds = Dataset {
@@ -179,6 +181,10 @@ fn train<'py>(
         indices: lend(&indices, "indices")?,
         values: data.as_ref().map(|d| lend(d, "data")).transpose()?,
         labels: lend(&y, "y")?,
+        weights: weights
+            .as_ref()
+            .map(|w| lend(w, "sample_weight"))
+            .transpose()?,
         features: n_features,
     };
     let x = Path::new(X_NAME);
