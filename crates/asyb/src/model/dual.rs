@@ -111,6 +111,8 @@ impl DerivSink for ScaleSide {
 /// `c theta_i`, and its term is `c loss*(s side theta_i)` (none for weight 0).
 struct Conjugates<'a, 'o, L: Loss> {
     obj: &'a Objective<'o, L>,
+    /// Whether the rows have weights (else every weight is 1, not looked up).
+    weighted: bool,
     side: (f64, f64),
     scales: &'a [f64],
     t: Vec<f64>,
@@ -120,7 +122,11 @@ struct Conjugates<'a, 'o, L: Loss> {
 impl<L: Loss> DerivSink for Conjugates<'_, '_, L> {
     #[inline]
     fn row(&mut self, i: usize, y: f32, dz: &mut [f64]) {
-        let c = self.obj.row_weight(i);
+        let c = if self.weighted {
+            self.obj.row_weight(i)
+        } else {
+            1.0
+        };
         if c == 0.0 {
             return;
         }
@@ -333,6 +339,7 @@ impl<L: Loss> Objective<'_, L> {
         let sums = par::each(self.shares(), |r| {
             let mut sink = Conjugates {
                 obj: self,
+                weighted: self.data.weights.is_some(),
                 side,
                 scales,
                 t: vec![0.0; k],

@@ -407,6 +407,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         let mut zi = vec![0.0; k];
         let mut dz = vec![0.0; k];
         let mut sum = 0.0;
+        let weighted = self.data.weights.is_some();
         for i in rows {
             self.prefetch_row(w, i + ROWS_AHEAD);
             if let Some(g) = g.as_deref() {
@@ -414,7 +415,7 @@ impl<'a, L: Loss> Objective<'a, L> {
             }
             self.row_margins(w, i, &mut zi);
             let y = self.data.labels[self.at(i)];
-            let s = self.row_weight(i);
+            let s = if weighted { self.row_weight(i) } else { 1.0 };
             if g.is_none() && !S::USES {
                 sum += s * self.loss.value(&zi, y);
                 continue;
@@ -546,6 +547,7 @@ impl<'a, L: Loss> Objective<'a, L> {
         let n = self.n();
         let need_dz = g.is_some() || S::USES;
         let mut sum = 0.0;
+        let weighted = self.data.weights.is_some();
         let mut dz = [0.0];
         for i in rows {
             if i + ROWS_AHEAD < n {
@@ -575,7 +577,7 @@ impl<'a, L: Loss> Objective<'a, L> {
                 }
             }
             let y = self.data.labels[self.at(i)];
-            let s = self.row_weight(i);
+            let s = if weighted { self.row_weight(i) } else { 1.0 };
             if !need_dz {
                 sum += s * self.loss.value(&[z], y);
                 continue;
@@ -753,6 +755,7 @@ impl<'a, L: Loss> Objective<'a, L> {
     fn gram_product(&self, v: &[f64], rows: std::ops::Range<usize>, next: &mut [f64]) {
         let d = self.layout.features;
         let bias = self.layout.bias;
+        let weighted = self.data.weights.is_some();
         next.fill(0.0);
         for i in rows {
             if let Some(a) =
@@ -773,7 +776,9 @@ impl<'a, L: Loss> Objective<'a, L> {
                 }
             }
             // A weighted row counts its weight times.
-            u *= self.row_weight(i);
+            if weighted {
+                u *= self.row_weight(i);
+            }
             for (f, x) in row.iter() {
                 if (f as usize) < d {
                     next[f as usize] += f64::from(x) * u;
