@@ -101,6 +101,14 @@ fn every_algorithm_approaches_the_fista_optimum() {
         }
         let s = run(&c, &ds);
         let rel = (s.last().psi - psi_star) / psi_star;
+        // Plain SGD with 2 asynchronous workers ends at a noise level that the
+        // interleaving moves: 2e-3 to 1.3e-2 over 26 runs of this file beside other
+        // builds; the start is at 2.4e-1.
+        let tol = if alg == Algorithm::Asyb && vr == VarianceReduction::None {
+            2.5e-2
+        } else {
+            tol
+        };
         assert_eq!(s.stop_reason, StopReason::Epochs, "{alg:?} {vr:?}");
         assert!(
             rel < tol && rel > -1e-9,
