@@ -455,6 +455,10 @@ pub struct TrainArgs {
     /// Held-out data for test metrics at every evaluation.
     #[arg(long, value_name = "FILE")]
     pub test: Option<PathBuf>,
+    /// Weights of the training rows: one number (>= 0) per line, in the training file's
+    /// order; a row of weight 2 counts as two copies of it.
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
     #[arg(long, value_parser = parse_loss, help = loss_help())]
     pub loss: Option<LossKind>,
     /// Huber loss: where it turns from quadratic to linear, in units of the target.
@@ -686,6 +690,7 @@ impl TrainArgs {
             svrg_warmup,
             train,
             test,
+            weights,
             features,
             blocks,
             batch,

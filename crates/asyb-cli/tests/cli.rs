@@ -750,6 +750,68 @@ fn small_data_runs_cd_to_convergence() {
     );
 }
 
+/// `--weights`: a row of weight k trains as k copies of it (0: left out); a bad
+/// weights file is refused naming its line.
+#[test]
+fn row_weights_train_as_repeated_rows() {
+    let d = Dir::new();
+    let text = small_binary();
+    d.write("a.svm", &text);
+    let counts: Vec<usize> = (0..200).map(|i| (i * 7) % 4).collect();
+    let weights: String = counts.iter().map(|c| format!("{c}\n")).collect();
+    d.write("w.txt", &weights);
+    let repeated: String = text
+        .lines()
+        .zip(&counts)
+        .flat_map(|(l, &c)| std::iter::repeat(format!("{l}\n")).take(c))
+        .collect();
+    d.write("r.svm", &repeated);
+    let psi = |extra: &[&str], log: &str| {
+        let mut args = vec!["train", "--lambda", "1e-3", "--tol", "1e-9", "--quiet"];
+        args.extend_from_slice(&["--log", log]);
+        args.extend_from_slice(extra);
+        d.asyb_ok(&args);
+        let recs = log_records(&d.path(log));
+        let last = recs.iter().rev().find(|r| r["type"] == "eval").unwrap();
+        last["psi"].as_f64().unwrap()
+    };
+    let weighted = psi(&["--train", "a.svm", "--weights", "w.txt"], "w.jsonl");
+    let copies = psi(&["--train", "r.svm"], "r.jsonl");
+    let plain = psi(&["--train", "a.svm"], "p.jsonl");
+    assert!(
+        (weighted - copies).abs() < 1e-7 * copies,
+        "{weighted} vs {copies}"
+    );
+    assert!(
+        (weighted - plain).abs() > 1e-4,
+        "weights changed nothing: {plain}"
+    );
+
+    d.write("bad.txt", "1\n2\n x\n");
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--weights", "bad.txt"],
+        &["bad.txt:3:2: weight 'x' is not a number"],
+    );
+    d.write("short.txt", "1\n2\n");
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--weights", "short.txt"],
+        &["short.txt: 2 weights for 200 training rows"],
+    );
+    d.write("neg.txt", weights.replacen("0\n", "-1\n", 1));
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--weights", "neg.txt"],
+        &["neg.txt:1:1: weight -1 is not a finite number >= 0"],
+    );
+    train_fails(
+        &d,
+        &["--train", "a.svm", "--weights", "w.txt", "--skip-bad-lines"],
+        &["invalid weights: row weights cannot be used with skip-bad-lines"],
+    );
+}
+
 /// `predict --proba`: a softmax model's class probabilities, one line a row in the
 /// order of its ascending labels, summing to 1 and largest at the predicted label; a
 /// logistic model's P(y = +1), as by default; a squared model has none (one line).

@@ -376,6 +376,9 @@ pub struct TrainConfig {
     pub train: Option<PathBuf>,
     /// Test data for held-out metrics.
     pub test: Option<PathBuf>,
+    /// Weights of the training rows' losses: a text file with one number (>= 0) per
+    /// line, in the training file's row order; a row of weight 2 counts as two copies.
+    pub weights: Option<PathBuf>,
     pub loss: LossKind,
     /// Huber loss: where it turns from quadratic to linear; default 1.
     pub huber_delta: Option<f64>,
@@ -481,6 +484,7 @@ impl Default for TrainConfig {
         TrainConfig {
             train: None,
             test: None,
+            weights: None,
             loss: LossKind::Logistic,
             huber_delta: None,
             reg: RegKind::L1,
@@ -615,6 +619,7 @@ impl TrainConfig {
             for p in [
                 &mut cfg.train,
                 &mut cfg.test,
+                &mut cfg.weights,
                 &mut cfg.model,
                 &mut cfg.log,
                 &mut cfg.plot,
@@ -678,6 +683,22 @@ impl TrainConfig {
     /// The problem (regularizer, features, compaction) and the outputs (checkpoints, warm start).
     fn check_problem_and_outputs(&self) -> Result<()> {
         nonneg_finite("lambda", self.lambda)?;
+        if self.weights.is_some() {
+            // A weight belongs to a line of the training file.
+            let why = if self.skip_bad_lines {
+                Some("skip-bad-lines (a skipped line would shift every later weight)")
+            } else if self.backend == Backend::Mpi {
+                Some("the MPI backend (not yet)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::config(
+                    "weights",
+                    format!("row weights cannot be used with {why}"),
+                ));
+            }
+        }
         positive_finite("checkpoint-every", self.checkpoint_every_secs)?;
         if self.resume.is_some() && self.init_model.is_some() {
             return Err(Error::config(

@@ -91,7 +91,10 @@ impl Problem {
     /// Reads the files named by the config.
     pub fn load(cfg: &ValidConfig) -> Result<Problem> {
         let raw = &cfg.raw;
-        let (train, train_report, columns) = Problem::read_train(cfg)?;
+        let (mut train, train_report, columns) = Problem::read_train(cfg)?;
+        if let Some(p) = &raw.weights {
+            train.weights = Some(crate::data::read_weights(p, train.rows())?);
+        }
         let train_path = raw.train.clone().expect("read_train checked it");
         let opts = read_options(cfg);
         let (test, test_report) = match &raw.test {

@@ -291,6 +291,44 @@ pub mod array;
 pub mod cache;
 pub mod columns;
 
+/// Reads the row weights of a training file from `path`: one number per line (finite
+/// and >= 0), in the file's row order, `rows` of them. Errors name the file and the
+/// line.
+pub fn read_weights(path: &Path, rows: usize) -> Result<Array<f32>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut w = Vec::with_capacity(rows);
+    for (k, line) in text.lines().enumerate() {
+        let at = |col: usize, reason: String| Error::Parse {
+            path: path.into(),
+            line: k as u64 + 1,
+            col: col as u64 + 1,
+            reason,
+        };
+        let field = line.trim();
+        let col = line.len() - line.trim_start().len();
+        let x: f32 = field
+            .parse()
+            .map_err(|_| at(col, format!("weight '{field}' is not a number")))?;
+        if !(x.is_finite() && x >= 0.0) {
+            return Err(at(
+                col,
+                format!("weight {field} is not a finite number >= 0"),
+            ));
+        }
+        w.push(x);
+    }
+    if w.len() != rows {
+        return Err(Error::Data {
+            path: path.into(),
+            reason: format!(
+                "{} weights for {rows} training rows (one per line)",
+                w.len()
+            ),
+        });
+    }
+    Ok(w.into())
+}
+
 /// Threads for the passes over a whole dataset (the cache's checksum and validation,
 /// the renumbering of features): every core, up to 8.
 pub(crate) fn threads() -> usize {
