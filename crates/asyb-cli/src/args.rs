@@ -594,7 +594,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub eval_every_epochs: Option<f64>,
     /// Rows of the training set the monitored objective uses (a fixed stride subsample
-    /// beyond).
+    /// beyond; `tol` then measures the subsample's objective, which may never meet it).
+    /// [default: every row]
     #[arg(long)]
     pub eval_rows: Option<usize>,
     /// Threads for evaluation. [default: the number of cores]
@@ -681,7 +682,6 @@ impl TrainArgs {
             seed,
             fista_tol,
             fista_max_iters,
-            eval_rows,
             tol
         );
         set_some!(
@@ -702,6 +702,7 @@ impl TrainArgs {
             target_objective,
             eval_every_updates,
             eval_every_epochs,
+            eval_rows,
             eval_threads,
             model,
             log,

@@ -124,7 +124,7 @@ fn config(
         // Evaluations at fixed shares of an epoch only.
         eval_every_secs: Some(NEVER_SECS),
         eval_every_epochs: Some(a.eval_every_epochs),
-        eval_rows: w.rows,
+        eval_rows: None,
         seed: a.seed,
         fista_tol: a.fista_tol,
         ..TrainConfig::default()
@@ -984,7 +984,7 @@ pub fn speedup(a: &crate::args::BenchSpeedupArgs) -> Result<()> {
     }
     // Every run is measured on every row: the target is a fraction of the exact Psi*,
     // and each runs to it.
-    raw.eval_rows = pb.train.rows();
+    raw.eval_rows = None;
     raw.tol = 0.0;
     if raw.epochs.is_none() && raw.max_updates.is_none() && raw.max_seconds.is_none() {
         raw.epochs = Some(50.0);
@@ -1307,7 +1307,7 @@ pub fn rate(a: &crate::args::BenchRateArgs) -> Result<()> {
     let counts = worker_counts(t, &[1, 2])?;
     let vc = crate::commands::train_config(t)?;
     let pb = Problem::load(&vc)?;
-    let raw = rate_config(&vc.raw, t, &pb);
+    let raw = rate_config(&vc.raw, t);
     let c = match a.c {
         Some(c) => c,
         None => {
@@ -1376,7 +1376,7 @@ fn rate_budgets(a: &crate::args::BenchRateArgs) -> Result<Vec<u64>> {
 
 /// The settings of every `bench rate` run, from the user's: the theorem's setting, no
 /// time or epoch limit, evaluations on every row and only at the update counts asked.
-fn rate_config(user: &TrainConfig, t: &crate::args::TrainArgs, pb: &Problem) -> TrainConfig {
+fn rate_config(user: &TrainConfig, t: &crate::args::TrainArgs) -> TrainConfig {
     use asyb::config::{StepScaling, VarianceReduction};
     let mut raw = user.clone();
     // The theorem's setting: the stochastic algorithm (`auto` is asyb here) with plain
@@ -1397,7 +1397,7 @@ fn rate_config(user: &TrainConfig, t: &crate::args::TrainArgs, pb: &Problem) -> 
     // Every run uses its whole budget.
     raw.tol = 0.0;
     raw.eval_every_secs = Some(NEVER_SECS);
-    raw.eval_rows = pb.train.rows();
+    raw.eval_rows = None;
     raw
 }
 

@@ -32,7 +32,7 @@ pub fn sim(a: &SimArgs) -> Result<()> {
     raw.workers = Some(1);
     let vc = raw.clone().check()?;
     let pb = Problem::load(&vc)?;
-    raw.eval_rows = pb.train.rows();
+    raw.eval_rows = None;
     let vc = raw.clone().check()?;
     let psi_star = reference_optimum(t.psi_star, &vc, &pb, &a.optimum_cache)?;
     let goal = psi_star + a.target * psi_star.abs();

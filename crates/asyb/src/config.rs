@@ -457,8 +457,10 @@ pub struct TrainConfig {
     /// different worker counts are then evaluated at the same points of their progress.
     pub eval_every_epochs: Option<f64>,
     /// Rows of the training set used for the monitored objective; a larger training set
-    /// is subsampled by a fixed stride (same rows at every evaluation).
-    pub eval_rows: usize,
+    /// is subsampled by a fixed stride (same rows at every evaluation). `None`: every
+    /// row. A subsample's objective is not the one training minimizes, so `tol`, which
+    /// measures the monitored objective, may then never be met: its optimum differs.
+    pub eval_rows: Option<usize>,
     /// Threads for evaluation; default: the number of cores.
     pub eval_threads: Option<usize>,
     pub seed: u64,
@@ -525,7 +527,7 @@ impl Default for TrainConfig {
             eval_every_secs: None,
             eval_every_updates: None,
             eval_every_epochs: None,
-            eval_rows: 1_000_000,
+            eval_rows: None,
             eval_threads: None,
             seed: 1,
             fista_tol: 1e-10,
@@ -916,7 +918,7 @@ impl TrainConfig {
         if let Some(e) = self.eval_every_epochs {
             positive_finite("eval-every-epochs", e)?;
         }
-        if self.eval_rows == 0 {
+        if self.eval_rows == Some(0) {
             return Err(Error::config("eval-rows", "must be at least 1"));
         }
         if self.eval_threads == Some(0) {

@@ -869,8 +869,10 @@ impl<'a> Trainer<'a> {
         } else {
             raw.max_delay
         };
-        let eval_rows =
-            (data.rows() > raw.eval_rows).then(|| stride_rows(data.rows(), raw.eval_rows));
+        let eval_rows = raw
+            .eval_rows
+            .filter(|&m| data.rows() > m)
+            .map(|m| stride_rows(data.rows(), m));
         Ok(Plan {
             algorithm,
             algorithm_note,

@@ -790,3 +790,21 @@ fn a_cache_of_renumbered_features_loads_as_the_problem_of_the_plain_one() {
         "{e}"
     );
 }
+
+/// By default the monitored objective is the training objective, on every row, so that
+/// `tol` measures what training minimizes; `eval-rows` subsamples it (and says so).
+#[test]
+fn the_default_monitors_every_row_and_eval_rows_subsamples() {
+    assert_eq!(TrainConfig::default().eval_rows, None);
+    let ds = planted_logistic(3000, 50, 6, 4);
+    let mut c = config(Algorithm::Fista, 1);
+    c.fista_max_iters = 3;
+    let all = run(&c, &ds);
+    assert_eq!(all.info.eval_rows, 3000);
+    c.eval_rows = Some(1000);
+    let some = run(&c, &ds);
+    assert_eq!(some.info.eval_rows, 1000);
+    // The same model (fista is deterministic), another objective.
+    assert_eq!(all.weights, some.weights);
+    assert_ne!(all.last().psi, some.last().psi);
+}

@@ -352,8 +352,10 @@ fn answer_plan(
     let (layout, reg, partition) = plan_blocks(cfg, roles, features, blocks);
     if let Some(p) = part.as_mut() {
         p.data.features = features;
-        let share = (raw.eval_rows / roles.workers()).max(1);
-        p.eval = (p.data.rows() > share).then(|| train::stride_rows(p.data.rows(), share));
+        if let Some(all) = raw.eval_rows {
+            let share = (all / roles.workers()).max(1);
+            p.eval = (p.data.rows() > share).then(|| train::stride_rows(p.data.rows(), share));
+        }
     }
     let sums = match (&*part, cfg.scaled_steps) {
         (Some(p), true) => train::column_sq_sums(&p.data, layout),
@@ -953,7 +955,7 @@ impl<L: Loss> Coordinator<'_, L> {
             max_updates,
             max_seconds: raw.max_seconds,
             target_objective: raw.target_objective,
-            eval_rows: n.min(raw.eval_rows),
+            eval_rows: raw.eval_rows.map_or(n, |m| n.min(m)),
             cluster: Some(format!("mpi, {}; {}", roles.describe(), rows_of.join(", "))),
         };
         for o in observers.iter_mut() {
