@@ -23,7 +23,7 @@ use asyb::model::Layout;
 use asyb::model_file::{self, ModelMeta, SavedModel};
 use asyb::monitor::{EvalRecord, Observe};
 use asyb::problem::Problem;
-use asyb::train::{check_memory, reg_spec, Trainer};
+use asyb::train::{check_memory, panic_message, reg_spec, Trainer};
 use numpy::{Element, IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -251,12 +251,10 @@ fn train<'py>(
     let summary = match outcome {
         Ok(result) => result.map_err(py_err)?,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            return Err(PyRuntimeError::new_err(format!("training failed: {what}")));
+            return Err(PyRuntimeError::new_err(format!(
+                "training failed: {}",
+                panic_message(panic.as_ref())
+            )));
         }
     };
     if let Some(e) = pending {
